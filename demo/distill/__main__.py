@@ -1,0 +1,69 @@
+"""`python -m demo.distill --method M [--teacher DIR] --iterations N --batch-size B --out DIR …`
+
+Runs (or resumes, when OUT already holds a checkpoint) one training method through the generic loop; the finished
+model folder is written to OUT/model. Works under `accelerate launch --num_processes N -m demo.distill …`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from demo.distill import METHODS
+from demo.train import TrainConfig, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m demo.distill", description=__doc__.splitlines()[0])
+    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--teacher", default=None, help="teacher model folder (distillation methods)")
+    p.add_argument("--init", default=None, help="student initialisation folder, where the method takes one")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, stats.jsonl, model/)")
+    p.add_argument("--name", default=None, help="model name written to card.json")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--lr-final", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"])
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--channels", default="32,64,128", help="teacher/student UNet widths")
+    p.add_argument("--layers-per-block", type=int, default=2)
+    p.add_argument("--guidance", type=float, default=2.0, help="W for methods with one fixed guidance scale")
+    p.add_argument("--w-min", type=float, default=1.0, help="lowest W of a w-conditioned student")
+    p.add_argument("--w-max", type=float, default=5.0, help="highest W of a w-conditioned student")
+    p.add_argument("--steps", type=int, default=None, help="student sampling steps (progressive rounds)")
+    p.add_argument("--variant", default=None, help="method variant (e.g. a DASH ablation)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        method = METHODS[args.method](args)
+        cfg = TrainConfig(
+            iterations=args.iterations,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup=args.warmup if args.warmup is not None else min(200, max(1, args.iterations // 10)),
+            lr_final=args.lr_final,
+            ema_decay=args.ema_decay,
+            seed=args.seed,
+            mixed_precision=args.mixed_precision,
+            log_every=args.log_every,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    last = train(method, cfg, args.out)
+    print(json.dumps({k: v for k, v in last.items() if k != "time"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Training the class-conditional CFG teacher from data (Ho & Salimans 2022, classifier-free guidance).
+
+v-prediction (Salimans & Ho 2022): its loss ‖v̂ − v‖² equals an x0-loss weighted by SNR+1, so it stays
+informative at pure noise where ε-MSE carries no weight, and it is what progressive distillation needs.
+Labels are dropped to the null class with probability 0.1 (CFG training). DASH's TIRT logits λ_t are
+learned jointly (see `TIRT`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from demo.data import BatchSampler
+from demo.distill.base import Method
+from demo.models import Card, save_model_folder
+from demo.schedule import NoiseSchedule, v_from_eps_x0
+
+P_UNCOND = 0.1  # label dropout of classifier-free guidance (Ho & Salimans 2022 use 0.1–0.2)
+TIRT_SNR_CAP = 5.0  # ω_t = min(SNR_t, 5)·sigmoid(λ_t)  (DASH, Al Shafi et al. 2026; min-SNR-5 of Hang et al. 2023)
+
+
+class TIRT(torch.nn.Module):
+    """Timestep-Importance Rebalanced Training: one learnable logit λ_t per training timestep.
+
+    ω_t = min(SNR_t, 5)·sigmoid(λ_t), normalised to unit mean over a batch. The logits are fitted during teacher
+    training to the teacher's own per-timestep ε-error ℓ_t with an uncertainty-style objective
+    E[ω_t·ℓ_t − log ω_t] (Kendall et al. 2018; EDM2's learned loss weighting), whose optimum is ω_t ∝ 1/ℓ_t within
+    the min-SNR cap: timesteps the teacher finds hard get less weight, so no range of t dominates. ℓ is detached,
+    so λ never changes the teacher's gradients. DASH copies λ into the student frozen.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, logits: torch.Tensor | None = None):
+        super().__init__()
+        T = schedule.num_train_timesteps
+        self.lambda_t = torch.nn.Parameter(logits.clone().float() if logits is not None else torch.zeros(T))
+        self.register_buffer("snr_cap", schedule.snr(torch.arange(T)).clamp(max=TIRT_SNR_CAP), persistent=False)
+
+    def omega(self, t: torch.Tensor) -> torch.Tensor:
+        return self.snr_cap[t] * torch.sigmoid(self.lambda_t[t])
+
+    def weights(self, t: torch.Tensor) -> torch.Tensor:
+        """ω̂_t: unit mean over the batch."""
+        w = self.omega(t)
+        return w / w.mean().clamp(min=1e-12)
+
+    def fit_loss(self, t: torch.Tensor, eps_err: torch.Tensor) -> torch.Tensor:
+        w = self.omega(t).float()
+        return (w * eps_err.detach().float() - torch.log(w.clamp(min=1e-12))).mean()
+
+
+class TeacherTraining(Method):
+    name = "teacher"
+
+    def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher"):
+        self.student = net
+        self.scheduler = scheduler
+        self.schedule = NoiseSchedule.from_scheduler(scheduler)
+        self.tirt = TIRT(self.schedule)
+        self.data = data
+        self.num_classes = num_classes
+        self.card_name = card_name
+        if scheduler.config.prediction_type != "v_prediction":
+            raise ValueError(f"the teacher objective is v-prediction, got {scheduler.config.prediction_type!r}")
+
+    def trainable_modules(self):
+        return {"student": self.student, "tirt": self.tirt}
+
+    def param_groups(self, lr, weight_decay):
+        return super().param_groups(lr, weight_decay) + [{"params": list(self.tirt.parameters()), "lr": 1e-2, "weight_decay": 0.0}]
+
+    def loss(self, step, generator):
+        device = self.tirt.lambda_t.device
+        x0, y = self.data.batch(step)
+        x0, y = x0.to(device), y.to(device)
+        B = x0.shape[0]
+        # 1. Drop labels to the null class (index num_classes) with probability P_UNCOND.
+        drop = torch.rand(B, generator=generator) < P_UNCOND
+        y = torch.where(drop.to(device), torch.full_like(y, self.num_classes), y)
+        # 2. z_t = alpha_t·x0 + sigma_t·eps with t uniform over the training timesteps.
+        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), generator=generator).to(device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        z_t = self.schedule.add_noise(x0, eps, t)
+        alpha, sigma = (a.to(device) for a in self.schedule.alpha_sigma(t))
+        # 3. v-loss, per example.
+        v_hat = self.student(z_t, t, class_labels=y).sample.float()
+        v = v_from_eps_x0(eps, x0, alpha, sigma)
+        mse_v = F.mse_loss(v_hat, v, reduction="none").mean(dim=(1, 2, 3))
+        # 4. TIRT logits fitted on the ε-error (‖ε̂ − ε‖² = alpha_t²·‖v̂ − v‖²), detached from the network.
+        loss_tirt = self.tirt.fit_loss(t, alpha**2 * mse_v)
+        return mse_v.mean() + loss_tirt, {"loss_v": float(mse_v.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
+
+    def export(self, folder: Path, cfg) -> Path:
+        card = Card(
+            name=self.card_name,
+            kind="teacher",
+            method="diffusion (v-prediction, CFG label dropout 0.1, TIRT logits)",
+            training={"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay},
+        )
+        return save_model_folder(folder, self.student, self.scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}})
+
+    def describe(self):
+        return {"name": self.name, "p_uncond": P_UNCOND, "tirt_snr_cap": TIRT_SNR_CAP}

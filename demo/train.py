@@ -1,0 +1,281 @@
+"""The one generic training loop: it knows nothing about which method (teacher training or a distillation) it runs.
+
+A method (see `demo.distill.base.Method`) supplies the trainable modules, a loss for step `k` and an export; the
+loop adds the optimiser, lr schedule, bf16 autocast, EMA, gradient averaging across processes (accelerate),
+atomic checkpoints with resume, and a `stats.jsonl` log in a run folder (as in NVlabs/edm).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200  # linear warm-up steps
+    lr_final: float = 0.1  # cosine decay to lr * lr_final at the last iteration
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999  # upper bound; EMA warms up as min(decay, (1 + k) / (10 + k))
+    grad_clip: float = 1.0
+    seed: int = 0
+    mixed_precision: str = "bf16"  # "bf16" (autocast) or "no"
+    log_every: int = 25
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {self.iterations!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size!r}")
+        if not (0 < self.lr < 1):
+            raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
+        if self.mixed_precision not in ("bf16", "no"):
+            raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {self.mixed_precision!r}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay from lr to lr * lr_final."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
+    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+
+    def copy_to(self, module: torch.nn.Module) -> None:
+        state = module.state_dict()
+        module.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in self.shadow.items()}})
+
+
+# ---- checkpoints: safetensors only, written to a temp folder then renamed, verified by hash on load ----
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split an optimiser state into flat tensors and a JSON-able remainder."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(run_dir: Path, step: int, modules: dict, ema: EMA, opt, extra: dict | None = None, keep: int = 2) -> Path:
+    tensors = {f"module.{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
+    opt_tensors, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    final = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
+    tmp = run_dir / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "state.safetensors"))
+    meta = {"step": step, "sha256": _sha256(tmp / "state.safetensors"), "optimizer": opt_meta, **(extra or {})}
+    with open(tmp / "meta.json", "w") as f:
+        json.dump(meta, f)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)  # atomic: a reader sees the old checkpoint or the whole new one
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
+
+
+def latest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict, dict] | None:
+    """The newest checkpoint whose files are complete and whose hash matches; corrupt ones are skipped."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            meta = json.loads((ckpt / "meta.json").read_text())
+            if _sha256(ckpt / "state.safetensors") != meta["sha256"]:
+                continue
+            return ckpt, meta, load_file(str(ckpt / "state.safetensors"))
+        except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError):
+            continue
+    return None
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def train(
+    method,
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    accelerator=None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Run (or resume) `method` for cfg.iterations steps in `run_dir`; returns the last logged stats row.
+
+    On SIGTERM/SIGINT (or when `should_stop()` turns true) the loop writes a checkpoint and returns early.
+    """
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    is_main = accelerator.is_main_process
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"train": asdict(cfg), "method": method.describe()}, indent=2) + "\n")
+    method.to(device)
+    modules = method.trainable_modules()
+    param_groups = method.param_groups(cfg.lr, cfg.weight_decay)
+    base_lrs = [g["lr"] for g in param_groups]
+    opt = torch.optim.AdamW(param_groups, betas=(0.9, 0.99), eps=1e-8)
+    ema = EMA(method.student, cfg.ema_decay)
+    start = 0
+    found = latest_valid_checkpoint(run_dir)
+    if found is not None:
+        ckpt, meta, tensors = found
+        for name, m in modules.items():
+            prefix = f"module.{name}."
+            m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        ema.shadow = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
+        _load_optimizer(opt, tensors, meta["optimizer"])
+        start = meta["step"]
+        method.on_resume(meta)
+        if is_main:
+            print(f"resumed from {ckpt.name} at step {start}", flush=True)
+
+    stop = {"flag": False}
+
+    def _request_stop(*_):
+        stop["flag"] = True
+
+    old_handlers = {}
+    if is_main and threading_is_main():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, _request_stop)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+    stats_path = run_dir / "stats.jsonl"
+    t_start, last = time.time(), {}
+    window: dict[str, float] = {}
+    n_window = 0
+    step = start
+    try:
+        for step in range(start, cfg.iterations):
+            # 1. The method's loss for this step (it draws its own batch from a step-seeded generator).
+            gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step * 7 + accelerator.process_index)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base / cfg.lr * lr_at(step, cfg)
+            with autocast:
+                loss, stats = method.loss(step, gen)
+            # 2. Backward, average gradients over processes, clip, step.
+            opt.zero_grad(set_to_none=True)
+            loss.float().backward()
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if accelerator.num_processes > 1:
+                for p in params:
+                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
+            opt.step()
+            method.after_step(step)
+            # 3. EMA of the student.
+            ema.update(method.student, step)
+            for k, v in {"loss": float(loss), "grad_norm": float(grad_norm), **stats}.items():
+                window[k] = window.get(k, 0.0) + float(v)
+            n_window += 1
+            done = step + 1
+            if is_main and (done % cfg.log_every == 0 or done == cfg.iterations):
+                elapsed = time.time() - t_start
+                rate = (done - start) / max(elapsed, 1e-9)
+                last = {
+                    "step": done,
+                    "iterations": cfg.iterations,
+                    **{k: v / n_window for k, v in window.items()},
+                    "lr": opt.param_groups[0]["lr"],
+                    "img_per_s": rate * cfg.batch_size * accelerator.num_processes,
+                    "elapsed_s": elapsed,
+                    "eta_s": (cfg.iterations - done) / max(rate, 1e-9),
+                    "time": time.time(),
+                }
+                _append_jsonl(stats_path, last)
+                window, n_window = {}, 0
+            if is_main and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+                save_checkpoint(run_dir, done, modules, ema, opt, {"method": method.name}, cfg.keep_checkpoints)
+            if stop["flag"] or (should_stop is not None and should_stop()):
+                if is_main and done % cfg.checkpoint_every != 0:
+                    save_checkpoint(run_dir, done, modules, ema, opt, {"method": method.name}, cfg.keep_checkpoints)
+                if is_main:
+                    _append_jsonl(stats_path, {"step": done, "event": "stopped", "time": time.time()})
+                return {**last, "stopped": True}
+        # 4. Export the EMA student as a model folder.
+        if is_main:
+            student_state = {k: v.clone() for k, v in method.student.state_dict().items()}
+            ema.copy_to(method.student)
+            method.export(run_dir / "model", cfg)
+            method.student.load_state_dict(student_state)
+            _append_jsonl(stats_path, {"step": cfg.iterations, "event": "done", "time": time.time()})
+        accelerator.wait_for_everyone()
+        return last
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
