@@ -124,3 +124,14 @@ def ddim_step(z_t, x0_hat, alpha_t, sigma_t, alpha_s, sigma_s, noise=None, eta: 
     c = eta * (sigma_s / sigma_t) * (1 - (alpha_t / alpha_s) ** 2).clamp(min=0).sqrt()
     direction = (sigma_s**2 - c**2).clamp(min=0).sqrt()
     return _bcast(alpha_s, z_t) * x0_hat + _bcast(direction, z_t) * eps_hat + _bcast(c, z_t) * noise
+
+
+def to_eps(z, output, alpha, sigma, prediction_type: str):
+    """The ε prediction implied by a network output (exact for v and ε; through x0 for 'sample')."""
+    if prediction_type == "v_prediction":
+        return eps_from_v(z, output, alpha, sigma)
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "sample":
+        return eps_from_x0(z, output, alpha, sigma)
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")

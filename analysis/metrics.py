@@ -1,0 +1,135 @@
+"""Sample-quality metrics in the project classifier's feature space (`analysis.classifier`).
+
+- Fréchet distance between Gaussian fits of features (the FID formula, Heusel et al. 2017, in our features — not FID),
+- KID: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018),
+- precision / recall: k-NN manifold estimates (Kynkäänniemi et al. 2019, k = 3),
+- class accuracy of conditional samples (guidance fidelity) and within-class diversity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from analysis.classifier import ASSETS, classify
+
+REFERENCE_PATH = ASSETS / "classifier" / "reference.safetensors"
+PR_K = 3  # Kynkäänniemi et al. 2019 use k = 3
+REFERENCE_SUBSET = 3000
+
+
+def gaussian_stats(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = feats.double().numpy()
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½)."""
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise (as in pytorch-fid)
+        offset = np.eye(cov1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+
+
+def kid(f1: torch.Tensor, f2: torch.Tensor, subsets: int = 20, subset_size: int = 1000, seed: int = 0) -> float:
+    """Mean unbiased MMD² over random subsets, kernel k(x, y) = (xᵀy / d + 1)³."""
+    g = torch.Generator().manual_seed(seed)
+    d = f1.shape[1]
+    m = min(subset_size, len(f1), len(f2))
+    vals = []
+    for _ in range(subsets):
+        x = f1[torch.randperm(len(f1), generator=g)[:m]].double()
+        y = f2[torch.randperm(len(f2), generator=g)[:m]].double()
+        kxx, kyy, kxy = (((a @ b.T) / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        vals.append(float((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1)) - 2 * kxy.mean()))
+    return float(np.mean(vals))
+
+
+def _knn_radii(f: torch.Tensor, k: int) -> torch.Tensor:
+    d = torch.cdist(f, f)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PR_K) -> tuple[float, float]:
+    """Precision: share of fake samples inside the real k-NN manifold; recall: the converse."""
+    real, fake = real.float(), fake.float()
+    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
+    d = torch.cdist(fake, real)  # [F, R]
+    precision = (d <= r_real[None, :]).any(dim=1).float().mean()
+    recall = (d.T <= r_fake[None, :]).any(dim=1).float().mean()
+    return float(precision), float(recall)
+
+
+def within_class_diversity(feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Mean pairwise feature distance within each class, [num_classes] (NaN for classes with < 2 samples)."""
+    out = torch.full((num_classes,), float("nan"))
+    for c in range(num_classes):
+        f = feats[labels == c].float()
+        if len(f) >= 2:
+            d = torch.cdist(f, f)
+            out[c] = d.sum() / (len(f) * (len(f) - 1))
+    return out
+
+
+def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    """All metrics of a sample set against the shipped reference statistics."""
+    mu, cov = gaussian_stats(feats)
+    ref_f, ref_y = reference["subset_feats"], reference["subset_labels"]
+    precision, recall = precision_recall(ref_f, feats)
+    out = {
+        "frechet_distance": frechet_distance(mu, cov, reference["mu"].numpy(), reference["cov"].numpy()),
+        "kid": kid(ref_f, feats),
+        "precision": precision,
+        "recall": recall,
+        "n": len(feats),
+    }
+    if labels is not None:
+        pred = probs.argmax(1)
+        out["accuracy"] = float((pred == labels).float().mean())
+        out["confidence"] = float(probs.gather(1, labels[:, None]).mean())
+        div = within_class_diversity(feats, labels)
+        out["diversity"] = float(torch.nanmean(div))
+        out["diversity_ratio"] = float(torch.nanmean(div / reference["diversity"]))
+        out["per_class_accuracy"] = [float((pred[labels == c] == c).float().mean()) if (labels == c).any() else None for c in range(10)]
+    return out
+
+
+def write_reference(path: Path, test_feats, test_labels, train_feats, train_labels, train_probs, floor_n: int = 2000) -> dict:
+    """Ship the test set's statistics, and measure the floor: `floor_n` real train images against them."""
+    mu, cov = gaussian_stats(test_feats)
+    g = torch.Generator().manual_seed(0)
+    subset = torch.randperm(len(test_feats), generator=g)[:REFERENCE_SUBSET]
+    reference = {
+        "mu": torch.from_numpy(mu),
+        "cov": torch.from_numpy(cov),
+        "subset_feats": test_feats[subset].float().contiguous(),
+        "subset_labels": test_labels[subset].long().contiguous(),
+        "diversity": within_class_diversity(test_feats, test_labels),
+    }
+    save_file(reference, str(path))
+    pick = torch.randperm(len(train_feats), generator=g)[:floor_n]
+    floor = reference_metrics(reference, train_feats[pick], train_probs[pick], train_labels[pick])
+    floor.pop("per_class_accuracy", None)
+    floor["what"] = f"{floor_n} real training images against the test-set reference"
+    return floor
+
+
+def load_reference(path: str | Path = REFERENCE_PATH) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Reference statistics are missing at {path}: run `python -m analysis.train_classifier`.")
+    return load_file(str(path))
+
+
+def evaluate_images(images: torch.Tensor, labels: torch.Tensor | None, classifier, reference: dict) -> dict:
+    """images [N,1,28,28] in [-1, 1] → metrics dict."""
+    feats, probs = classify(classifier, images)
+    return reference_metrics(reference, feats, probs, labels)

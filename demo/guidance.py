@@ -1,0 +1,117 @@
+"""Classifier-free guidance as a denoiser wrapper, with the project's one guidance convention.
+
+**Convention (used everywhere: CLI, UI, cards, code).** The guidance scale is diffusers' `W`:
+
+    x̂ = x̂_u + W·(x̂_c − x̂_u)        (equivalently ε̂ = ε_u + W·(ε_c − ε_u); the combination is affine, so it is
+                                       the same in ε, v or x0 space for a given z_t)
+
+W = 0 is the unconditional model, W = 1 the conditional model, W > 1 extrapolates away from the unconditional.
+Meng et al. (2023) and Ho & Salimans (2022) write `x̂_w = (1 + w)·x̂_c − w·x̂_u`; their `w` is `W − 1`.
+`meng_w()` / `from_meng_w()` convert at the boundary, and nowhere else.
+
+A *denoiser* is a callable `(z_t [B,C,H,W], t: int) → x0_hat [B,C,H,W]` with an attribute `nfe` (network
+evaluations per call, per sample). Samplers only see denoisers, so a CFG teacher (2 NFE) and a w-conditioned
+student (1 NFE) run through the same sampler code from the same noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from demo.schedule import to_eps, to_x0
+
+GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 20.0
+
+
+def meng_w(W: float) -> float:
+    """Diffusers' W → Meng et al.'s w."""
+    return W - 1.0
+
+
+def from_meng_w(w: float) -> float:
+    """Meng et al.'s w → diffusers' W."""
+    return w + 1.0
+
+
+def check_guidance(W: float) -> float:
+    W = float(W)
+    if not (GUIDANCE_MIN <= W <= GUIDANCE_MAX) or W != W:
+        raise ValueError(f"guidance must be in {GUIDANCE_MIN:g}..{GUIDANCE_MAX:g}, got {W!r}")
+    return W
+
+
+def _t_batch(t: int, z: torch.Tensor) -> torch.Tensor:
+    return torch.full((z.shape[0],), int(t), dtype=torch.long, device=z.device)
+
+
+class CFGDenoiser:
+    """Classifier-free guidance over a class-conditional model (2 NFE per call; 1 when W is 0 or 1).
+
+    Options against oversaturation at high W: `interval=(lo, hi)` applies guidance only for timesteps
+    lo ≤ t ≤ hi, conditional elsewhere (Kynkäänniemi et al. 2024, "guidance interval"); `clip_x0` clamps the
+    x0 prediction to the data range [-1, 1] (static thresholding, Saharia et al. 2022).
+    """
+
+    def __init__(self, model, labels: torch.Tensor, guidance: float, interval: tuple[int, int] | None = None, clip_x0: bool = False):
+        self.model = model
+        self.labels = labels
+        self.null = torch.full_like(labels, model.null_class)
+        self.W = check_guidance(guidance)
+        self.interval = interval
+        self.clip_x0 = clip_x0
+        self.nfe = 1 if self.W in (0.0, 1.0) and interval is None else 2
+
+    def guidance_at(self, t: int) -> float:
+        if self.interval is not None and not (self.interval[0] <= t <= self.interval[1]):
+            return 1.0
+        return self.W
+
+    def __call__(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        W = self.guidance_at(t)
+        tb = _t_batch(t, z)
+        alpha, sigma = (a.to(z) for a in self.model.schedule.alpha_sigma(tb))
+        if W == 1.0:
+            out = self.model.output(z, tb, self.labels).float()
+        elif W == 0.0:
+            out = self.model.output(z, tb, self.null).float()
+        else:
+            both = self.model.output(torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([self.labels, self.null])).float()
+            out_c, out_u = both.chunk(2)  # [2B, ...] → 2 × [B, ...]
+            out = out_u + W * (out_c - out_u)
+        x0 = to_x0(z, out, alpha, sigma, self.model.prediction_type)
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
+
+
+class WConditionedDenoiser:
+    """A guidance-conditioned student (Meng et al. stage 1/2): one NFE gives the guided prediction at W."""
+
+    nfe = 1
+
+    def __init__(self, model, labels: torch.Tensor, guidance: float, clip_x0: bool = False):
+        self.model = model
+        self.labels = labels
+        self.W = check_guidance(guidance)
+        self.clip_x0 = clip_x0
+
+    def __call__(self, z, t):
+        tb = _t_batch(t, z)
+        w = torch.full((z.shape[0],), self.W, device=z.device)
+        x0 = self.model.x0(z, tb, self.labels, w=w)
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
+
+
+def make_denoiser(model, labels: torch.Tensor, guidance: float, **options):
+    """The right denoiser for a loaded model: CFG for a class-conditional model, one pass for a w-student."""
+    if model.card.w_conditioned:
+        return WConditionedDenoiser(model, labels, guidance, clip_x0=options.get("clip_x0", False))
+    return CFGDenoiser(model, labels, guidance, **options)
+
+
+@torch.no_grad()
+def branch_eps(model, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε_c, ε_u): the conditional and unconditional ε predictions of a class-conditional model (DASH's branches)."""
+    null = torch.full_like(labels, model.null_class)
+    both = model.output(torch.cat([z, z]), torch.cat([t, t]), torch.cat([labels, null])).float()
+    alpha, sigma = (a.to(z) for a in model.schedule.alpha_sigma(torch.cat([t, t])))
+    eps = to_eps(torch.cat([z, z]), both, alpha, sigma, model.prediction_type)
+    return eps.chunk(2)  # [2B, ...] → (ε_c, ε_u)

@@ -1,0 +1,129 @@
+"""Samplers: pure functions over a denoiser `(z_t, t) → x0_hat` (k-diffusion style), with one per-step callback.
+
+Each sampler takes the initial noise `z_T`, a step count and the model's `NoiseSchedule`, and calls
+`callback({"i", "steps", "t", "t_next", "z", "x0"})` once per denoiser call, where `z` is the input `z_t` and
+`x0` the denoiser's prediction (the trajectory views are built on this). Randomness is explicit: stochastic
+samplers take a `torch.Generator`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from demo.schedule import NoiseSchedule, ddim_step
+
+Callback = Callable[[dict], None] | None
+SAMPLERS = ("ddim", "ddpm", "stochastic", "dpmsolver++")
+SAMPLER_HELP = {
+    "ddim": "deterministic DDIM (Song et al. 2021)",
+    "ddpm": "ancestral DDPM: DDIM with eta = 1 (Ho et al. 2020)",
+    "stochastic": "Meng et al. 2023's N-step stochastic sampler: a 2/N DDIM jump, then re-noise back 1/N",
+    "dpmsolver++": "DPM-Solver++(2M) through diffusers' DPMSolverMultistepScheduler (Lu et al. 2022)",
+}
+
+
+def initial_noise(seed: int, n: int, shape: tuple[int, ...], device="cpu") -> torch.Tensor:
+    """One seed → one z_T [n, *shape], drawn on the CPU so every device and model gets the same noise."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn((n, *shape), generator=g).to(device)
+
+
+def _emit(callback: Callback, i: int, steps: int, t: int, t_next: int, z, x0) -> None:
+    if callback is not None:
+        callback({"i": i, "steps": steps, "t": int(t), "t_next": int(t_next), "z": z, "x0": x0})
+
+
+@torch.no_grad()
+def sample_ddim(denoiser, z_T, steps: int, schedule: NoiseSchedule, eta: float = 0.0, generator=None, callback: Callback = None, spacing: str = "trailing"):
+    """DDIM from t = T−1 (trailing spacing) down to clean data; eta = 1 gives the ancestral DDPM sampler."""
+    ts = schedule.timesteps(steps, spacing)
+    z = z_T
+    for i, t in enumerate(ts):
+        t_next = ts[i + 1] if i + 1 < len(ts) else -1  # -1: clean data (alpha = 1, sigma = 0)
+        # 1. Predict x0 at (z_t, t).
+        x0 = denoiser(z, t)
+        _emit(callback, i, steps, t, t_next, z, x0)
+        # 2. Step to t_next along the DDIM (eta = 0) or posterior (eta > 0) update.
+        alpha_t, sigma_t = schedule.alpha_sigma(t)
+        alpha_s, sigma_s = schedule.alpha_sigma(t_next)
+        noise = None
+        if eta > 0 and t_next >= 0:
+            noise = torch.randn(z.shape, generator=generator).to(z)
+        z = ddim_step(z, x0, alpha_t.to(z), sigma_t.to(z), alpha_s.to(z), sigma_s.to(z), noise=noise, eta=eta)
+    return z
+
+
+def sample_ddpm(denoiser, z_T, steps, schedule, generator=None, callback: Callback = None):
+    return sample_ddim(denoiser, z_T, steps, schedule, eta=1.0, generator=generator, callback=callback)
+
+
+@torch.no_grad()
+def sample_stochastic(denoiser, z_T, steps: int, schedule: NoiseSchedule, generator=None, callback: Callback = None):
+    """Meng et al. 2023, §4.3: N-step stochastic sampling on the grid t_N > … > t_1 > t_0 = clean.
+
+    From t_k (k ≥ 2): a deterministic DDIM jump two grid steps down to t_{k−2}, then forward-diffuse back up one
+    step to t_{k−1}; the last step (k = 1) is a plain deterministic DDIM step to clean data. N NFE in total.
+    """
+    grid = schedule.timesteps(steps) + [-1]  # grid[j] is t_{N−j}
+    z = z_T
+    for i in range(steps):
+        t, t_mid = grid[i], grid[i + 1]
+        t_jump = grid[i + 2] if i + 2 < len(grid) else -1
+        x0 = denoiser(z, t)
+        _emit(callback, i, steps, t, t_mid, z, x0)
+        a_t, s_t = (v.to(z) for v in schedule.alpha_sigma(t))
+        if t_mid < 0:  # 1. last step: deterministic to x0
+            z = ddim_step(z, x0, a_t, s_t, *(v.to(z) for v in schedule.alpha_sigma(-1)))
+            break
+        # 2. Deterministic DDIM jump z_t → z_{t_jump} (two grid steps).
+        a_j, s_j = (v.to(z) for v in schedule.alpha_sigma(t_jump))
+        z_jump = ddim_step(z, x0, a_t, s_t, a_j, s_j)
+        # 3. Re-noise z_{t_jump} → z_{t_mid} with q(z_mid | z_jump): mean ratio a_mid/a_j, variance s_mid² − r²·s_j².
+        a_m, s_m = (v.to(z) for v in schedule.alpha_sigma(t_mid))
+        r = a_m / a_j
+        std = (s_m**2 - r**2 * s_j**2).clamp(min=0).sqrt()
+        z = r * z_jump + std * torch.randn(z.shape, generator=generator).to(z)
+    return z
+
+
+@torch.no_grad()
+def sample_dpmsolver(denoiser, z_T, steps: int, scheduler_config: dict, callback: Callback = None):
+    """DPM-Solver++(2M) via diffusers' scheduler API, fed our x0 predictions (`prediction_type="sample"`)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+    config = {k: v for k, v in scheduler_config.items() if k in keep}
+    sched = DPMSolverMultistepScheduler(
+        **config,
+        prediction_type="sample",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",
+        final_sigmas_type="zero",
+        lower_order_final=True,
+    )
+    sched.set_timesteps(steps)
+    z = z_T
+    ts = [int(t) for t in sched.timesteps]
+    for i, t in enumerate(ts):
+        x0 = denoiser(z, t)
+        _emit(callback, i, steps, t, ts[i + 1] if i + 1 < len(ts) else -1, z, x0)
+        z = sched.step(x0, t, z).prev_sample
+    return z
+
+
+def sample(name: str, denoiser, z_T, steps: int, model, generator=None, callback: Callback = None):
+    """Dispatch by sampler name; `model` supplies the schedule (and the diffusers config for DPM-Solver++)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if not isinstance(steps, int) or not 1 <= steps <= model.schedule.num_train_timesteps:
+        raise ValueError(f"steps must be in 1..{model.schedule.num_train_timesteps}, got {steps!r}")
+    if name == "ddim":
+        return sample_ddim(denoiser, z_T, steps, model.schedule, callback=callback)
+    if name == "ddpm":
+        return sample_ddpm(denoiser, z_T, steps, model.schedule, generator=generator, callback=callback)
+    if name == "stochastic":
+        return sample_stochastic(denoiser, z_T, steps, model.schedule, generator=generator, callback=callback)
+    return sample_dpmsolver(denoiser, z_T, steps, model.scheduler_config, callback=callback)
