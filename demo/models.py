@@ -25,6 +25,7 @@ ASSETS_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 # Student classes that are not plain diffusers models register here (name in config.json → class).
 MODEL_CLASSES: dict[str, type] = {"UNet2DModel": UNet2DModel}
+_LAZY_CLASSES = {"GuidanceUNet": "demo.distill.guided"}  # imported on first use, which registers the class
 
 
 def register_model_class(cls: type) -> type:
@@ -182,7 +183,12 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
         card_dict = json.loads((folder / "card.json").read_text()) if (folder / "card.json").is_file() else {}
     except (OSError, json.JSONDecodeError) as e:
         raise ModelFolderError(f"Model folder {folder} has an unreadable JSON file ({e}).") from e
-    cls = MODEL_CLASSES.get(config.get("_class_name", ""))
+    class_name = config.get("_class_name", "")
+    if class_name in _LAZY_CLASSES and class_name not in MODEL_CLASSES:
+        import importlib
+
+        importlib.import_module(_LAZY_CLASSES[class_name])
+    cls = MODEL_CLASSES.get(class_name)
     if cls is None:
         raise ModelFolderError(f"Model folder {folder} names an unknown model class {config.get('_class_name')!r}.")
     try:

@@ -164,10 +164,12 @@ def train(
     run_dir: str | os.PathLike,
     accelerator=None,
     should_stop: Callable[[], bool] | None = None,
+    export_only: bool = False,
 ) -> dict:
     """Run (or resume) `method` for cfg.iterations steps in `run_dir`; returns the last logged stats row.
 
     On SIGTERM/SIGINT (or when `should_stop()` turns true) the loop writes a checkpoint and returns early.
+    With `export_only`, nothing is trained: the latest valid checkpoint's EMA student is exported to run_dir/model.
     """
     from accelerate import Accelerator
 
@@ -197,6 +199,13 @@ def train(
         method.on_resume(meta)
         if is_main:
             print(f"resumed from {ckpt.name} at step {start}", flush=True)
+
+    if export_only:
+        if found is None:
+            raise ValueError(f"{run_dir} holds no valid checkpoint to export")
+        if is_main:
+            _export_ema(method, ema, run_dir, cfg)
+        return {"step": start, "exported": str(run_dir / "model")}
 
     stop = {"flag": False}
 
@@ -234,7 +243,7 @@ def train(
             method.after_step(step)
             # 3. EMA of the student.
             ema.update(method.student, step)
-            for k, v in {"loss": float(loss), "grad_norm": float(grad_norm), **stats}.items():
+            for k, v in {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **stats}.items():
                 window[k] = window.get(k, 0.0) + float(v)
             n_window += 1
             done = step + 1
@@ -263,16 +272,25 @@ def train(
                 return {**last, "stopped": True}
         # 4. Export the EMA student as a model folder.
         if is_main:
-            student_state = {k: v.clone() for k, v in method.student.state_dict().items()}
-            ema.copy_to(method.student)
-            method.export(run_dir / "model", cfg)
-            method.student.load_state_dict(student_state)
+            _export_ema(method, ema, run_dir, cfg)
             _append_jsonl(stats_path, {"step": cfg.iterations, "event": "done", "time": time.time()})
         accelerator.wait_for_everyone()
         return last
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
+
+
+def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:
+    """Export the EMA weights as a model folder, written beside and then swapped in (never half-written)."""
+    student_state = {k: v.clone() for k, v in method.student.state_dict().items()}
+    ema.copy_to(method.student)
+    tmp = run_dir / f".tmp-model-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.export(tmp, cfg)
+    shutil.rmtree(run_dir / "model", ignore_errors=True)
+    os.replace(tmp, run_dir / "model")
+    method.student.load_state_dict(student_state)
 
 
 def threading_is_main() -> bool:

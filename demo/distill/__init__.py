@@ -30,3 +30,58 @@ def _build_teacher(args):
     net = teacher_unet(channels=channels, layers_per_block=args.layers_per_block)
     data = BatchSampler(images, labels, args.batch_size, seed=args.seed)
     return TeacherTraining(net, default_scheduler(), data, card_name=args.name or "fmnist-teacher")
+
+
+def _train_data(args):
+    from demo.data import BatchSampler, load_fashion_mnist
+
+    images, labels = load_fashion_mnist("train")
+    return BatchSampler(images, labels, args.batch_size, seed=args.seed)
+
+
+def _load_teacher(args):
+    from demo.models import load_model_folder
+
+    if not args.teacher:
+        raise ValueError(f"method {args.method} needs --teacher DIR (a teacher model folder)")
+    return load_model_folder(args.teacher)
+
+
+def _register_dash(variant: str):
+    def build(args):
+        from demo.distill.dash import DashDistillation
+        from demo.models import load_model_folder
+
+        student = None
+        if args.init:  # fine-tune an existing compact student instead of starting from scratch
+            student = load_model_folder(args.init).net
+        return DashDistillation(_load_teacher(args), _train_data(args), variant=variant, student=student, name=args.name)
+
+    register(variant)(build)
+
+
+for _variant in ("dash", "kd-cond", "kd-composite", "dash-no-uncond", "dash-no-anchor", "dash-uniform", "dash-min-snr"):
+    _register_dash(_variant)
+
+
+@register("guided")
+def _build_guided(args):
+    from demo.distill.guided import GuidedDistillation
+
+    return GuidedDistillation(_load_teacher(args), _train_data(args), args.w_min, args.w_max, name=args.name)
+
+
+@register("guided-single-w")
+def _build_guided_single(args):
+    from demo.distill.guided import GuidedDistillation
+
+    return GuidedDistillation(_load_teacher(args), _train_data(args), fixed_w=args.guidance, name=args.name)
+
+
+@register("progressive")
+def _build_progressive(args):
+    from demo.distill.progressive import ProgressiveRound
+
+    teacher = _load_teacher(args)
+    steps = args.steps or max(1, (teacher.card.steps or 64) // 2)
+    return ProgressiveRound(teacher, _train_data(args), steps, args.w_min, args.w_max, name=args.name)

@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--w-min", type=float, default=1.0, help="lowest W of a w-conditioned student")
     p.add_argument("--w-max", type=float, default=5.0, help="highest W of a w-conditioned student")
     p.add_argument("--steps", type=int, default=None, help="student sampling steps (progressive rounds)")
-    p.add_argument("--variant", default=None, help="method variant (e.g. a DASH ablation)")
+    p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")
     return p.parse_args(argv)
 
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    last = train(method, cfg, args.out)
+    last = train(method, cfg, args.out, export_only=args.export_only)
     print(json.dumps({k: v for k, v in last.items() if k != "time"}))
     return 0
 

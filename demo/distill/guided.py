@@ -1,0 +1,153 @@
+"""Guided distillation, stage 1 (Meng et al., CVPR 2023, arXiv 2210.03142, §3.1 / Alg. 1).
+
+One student conditioned on the guidance scale learns the teacher's guided prediction
+`x̂_W = x̂_u + W·(x̂_c − x̂_u)` (our W; Meng et al.'s `(1+w)·x̂_c − w·x̂_u` with w = W − 1) for W drawn per example,
+so one network evaluation replaces the teacher's two. The student is the teacher's UNet plus a sinusoidal
+embedding of W → MLP, added to the time embedding through the class-embedding slot; the new MLP's last layer
+starts at zero, so the initial student *is* the teacher's conditional model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from demo.distill.base import Method
+from demo.models import Card, register_model_class, save_model_folder
+from demo.schedule import to_x0, v_from_eps_x0
+
+
+def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
+    """[B] → [B, dim] Fourier features of a scalar (Vaswani et al. 2017 / DDPM time embedding)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=w.device, dtype=torch.float32) / half)
+    # Scale W so the useful range 0..20 spans several periods of the fastest frequency.
+    args = w.float()[:, None] * 10.0 * freqs[None, :]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class ClassAndGuidanceEmbedding(nn.Module):
+    """Replaces the UNet's class embedding: input [B, 2] = (class label, W) → class embedding + MLP(sin(W))."""
+
+    def __init__(self, num_classes: int, emb_dim: int, w_dim: int):
+        super().__init__()
+        self.classes = nn.Embedding(num_classes, emb_dim)
+        self.w_dim = w_dim
+        self.w_mlp = nn.Sequential(nn.Linear(w_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        nn.init.zeros_(self.w_mlp[-1].weight)  # zero output: the student starts as the teacher's conditional model
+        nn.init.zeros_(self.w_mlp[-1].bias)
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        labels, w = packed[:, 0].long(), packed[:, 1]
+        return self.classes(labels) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
+
+
+@register_model_class
+class GuidanceUNet(ModelMixin, ConfigMixin):
+    """A diffusers UNet2DModel (config `unet_config`) that also takes `guidance` (W, diffusers convention) per example."""
+
+    @register_to_config
+    def __init__(self, unet_config: dict, guidance_embed_dim: int = 64):
+        super().__init__()
+        self.unet = UNet2DModel(**unet_config)
+        emb_dim = self.unet.class_embedding.embedding_dim
+        self.unet.class_embedding = ClassAndGuidanceEmbedding(self.unet.config.num_class_embeds, emb_dim, guidance_embed_dim)
+
+    @classmethod
+    def from_teacher(cls, teacher_net: UNet2DModel, guidance_embed_dim: int = 64) -> GuidanceUNet:
+        config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
+        student = cls(unet_config=config, guidance_embed_dim=guidance_embed_dim)
+        state = {("class_embedding.classes.weight" if k == "class_embedding.weight" else k): v for k, v in teacher_net.state_dict().items()}
+        missing, unexpected = student.unet.load_state_dict(state, strict=False)
+        if unexpected or not all(k.startswith("class_embedding.w_mlp") for k in missing):
+            raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
+        return student
+
+    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
+        if guidance is None:
+            raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
+        w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
+        w = w.expand(sample.shape[0]) if w.ndim == 0 else w
+        packed = torch.stack([class_labels.float(), w.float()], dim=1)  # [B, 2]: (class, W)
+        return self.unet(sample, timestep, class_labels=packed, return_dict=return_dict)
+
+
+def student_card(teacher, name: str, method: str, steps: int | None, w_range: tuple[float, float], training: dict) -> Card:
+    return Card(
+        name=name,
+        kind="student",
+        method=method,
+        teacher=teacher.name,
+        num_classes=teacher.card.num_classes,
+        class_names=teacher.card.class_names,
+        null_class=teacher.null_class,
+        image_size=teacher.card.image_size,
+        guidance={"convention": teacher.card.guidance["convention"], "default": 2.0, "min": w_range[0], "max": w_range[1]},
+        steps=steps,
+        w_conditioned=True,
+        training=training,
+    )
+
+
+def sample_w(B: int, w_min: float, w_max: float, generator, device) -> torch.Tensor:
+    return (w_min + (w_max - w_min) * torch.rand(B, generator=generator)).to(device)
+
+
+class GuidedDistillation(Method):
+    """Stage 1: ‖x̂_student(z_t, W) − x̂_teacher,W(z_t)‖², weighted by SNR+1 (computed as a v-space MSE)."""
+
+    name = "guided"
+
+    def __init__(self, teacher, data, w_min: float = 1.0, w_max: float = 5.0, fixed_w: float | None = None, name: str | None = None):
+        if not 0 <= w_min <= w_max:
+            raise ValueError(f"need 0 <= w_min <= w_max, got {w_min!r}, {w_max!r}")
+        self.teacher = teacher
+        self.data = data
+        self.w_min, self.w_max = (fixed_w, fixed_w) if fixed_w is not None else (w_min, w_max)
+        self.fixed_w = fixed_w
+        if fixed_w is not None:
+            self.name = "guided-single-w"
+        self.student = GuidanceUNet.from_teacher(teacher.net).train().requires_grad_(True)
+        self.card_name = name or ("fmnist-guided" if fixed_w is None else f"fmnist-guided-w{fixed_w:g}")
+
+    def frozen_modules(self):
+        return {"teacher": self.teacher.net}
+
+    def loss(self, step, generator):
+        device = next(self.student.parameters()).device
+        x0, y = (a.to(device) for a in self.data.batch(step))
+        B = x0.shape[0]
+        sched = self.teacher.schedule
+        # 1. t ~ U{0..T−1}, W ~ U[w_min, w_max] per example, z_t from data.
+        t = torch.randint(0, sched.num_train_timesteps, (B,), generator=generator).to(device)
+        w = sample_w(B, self.w_min, self.w_max, generator, device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        z_t = sched.add_noise(x0, eps, t)
+        alpha, sigma = (a.to(device) for a in sched.alpha_sigma(t))
+        # 2. The teacher's guided prediction (2 NFE, batched), combined in its output space.
+        with torch.no_grad():
+            null = torch.full_like(y, self.teacher.null_class)
+            out_c, out_u = self.teacher.net(torch.cat([z_t, z_t]), torch.cat([t, t]), class_labels=torch.cat([y, null])).sample.float().chunk(2)
+            wb = w[:, None, None, None]
+            x0_target = to_x0(z_t, out_u + wb * (out_c - out_u), alpha, sigma, self.teacher.prediction_type)
+        # 3. Student: one NFE at W; compare in v-space, i.e. x-space MSE with SNR+1 weighting.
+        v_hat = self.student(z_t, t, class_labels=y, guidance=w).sample.float()
+        v_target = v_from_eps_x0((z_t - alpha[:, None, None, None] * x0_target) / sigma[:, None, None, None], x0_target, alpha, sigma)
+        loss = F.mse_loss(v_hat, v_target)
+        return loss, {"w_mean": float(w.mean())}
+
+    def export(self, folder: Path, cfg) -> Path:
+        method = "guided distillation stage 1 (Meng et al. 2023)" + (f", single W = {self.fixed_w:g}" if self.fixed_w is not None else "")
+        training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "w_range": [self.w_min, self.w_max]}
+        card = student_card(self.teacher, self.card_name, method, None, (self.w_min, self.w_max), training)
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
+
+    def describe(self):
+        return {"name": self.name, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}

@@ -1,0 +1,101 @@
+"""Guided distillation, stage 2: progressive distillation of the w-conditioned student (Salimans & Ho 2022;
+Meng et al. 2023 §3.2 / Alg. 2).
+
+One round halves the step count: the student (initialised from the previous round's model, which is frozen as
+this round's teacher) learns to take one DDIM step from z_t to z_t'' that lands where the teacher's two DDIM
+steps z_t → z_t' → z_t'' land. The target x̃ solves
+    z_t'' = alpha_t''·x̃ + (sigma_t''/sigma_t)·(z_t − alpha_t·x̃)
+for x̃ (the "x̃ identity"; at t'' = clean data, x̃ = z_t''). Loss: truncated-SNR weighting max(SNR_t, 1)·‖x̂ − x̃‖².
+W is still drawn per example, so the distilled student keeps guidance as a knob.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from demo.distill.base import Method
+from demo.distill.guided import sample_w, student_card
+from demo.models import DDPMScheduler, save_model_folder
+from demo.schedule import NoiseSchedule, _bcast, ddim_step
+
+
+def ddim_target(z_t, z_t2, alpha_t, sigma_t, alpha_t2, sigma_t2):
+    """x̃ such that one DDIM step z_t → z_t'' with x̂ = x̃ reproduces z_t'' (Salimans & Ho 2022, Alg. 2)."""
+    ratio = _bcast(sigma_t2 / sigma_t, z_t)
+    return (z_t2 - ratio * z_t) / (_bcast(alpha_t2, z_t) - ratio * _bcast(alpha_t, z_t))
+
+
+def round_grid(schedule: NoiseSchedule, student_steps: int) -> list[int]:
+    """The teacher's 2N-step trailing grid plus the clean endpoint −1; the student uses every other point."""
+    return schedule.timesteps(2 * student_steps) + [-1]
+
+
+class ProgressiveRound(Method):
+    """One 2N → N round; `teacher` is a loaded w-conditioned model (stage-1 student or previous round)."""
+
+    def __init__(self, teacher, data, student_steps: int, w_min: float = 1.0, w_max: float = 5.0, name: str | None = None):
+        if not teacher.card.w_conditioned:
+            raise ValueError(f"progressive distillation needs a w-conditioned teacher (a guided student); {teacher.name} is not")
+        if student_steps < 1:
+            raise ValueError(f"student steps must be at least 1, got {student_steps!r}")
+        self.name = f"progressive-{2 * student_steps}to{student_steps}"
+        self.teacher = teacher
+        self.data = data
+        self.N = student_steps
+        self.w_min, self.w_max = w_min, w_max
+        self.student = copy.deepcopy(teacher.net).train().requires_grad_(True)
+        self.grid = round_grid(teacher.schedule, student_steps)
+        self.card_name = name or f"fmnist-pd-{student_steps}"
+
+    def frozen_modules(self):
+        return {"teacher": self.teacher.net}
+
+    def _x0(self, net, z, t, y, w):
+        alpha, sigma = self.teacher.schedule.alpha_sigma(t)
+        from demo.schedule import to_x0
+
+        return to_x0(z, net(z, t, class_labels=y, guidance=w).sample.float(), alpha.to(z), sigma.to(z), self.teacher.prediction_type)
+
+    def loss(self, step, generator):
+        device = next(self.student.parameters()).device
+        sched = self.teacher.schedule
+        x0, y = (a.to(device) for a in self.data.batch(step))
+        B = x0.shape[0]
+        # 1. A student step i: from grid[2i] via grid[2i+1] to grid[2i+2]; W per example.
+        i = torch.randint(0, self.N, (B,), generator=generator)
+        grid = torch.tensor(self.grid)
+        t, t1, t2 = grid[2 * i].to(device), grid[2 * i + 1].to(device), grid[2 * i + 2].to(device)
+        w = sample_w(B, self.w_min, self.w_max, generator, device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        z_t = sched.add_noise(x0, eps, t)
+        a_t, s_t = (a.to(device) for a in sched.alpha_sigma(t))
+        a_1, s_1 = (a.to(device) for a in sched.alpha_sigma(t1))
+        a_2, s_2 = (a.to(device) for a in sched.alpha_sigma(t2))
+        # 2. Two teacher DDIM steps z_t → z_t' → z_t''.
+        with torch.no_grad():
+            z_1 = ddim_step(z_t, self._x0(self.teacher.net, z_t, t, y, w), a_t, s_t, a_1, s_1)
+            t1_safe = t1.clamp(min=0)  # t' is never clean (2N grid), clamp only guards the type
+            z_2 = ddim_step(z_1, self._x0(self.teacher.net, z_1, t1_safe, y, w), a_1, s_1, a_2, s_2)
+            # 3. The target x̃ (at a clean endpoint the DDIM step returns x̂ itself, so x̃ = z_t'').
+            clean = (t2 < 0)[:, None, None, None]
+            x_tilde = torch.where(clean, z_2, ddim_target(z_t, z_2, a_t, s_t, a_2, s_2.clamp(min=1e-8)))
+        # 4. Student x̂ at (z_t, t, W), truncated-SNR weight max(SNR_t, 1).
+        x_hat = self._x0(self.student, z_t, t, y, w)
+        weight = sched.snr(t.cpu()).to(device).clamp(min=1.0)
+        loss = (weight * (x_hat - x_tilde).pow(2).mean(dim=(1, 2, 3))).mean()
+        return loss, {"w_mean": float(w.mean())}
+
+    def export(self, folder: Path, cfg) -> Path:
+        training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "round": f"{2 * self.N} -> {self.N}"}
+        card = student_card(
+            self.teacher, self.card_name, "progressive distillation of a guided student (Meng et al. 2023 stage 2)",
+            self.N, (self.w_min, self.w_max), training,
+        )  # fmt: skip
+        card.teacher = self.teacher.card.teacher or self.teacher.name
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
+
+    def describe(self):
+        return {"name": self.name, "student_steps": self.N, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}
