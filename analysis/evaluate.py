@@ -29,6 +29,7 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
         "guidance": guidance,
         "sampler": sampler,
         "seed": seed,
+        "bf16": bool(options.get("bf16", False)),
         "nfe": gen.nfe,
         "seconds": round(gen.seconds, 3),
         "img_per_s": round(n / gen.seconds, 2),
@@ -49,12 +50,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--clip-x0", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = p.parse_args(argv)
     try:
         model = load_model_folder(args.model, device=args.device)
-        result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0)
+        result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     from scipy import linalg
 
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():  # near-singular product: regularise (as in pytorch-fid)
         offset = np.eye(cov1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))

@@ -59,9 +59,15 @@ def generate(
     callback=None,
     noise: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
+    bf16: bool = False,
     **guidance_options,
 ) -> Generation:
-    """Sample `n` images; the same seed gives the same initial noise for every model of the same image shape."""
+    """Sample `n` images; the same seed gives the same initial noise for every model of the same image shape.
+
+    `bf16` runs the network under bfloat16 autocast (the sampler's own arithmetic stays float32). The extra noise
+    of the stochastic samplers (ddpm, stochastic) is drawn batch by batch, so for those the images also depend on
+    `batch_size`; the deterministic samplers (ddim, dpmsolver++) depend on the seed alone.
+    """
     validate(model, steps, guidance, sampler)
     card = model.card
     labels = parse_labels(class_label, n, card.num_classes) if labels is None else labels
@@ -73,16 +79,10 @@ def generate(
     for lo in range(0, n, batch_size):
         y = labels[lo : lo + batch_size].to(model.device)
         denoiser = make_denoiser(model, y, guidance, **guidance_options)
-        calls = [0]
-
-        def counting(z, t, _d=denoiser):
-            calls[0] += 1
-            return _d(z, t)
-
-        counting.nfe = denoiser.nfe
-        x = sample(sampler, counting, z_T[lo : lo + batch_size].to(model.device), steps, model, generator=gen, callback=callback)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            x = sample(sampler, denoiser, z_T[lo : lo + batch_size].to(model.device), steps, model, generator=gen, callback=callback)
         out.append(x.float().cpu())
-        nfe = calls[0] * denoiser.nfe
+        nfe = denoiser.evaluations
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     return Generation(torch.cat(out), labels.cpu(), nfe, time.perf_counter() - start)

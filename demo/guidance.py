@@ -59,7 +59,8 @@ class CFGDenoiser:
         self.W = check_guidance(guidance)
         self.interval = interval
         self.clip_x0 = clip_x0
-        self.nfe = 1 if self.W in (0.0, 1.0) and interval is None else 2
+        self.nfe = 1 if self.W in (0.0, 1.0) and interval is None else 2  # per call, at most
+        self.evaluations = 0  # network evaluations per sample actually run so far
 
     def guidance_at(self, t: int) -> float:
         if self.interval is not None and not (self.interval[0] <= t <= self.interval[1]):
@@ -70,6 +71,7 @@ class CFGDenoiser:
         W = self.guidance_at(t)
         tb = _t_batch(t, z)
         alpha, sigma = (a.to(z) for a in self.model.schedule.alpha_sigma(tb))
+        self.evaluations += 1 if W in (0.0, 1.0) else 2
         if W == 1.0:
             out = self.model.output(z, tb, self.labels).float()
         elif W == 0.0:
@@ -88,12 +90,14 @@ class WConditionedDenoiser:
     nfe = 1
 
     def __init__(self, model, labels: torch.Tensor, guidance: float, clip_x0: bool = False):
+        self.evaluations = 0
         self.model = model
         self.labels = labels
         self.W = check_guidance(guidance)
         self.clip_x0 = clip_x0
 
     def __call__(self, z, t):
+        self.evaluations += 1
         tb = _t_batch(t, z)
         w = torch.full((z.shape[0],), self.W, device=z.device)
         x0 = self.model.x0(z, tb, self.labels, w=w)

@@ -1,0 +1,28 @@
+"""Dependencies point one way: the library core never imports gradio (checked in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORE = ("demo", "demo.samplers", "demo.generate", "demo.models", "demo.distill", "demo.train", "analysis.metrics", "analysis.evaluate", "analysis.classifier")
+
+
+def test_core_does_not_import_gradio():
+    code = (
+        "import sys\n"
+        f"import {', '.join(CORE)}\n"
+        "import demo.distill.teacher, demo.sample, demo.data, demo.schedule, demo.guidance\n"
+        "bad = sorted(m for m in sys.modules if m == 'gradio' or m.startswith('gradio.') or m == 'gradio_client')\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+

@@ -1,0 +1,191 @@
+"""Samplers: strict checks against an analytic Gaussian denoiser, then determinism, the callback contract and NFE
+on the tiny teacher through `demo.generate.generate`."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from demo.generate import generate
+from demo.guidance import CFGDenoiser
+from demo.models import default_scheduler
+from demo.samplers import SAMPLERS, initial_noise, sample, sample_ddim, sample_ddpm
+from demo.schedule import NoiseSchedule
+
+MEAN, STD = 0.3, 0.5  # data ~ N(MEAN, STD² I)
+
+
+class GaussianDenoiser:
+    """The exact optimal denoiser for data ~ N(m, s² I): E[x0 | z_t] = m + alpha_t·s²/(alpha_t²·s² + sigma_t²)·(z_t − alpha_t·m)."""
+
+    nfe = 1
+
+    def __init__(self, schedule: NoiseSchedule, m: float = MEAN, s: float = STD):
+        self.schedule, self.m, self.s = schedule, m, s
+        self.calls: list[int] = []
+
+    def __call__(self, z, t):
+        self.calls.append(int(t))
+        alpha, sigma = (a.to(z) for a in self.schedule.alpha_sigma(t))
+        return self.m + alpha * self.s**2 / (alpha**2 * self.s**2 + sigma**2) * (z - alpha * self.m)
+
+
+@pytest.fixture(scope="module")
+def gaussian_model():
+    """Just enough of a LoadedModel for `demo.samplers.sample`: the schedule and the diffusers scheduler config."""
+    return SimpleNamespace(schedule=NoiseSchedule.cosine(), scheduler_config=dict(default_scheduler().config))
+
+
+@pytest.fixture(scope="module")
+def z_T():
+    return initial_noise(1234, 4000, (1, 4, 4))  # 64k values: the std is known to ~0.3%
+
+
+def test_ddim_solves_the_probability_flow_ode(gaussian_model):
+    """For Gaussian data the probability-flow ODE is linear: (x0 − m) = s/std_T·(z_T − alpha_T·m), with
+    std_T² = alpha_T²·s² + sigma_T². Deterministic DDIM is a first-order solver of that ODE (Euler in
+    sigma/alpha), so it is an affine map of z_T whose slope converges to the exact one as steps grow."""
+    schedule = gaussian_model.schedule
+    alpha_T, sigma_T = schedule.alpha_sigma(999)
+    std_T = float((alpha_T**2 * STD**2 + sigma_T**2).sqrt())
+    exact_slope, exact_offset = STD / std_T, MEAN - STD / std_T * float(alpha_T) * MEAN
+    errors = []
+    for steps in (10, 50, 200):
+        den = GaussianDenoiser(schedule)
+        zero, one = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+        offset = float(sample_ddim(den, zero, steps, schedule))
+        slope = float(sample_ddim(den, one, steps, schedule)) - offset
+        # Affine in z_T: a third point lies on the same line.
+        assert float(sample_ddim(den, 3 * one, steps, schedule)) == pytest.approx(offset + 3 * slope, abs=1e-5)
+        assert offset == pytest.approx(exact_offset, abs=1e-4)
+        errors.append(abs(slope - exact_slope) / exact_slope)
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_samplers_reach_the_data_distribution(gaussian_model, z_T, name):
+    den = GaussianDenoiser(gaussian_model.schedule)
+    x = sample(name, den, z_T, 100, gaussian_model, generator=torch.Generator().manual_seed(0))
+    assert x.shape == z_T.shape
+    assert len(den.calls) == 100
+    assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
+    # 100 steps: DDIM is 1.7% low, the ancestral samplers 3.5-4% (they drop the x0 posterior variance), DPM-Solver++ exact.
+    assert float(x.std()) == pytest.approx(STD, rel=0.05)
+
+
+def test_ddpm_with_every_timestep_samples_exactly(gaussian_model, z_T):
+    """With all 1000 timesteps each ancestral step is the exact posterior q(z_{t−1} | z_t), so there is no
+    discretisation error left: only the sampling noise of the 64k values."""
+    x = sample_ddpm(GaussianDenoiser(gaussian_model.schedule), z_T, 1000, gaussian_model.schedule, generator=torch.Generator().manual_seed(0))
+    assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
+    assert float(x.std()) == pytest.approx(STD, rel=0.01)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_callback_contract(gaussian_model, name):
+    steps = 7
+    den = GaussianDenoiser(gaussian_model.schedule)
+    z = initial_noise(0, 3, (1, 4, 4))
+    events = []
+    sample(name, den, z, steps, gaussian_model, generator=torch.Generator().manual_seed(0), callback=events.append)
+    assert len(events) == steps == len(den.calls)  # once per denoiser call
+    for i, e in enumerate(events):
+        assert set(e) == {"i", "steps", "t", "t_next", "z", "x0"}
+        assert e["i"] == i and e["steps"] == steps and e["t"] == den.calls[i]
+        assert e["z"].shape == z.shape and e["x0"].shape == z.shape
+        torch.testing.assert_close(e["x0"], den(e["z"], e["t"]))  # x0 is the denoiser's prediction at (z, t)
+    ts = [e["t"] for e in events]
+    assert ts[0] == 999 and all(a > b for a, b in pairwise(ts))
+    assert [e["t_next"] for e in events[:-1]] == ts[1:] and events[-1]["t_next"] == -1
+    torch.testing.assert_close(events[0]["z"], z)
+
+
+def test_sample_rejects_unknown_sampler_and_bad_steps(gaussian_model):
+    den = GaussianDenoiser(gaussian_model.schedule)
+    z = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        sample("euler", den, z, 4, gaussian_model)
+    with pytest.raises(ValueError, match="steps must be in"):
+        sample("ddim", den, z, 0, gaussian_model)
+
+
+# ---- the tiny teacher through generate() ----
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_generate_same_seed_same_images(tiny_teacher, name):
+    kwargs = {"n": 3, "class_label": "all", "steps": 4, "guidance": 2.0, "sampler": name}
+    a = generate(tiny_teacher, seed=5, **kwargs)
+    b = generate(tiny_teacher, seed=5, **kwargs)
+    c = generate(tiny_teacher, seed=6, **kwargs)
+    assert a.images.shape == (3, 1, 28, 28) and torch.isfinite(a.images).all()
+    assert torch.equal(a.images, b.images)
+    assert torch.equal(a.labels, torch.tensor([0, 1, 2]))
+    assert not torch.allclose(a.images, c.images)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_generate_stochastic_samplers_use_the_seed_beyond_z_T(tiny_teacher, name):
+    """Given the same z_T, only ancestral/stochastic samplers depend on the seed (through their own generator)."""
+    noise = initial_noise(0, 2, (1, 28, 28))
+    kwargs = {"n": 2, "class_label": 3, "steps": 3, "guidance": 1.0, "sampler": name, "noise": noise}
+    a = generate(tiny_teacher, seed=1, **kwargs).images
+    b = generate(tiny_teacher, seed=2, **kwargs).images
+    if name in ("ddpm", "stochastic"):
+        assert not torch.allclose(a, b)
+    else:
+        assert torch.equal(a, b)
+
+
+def test_generate_batches_do_not_change_the_images(tiny_teacher):
+    kwargs = {"n": 5, "class_label": "all", "steps": 3, "guidance": 2.0, "sampler": "ddim", "seed": 9}
+    whole = generate(tiny_teacher, batch_size=5, **kwargs)
+    split = generate(tiny_teacher, batch_size=2, **kwargs)
+    torch.testing.assert_close(whole.images, split.images, rtol=1e-4, atol=1e-5)
+    assert whole.nfe == split.nfe == 6
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_generate_callback_counts(tiny_teacher, name):
+    events = []
+    generate(tiny_teacher, n=2, steps=5, guidance=2.0, sampler=name, seed=0, callback=events.append)
+    assert [e["i"] for e in events] == list(range(5))
+    ts = [e["t"] for e in events]
+    assert all(a > b for a, b in pairwise(ts))
+
+
+@pytest.mark.parametrize(("guidance", "per_step"), [(2.0, 2), (1.0, 1), (0.0, 1), (3.5, 2)])
+def test_generate_reports_nfe(tiny_teacher, guidance, per_step):
+    gen = generate(tiny_teacher, n=2, steps=4, guidance=guidance, sampler="ddim", seed=0)
+    assert gen.nfe == per_step * 4
+    assert gen.seconds > 0
+
+
+def test_cfg_denoiser_applies_the_diffusers_convention(tiny_teacher):
+    """x̂ = x̂_u + W·(x̂_c − x̂_u): W = 0 is unconditional, W = 1 conditional, W = 3 extrapolates."""
+    z = initial_noise(0, 2, (1, 28, 28))
+    labels = torch.tensor([1, 7])
+    t = 500
+    tb = torch.full((2,), t)
+    x0_c = tiny_teacher.x0(z, tb, labels)
+    x0_u = tiny_teacher.x0(z, tb, torch.full_like(labels, tiny_teacher.null_class))
+    torch.testing.assert_close(CFGDenoiser(tiny_teacher, labels, 1.0)(z, t), x0_c)
+    torch.testing.assert_close(CFGDenoiser(tiny_teacher, labels, 0.0)(z, t), x0_u)
+    torch.testing.assert_close(CFGDenoiser(tiny_teacher, labels, 3.0)(z, t), x0_u + 3.0 * (x0_c - x0_u), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(x0_c, x0_u)  # the tiny teacher's class embedding matters, so the check has teeth
+
+
+def test_initial_noise_one_seed_one_tensor():
+    a = initial_noise(42, 3, (1, 28, 28))
+    assert a.shape == (3, 1, 28, 28)
+    assert torch.equal(a, initial_noise(42, 3, (1, 28, 28)))
+    assert not torch.equal(a, initial_noise(43, 3, (1, 28, 28)))
+    torch.manual_seed(0)  # the global RNG state does not matter
+    x = initial_noise(42, 3, (1, 28, 28))
+    torch.manual_seed(1)
+    assert torch.equal(x, initial_noise(42, 3, (1, 28, 28)))
+    assert 0.9 < float(a.std()) < 1.1
