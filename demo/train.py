@@ -179,9 +179,12 @@ def train(
     is_main = accelerator.is_main_process
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps({"train": asdict(cfg), "method": method.describe()}, indent=2) + "\n")
+        config = {"train": asdict(cfg), "method": method.describe(), "num_processes": accelerator.num_processes}
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     method.to(device)
     modules = method.trainable_modules()
+    if accelerator.num_processes > 1:
+        _broadcast_from_main(modules)  # fresh layers are initialised differently on each rank
     param_groups = method.param_groups(cfg.lr, cfg.weight_decay)
     base_lrs = [g["lr"] for g in param_groups]
     opt = torch.optim.AdamW(param_groups, betas=(0.9, 0.99), eps=1e-8)
@@ -217,6 +220,7 @@ def train(
         for sig in (signal.SIGTERM, signal.SIGINT):
             old_handlers[sig] = signal.signal(sig, _request_stop)
 
+    ckpt_extra = {"method": method.name, "student_config": _student_config(method.student)}  # lets a preview rebuild the student
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     stats_path = run_dir / "stats.jsonl"
     t_start, last = time.time(), {}
@@ -263,10 +267,10 @@ def train(
                 _append_jsonl(stats_path, last)
                 window, n_window = {}, 0
             if is_main and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
-                save_checkpoint(run_dir, done, modules, ema, opt, {"method": method.name}, cfg.keep_checkpoints)
+                save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints)
             if stop["flag"] or (should_stop is not None and should_stop()):
                 if is_main and done % cfg.checkpoint_every != 0:
-                    save_checkpoint(run_dir, done, modules, ema, opt, {"method": method.name}, cfg.keep_checkpoints)
+                    save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints)
                 if is_main:
                     _append_jsonl(stats_path, {"step": done, "event": "stopped", "time": time.time()})
                 return {**last, "stopped": True}
@@ -291,6 +295,24 @@ def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:
     shutil.rmtree(run_dir / "model", ignore_errors=True)
     os.replace(tmp, run_dir / "model")
     method.student.load_state_dict(student_state)
+
+
+def _broadcast_from_main(modules: dict) -> None:
+    """Copy rank 0's parameters and buffers to every process, so all ranks train the same weights."""
+    import torch.distributed as dist
+
+    for m in modules.values():
+        for t in m.state_dict().values():  # state_dict tensors share storage with the module's
+            dist.broadcast(t, src=0)
+
+
+def _student_config(student: torch.nn.Module) -> dict | None:
+    """A diffusers model's config (plus its class name) as plain JSON, or None for other modules."""
+    config = getattr(student, "config", None)
+    if config is None:
+        return None
+    config = {"_class_name": type(student).__name__, **{k: v for k, v in dict(config).items() if not k.startswith("_")}}
+    return json.loads(json.dumps(config, default=str))  # never let an odd config value break a checkpoint
 
 
 def threading_is_main() -> bool:

@@ -1,13 +1,15 @@
 """`python -m demo.distill --method M [--teacher DIR] --iterations N --batch-size B --out DIR …`
 
 Runs (or resumes, when OUT already holds a checkpoint) one training method through the generic loop; the finished
-model folder is written to OUT/model. Works under `accelerate launch --num_processes N -m demo.distill …`.
+model folder is written to OUT/model. Works under `accelerate launch --num_processes N -m demo.distill …` on GPUs;
+on CPUs add `--multi_gpu` (without it accelerate starts a single process) or use `torchrun --nproc_per_node N`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from demo.distill import METHODS
@@ -44,7 +46,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        method = METHODS[args.method](args)
+        # Under a multi-process launcher every rank draws its own batches (the loop broadcasts rank 0's weights).
+        rank = int(os.environ.get("RANK", "0"))
+        method = METHODS[args.method](argparse.Namespace(**{**vars(args), "seed": args.seed + 1_000 * rank}))
         cfg = TrainConfig(
             iterations=args.iterations,
             batch_size=args.batch_size,

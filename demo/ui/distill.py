@@ -1,0 +1,307 @@
+"""Distill tab: start a distillation fine-tune in the background, watch its progress and loss, cancel or resume it.
+
+Callbacks are thin adapters over `demo.jobs.JobManager` (the library does the work; its ValueErrors become
+`gr.Error`). API names: `/distill_start`, `/distill_status`, `/distill_cancel`, `/distill_resume`, `/distill_runs`,
+`/distill_preview`.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import math
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from demo.distill import METHODS
+from demo.jobs import JobManager
+
+RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
+METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-*/dash-*: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
+
+
+# ---- context: only ctx.jobs and ctx.model_choices() are read, each with a fallback ----
+
+
+def _jobs(ctx) -> JobManager:
+    jobs = getattr(ctx, "jobs", None)
+    if jobs is None:
+        jobs = JobManager()
+        try:
+            ctx.jobs = jobs  # one manager per app, shared by later builds
+        except AttributeError:
+            pass
+    return jobs
+
+
+def _model_choices(ctx) -> list[str]:
+    for attr in ("model_choices", "model_names"):
+        fn = getattr(ctx, attr, None)
+        if callable(fn):
+            return list(fn())
+    from demo.models import ASSETS_MODELS
+
+    return sorted(p.name for p in ASSETS_MODELS.glob("*") if (p / "unet" / "config.json").is_file()) if ASSETS_MODELS.is_dir() else []
+
+
+def _default_teacher(choices: list[str]) -> str | None:
+    named = [c for c in choices if "teacher" in c.lower()]
+    return (named or choices or [None])[0]
+
+
+def _adapter(fn, jobs: JobManager, **bound):
+    """`fn(jobs, *inputs)` → an event function with `fn`'s parameter names (the API's keywords), errors as gr.Error."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(jobs, *args, **bound, **kwargs)
+        except ValueError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    sig = inspect.signature(fn)
+    wrapped.__signature__ = sig.replace(parameters=[p for p in list(sig.parameters.values())[1:] if p.name not in bound])
+    return wrapped
+
+
+def _job_id(job_id) -> int:
+    if job_id is None or job_id == "" or (isinstance(job_id, float) and math.isnan(job_id)):
+        raise ValueError("Choose a job first (start one, or click a row of the runs table).")
+    try:
+        return int(job_id)
+    except (TypeError, ValueError):
+        raise ValueError(f"A job id is a whole number, got {job_id!r}.") from None
+
+
+# ---- event functions (library calls and formatting only) ----
+
+
+def distill_start(jobs, method="dash", iterations=200, teacher=None, init=None, batch_size=32, lr=1e-3, seed=0, default_teacher=None):
+    """Queue a job; returns its id (it starts as soon as a slot is free)."""
+    return jobs.start(
+        method,
+        _whole("iterations", iterations),
+        teacher=teacher or default_teacher,
+        init=init or None,
+        batch_size=_whole("batch size", batch_size),
+        lr=float(lr),
+        seed=_whole("seed", seed),
+    )
+
+
+def distill_status(jobs, job_id):
+    """The job's state, step, iterations, loss, eta_s, img_per_s, elapsed_s, error and model path."""
+    return jobs.status(_job_id(job_id))
+
+
+def distill_cancel(jobs, job_id):
+    """Cancel a queued or running job (it checkpoints first, so it stays resumable); returns its status."""
+    return jobs.cancel(_job_id(job_id))
+
+
+def distill_resume(jobs, job_id):
+    """Run a failed or cancelled job again from its last valid checkpoint; returns its id."""
+    return jobs.resume(_job_id(job_id))
+
+
+def distill_runs(jobs):
+    """Every job as a table row, newest first."""
+    return [[j["job_id"], j["name"], j["method"], j["state"], j["step"], j["iterations"], _fmt(j["loss"]), _eta(j)] for j in jobs.list_jobs()]
+
+
+def distill_preview(jobs, job_id, guidance=2.0, seed=0):
+    """Samples (one per class) from the job's current student, and its branch gap ρ against the teacher."""
+    from demo import lab
+    from demo.generate import generate
+
+    status = jobs.status(_job_id(job_id))
+    student = jobs.load_preview(status["job_id"])
+    gen = generate(student, 10, "all", steps=lab.model_steps(student, 16), guidance=float(guidance), seed=_whole("seed", seed))
+    caption = f"**{student.name}** · {gen.nfe} NFE per image, {gen.seconds * 1000:.0f} ms for 10 images."
+    return lab.display_grid(gen.images, ncols=10), caption + _rho_sentence(student, status["teacher"])
+
+
+def _rho_sentence(student, teacher_dir) -> str:
+    if not teacher_dir:
+        return ""
+    try:
+        from analysis.branches import branch_gap_curve, branch_timesteps
+        from demo.lab import reference_images
+        from demo.models import load_model_folder
+
+        x0, labels = reference_images(32, 0)
+        teacher = load_model_folder(teacher_dir)
+        rho = branch_gap_curve(student, teacher, x0, labels, branch_timesteps(4)).summary()["rho"]
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        return f" Branch gap not measured ({e})."
+    return f" Branch gap **ρ = {rho:.2f}** (‖Δ_S‖/‖Δ_T‖ on 32 test images; 1 is ideal, near 0 means guidance collapsed)."
+
+
+def view(jobs, job_id, last_key=None):
+    """Periodic refresh: (status JSON, progress bar, loss figure or skip, runs table, key of what is drawn)."""
+    rows = distill_runs(jobs)
+    if job_id is None or job_id == "" or (isinstance(job_id, float) and math.isnan(job_id)):
+        return None, progress_html(None), gr.skip(), rows, last_key
+    try:
+        status = jobs.status(int(job_id))
+    except ValueError as e:
+        return {"error": str(e)}, progress_html(None), gr.skip(), rows, last_key
+    key = f"{status['job_id']}:{status['step']}:{status['state']}"
+    figure = gr.skip() if key == last_key else loss_figure(jobs.stats(status["job_id"]), status["name"])
+    return status, progress_html(status), figure, rows, key
+
+
+def select_run(evt: gr.SelectData, table):
+    """Clicking a row of the runs table selects its job."""
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    try:
+        return int(table.iloc[row, 0]) if hasattr(table, "iloc") else int(table[row][0])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return gr.skip()
+
+
+# ---- formatting ----
+
+
+def _whole(name: str, value) -> int:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if not math.isfinite(v) or v != int(v):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(v)
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.4g}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _eta(status: dict) -> str:
+    return _duration(status["eta_s"]) if status["state"] == "running" else ""
+
+
+def progress_html(status: dict | None) -> str:
+    """A progress bar with step/iterations, loss, speed and ETA (or the error of a failed job)."""
+    if not status:
+        return "<div style='opacity:.7'>No job selected.</div>"
+    pct = 100.0 * status["step"] / max(1, status["iterations"])
+    colour = {"done": "#16a34a", "failed": "#dc2626", "cancelled": "#9ca3af", "queued": "#9ca3af"}.get(status["state"], "#2563eb")
+    parts = [f"<b>{html.escape(status['name'])}</b> · {status['state']}", f"step {status['step']}/{status['iterations']}"]
+    if status["loss"] is not None:
+        parts.append(f"loss {status['loss']:.4g}")
+    if status["img_per_s"]:
+        parts.append(f"{status['img_per_s']:.0f} img/s")
+    if status["state"] == "running" and status["eta_s"] is not None:
+        parts.append(f"ETA {_duration(status['eta_s'])}")
+    if status["state"] == "done":
+        parts.append(f"model: <code>{html.escape(status['model'])}</code> (now in the Compare dropdowns)")
+    if status["resumable"]:
+        parts.append("resumable from its last checkpoint")
+    bar = (
+        f"<div style='background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden'>"
+        f"<div style='width:{pct:.1f}%;background:{colour};height:100%;transition:width .5s'></div></div>"
+    )
+    error = f"<pre style='white-space:pre-wrap;font-size:12px'>{html.escape(status['error'])}</pre>" if status["error"] else ""
+    return f"<div id='distill-progress'>{bar}<div style='margin-top:4px'>{' · '.join(parts)}</div>{error}</div>"
+
+
+def loss_figure(rows: list[dict], name: str = "") -> go.Figure:
+    """The total loss and the method's loss terms (`l_*` columns that are not all zero) against the step."""
+    keys = ["loss", *sorted(k for k in {k for r in rows for k in r} if k.startswith("l_") and any(r.get(k) for r in rows))]
+    try:
+        from analysis.plots import plot_loss_curves
+    except ImportError:
+        plot_loss_curves = None
+    if plot_loss_curves is not None:
+        return plot_loss_curves(rows, keys=keys, title=f"Loss: {name}" if name else "Loss")
+    fig = go.Figure([go.Scatter(x=[r["step"] for r in rows], y=[r.get(k) for r in rows], mode="lines", name=k) for k in keys])
+    return fig.update_layout(title=f"Loss: {name}", template="plotly_white", height=360, xaxis_title="step")
+
+
+# ---- the tab ----
+
+
+def build_distill_tab(ctx) -> None:
+    jobs = _jobs(ctx)
+    choices = _model_choices(ctx)
+    teacher_default = _default_teacher(choices)
+    gr.Markdown(
+        "Fine-tune a student in the background: the job runs `python -m demo.distill …` in its own process, logs to "
+        "`runs/NNNNN-method/`, survives an app restart and resumes from its last checkpoint after a crash or a cancel."
+    )
+    with gr.Row():
+        method = gr.Dropdown(sorted(METHODS), value="dash" if "dash" in METHODS else None, label="Method", info=METHOD_INFO)
+        teacher = gr.Dropdown(choices, value=teacher_default, label="Teacher", allow_custom_value=True)
+        init = gr.Dropdown(["", *choices], value="", label="Student initialisation (optional)", allow_custom_value=True,
+                           info="empty: the method's own initialisation")  # fmt: skip
+    with gr.Row():
+        iterations = gr.Number(200, precision=0, minimum=1, maximum=jobs.limits.max_iterations, label="Iterations")
+        batch_size = gr.Number(32, precision=0, minimum=1, label="Batch size")
+        lr = gr.Number(1e-3, label="Learning rate")
+        seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+    with gr.Row():
+        start = gr.Button("Start", variant="primary", elem_id="distill-start")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel")
+        resume = gr.Button("Resume", elem_id="distill-resume")
+        job_id = gr.Number(None, precision=0, label="Job", elem_id="distill-job")
+        refresh = gr.Button("Refresh status", size="sm")
+    progress = gr.HTML(progress_html(None))
+    with gr.Row():
+        loss_plot = gr.Plot(label="Loss curves")
+        with gr.Column():
+            preview_image = gr.Image(label="Current student (one sample per class)", type="pil", interactive=False)
+            preview_text = gr.Markdown()
+            with gr.Row():
+                preview = gr.Button("Preview samples", size="sm")
+                auto_preview = gr.Checkbox(False, label="refresh the preview every 30 s")
+    runs = gr.Dataframe(distill_runs(jobs), headers=RUN_COLUMNS, label="Runs (click a row to select it)", interactive=False)
+    reload_runs = gr.Button("Reload runs", size="sm")
+    with gr.Accordion("Status (JSON, as `/distill_status` returns it)", open=False):
+        status_json = gr.JSON()
+    drawn = gr.State(None)
+    timer = gr.Timer(1.0)
+    preview_timer = gr.Timer(30.0, active=False)
+
+    # UI-only events (timers, row clicks) are private: not part of the API.
+    private = {"api_visibility": "private", "queue": False}
+    view_fn = _adapter(view, jobs)
+    view_io = dict(inputs=[job_id, drawn], outputs=[status_json, progress, loss_plot, runs, drawn], api_name="distill_view", **private)
+    start_inputs = [method, iterations, teacher, init, batch_size, lr, seed]
+    start_fn = _adapter(distill_start, jobs, default_teacher=teacher_default)
+    start.click(start_fn, start_inputs, job_id, api_name="distill_start").then(view_fn, **view_io)
+    refresh.click(_adapter(distill_status, jobs), job_id, status_json, api_name="distill_status").then(view_fn, **view_io)
+    cancel.click(_adapter(distill_cancel, jobs), job_id, status_json, api_name="distill_cancel").then(view_fn, **view_io)
+    resume.click(_adapter(distill_resume, jobs), job_id, job_id, api_name="distill_resume").then(view_fn, **view_io)
+    reload_runs.click(_adapter(distill_runs, jobs), None, runs, api_name="distill_runs")
+    runs.select(select_run, runs, job_id, api_name="distill_select_run", **private)
+    job_id.change(view_fn, **view_io)
+    timer.tick(view_fn, **view_io)
+
+    preview_fn = _adapter(distill_preview, jobs)
+    preview.click(preview_fn, job_id, [preview_image, preview_text], api_name="distill_preview")
+    preview_timer.tick(preview_fn, job_id, [preview_image, preview_text], api_name="distill_preview_tick", api_visibility="private")
+    auto_preview.change(lambda on: gr.Timer(active=bool(on)), auto_preview, preview_timer, api_name="distill_auto_preview", **private)
+
+    # A finished run appears in the other tabs' model dropdowns without a restart.
+    dropdowns = list(getattr(ctx, "model_dropdowns", []))
+    if dropdowns:
+        finished = gr.State(frozenset(jobs.finished_models()))
+
+        def refresh_dropdowns(seen):
+            now = frozenset(jobs.finished_models())
+            if now == seen:
+                return [gr.skip()] * len(dropdowns) + [seen]
+            names = _model_choices(ctx)
+            return [gr.Dropdown(choices=names) for _ in dropdowns] + [now]
+
+        timer.tick(refresh_dropdowns, finished, [*dropdowns, finished], api_name="distill_refresh_models", **private)
