@@ -85,3 +85,19 @@ def _build_progressive(args):
     teacher = _load_teacher(args)
     steps = args.steps or max(1, (teacher.card.steps or 64) // 2)
     return ProgressiveRound(teacher, _train_data(args), steps, args.w_min, args.w_max, name=args.name)
+
+
+def _register_hd(name: str, pooling: str | None):
+    def build(args):
+        from demo.distill.hd import HDRefinement
+        from demo.models import load_model_folder
+
+        if not args.init:
+            raise ValueError(f"method {name} needs --init DIR: the one-step w-conditioned sketch to refine")
+        return HDRefinement(_load_teacher(args), load_model_folder(args.init), _train_data(args), pooling, w_min=args.w_min, w_max=args.w_max, name=args.name)
+
+    register(name)(build)
+
+
+for _name, _pooling in (("hd", "awd"), ("hd-gap", "gap"), ("dmd", None)):
+    _register_hd(_name, _pooling)

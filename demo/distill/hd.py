@@ -1,0 +1,189 @@
+"""Hierarchical Distillation, stage 2: refine a one-step sketch by distribution matching and an adversarial term
+with an Adaptive Weighted Discriminator (Cheng et al. 2025, arXiv 2511.08930; DMD: Yin et al. 2024; DMD2 2024).
+
+The generator is a one-step w-conditioned student (the stage-1 "sketch": a guided/progressive 1-step student).
+Per generator step:
+  1. Fake-score and discriminator updates (`fake_updates` of them) on detached generator samples: the fake score
+     is a copy of the teacher trained with the usual denoising loss on generator samples; the discriminator head
+     reads the fake-score network's bottleneck tokens and is trained non-saturating on noised real vs fake images.
+  2. The generator's DMD loss: the gradient (x0_fake − x0_real)/‖x − x0_real‖₁ at a random t, with the real score
+     the frozen teacher under CFG at the same W; plus `adv_weight` × the non-saturating generator loss.
+Token pooling of the discriminator: `gap` (global average of per-token logits, the standard head) or `awd`
+(input-dependent token weights: attention pooling with a learned query, so feedback concentrates on local flaws).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from demo.distill.base import Method
+from demo.distill.guided import GuidanceUNet, sample_w, student_card
+from demo.distill.teacher import P_UNCOND
+from demo.models import DDPMScheduler, save_model_folder
+from demo.schedule import to_x0, v_from_eps_x0
+
+DMD_T_RANGE = (20, 980)  # DMD samples t away from both ends (Yin et al. 2024 use 2%–98%)
+ADV_WEIGHT = 1e-2  # weight of the generator's adversarial term relative to DMD (DMD2 uses 1e-2 to 3e-3)
+
+
+class TokenDiscriminator(nn.Module):
+    """Per-token logits over bottleneck features [B, C, h, w], pooled by `gap` or `awd`."""
+
+    def __init__(self, channels: int, pooling: str = "awd", key_dim: int = 32):
+        super().__init__()
+        if pooling not in ("gap", "awd"):
+            raise ValueError(f"pooling must be 'gap' or 'awd', got {pooling!r}")
+        self.pooling = pooling
+        self.token_logit = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
+        self.key = nn.Conv2d(channels, key_dim, 1)
+        self.query = nn.Parameter(torch.randn(key_dim) / key_dim**0.5)
+
+    def token_weights(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, h·w] weights summing to 1 per image: uniform for `gap`, softmax(q·k_i/√d) for `awd`."""
+        B, _, h, w = feats.shape
+        if self.pooling == "gap":
+            return torch.full((B, h * w), 1.0 / (h * w), device=feats.device)
+        keys = self.key(feats.float()).flatten(2)  # [B, d, h·w]
+        scores = torch.einsum("d,bdn->bn", self.query, keys) / keys.shape[1] ** 0.5
+        return scores.softmax(dim=1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        logits = self.token_logit(feats.float()).flatten(1)  # [B, h·w]
+        return (self.token_weights(feats) * logits).sum(dim=1)  # [B]
+
+
+class _Bottleneck:
+    """Captures the UNet mid-block output during a forward pass (the discriminator's tokens)."""
+
+    def __init__(self, unet):
+        self.feats = None
+        unet.mid_block.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        self.feats = output
+
+
+def dmd_loss(x: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Tensor) -> torch.Tensor:
+    """A loss whose gradient w.r.t. x is the DMD direction (x0_fake − x0_real)/mean|x − x0_real| (Yin et al. 2024)."""
+    with torch.no_grad():
+        norm = (x - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-5)
+        grad = (x0_fake - x0_real) / norm
+        target = x - grad
+    return 0.5 * F.mse_loss(x, target)
+
+
+class HDRefinement(Method):
+    name = "hd"
+
+    def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
+                 fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, name: str | None = None):  # fmt: skip
+        if not generator_model.card.w_conditioned:
+            raise ValueError(f"the HD generator must be a w-conditioned one-step student; {generator_model.name} is not")
+        self.teacher, self.data = teacher, data
+        self.pooling = pooling  # None: DMD only
+        self.adv_weight = adv_weight if pooling else 0.0
+        self.fake_updates = fake_updates
+        self.w_min, self.w_max = w_min, w_max
+        self.name = "dmd" if pooling is None else f"hd-{pooling}"
+        self.student = copy.deepcopy(generator_model.net).train().requires_grad_(True)
+        self.fake = copy.deepcopy(teacher.net).train().requires_grad_(True)
+        self.bottleneck = _Bottleneck(self.fake)
+        channels = self.fake.config.block_out_channels[-1]
+        self.disc = TokenDiscriminator(channels, pooling or "gap").train()
+        self.aux_opt = torch.optim.AdamW(list(self.fake.parameters()) + list(self.disc.parameters()), lr=fake_lr, betas=(0.0, 0.99))
+        self.generator_meta = {"name": generator_model.name, "teacher": generator_model.card.teacher}
+        self.card_name = name or ("fmnist-hd" if pooling == "awd" else f"fmnist-{self.name}")
+
+    def trainable_modules(self):
+        return {"student": self.student, "fake": self.fake, "disc": self.disc}
+
+    def frozen_modules(self):
+        return {"teacher": self.teacher.net}
+
+    # ---- pieces ----
+    def generate(self, z_T, y, w):
+        """One step from pure noise: x = x0_hat(z_T, t = T−1, y, W)."""
+        T = self.teacher.schedule.num_train_timesteps
+        t = torch.full((z_T.shape[0],), T - 1, dtype=torch.long, device=z_T.device)
+        alpha, sigma = (a.to(z_T) for a in self.teacher.schedule.alpha_sigma(t))
+        out = self.student(z_T, t, class_labels=y, guidance=w).sample.float()
+        return to_x0(z_T, out, alpha, sigma, self.teacher.prediction_type)
+
+    def x0_real(self, x_t, t, y, w):
+        """The frozen teacher's CFG x0 prediction at per-example W."""
+        null = torch.full_like(y, self.teacher.null_class)
+        out_c, out_u = self.teacher.net(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([y, null])).sample.float().chunk(2)
+        alpha, sigma = (a.to(x_t) for a in self.teacher.schedule.alpha_sigma(t))
+        wb = w[:, None, None, None]
+        return to_x0(x_t, out_u + wb * (out_c - out_u), alpha, sigma, self.teacher.prediction_type)
+
+    def fake_out(self, x_t, t, y):
+        return self.fake(x_t, t, class_labels=y).sample.float()
+
+    def _noise(self, x, generator, lo_hi=DMD_T_RANGE):
+        B = x.shape[0]
+        t = torch.randint(lo_hi[0], lo_hi[1], (B,), generator=generator).to(x.device)
+        eps = torch.randn(x.shape, generator=generator).to(x)
+        return self.teacher.schedule.add_noise(x, eps, t), t, eps
+
+    def loss(self, step, generator):
+        device = next(self.student.parameters()).device
+        x_real, y = (a.to(device) for a in self.data.batch(step))
+        B = x_real.shape[0]
+        w = sample_w(B, self.w_min, self.w_max, generator, device)
+        shape = x_real.shape
+        stats = {}
+        # 1. Fake-score (+ discriminator) updates on detached generator samples.
+        for _ in range(self.fake_updates):
+            with torch.no_grad():
+                x_fake = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
+            x_t, t, eps = self._noise(x_fake, generator)
+            y_drop = torch.where(torch.rand(B, generator=generator).to(device) < P_UNCOND, torch.full_like(y, self.teacher.null_class), y)
+            alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
+            loss_fake = F.mse_loss(self.fake_out(x_t, t, y_drop), v_from_eps_x0(eps, x_fake, alpha, sigma))
+            loss_d = torch.zeros((), device=device)
+            if self.adv_weight > 0:
+                feats_fake = self.bottleneck.feats
+                xr_t = self.teacher.schedule.add_noise(x_real, torch.randn(shape, generator=generator).to(device), t)
+                self.fake_out(xr_t, t, y)  # real images at the same noise levels as the fake ones
+                d_real = self.disc(self.bottleneck.feats)
+                loss_d = F.softplus(-d_real).mean() + F.softplus(self.disc(feats_fake)).mean()
+            self.aux_opt.zero_grad(set_to_none=True)
+            (loss_fake + loss_d).float().backward()
+            self.aux_opt.step()
+            stats = {"loss_fake": float(loss_fake.detach()), "loss_d": float(loss_d.detach())}
+        # 2. Generator: DMD gradient at a random t, plus the adversarial term through the (fixed) discriminator.
+        x = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
+        x_t, t, _ = self._noise(x, generator)
+        with torch.no_grad():
+            x0_real = self.x0_real(x_t, t, y, w)
+            alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
+            x0_fake = to_x0(x_t, self.fake_out(x_t, t, y), alpha, sigma, self.teacher.prediction_type)
+        l_dmd = dmd_loss(x, x0_fake, x0_real)
+        l_adv = torch.zeros((), device=device)
+        if self.adv_weight > 0:
+            self.fake.requires_grad_(False)
+            self.disc.requires_grad_(False)
+            self.fake_out(x_t, t, y)  # gradient flows to the generator through x_t only
+            l_adv = F.softplus(-self.disc(self.bottleneck.feats)).mean()
+            self.fake.requires_grad_(True)
+            self.disc.requires_grad_(True)
+        return l_dmd + self.adv_weight * l_adv, {**stats, "l_dmd": float(l_dmd.detach()), "l_adv": float(l_adv.detach())}
+
+    def export(self, folder: Path, cfg) -> Path:
+        training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "pooling": self.pooling,
+                    "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "generator_init": self.generator_meta}  # fmt: skip
+        what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
+        card = student_card(self.teacher, self.card_name, f"hierarchical distillation refinement: {what}", 1, (self.w_min, self.w_max), training)
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
+
+    def describe(self):
+        return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "fake_updates": self.fake_updates}
+
+
+__all__ = ["HDRefinement", "TokenDiscriminator", "dmd_loss", "GuidanceUNet"]

@@ -1,0 +1,188 @@
+"""Contract tests over the method registry, and the identities each distillation method rests on."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from demo.data import BatchSampler
+from demo.distill import METHODS
+from demo.distill.dash import VARIANTS, DashDistillation
+from demo.distill.guided import GuidanceUNet, GuidedDistillation
+from demo.distill.hd import HDRefinement, TokenDiscriminator, dmd_loss
+from demo.distill.progressive import ProgressiveRound, ddim_target
+from demo.models import Card, load_model_folder, save_model_folder, teacher_unet
+from demo.schedule import ddim_step
+from demo.train import TrainConfig, list_checkpoints, train
+
+DISTILL_METHODS = sorted(set(METHODS) - {"teacher"})
+
+
+def tiny_data(batch_size=2, n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return BatchSampler(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n), batch_size)
+
+
+@pytest.fixture(scope="module")
+def tiny_guided_dir(tiny_teacher, tmp_path_factory):
+    """A w-conditioned one-step student folder built from the tiny teacher (no training)."""
+    net = GuidanceUNet.from_teacher(tiny_teacher.net)
+    card = Card(name="tiny-guided", kind="student", method="guided", teacher=tiny_teacher.name, steps=1, w_conditioned=True)
+    from diffusers import DDPMScheduler
+
+    return save_model_folder(tmp_path_factory.mktemp("m") / "tiny-guided", net, DDPMScheduler.from_config(tiny_teacher.scheduler_config), card)
+
+
+def build(name, teacher, guided_dir):
+    """Every registered distillation method on tiny models (the DASH student shrunk to keep tests fast)."""
+    data = tiny_data()
+    if name in VARIANTS:
+        small = teacher_unet(channels=(8, 16), layers_per_block=1, attention=False)
+        return DashDistillation(teacher, data, variant=name, student=small)
+    if name == "guided":
+        return GuidedDistillation(teacher, data, 1.0, 5.0)
+    if name == "guided-single-w":
+        return GuidedDistillation(teacher, data, fixed_w=2.0)
+    if name == "progressive":
+        return ProgressiveRound(load_model_folder(guided_dir), data, 2)
+    pooling = {"hd": "awd", "hd-gap": "gap", "dmd": None}[name]
+    return HDRefinement(teacher, load_model_folder(guided_dir), data, pooling)
+
+
+@pytest.mark.parametrize("name", DISTILL_METHODS)
+def test_loss_finite_and_gradients_reach_only_the_student(name, tiny_teacher, tiny_guided_dir):
+    method = build(name, tiny_teacher, tiny_guided_dir)
+    loss, stats = method.loss(0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and all(np.isfinite(v) for v in stats.values())
+    for p in method.student.parameters():
+        p.grad = None
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
+    for module in method.frozen_modules().values():
+        assert all(p.grad is None for p in module.parameters()), f"{name}: a frozen module received gradients"
+
+
+@pytest.mark.parametrize("name", DISTILL_METHODS)
+def test_two_iteration_run_writes_checkpoint_stats_and_model(name, tiny_teacher, tiny_guided_dir, tmp_path):
+    method = build(name, tiny_teacher, tiny_guided_dir)
+    train(method, TrainConfig(iterations=2, batch_size=2, warmup=1, log_every=1, checkpoint_every=2, mixed_precision="no"), tmp_path)
+    assert list_checkpoints(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert rows[-1].get("event") == "done" and any(r.get("step") == 2 and "loss" in r for r in rows)
+    model = load_model_folder(tmp_path / "model")
+    assert model.card.kind == "student" and model.card.teacher == tiny_teacher.name
+
+
+def test_every_registered_method_builds_from_cli_arguments(tiny_teacher_dir, tiny_guided_dir, tmp_path, monkeypatch):
+    """The CLI builders (real data loading replaced by a tiny IDX-free sampler)."""
+    import demo.distill as registry
+
+    monkeypatch.setattr(registry, "_train_data", lambda args: tiny_data())
+    for name in DISTILL_METHODS:
+        init = str(tiny_guided_dir) if name in ("hd", "hd-gap", "dmd") else None
+        teacher = str(tiny_guided_dir) if name == "progressive" else str(tiny_teacher_dir)
+        args = SimpleNamespace(method=name, teacher=teacher, init=init, name=None, batch_size=2, seed=0, w_min=1.0, w_max=5.0, guidance=2.0, steps=2)
+        if name in VARIANTS:
+            continue  # the full-size DASH student is exercised by test_dash_student_is_compact
+        assert METHODS[name](args).student is not None
+
+
+def test_dash_student_is_compact_plain_diffusers_model():
+    from demo.distill.dash import compact_student
+    from demo.models import count_parameters
+
+    student = compact_student(Card(name="t"))
+    ratio = count_parameters(teacher_unet()) / count_parameters(student)
+    assert type(student).__name__ == "UNet2DModel" and student.config.num_class_embeds == 11
+    assert ratio >= 5.5, ratio
+
+
+def test_dash_terms_vanish_when_student_equals_teacher(tiny_teacher):
+    import copy
+
+    method = DashDistillation(tiny_teacher, tiny_data(4), "dash", student=copy.deepcopy(tiny_teacher.net))
+    _, stats = method.loss(0, torch.Generator().manual_seed(0))
+    assert stats["l_im"] < 1e-10 and stats["l_un"] < 1e-10 and stats["l_an"] > 0
+    other = DashDistillation(tiny_teacher, tiny_data(4), "dash", student=teacher_unet(channels=(8, 16), layers_per_block=1, attention=False))
+    _, stats = other.loss(0, torch.Generator().manual_seed(0))
+    assert stats["l_im"] > 1e-6 and stats["l_un"] > 1e-6
+
+
+def test_dash_tirt_weights_are_transferred_and_frozen(tiny_teacher):
+    method = DashDistillation(tiny_teacher, tiny_data(4), "dash", student=teacher_unet(channels=(8, 16), layers_per_block=1, attention=False))
+    assert torch.equal(method.tirt.lambda_t, tiny_teacher.tirt_logits)
+    assert not method.tirt.lambda_t.requires_grad
+    loss, _ = method.loss(0, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert method.tirt.lambda_t.grad is None
+    assert all(p is not method.tirt.lambda_t for g in method.param_groups(1e-3, 0) for p in g["params"])
+    t = torch.tensor([10, 500, 990])
+    assert torch.allclose(method.weights(t).mean(), torch.tensor(1.0))
+
+
+def test_guided_student_starts_as_the_teachers_conditional_model(tiny_teacher):
+    student = GuidanceUNet.from_teacher(tiny_teacher.net)
+    z, t, y = torch.randn(3, 1, 28, 28), torch.tensor([3, 400, 999]), torch.tensor([0, 5, 9])
+    with torch.no_grad():
+        a = tiny_teacher.net(z, t, class_labels=y).sample
+        b = student(z, t, class_labels=y, guidance=torch.tensor([1.0, 2.0, 7.0])).sample
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_x_tilde_identity_one_student_step_lands_on_two_teacher_steps():
+    """One DDIM step z_t → z_t'' with x̂ = x̃ reproduces the two teacher steps z_t → z_t' → z_t'' exactly."""
+    from demo.schedule import NoiseSchedule
+
+    sched = NoiseSchedule.cosine()
+    g = torch.Generator().manual_seed(0)
+    z_t = torch.randn(4, 1, 8, 8, generator=g)
+    t, t1, t2 = 800, 600, 400
+    a = {k: sched.alpha_sigma(k) for k in (t, t1, t2)}
+    x_a, x_b = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)  # two different teacher x̂
+    z_1 = ddim_step(z_t, x_a, *a[t], *a[t1])
+    z_2 = ddim_step(z_1, x_b, *a[t1], *a[t2])
+    x_tilde = ddim_target(z_t, z_2, *a[t], *a[t2])
+    assert torch.allclose(ddim_step(z_t, x_tilde, *a[t], *a[t2]), z_2, atol=1e-5)
+
+
+def test_dmd_gradient_is_zero_when_fake_and_real_scores_agree():
+    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    x0 = torch.randn(3, 1, 8, 8)
+    dmd_loss(x, x0, x0).backward()
+    assert torch.count_nonzero(x.grad) == 0
+    x.grad = None
+    dmd_loss(x, x0 + 0.1, x0).backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_dmd_gradient_is_zero_for_a_fake_score_equal_to_the_teacher_at_w1(tiny_teacher, tiny_guided_dir):
+    """With the fake score an untouched copy of the teacher and W = 1, real and fake x0 agree: no DMD gradient."""
+    method = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), None, w_min=1.0, w_max=1.0)
+    x = torch.randn(2, 1, 28, 28)
+    x_t = tiny_teacher.schedule.add_noise(x, torch.randn_like(x), torch.tensor([300, 700]))
+    t, y, w = torch.tensor([300, 700]), torch.tensor([1, 2]), torch.ones(2)
+    with torch.no_grad():
+        x0_real = method.x0_real(x_t, t, y, w)
+        from demo.schedule import to_x0
+
+        alpha, sigma = tiny_teacher.schedule.alpha_sigma(t)
+        x0_fake = to_x0(x_t, method.fake_out(x_t, t, y), alpha, sigma, tiny_teacher.prediction_type)
+    xg = x.clone().requires_grad_(True)
+    dmd_loss(xg, x0_fake, x0_real).backward()
+    assert xg.grad.abs().max() < 1e-5
+
+
+def test_awd_weights_are_an_input_dependent_distribution_over_tokens():
+    torch.manual_seed(0)
+    disc = TokenDiscriminator(16, "awd")
+    f1, f2 = torch.randn(2, 16, 7, 7), torch.randn(2, 16, 7, 7)
+    w1, w2 = disc.token_weights(f1), disc.token_weights(f2)
+    assert w1.shape == (2, 49) and torch.all(w1 >= 0)
+    assert torch.allclose(w1.sum(1), torch.ones(2), atol=1e-6)
+    assert not torch.allclose(w1, w2)
+    gap = TokenDiscriminator(16, "gap").token_weights(f1)
+    assert torch.allclose(gap, torch.full_like(gap, 1 / 49))
