@@ -195,7 +195,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
         net = cls.from_pretrained(folder / "unet", use_safetensors=True)
     except Exception as e:  # diffusers raises many types for a bad file
         raise ModelFolderError(f"Model folder {folder} could not be loaded ({type(e).__name__}: {e}).") from e
-    net = net.to(device).eval().requires_grad_(False)
+    net = net.float().to(device).eval().requires_grad_(False)  # shipped weights may be stored in float16
     scheduler = DDPMScheduler.from_config(sched_config)
     card = Card.from_dict({"name": name or folder.name, **card_dict})
     if name:
