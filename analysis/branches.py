@@ -1,0 +1,123 @@
+"""The guidance-branch gap between a student and its teacher (DASH, Al Shafi et al., arXiv 2606.00798).
+
+Both models see the same `(z_t, t, ε)`. With `Δ = ε_c − ε_u` (the direction classifier-free guidance pushes along):
+
+- `ρ(t) = E‖Δ_S‖ / E‖Δ_T‖` — 1 is ideal, near 0 means the student's guidance has collapsed,
+- `cos(t) = E cos(Δ_S, Δ_T)` — whether it pushes the same way,
+- `Gap-MSE(t) = E mean_pixels (Δ_S − Δ_T)²`,
+- the effective guidance scale `W_eff(t) = W · E⟨Δ_S, Δ_T⟩ / E‖Δ_T‖²`: the teacher scale whose guidance term
+  `W_eff·Δ_T` is closest (least squares) to the student's `W·Δ_S`. For the teacher itself it is W; collapsed, 0.
+
+A w-conditioned student (Meng et al. 2023) has no separate branches; its Δ is the slope of its output in W,
+fitted between the ends of the guidance range on its card (see `guidance_branches`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from demo.guidance import branch_eps
+from demo.schedule import to_eps
+
+
+def branch_timesteps(count: int, num_train_timesteps: int = 1000) -> list[int]:
+    """`count` timesteps spread evenly from T−1 (pure noise) down to near-clean data, high to low."""
+    if not 1 <= count <= num_train_timesteps:
+        raise ValueError(f"the number of timesteps must be in 1..{num_train_timesteps}, got {count!r}")
+    lo = max(1, num_train_timesteps // 100)
+    return sorted({round(t) for t in np.linspace(num_train_timesteps - 1, lo, count)}, reverse=True)
+
+
+@torch.no_grad()
+def guidance_branches(model, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε_c, ε_u) of any model: its two branches, or, for a w-conditioned student, the line through its W range.
+
+    A w-student's guided output is ε̂(W) ≈ ε_u + W·Δ, so from W_lo and W_hi: Δ = (ε̂(W_hi) − ε̂(W_lo)) / (W_hi − W_lo),
+    ε_u = ε̂(W_lo) − W_lo·Δ and ε_c = ε_u + Δ.
+    """
+    if not model.card.w_conditioned:
+        return branch_eps(model, z, t, labels)
+    g = model.card.guidance or {}
+    w_lo, w_hi = float(g.get("min", 1.0)), float(g.get("max", 5.0))
+    if w_hi <= w_lo:
+        w_hi = w_lo + 1.0
+    alpha, sigma = (a.to(z) for a in model.schedule.alpha_sigma(t))
+    eps = [
+        to_eps(z, model.output(z, t, labels, torch.full((z.shape[0],), w, device=z.device)).float(), alpha, sigma, model.prediction_type)
+        for w in (w_lo, w_hi)
+    ]
+    delta = (eps[1] - eps[0]) / (w_hi - w_lo)
+    eps_u = eps[0] - w_lo * delta
+    return eps_u + delta, eps_u
+
+
+@dataclass
+class BranchGap:
+    """Per-timestep branch statistics of one model against the teacher (arrays of length K, t high → low)."""
+
+    t: np.ndarray
+    rho: np.ndarray
+    cos: np.ndarray
+    gap_mse: np.ndarray
+    norm_student: np.ndarray  # E‖Δ_S‖
+    norm_teacher: np.ndarray  # E‖Δ_T‖
+    dot: np.ndarray  # E⟨Δ_S, Δ_T⟩
+    sq_teacher: np.ndarray  # E‖Δ_T‖²
+
+    def effective_guidance(self, W: float) -> np.ndarray:
+        """W_eff(t) = W · E⟨Δ_S, Δ_T⟩ / E‖Δ_T‖² (the teacher scale that best matches the student's push at W)."""
+        return float(W) * self.dot / np.maximum(self.sq_teacher, 1e-12)
+
+    def summary(self, W: float | None = None) -> dict:
+        """Averages over the timesteps (uniform in t), as DASH reports them."""
+        out = {"rho": float(self.rho.mean()), "cos": float(self.cos.mean()), "gap_mse": float(self.gap_mse.mean())}
+        if W is not None:
+            out["effective_guidance"] = float(self.effective_guidance(W).mean())
+        return out
+
+
+@torch.no_grad()
+def branch_gap_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, seed: int = 0, batch_size: int = 64) -> BranchGap:
+    """ρ, cos(Δ_S, Δ_T) and Gap-MSE at each timestep, on real images `x0` [N,1,H,W] in [-1, 1] with class `labels` [N].
+
+    The noise ε for timestep k comes from `seed` and k alone, and z_t is built with the teacher's schedule, so every
+    model compared to the same teacher is measured on identical inputs (students share the teacher's schedule).
+    """
+    if len(x0) != len(labels) or len(x0) == 0:
+        raise ValueError(f"x0 and labels must be non-empty and equally long, got {len(x0)} and {len(labels)}")
+    T = teacher.schedule.num_train_timesteps
+    ts = [int(t) for t in timesteps]
+    if not ts or not all(0 <= t < T for t in ts):
+        raise ValueError(f"timesteps must be in 0..{T - 1}, got {ts!r}")
+    device = teacher.device
+    x0, labels = x0.float(), labels.long()
+    stats = {k: [] for k in ("rho", "cos", "gap", "ns", "nt", "dot", "sqt")}
+    for k, t in enumerate(ts):
+        # 1. The shared noise and z_t for this timestep (drawn on the CPU, so any device sees the same numbers).
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + k)
+        eps = torch.randn(x0.shape, generator=g)
+        ns, nt, cos, gap, dot, sqt = [], [], [], [], [], []
+        for lo in range(0, len(x0), batch_size):
+            xb, yb, eb = (a[lo : lo + batch_size].to(device) for a in (x0, labels, eps))
+            tb = torch.full((len(xb),), t, dtype=torch.long, device=device)
+            z_t = teacher.schedule.add_noise(xb, eb, tb)
+            # 2. Both models' guidance directions Δ = ε_c − ε_u on the same (z_t, t).
+            d_t = torch.sub(*guidance_branches(teacher, z_t, tb, yb)).flatten(1)  # [B, D]
+            d_s = torch.sub(*guidance_branches(student, z_t.to(student.device), tb.to(student.device), yb.to(student.device)))
+            d_s = d_s.to(device).flatten(1)  # [B, D]
+            # 3. Per-sample statistics; averaged over the batch below.
+            ns.append(d_s.norm(dim=1))
+            nt.append(d_t.norm(dim=1))
+            cos.append(torch.nn.functional.cosine_similarity(d_s, d_t, dim=1, eps=1e-12))
+            gap.append((d_s - d_t).pow(2).mean(dim=1))
+            dot.append((d_s * d_t).sum(dim=1))
+            sqt.append(d_t.pow(2).sum(dim=1))
+        ns, nt, cos, gap, dot, sqt = (torch.cat(a).double().mean().item() for a in (ns, nt, cos, gap, dot, sqt))
+        stats["rho"].append(ns / nt if nt > 0 else float("nan"))
+        for key, v in (("cos", cos), ("gap", gap), ("ns", ns), ("nt", nt), ("dot", dot), ("sqt", sqt)):
+            stats[key].append(v)
+    a = {k: np.array(v) for k, v in stats.items()}
+    return BranchGap(np.array(ts), a["rho"], a["cos"], a["gap"], a["ns"], a["nt"], a["dot"], a["sqt"])

@@ -1,0 +1,33 @@
+"""Guided Distillation Lab — the web app (also the Hugging Face Space entry point).
+
+`python app.py` serves on 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
+Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`); models load on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from demo.ui import AppSettings, build_app, launch_kwargs
+
+
+def _warm_imports() -> None:
+    """Import diffusers in the background while the server starts, so the first request does not wait for it."""
+    import demo.models  # noqa: F401
+
+
+def main() -> None:
+    settings = AppSettings.from_env()
+    app = build_app(settings)
+    app.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.concurrency)
+    threading.Thread(target=_warm_imports, daemon=True).start()
+    app.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        **launch_kwargs(),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The model catalog: which model folders exist under the allowed roots, and loading them safely and cheaply.
+
+Only folders inside the allowed roots are ever listed, read or loaded: `resolve()` rejects `..`, absolute paths
+elsewhere and symlinks that lead out of a root. Roots: `assets/models`, the runs folder (`GDL_RUNS_DIR`, default
+`runs/`; a finished run keeps its model in `runs/<run>/model/`), and any extra roots in `GDL_MODEL_ROOTS`
+(separated by the OS path separator). Listing reads only JSON; torch and diffusers load on the first `load()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS_MODELS = REPO / "assets" / "models"
+DEFAULT_RUNS = REPO / "runs"
+ROOTS_ENV, RUNS_ENV, HUB_ENV = "GDL_MODEL_ROOTS", "GDL_RUNS_DIR", "GDL_ALLOW_HUB"
+MAX_DEPTH = 3  # root/<name>/ and root/<run>/model/ (and one level more for grouped runs)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_roots() -> list[Path]:
+    roots = [ASSETS_MODELS, Path(os.environ.get(RUNS_ENV, DEFAULT_RUNS))]
+    roots += [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return roots
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A discovered model folder, described from its card.json alone (no weights read)."""
+
+    name: str
+    path: Path
+    kind: str
+    method: str
+    steps: int | None
+    w_conditioned: bool
+    card: dict
+
+
+def _is_model_folder(p: Path) -> bool:
+    return (p / "unet" / "config.json").is_file()
+
+
+def _read_card(folder: Path) -> dict:
+    try:
+        d = json.loads((folder / "card.json").read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _warm_up(model) -> None:
+    """One tiny forward pass, so the first timed sampling run does not pay one-off setup costs (a fair latency)."""
+    import torch
+
+    c = model.card
+    z = torch.zeros(1, c.channels, c.image_size, c.image_size, device=model.device)
+    t = torch.full((1,), model.schedule.num_train_timesteps - 1, device=model.device)
+    w = torch.ones(1, device=model.device) if c.w_conditioned else None
+    with torch.no_grad():
+        model.output(z, t, torch.full((1,), c.null_class, device=model.device), w)
+
+
+class Catalog:
+    """Discovers model folders under allowed roots, resolves names or paths, and keeps a small LRU of loaded models."""
+
+    def __init__(
+        self,
+        roots=None,
+        device: str | None = None,
+        cache_size: int = 4,
+        allow_hub: bool | None = None,
+        hub_dir: str | os.PathLike | None = None,
+    ):
+        roots = default_roots() if roots is None else [Path(r) for r in roots]
+        self.allow_hub = os.environ.get(HUB_ENV, "") == "1" if allow_hub is None else allow_hub
+        self.hub_dir = Path(hub_dir) if hub_dir else REPO / ".hub-models"
+        if self.allow_hub:
+            roots.append(self.hub_dir)
+        self.roots = list(dict.fromkeys(Path(os.path.abspath(r)).resolve() for r in roots))
+        self._device = device
+        self.cache_size = max(1, int(cache_size))
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = default_device()
+        return self._device
+
+    # ---- discovery (JSON only) ----
+    def entries(self) -> list[Entry]:
+        """Every model folder under the roots, first root first; names are unique (later duplicates get a path)."""
+        found: dict[str, Entry] = {}
+        for root in self.roots:
+            for folder in self._walk(root):
+                card = _read_card(folder)
+                rel = folder.relative_to(root).as_posix()
+                name = str(card.get("name") or (folder.parent.name if folder.name == "model" else folder.name))
+                if name in found:
+                    name = f"{root.name}/{rel}"
+                found[name] = Entry(
+                    name=name,
+                    path=folder,
+                    kind=str(card.get("kind", "teacher")),
+                    method=str(card.get("method", "")),
+                    steps=card.get("steps"),
+                    w_conditioned=bool(card.get("w_conditioned", False)),
+                    card=card,
+                )
+        return list(found.values())
+
+    def _walk(self, folder: Path, depth: int = 0):
+        """Model folders below `folder` in sorted order, not descending into model folders or hidden ones."""
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir())
+        except OSError:
+            return
+        for child in children:
+            if not self._inside_roots(child.resolve()):
+                continue  # a symlink out of the roots is never listed
+            if _is_model_folder(child):
+                yield child
+            elif depth + 1 < MAX_DEPTH and not child.name.startswith((".", "checkpoint-")):
+                yield from self._walk(child, depth + 1)
+
+    def names(self, kind: str | None = None) -> list[str]:
+        return [e.name for e in self.entries() if kind is None or e.kind == kind]
+
+    def entry(self, name_or_path: str) -> Entry:
+        path = self.resolve(name_or_path)
+        for e in self.entries():
+            if e.path.resolve() == path:
+                return e
+        card = _read_card(path)
+        return Entry(
+            str(name_or_path),
+            path,
+            str(card.get("kind", "teacher")),
+            str(card.get("method", "")),
+            card.get("steps"),
+            bool(card.get("w_conditioned")),
+            card,
+        )
+
+    # ---- resolution: names, or paths inside the roots ----
+    def _inside_roots(self, resolved: Path) -> bool:
+        return any(resolved == r or resolved.is_relative_to(r) for r in self.roots)
+
+    def resolve(self, name_or_path) -> Path:
+        """A catalog name or a path inside an allowed root → the folder's resolved path; ValueError otherwise."""
+        text = str(name_or_path or "").strip()
+        if not text:
+            raise ValueError("Choose a model.")
+        for e in self.entries():
+            if e.name == text:
+                return e.path.resolve()
+        p = Path(text).expanduser()
+        if ".." in p.parts:
+            raise ValueError(f"Model path {text!r} may not contain '..'.")
+        candidates = [p] if p.is_absolute() else [r / p for r in self.roots]
+        for c in candidates:
+            if c.exists():
+                resolved = c.resolve()
+                if not self._inside_roots(resolved):
+                    raise ValueError(f"Model path {text!r} is outside the allowed model folders.")
+                if not _is_model_folder(resolved):
+                    raise ValueError(f"{text!r} is not a model folder (it has no unet/config.json).")
+                return resolved
+        if p.is_absolute():
+            raise ValueError(f"Model path {text!r} is outside the allowed model folders or does not exist.")
+        if self.allow_hub and HUB_ID.match(text):
+            return self._from_hub(text)
+        known = ", ".join(self.names()) or "none found"
+        raise ValueError(f"Unknown model {text!r} (available: {known}).")
+
+    def _from_hub(self, repo_id: str) -> Path:
+        """Download a Hub model folder (JSON and safetensors files only) into the hub root."""
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"], cache_dir=str(self.hub_dir))
+        except Exception as e:  # network, auth or a missing repo: one sentence for the user
+            raise ValueError(f"Could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}).") from e
+        return Path(path).resolve()
+
+    def _check_files(self, folder: Path) -> None:
+        """Every file the loader may read must stay inside the roots (no symlinked weights from elsewhere)."""
+        for dirpath, _dirs, files in os.walk(folder):
+            for f in files:
+                if not self._inside_roots((Path(dirpath) / f).resolve()):
+                    raise ValueError(f"Model folder {folder.name!r} links to a file outside the allowed model folders.")
+
+    # ---- loading (torch/diffusers imported here, not at import time) ----
+    def load(self, name_or_path):
+        """The loaded model (LRU-cached by folder and weights' modification time); ValueError / ModelFolderError."""
+        from demo.models import WEIGHTS_NAME, load_model_folder
+
+        folder = self.resolve(name_or_path)
+        self._check_files(folder)
+        weights = folder / "unet" / WEIGHTS_NAME
+        key = (folder, weights.stat().st_mtime_ns if weights.is_file() else 0, self.device)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        entry_name = next((e.name for e in self.entries() if e.path.resolve() == folder), None)
+        model = load_model_folder(folder, device=self.device, name=entry_name)
+        _warm_up(model)
+        with self._lock:
+            self._cache[key] = model
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return model
+
+    def card(self, name_or_path):
+        """The `demo.models.Card` of a folder, read without loading weights."""
+        from demo.models import Card
+
+        e = self.entry(name_or_path)
+        return Card.from_dict({**e.card, "name": e.name})
+
+    def cards(self) -> list:
+        from demo.models import Card
+
+        return [Card.from_dict({**e.card, "name": e.name}) for e in self.entries()]
+
+    def runs(self) -> dict[str, Path]:
+        """Training runs with a `stats.jsonl` under the roots (finished or still running), name → log path."""
+        out = {}
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            for log in sorted(root.glob("*/stats.jsonl")) + sorted(root.glob("*/*/stats.jsonl")):
+                if self._inside_roots(log.resolve()):
+                    out.setdefault(log.parent.relative_to(root).as_posix(), log)
+        return out
+
+    def stats_rows(self, run: str) -> list[dict]:
+        """Rows of a run's `stats.jsonl`; ValueError for a run that is not under the roots."""
+        path = self.runs().get(str(run))
+        if path is None:
+            raise ValueError(f"Unknown training run {run!r} (available: {', '.join(self.runs()) or 'none found'}).")
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written right now
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows

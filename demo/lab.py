@@ -1,0 +1,341 @@
+"""The experiments the app shows, as plain functions over loaded models (no Gradio): side-by-side comparison with a
+streamed teacher, x0 trajectories, the sketch/refined spectra, W sweeps, steps × guidance grids, embedding samples
+and the cards' metric rows. Every function validates through `demo.generate` and takes an explicit seed.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from demo.data import to_uint8
+from demo.generate import Generation, generate, parse_labels
+
+W_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
+DISPLAY_PX = 280  # a single 28×28 image is shown at 10×
+
+
+def model_steps(model, steps: int) -> int:
+    """A student distilled for a fixed step count uses it; any other model uses `steps`."""
+    return int(model.card.steps) if model.card.steps else int(steps)
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """Integers from the UI or a client may arrive as floats (3.0); anything else is a one-sentence error."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}") from None
+    if v != int(v) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return int(v)
+
+
+# ---- images for display ----
+def display_grid(images: torch.Tensor, ncols: int | None = None, target_px: int = DISPLAY_PX * 2, pad: int = 2):
+    """[N,C,H,W] in [-1, 1] → one PIL grid, scaled up with nearest-neighbour so pixels stay crisp."""
+    from PIL import Image
+
+    from demo.sample import image_grid
+
+    n = len(images)
+    grid = image_grid(to_uint8(images), ncols or math.ceil(math.sqrt(n)), pad=pad if n > 1 else 0)
+    scale = max(1, round(min(target_px if n > 1 else DISPLAY_PX, 1024) / max(grid.size)))
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+
+
+def labelled_strip(frames: list[torch.Tensor], labels: list[str], scale: int = 3, title: str | None = None):
+    """A row of [1,C,H,W] frames with a caption under each and an optional title above (filmstrips, W sweeps)."""
+    from PIL import Image, ImageDraw
+
+    tiles = to_uint8(torch.cat(frames))  # [F, H, W] or [F, H, W, 3]
+    h, w = tiles.shape[1:3]
+    H, Wd, cap, pad = h * scale, w * scale, 14, 4
+    top = pad + (cap if title else 0)
+    canvas = Image.new("RGB", (len(tiles) * (Wd + pad) + pad, top + H + cap + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad + 2, 2), title, fill=(20, 20, 20))
+    for i, (tile, text) in enumerate(zip(tiles, labels)):
+        img = Image.fromarray(tile).convert("RGB").resize((Wd, H), Image.NEAREST)
+        x = pad + i * (Wd + pad)
+        canvas.paste(img, (x, top))
+        draw.text((x + 2, top + H + 1), text, fill=(40, 40, 40))
+    return canvas
+
+
+def stack_rows(rows: list):
+    """Stack PIL images vertically (one W-sweep row per model)."""
+    from PIL import Image
+
+    width = max(r.width for r in rows)
+    canvas = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
+    y = 0
+    for r in rows:
+        canvas.paste(r, (0, y))
+        y += r.height
+    return canvas
+
+
+# ---- streaming: run a callback-driven sampler in a thread, yield its steps ----
+class Stopped(Exception):
+    """Raised inside the sampler's callback when the consumer stopped listening (the Stop button)."""
+
+
+def stream_steps(run, every: int = 1, stop: threading.Event | None = None) -> Iterator[tuple[str, object]]:
+    """Run `run(callback)` in a worker thread; yield ("step", info) for every `every`-th callback, then ("done", result).
+
+    Setting `stop` ends the run at its next step with a final ("stopped", None); closing the generator (Gradio
+    cancels it on Stop) does the same silently. Either way the next callback raises `Stopped` and the thread ends.
+    """
+    q: queue.Queue = queue.Queue()
+    stop = stop if stop is not None else threading.Event()
+
+    def callback(info):
+        if stop.is_set():
+            raise Stopped()
+        if info["i"] % every == 0 or info["i"] == info["steps"] - 1:
+            q.put(("step", info))
+
+    def worker():
+        try:
+            q.put(("done", run(callback)))
+        except Stopped:
+            q.put(("stopped", None))
+        except BaseException as e:  # noqa: BLE001 (re-raised in the consumer's thread)
+            q.put(("error", e))
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "error":
+                raise value
+            yield kind, value
+            if kind in ("done", "stopped"):
+                return
+    finally:
+        stop.set()
+
+
+@dataclass
+class Comparison:
+    teacher: Generation
+    student: Generation
+    teacher_steps: int
+    student_steps: int
+
+    @property
+    def speedup(self) -> float:
+        return self.teacher.seconds / max(self.student.seconds, 1e-9)
+
+    def summary(self) -> dict:
+        return {
+            "teacher_nfe": self.teacher.nfe, "student_nfe": self.student.nfe,
+            "teacher_seconds": round(self.teacher.seconds, 4), "student_seconds": round(self.student.seconds, 4),
+            "speedup": round(self.speedup, 2), "nfe_ratio": round(self.teacher.nfe / max(self.student.nfe, 1), 2),
+        }  # fmt: skip
+
+
+def compare_stream(
+    teacher,
+    student,
+    class_label,
+    guidance: float,
+    teacher_steps: int,
+    student_steps: int,
+    seed: int,
+    sampler: str = "ddim",
+    n: int = 1,
+    previews: int = 16,
+    stop: threading.Event | None = None,
+):
+    """Student first (it is fast), then the teacher streamed step by step; both from the same noise and labels.
+
+    Yields ("student", Generation), ("step", callback info of the teacher) … and finally ("done", Comparison), or
+    ("stopped", None) when `stop` was set during the teacher's sampling.
+    """
+    n = check_int("batch size", n, 1, 256)
+    seed = check_int("seed", seed, 0, 2**31 - 1)
+    teacher_steps = check_int("teacher steps", teacher_steps, 1, teacher.schedule.num_train_timesteps)
+    student_steps = check_int("student steps", student_steps, 1, student.schedule.num_train_timesteps)
+    labels = parse_labels(class_label, n, teacher.card.num_classes)
+    s = generate(student, n, steps=student_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels)
+    yield "student", s
+    every = max(1, teacher_steps // previews)
+    for kind, value in stream_steps(
+        lambda cb: generate(teacher, n, steps=teacher_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, callback=cb),
+        every,
+        stop,
+    ):
+        yield (kind, Comparison(value, s, teacher_steps, student_steps)) if kind == "done" else (kind, value)
+
+
+@dataclass
+class Trajectory:
+    t: list[int]
+    x0s: list[torch.Tensor]  # one [N,C,H,W] x0 prediction per step
+    final: torch.Tensor  # [N,C,H,W]
+    nfe: int
+    seconds: float
+
+
+def trajectory(model, class_label, guidance: float, steps: int, seed: int, sampler: str = "ddim", n: int = 1) -> Trajectory:
+    """Sample while recording every step's x0 prediction (the sampler's callback)."""
+    x0s, ts = [], []
+
+    def record(info):
+        x0s.append(info["x0"].float().cpu())
+        ts.append(info["t"])
+
+    g = generate(model, n, class_label, steps, guidance, sampler, seed, callback=record)
+    return Trajectory(ts, x0s, g.images, g.nfe, g.seconds)
+
+
+def filmstrip(traj: Trajectory, max_frames: int = 10, scale: int = 3):
+    """Evenly spaced x0 predictions (first and last included) and the final sample, captioned with t."""
+    k = len(traj.x0s)
+    idx = sorted({round(i * (k - 1) / max(1, max_frames - 1)) for i in range(min(k, max_frames))})
+    frames = [traj.x0s[i][:1] for i in idx] + [traj.final[:1]]
+    return labelled_strip(frames, [f"t={traj.t[i]}" for i in idx] + ["sample"], scale)
+
+
+def w_sweep(
+    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP
+) -> tuple[list[float], torch.Tensor, list[float]]:
+    """The same noise at each W: (W list, images [G,C,H,W], mean |x(W) − x(W_first)| per W)."""
+    if isinstance(class_label, str) and class_label.strip().lower() == "all":
+        class_label = 0  # one image per W: the sweep shows one class
+    ws = [float(w) for w in guidances]
+    images = torch.cat([generate(model, 1, class_label, steps, w, sampler, seed).images for w in ws])
+    change = [float((images[i] - images[0]).abs().mean()) for i in range(len(ws))]
+    return ws, images, change
+
+
+@dataclass
+class GridResult:
+    steps: list[int]
+    guidances: list[float]
+    images: torch.Tensor  # [R, C, N, 1, H, W]
+    seconds: np.ndarray  # [R, C]
+    confidence: np.ndarray | None  # [R, C] classifier probability of the requested class
+
+    def uint8(self) -> np.ndarray:
+        """The first image of every cell, uint8 [R, C, H, W] (or [R, C, H, W, 3])."""
+        R, C = self.images.shape[:2]
+        flat = to_uint8(self.images[:, :, 0].flatten(0, 1))  # [R·C, H, W(, 3)]
+        return flat.reshape(R, C, *flat.shape[1:])
+
+    def cell_text(self) -> list[list[str]]:
+        """'12 ms · p=0.93' per cell (latency, and the classifier's confidence in the class when measured)."""
+        return [
+            [
+                f"{self.seconds[r, c] * 1000:.0f} ms" + (f" · p={self.confidence[r, c]:.2f}" if self.confidence is not None else "")
+                for c in range(len(self.guidances))
+            ]
+            for r in range(len(self.steps))
+        ]
+
+
+def w_sweep_strip(name: str, ws: list[float], images: torch.Tensor, change: list[float]):
+    """One captioned row of a W sweep."""
+    return labelled_strip(
+        [images[i : i + 1] for i in range(len(ws))],
+        [f"W={w:g}" for w in ws],
+        scale=3,
+        title=f"{name}   (change at W={ws[-1]:g}: {change[-1]:.3f})",
+    )
+
+
+def steps_guidance_grid(model, class_label, seed: int, steps_list, guidance_list, sampler: str = "ddim", classifier=None) -> GridResult:
+    """One seed and class through every (steps, W) pair; latency per cell and, with a classifier, its confidence."""
+    from analysis.classifier import classify
+
+    steps_list = sorted({check_int("steps", s, 1, model.schedule.num_train_timesteps) for s in steps_list})
+    guidance_list = sorted({float(w) for w in guidance_list})
+    if not steps_list or not guidance_list:
+        raise ValueError("choose at least one step count and one guidance scale")
+    if isinstance(class_label, str) and class_label.strip().lower() == "all":
+        raise ValueError("the grid shows one class; choose a class, not 'all'")
+    labels = parse_labels(class_label, 1, model.card.num_classes)
+    imgs, secs, conf = [], np.zeros((len(steps_list), len(guidance_list))), None
+    for r, s in enumerate(steps_list):
+        row = []
+        for c, w in enumerate(guidance_list):
+            g = generate(model, 1, steps=s, guidance=w, sampler=sampler, seed=seed, labels=labels)
+            row.append(g.images)
+            secs[r, c] = g.seconds
+        imgs.append(torch.stack(row))
+    images = torch.stack(imgs)  # [R, C, 1, 1, H, W]
+    if classifier is not None:
+        _, probs = classify(classifier, images.flatten(0, 2))  # [R·C, K]
+        conf = probs[:, int(labels[0])].reshape(len(steps_list), len(guidance_list)).numpy()
+    return GridResult(steps_list, guidance_list, images, secs, conf)
+
+
+def reference_images(n: int, seed: int = 0, split: str = "test", folder=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` random real Fashion-MNIST images [n,1,28,28] in [-1, 1] and labels; FileNotFoundError without the dataset."""
+    from demo.data import load_fashion_mnist, to_model_space
+
+    images, labels = load_fashion_mnist(split, folder)
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(int(seed)))[:n].numpy()
+    return to_model_space(images[idx]), torch.as_tensor(labels[idx])
+
+
+@dataclass
+class EmbeddingData:
+    features: torch.Tensor  # [N, D]
+    groups: list[str]  # model name (or "real data") per point
+    labels: torch.Tensor  # [N] class per point
+    images: np.ndarray  # uint8 [N, H, W]
+    feature_space: str  # "classifier features" or "raw pixels"
+
+
+def embedding_data(
+    models: list, n_per_model: int, steps: int, guidance: float, seed: int, sampler: str = "ddim", classifier=None, real=None
+) -> EmbeddingData:
+    """Samples of every model (classes cycled, same seed) plus optional real images, as classifier features.
+
+    Without the classifier the features are raw pixels, which still separate classes, only less cleanly.
+    """
+    from analysis.classifier import classify
+
+    n = check_int("samples per model", n_per_model, 2, 1024)
+    xs, groups, ys = [], [], []
+    for m in models:
+        g = generate(m, n, "all", model_steps(m, steps), guidance, sampler, seed)
+        xs.append(g.images)
+        ys.append(g.labels)
+        groups += [m.name] * n
+    if real is not None:
+        xs.append(real[0].float())
+        ys.append(real[1].long())
+        groups += ["real data"] * len(real[0])
+    x = torch.cat(xs)
+    feats = classify(classifier, x)[0] if classifier is not None else x.flatten(1)
+    return EmbeddingData(feats, groups, torch.cat(ys), to_uint8(x), "classifier features" if classifier is not None else "raw pixels")
+
+
+def metrics_rows(cards) -> list[dict]:
+    """One row per (model, measured setting) from the cards' `metrics`.
+
+    A card's metrics are either one flat dict or a dict of named settings (e.g. {"64 steps, W=2": {...}}).
+    """
+    rows = []
+    for card in cards:
+        base = {"model": card.name, "kind": card.kind, "method": card.method, "parameters": card.parameters}
+        m = card.metrics or {}
+        settings = {k: v for k, v in m.items() if isinstance(v, dict)}
+        flat = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+        if flat or not settings:
+            rows.append({**base, **flat})
+        for key, v in settings.items():
+            rows.append({**base, "setting": key, **{k: x for k, x in v.items() if not isinstance(x, (dict, list))}})
+    return rows

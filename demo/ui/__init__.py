@@ -1,0 +1,106 @@
+"""The Gradio app: `build_app(settings)` assembles one tab per file over the `demo` and `analysis` libraries.
+
+Tabs: Compare, Trajectory, Guidance branches, Grid, Embedding, Metrics, and Distill when `demo/ui/distill.py`
+provides `build_distill_tab(ctx)` (called inside the tab's context). Every event has an `api_name` (`API_NAMES`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+
+import gradio as gr
+
+from demo.ui import branches, compare, embedding, grid, metrics, trajectory
+from demo.ui.context import AppSettings, Context
+
+__all__ = ["API_NAMES", "AppSettings", "Context", "build_app", "launch_kwargs"]
+
+API_NAMES = (
+    "refresh_models", "compare", "stop_compare", "student_defaults", "trajectory", "sketch_refined",
+    "branch_gap", "w_sweep", "grid", "embedding", "metrics", "loss_curves", "list_runs",
+)  # fmt: skip
+
+HEADER = """
+# Guided Distillation Lab
+Distilling classifier-free-guided diffusion models on Fashion-MNIST, three ways:
+**Guided distillation** (Meng et al., CVPR 2023) folds guidance into a w-conditioned student, then halves its steps progressively;
+**DASH** (Al Shafi et al.) trains a compact student on the teacher's conditional *and* unconditional branches, so guidance survives compression;
+**Hierarchical Distillation** (Cheng et al.) refines a one-step *sketch* by distribution matching with an adaptive discriminator.
+
+Guidance uses the diffusers convention **ε̂ = ε_u + W·(ε_c − ε_u)**: W = 0 is unconditional, W = 1 conditional, W > 1 stronger (Meng et al.'s w is W − 1).
+"""
+
+CSS = """
+#header-row { align-items: center; }
+.gradio-container { max-width: 1280px !important; }
+"""
+
+logger = logging.getLogger(__name__)
+
+
+def model_summary(ctx: Context) -> str:
+    entries = ctx.catalog.entries()
+    if not entries:
+        roots = ", ".join(str(r) for r in ctx.catalog.roots)
+        return f"No model folders found under {roots}."
+    teachers = sum(e.kind == "teacher" for e in entries)
+    students = len(entries) - teachers
+    return f"{len(entries)} model folders ({teachers} teacher{'s' * (teachers != 1)}, {students} student{'s' * (students != 1)}) · device: {ctx.catalog.device}"
+
+
+def _distill_builder():
+    """`demo.ui.distill.build_distill_tab`, when that module exists and imports cleanly."""
+    if importlib.util.find_spec("demo.ui.distill") is None:
+        return None
+    try:
+        return importlib.import_module("demo.ui.distill").build_distill_tab
+    except Exception as e:  # noqa: BLE001 (someone else's tab must not take the app down)
+        logger.warning("demo.ui.distill could not be loaded (%s: %s); the Distill tab is left out.", type(e).__name__, e)
+        return None
+
+
+def build_app(settings: AppSettings | None = None) -> gr.Blocks:
+    """Build (not launch) the Blocks app; `app.ctx` holds the shared context."""
+    ctx = Context(settings)
+    with gr.Blocks(title="Guided Distillation Lab") as app:
+        with gr.Row(elem_id="header-row"):
+            with gr.Column(scale=5):
+                gr.Markdown(HEADER)
+            with gr.Column(scale=1, min_width=220):
+                summary = gr.Markdown(model_summary(ctx))
+                refresh = gr.Button("Rescan model folders", size="sm")
+        with gr.Tabs():
+            with gr.Tab("Compare"):
+                compare.build(ctx)
+            with gr.Tab("Trajectory"):
+                trajectory.build(ctx)
+            with gr.Tab("Guidance branches"):
+                branches.build(ctx)
+            with gr.Tab("Grid"):
+                grid.build(ctx)
+            with gr.Tab("Embedding"):
+                embedding.build(ctx)
+            with gr.Tab("Metrics") as metrics_tab:
+                metrics.build(ctx, metrics_tab)
+            build_distill = _distill_builder()
+            if build_distill is not None:
+                with gr.Tab("Distill"):
+                    build_distill(ctx)
+
+        dropdowns = list(ctx.model_dropdowns)
+
+        def refresh_models():
+            """Rescan the model roots: new choices for every model dropdown, and the summary line."""
+            names = ctx.model_names()
+            return [gr.Dropdown(choices=names) for _ in dropdowns] + [model_summary(ctx)]
+
+        gr.on([app.load, refresh.click], refresh_models, None, [*dropdowns, summary], api_name="refresh_models", queue=False)
+    app.ctx = ctx
+    return app
+
+
+def launch_kwargs() -> dict:
+    """Arguments for `launch()` that Gradio 6 takes there rather than in `Blocks()`."""
+    return {"theme": gr.themes.Soft(), "css": CSS}

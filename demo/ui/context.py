@@ -1,0 +1,165 @@
+"""What every tab shares: the app settings (from the environment), the model catalog, the optional classifier and
+real data, and `handler()`, which turns a library-level callback into a Gradio event function.
+
+Nothing here loads a model or imports torch at import time, so the app starts serving quickly.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from demo.catalog import REPO, Catalog
+
+CLASSIFIER_DIR = REPO / "assets" / "classifier"
+USER_ERRORS = (ValueError,)  # ModelFolderError is a ValueError
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """App configuration; `from_env()` reads the `GDL_*` variables (model roots are read by `demo.catalog`)."""
+
+    model_roots: tuple[str, ...] | None = None  # None: assets/models, runs/ and GDL_MODEL_ROOTS
+    device: str | None = None  # None: cuda when available, else cpu
+    classifier_dir: str = str(CLASSIFIER_DIR)
+    data_dir: str | None = None  # Fashion-MNIST IDX folder; None: demo.data's default / FASHION_MNIST_DIR
+    cache_size: int = 4  # loaded models kept in memory
+    concurrency: int = 2  # sampling jobs running at once
+    queue_max_size: int = 32
+    max_batch: int = 64
+    allow_hub: bool = False
+
+    @classmethod
+    def from_env(cls) -> AppSettings:
+        return cls(
+            device=os.environ.get("GDL_DEVICE") or None,
+            classifier_dir=os.environ.get("GDL_CLASSIFIER_DIR", str(CLASSIFIER_DIR)),
+            data_dir=os.environ.get("GDL_DATA_DIR") or None,
+            cache_size=_env_int("GDL_CACHE_SIZE", 4),
+            concurrency=_env_int("GDL_CONCURRENCY", 2),
+            queue_max_size=_env_int("GDL_QUEUE_MAX_SIZE", 32),
+            max_batch=_env_int("GDL_MAX_BATCH", 64),
+            allow_hub=os.environ.get("GDL_ALLOW_HUB", "") == "1",
+        )
+
+
+def _gpu_decorator():
+    """`spaces.GPU` on a ZeroGPU Space, otherwise the identity."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU
+
+
+class Context:
+    def __init__(self, settings: AppSettings | None = None):
+        self.settings = settings or AppSettings.from_env()
+        s = self.settings
+        self.catalog = Catalog(s.model_roots, device=s.device, cache_size=s.cache_size, allow_hub=s.allow_hub)
+        self.gpu = _gpu_decorator()
+        self.model_dropdowns: list[gr.Dropdown] = []  # refreshed together when the model folders change
+        self._lock = threading.Lock()
+        self._classifier = None
+        self._stops: dict[str, threading.Event] = {}  # session → the stop flag of its running comparison
+
+    # ---- stopping a streamed run from another request of the same session (the API's /stop_compare) ----
+    def stop_flag(self, request) -> threading.Event:
+        flag = threading.Event()
+        if getattr(request, "session_hash", None):
+            self._stops[request.session_hash] = flag
+        return flag
+
+    def request_stop(self, request) -> bool:
+        flag = self._stops.pop(getattr(request, "session_hash", None), None)
+        if flag is not None:
+            flag.set()
+        return flag is not None
+
+    def release_stop(self, request, flag: threading.Event) -> None:
+        if self._stops.get(getattr(request, "session_hash", None)) is flag:
+            del self._stops[request.session_hash]
+
+    # ---- optional assets: each missing one is a sentence, not a crash ----
+    def classifier(self):
+        """(classifier or None, message or None)."""
+        path = Path(self.settings.classifier_dir) / "model.safetensors"
+        if not path.is_file():
+            return None, f"The feature classifier is missing at {path}, so classifier-based numbers are not shown."
+        with self._lock:
+            if self._classifier is None:
+                from analysis.classifier import load_classifier
+
+                self._classifier = load_classifier(self.settings.classifier_dir, device=self.catalog.device)
+        return self._classifier, None
+
+    def real_images(self, n: int, seed: int):
+        """(x0, labels) of real test images, or None when the dataset is absent."""
+        from demo.lab import reference_images
+
+        try:
+            return reference_images(n, seed, folder=self.settings.data_dir)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # ---- model lists for dropdowns ----
+    def model_names(self) -> list[str]:
+        return self.catalog.names()
+
+    def default_model(self, kind: str) -> str | None:
+        names = self.catalog.names(kind) or self.catalog.names()
+        return names[0] if names else None
+
+    def class_choices(self, with_all: bool = True) -> list[tuple[str, str]]:
+        entries = self.catalog.entries()
+        names = entries[0].card.get("class_names") if entries else None
+        names = names or [str(i) for i in range(10)]
+        choices = [(f"{i} · {n}", str(i)) for i, n in enumerate(names)]
+        return ([("all classes", "all")] if with_all else []) + choices
+
+    def model_dropdown(self, label: str, value=None, multiselect: bool = False, **kwargs) -> gr.Dropdown:
+        """A dropdown over the catalog that also accepts a typed path inside the allowed roots."""
+        dd = gr.Dropdown(choices=self.model_names(), value=value, label=label, multiselect=multiselect, allow_custom_value=True, **kwargs)
+        self.model_dropdowns.append(dd)
+        return dd
+
+    def handler(self, fn, gpu: bool = False):
+        """`fn(ctx, *inputs)` → a Gradio event function: ctx bound, library errors turned into `gr.Error`.
+
+        The returned function keeps `fn`'s parameter names (minus `ctx`), which become the API's keyword names.
+        """
+        bound = functools.partial(fn, self)
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def wrapped(*args, **kwargs):
+                try:
+                    yield from bound(*args, **kwargs)
+                except USER_ERRORS as e:
+                    raise gr.Error(str(e), print_exception=False) from None
+
+        else:
+
+            @functools.wraps(fn)
+            def wrapped(*args, **kwargs):
+                try:
+                    return bound(*args, **kwargs)
+                except USER_ERRORS as e:
+                    raise gr.Error(str(e), print_exception=False) from None
+
+        sig = inspect.signature(fn)
+        wrapped.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+        return self.gpu(wrapped) if gpu else wrapped

@@ -1,0 +1,47 @@
+"""Grid tab: steps × guidance for one seed and class, each cell with its latency and the classifier's confidence."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from analysis.plots import plot_image_grid
+from demo import lab
+from demo.ui.compare import sampler_dropdown
+
+STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64]
+W_CHOICES = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0]
+
+
+def grid(ctx, model, class_label="0", seed=0, steps=(1, 4, 16), guidances=(1.0, 2.0, 3.0, 5.0), sampler="ddim"):
+    """(figure of the grid, note)."""
+    m = ctx.catalog.load(model)
+    classifier, missing = ctx.classifier()
+    res = lab.steps_guidance_grid(m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), steps, guidances, sampler, classifier)
+    fig = plot_image_grid(
+        res.uint8(), [f"{s} step{'s' * (s > 1)}" for s in res.steps], [f"W = {w:g}" for w in res.guidances], res.cell_text(),
+        title=f"{m.name}: steps × guidance",
+    )  # fmt: skip
+    note = missing or "Each cell: sampling latency, and p = the classifier's probability of the requested class."
+    return fig, note
+
+
+def build(ctx) -> None:
+    with gr.Row():
+        model = ctx.model_dropdown("Model", ctx.default_model("teacher"))
+        class_label = gr.Dropdown(ctx.class_choices(with_all=False), value="0", label="Class", allow_custom_value=True)
+        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+        sampler = sampler_dropdown()
+    with gr.Row():
+        steps = gr.CheckboxGroup(STEP_CHOICES, value=[1, 4, 16], label="Steps (rows)")
+        guidances = gr.CheckboxGroup(W_CHOICES, value=[1.0, 2.0, 3.0, 5.0], label="Guidance W (columns)")
+    run = gr.Button("Draw grid", variant="primary")
+    note = gr.Markdown()
+    fig = gr.Plot(label="Steps × guidance")
+    run.click(
+        ctx.handler(grid, gpu=True),
+        [model, class_label, seed, steps, guidances, sampler],
+        [fig, note],
+        api_name="grid",
+        concurrency_limit=ctx.settings.concurrency,
+        concurrency_id="sampling",
+    )

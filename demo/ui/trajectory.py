@@ -1,0 +1,109 @@
+"""Trajectory tab: each step's x0 prediction as a filmstrip, the per-step spectrum timeline, and Hierarchical
+Distillation's view: a one-step sketch against the refined output, with their radial spectra."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from analysis.plots import plot_spectrum, plot_spectrum_heatmap, plot_spectrum_timeline
+from analysis.spectrum import (
+    HF_CUTOFF,
+    high_frequency_share,
+    radial_power_spectrum,
+    spectrum_timeline,
+)
+from demo import lab
+from demo.generate import generate
+from demo.ui.compare import sampler_dropdown
+
+SPECTRUM_BATCH = 16  # spectra of single 28×28 images are noisy; the sketch view averages 16
+
+
+def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim"):
+    """(teacher filmstrip, student filmstrip, HF-share timeline, teacher heatmap, student heatmap)."""
+    strips, timelines = [], {}
+    for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps)):
+        model = ctx.catalog.load(name)
+        traj = lab.trajectory(model, class_label, guidance, lab.check_int(f"{role} steps", steps, 1, 1000), seed, sampler)
+        strips.append(lab.filmstrip(traj))
+        timelines[f"{role}: {model.name}"] = spectrum_timeline(traj.x0s, traj.t)
+    (t_name, t_tl), (s_name, s_tl) = timelines.items()
+    return (
+        strips[0],
+        strips[1],
+        plot_spectrum_timeline(timelines),
+        plot_spectrum_heatmap(t_tl, f"({t_name})"),
+        plot_spectrum_heatmap(s_tl, f"({s_name})"),
+    )
+
+
+def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim"):
+    """(sketch grid, refined grid, their radial spectra, HF-share summary) from the same noise."""
+    outputs, spectra, shares = [], {}, []
+    for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps)):
+        model = ctx.catalog.load(name)
+        steps = lab.check_int(f"{role} steps", steps, 1, 1000)
+        g = generate(model, SPECTRUM_BATCH, class_label, steps, guidance, sampler, lab.check_int("seed", seed, 0, 2**31 - 1))
+        share = high_frequency_share(g.images)
+        outputs.append(lab.display_grid(g.images))
+        spectra[f"{role}: {model.name}, {steps} step{'s' * (steps > 1)}"] = radial_power_spectrum(g.images)
+        shares.append(f"**{role}** ({model.name}, {steps} step{'s' * (steps > 1)}, {g.nfe} NFE): high-frequency share **{share:.3f}**")
+    note = (
+        " · ".join(shares)
+        + f"  \nShare of spectral energy above {HF_CUTOFF} cycles/pixel (half the Nyquist frequency), over {SPECTRUM_BATCH} samples."
+    )
+    return outputs[0], outputs[1], plot_spectrum(spectra, cutoff=HF_CUTOFF, title="Sketch against refined: radial power spectrum"), note
+
+
+def build(ctx) -> None:
+    gr.Markdown("### x0 predictions along the sampling path\nEach frame is the model's estimate of the clean image at that step.")
+    with gr.Row():
+        teacher = ctx.model_dropdown("Teacher", ctx.default_model("teacher"))
+        student = ctx.model_dropdown("Student", ctx.default_model("student"))
+        sampler = sampler_dropdown()
+    with gr.Row():
+        class_label = gr.Dropdown(ctx.class_choices(), value="0", label="Class", allow_custom_value=True)
+        guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W")
+        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+        teacher_steps = gr.Slider(1, 250, value=32, step=1, label="Teacher steps")
+        student_steps = gr.Slider(1, 64, value=4, step=1, label="Student steps")
+    run = gr.Button("Record trajectories", variant="primary")
+    teacher_strip = gr.Image(label="Teacher: x0 prediction per step", type="pil", format="png")
+    student_strip = gr.Image(label="Student: x0 prediction per step", type="pil", format="png")
+    timeline = gr.Plot(label="Spectrum timeline")
+    with gr.Row():
+        heat_t = gr.Plot(label="Teacher spectrum per step")
+        heat_s = gr.Plot(label="Student spectrum per step")
+
+    gr.Markdown(
+        "### Sketch and refined (Hierarchical Distillation)\nA trajectory-distilled one-step *sketch* keeps the structure but "
+        "loses high-frequency detail; distribution matching *refines* it. Both start from the same noise."
+    )
+    with gr.Row():
+        sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student"))
+        sketch_steps = gr.Slider(1, 64, value=1, step=1, label="Sketch steps")
+        refined = ctx.model_dropdown("Refined model", ctx.default_model("teacher"))
+        refined_steps = gr.Slider(1, 250, value=32, step=1, label="Refined steps")
+    run_hd = gr.Button("Compare sketch and refined", variant="primary")
+    with gr.Row(equal_height=True):
+        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=320)
+        refined_img = gr.Image(label="Refined", type="pil", format="png", height=320)
+    hd_note = gr.Markdown()
+    hd_plot = gr.Plot(label="Radial spectra")
+
+    run.click(
+        ctx.handler(trajectory, gpu=True),
+        [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler],
+        [teacher_strip, student_strip, timeline, heat_t, heat_s],
+        api_name="trajectory",
+        concurrency_limit=ctx.settings.concurrency,
+        concurrency_id="sampling",
+    )
+    run_hd.click(
+        ctx.handler(sketch_refined, gpu=True),
+        [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler],
+        [sketch_img, refined_img, hd_plot, hd_note],
+        api_name="sketch_refined",
+        concurrency_limit=ctx.settings.concurrency,
+        concurrency_id="sampling",
+    )

@@ -1,0 +1,265 @@
+"""The app: build_app() builds without launching, and every tab callback works as a plain function."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from conftest import make_tiny_teacher
+from PIL import Image
+
+from demo.ui import (
+    API_NAMES,
+    AppSettings,
+    Context,
+    branches,
+    build_app,
+    compare,
+    embedding,
+    grid,
+    metrics,
+    model_summary,
+    trajectory,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_model_root(root: Path) -> Path:
+    """Two tiny model folders (a teacher and a 2-step 'student') and a training log without a model yet."""
+    make_tiny_teacher(root / "tiny-teacher")
+    (root / "tiny-teacher" / "card.json").write_text(
+        json.dumps(
+            {
+                **json.loads((root / "tiny-teacher" / "card.json").read_text()),
+                "metrics": {"nfe": 128, "seconds": 0.5, "frechet_distance": 9.0},
+            }
+        )
+    )
+    make_tiny_teacher(root / "tiny-student", seed=1, name="tiny-student")
+    card = json.loads((root / "tiny-student" / "card.json").read_text())
+    card.update(kind="student", method="dash", steps=2, metrics={"2 steps": {"nfe": 4, "seconds": 0.05, "frechet_distance": 12.0}})
+    (root / "tiny-student" / "card.json").write_text(json.dumps(card))
+    (root / "run-kd").mkdir()
+    (root / "run-kd" / "stats.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 5)))
+    return root
+
+
+def settings_for(root: Path, tmp: Path, **kw) -> AppSettings:
+    return AppSettings(
+        model_roots=(str(root),), device="cpu", classifier_dir=str(tmp / "no-classifier"), data_dir=str(tmp / "no-data"), **kw
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_runs(tmp_path_factory):
+    """Keep the Distill tab's job store (GDL_RUNS_DIR) out of the repository while the app is built here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GDL_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory):
+    return make_model_root(tmp_path_factory.mktemp("app") / "models")
+
+
+@pytest.fixture(scope="module")
+def ctx(model_root, tmp_path_factory):
+    return Context(settings_for(model_root, tmp_path_factory.mktemp("empty")))
+
+
+def call(ctx, fn, *args, **kwargs):
+    """Run a callback as Gradio would (errors become gr.Error); a generator's last output is returned."""
+    out = ctx.handler(fn)(*args, **kwargs)
+    return list(out)[-1] if isinstance(out, types.GeneratorType) else out
+
+
+# ---- building ----
+def test_build_app_builds_without_launching(ctx):
+    app = build_app(ctx.settings)
+    assert isinstance(app, gr.Blocks)
+    names = {f.api_name for f in app.fns.values() if f.fn is not None}  # (Stop's cancel adds a private fn-less event)
+    assert set(API_NAMES) <= names
+    assert all(n in API_NAMES or n.startswith("distill_") for n in names), names  # the Distill tab's own events
+    assert not app.ctx.catalog._cache  # nothing loaded while building
+    assert "tiny-teacher" in json.dumps(app.config, default=str)
+
+
+def test_cold_build_does_not_import_heavy_modules(model_root, tmp_path):
+    code = (
+        "import sys; from demo.ui import build_app, AppSettings;"
+        f"build_app(AppSettings(model_roots=({str(model_root)!r},)));"
+        "heavy = [m for m in ('diffusers', 'umap', 'numba', 'scipy') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_header_and_summary(ctx, tmp_path):
+    assert "2 model folders (1 teacher, 1 student)" in model_summary(ctx)
+    assert "No model folders found" in model_summary(Context(settings_for(tmp_path, tmp_path)))
+
+
+# ---- tab callbacks as plain functions ----
+def test_compare_streams_then_finishes(ctx):
+    outs = list(ctx.handler(compare.compare)("tiny-teacher", "tiny-student", "3", 2.0, 8, 2, 0, "ddim", 4))
+    assert len(outs) >= 3  # the student, teacher previews, the final result
+    teacher, student, summary, fig = outs[-1]
+    assert isinstance(teacher, Image.Image) and teacher.size == student.size
+    assert "Speedup" in summary and "| student | tiny-student | 2 | 4 |" in summary
+    assert len(fig.data) == 2 and "Teacher step" in outs[1][2]
+
+
+def test_student_defaults_and_stop(ctx):
+    assert call(ctx, compare.student_defaults, "tiny-student") == 2
+    assert call(ctx, compare.student_defaults, "tiny-teacher") == gr.skip()
+    assert call(ctx, compare.student_defaults, "no-such-model") == gr.skip()
+    assert call(ctx, compare.stop_compare) == "Nothing is running."
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"teacher_steps": 0}, "teacher steps must be an integer in 1..1000, got 0"),
+        ({"class_label": "99"}, "class label must be in 0..9"),
+        ({"student": "missing"}, "Unknown model 'missing'"),
+        ({"teacher": "/etc"}, "outside the allowed model folders"),
+        ({"teacher": "../models/tiny-teacher"}, "may not contain '..'"),
+        ({"guidance": 50}, "guidance must be in"),
+    ],
+)
+def test_bad_input_is_one_sentence(ctx, overrides, message):
+    kwargs = {
+        "teacher": "tiny-teacher",
+        "student": "tiny-student",
+        "class_label": "1",
+        "guidance": 2.0,
+        "teacher_steps": 4,
+        "student_steps": 2,
+        "seed": 0,
+    }
+    with pytest.raises(gr.Error) as e:
+        call(ctx, compare.compare, **{**kwargs, **overrides})
+    assert message in e.value.message and "\n" not in e.value.message
+
+
+def test_trajectory_tab(ctx):
+    strip_t, strip_s, timeline, heat_t, heat_s = call(ctx, trajectory.trajectory, "tiny-teacher", "tiny-student", "0", 2.0, 6, 2, 0)
+    assert strip_t.width > strip_s.width  # more frames for more steps
+    assert [t.name for t in timeline.data] == ["teacher: tiny-teacher", "student: tiny-student"]
+    assert heat_t.data[0].z.shape[0] == 6 and heat_s.data[0].z.shape[0] == 2
+
+
+def test_sketch_refined_tab(ctx):
+    sketch, refined, fig, note = call(ctx, trajectory.sketch_refined, "tiny-student", 1, "tiny-teacher", 4, "all", 2.0, 0)
+    assert sketch.size == refined.size and len(fig.data) == 2
+    assert note.count("high-frequency share") == 2 and "0.25 cycles/pixel" in note
+
+
+def test_branch_gap_tab(ctx):
+    gap, weff, table, note = call(ctx, branches.branch_gap, "tiny-teacher", ["tiny-teacher", "tiny-student"], 8, 3, 0, 2.0)
+    teacher_row = table.set_index("model").loc["tiny-teacher"]
+    assert teacher_row["rho"] == pytest.approx(1.0) and teacher_row["cos"] == pytest.approx(1.0)
+    assert teacher_row["effective_guidance"] == pytest.approx(2.0)
+    assert len(gap.data) == 6 and len(weff.data) == 2
+    assert "teacher samples (the Fashion-MNIST test set is not installed)" in note
+
+
+def test_w_sweep_tab(ctx):
+    img, fig = call(ctx, branches.w_sweep, ["tiny-teacher", "tiny-student"], "4", 0, 3)
+    assert img.height > 2 * 28 * 3 and [t.name for t in fig.data] == ["tiny-teacher", "tiny-student"]
+    assert list(fig.data[0].x) == [0, 1, 2, 3, 5, 8]
+    with pytest.raises(gr.Error, match="Choose at least one model"):
+        call(ctx, branches.w_sweep, [], "4", 0, 3)
+
+
+def test_grid_tab_without_and_with_classifier(ctx, tmp_path):
+    fig, note = call(ctx, grid.grid, "tiny-teacher", "2", 0, [1, 2], [1.0, 3.0])
+    assert len(fig.data) == 4 and "classifier is missing" in note
+    assert all("p=" not in a.text for a in fig.layout.annotations)
+
+    from analysis.classifier import FashionClassifier, save_classifier
+
+    save_classifier(FashionClassifier(), tmp_path / "clf", {})
+    with_clf = Context(AppSettings(model_roots=ctx.settings.model_roots, device="cpu", classifier_dir=str(tmp_path / "clf")))
+    fig, note = call(with_clf, grid.grid, "tiny-teacher", "2", 0, [1], [1.0, 3.0])
+    assert sum("p=" in a.text for a in fig.layout.annotations) == 2 and "missing" not in note
+
+
+def test_embedding_tab(ctx):
+    fig, note = call(ctx, embedding.embedding, ["tiny-teacher", "tiny-student"], 6, 2, 2.0, 0, True, "model")
+    assert [t.name for t in fig.data] == ["tiny-teacher", "tiny-student"]
+    assert "uses raw pixels" in note and "Real data is not installed" in note
+    fig, _ = call(ctx, embedding.embedding, ["tiny-teacher"], 10, 2, 2.0, 0, False, "class")
+    assert {t.name for t in fig.data} == set(
+        json.loads((Path(ctx.settings.model_roots[0]) / "tiny-teacher" / "card.json").read_text())["class_names"]
+    )
+
+
+def test_metrics_tab(ctx):
+    table, fig = call(ctx, metrics.metrics, "nfe", "frechet_distance")
+    assert list(table["model"]) == ["tiny-student", "tiny-teacher"] and list(table["nfe"]) == [4, 128]
+    assert list(fig.data[0].x) == [4, 128]
+    curves = call(ctx, metrics.loss_curves, "run-kd")
+    assert [t.name for t in curves.data] == ["loss"]
+    assert call(ctx, metrics.list_runs).choices == [("run-kd", "run-kd")]
+    with pytest.raises(gr.Error, match="Unknown training run"):
+        call(ctx, metrics.loss_curves, "nope")
+
+
+# ---- hooks ----
+def test_distill_tab_hook(monkeypatch, ctx):
+    module = types.ModuleType("demo.ui.distill")
+    module.__spec__ = importlib.machinery.ModuleSpec("demo.ui.distill", None)
+
+    def build_distill_tab(c):
+        assert isinstance(c, Context)
+        gr.Markdown("distillation jobs live here")
+
+    module.build_distill_tab = build_distill_tab
+    monkeypatch.setitem(sys.modules, "demo.ui.distill", module)
+    app = build_app(ctx.settings)
+    assert "distillation jobs live here" in json.dumps(app.config, default=str)
+    assert any(c.get("props", {}).get("label") == "Distill" for c in app.config["components"])
+
+
+def test_spaces_gpu_wraps_sampling_events(monkeypatch, ctx):
+    spaces = types.ModuleType("spaces")
+
+    def GPU(fn):
+        fn.on_gpu = True
+        return fn
+
+    spaces.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", spaces)
+    app = build_app(ctx.settings)
+    on_gpu = {f.api_name for f in app.fns.values() if getattr(f.fn, "on_gpu", False)}
+    assert on_gpu == {"compare", "trajectory", "sketch_refined", "branch_gap", "w_sweep", "grid", "embedding"}
+
+
+def test_w_conditioned_student_in_the_views(tmp_path, tiny_teacher):
+    """A freshly initialised guided-distillation student ignores W (its W branch is zero-initialised), so its
+    guidance has collapsed: ρ ≈ 0 and the W sweep does not change its image, while compare still runs it."""
+    from demo.distill.guided import GuidanceUNet, student_card
+    from demo.models import default_scheduler, save_model_folder
+
+    root = tmp_path / "models"
+    make_tiny_teacher(root / "tiny-teacher")
+    net = GuidanceUNet.from_teacher(tiny_teacher.net)
+    save_model_folder(
+        root / "tiny-guided", net, default_scheduler(), student_card(tiny_teacher, "tiny-guided", "guided", None, (1.0, 5.0), {})
+    )
+    c = Context(settings_for(root, tmp_path))
+    teacher_img, student_img, summary, _ = call(c, compare.compare, "tiny-teacher", "tiny-guided", "1", 3.0, 4, 4, 0)
+    assert "| student | tiny-guided | 4 | 4 |" in summary  # one network evaluation per step
+    _, _, table, _ = call(c, branches.branch_gap, "tiny-teacher", ["tiny-guided"], 6, 3, 0, 2.0)
+    assert table["rho"][0] == pytest.approx(0.0, abs=1e-3) and table["effective_guidance"][0] == pytest.approx(0.0, abs=1e-2)
+    _, fig = call(c, branches.w_sweep, ["tiny-guided", "tiny-teacher"], "1", 0, 2)
+    assert max(fig.data[0].y) == pytest.approx(0.0, abs=1e-6) and max(fig.data[1].y) > 0

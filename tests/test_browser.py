@@ -1,0 +1,73 @@
+"""A real browser drives the page: headless Debian Chromium through Playwright, click Compare, two images render.
+
+Set GDL_SCREENSHOT=path.png to keep a screenshot of the page after the comparison (for the README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian's chromium is not installed at {CHROMIUM}")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_runs(tmp_path_factory):
+    """Keep the Distill tab's job store (GDL_RUNS_DIR) out of the repository while the app is built here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GDL_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    from test_app import make_model_root, settings_for
+
+    from demo.ui import build_app, launch_kwargs
+
+    tmp = tmp_path_factory.mktemp("browser")
+    root = make_model_root(tmp / "models")
+    shutil.rmtree(root / "run-kd")
+    app = build_app(settings_for(root, tmp))
+    app.queue(max_size=8, default_concurrency_limit=2)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def test_click_compare_renders_two_images(url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Guided Distillation Lab").first.wait_for(timeout=30_000)
+            page.locator("#compare-button").click()
+            page.get_by_text("Speedup").wait_for(timeout=120_000)
+            for elem in ("#teacher-image", "#student-image"):
+                img = page.locator(f"{elem} img").first
+                img.wait_for(state="visible", timeout=30_000)
+                assert img.evaluate("i => i.complete && i.naturalWidth") >= 28
+            if os.environ.get("GDL_SCREENSHOT"):
+                page.screenshot(path=os.environ["GDL_SCREENSHOT"], full_page=False)
+        finally:
+            browser.close()
