@@ -133,9 +133,8 @@ def test_cancel_checkpoints_then_corrupt_checkpoint_is_skipped_on_resume(make_ma
     run = Path(jobs.status(job)["run_dir"])
     wait_for(lambda: jobs.status(job)["step"] >= 4)
     pid = jobs.status(job)["pid"]
-    t0 = time.time()
-    status = jobs.cancel(job)
-    assert status["state"] == "cancelled" and time.time() - t0 < 5.0
+    status = jobs.cancel(job)  # how fast cancel lands is measured outside the tests (no timed tests)
+    assert status["state"] == "cancelled"
     assert not worker_alive(pid) and status["resumable"]
     # SIGTERM made the loop checkpoint where it stopped and log a "stopped" event.
     stopped = [r for r in read_stats(run / "stats.jsonl") if r.get("event") == "stopped"]
