@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 
 import pytest
 import torch
@@ -30,3 +32,32 @@ def tiny_teacher(tiny_teacher_dir):
     from demo.models import load_model_folder
 
     return load_model_folder(tiny_teacher_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def isolated_runs(tmp_path_factory):
+    """Keep the Distill tab's job store (GDL_RUNS_DIR) out of the repository while an app is built."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GDL_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+        yield
+
+
+@contextlib.contextmanager
+def serve_app(settings, max_size: int = 8, concurrency: int = 2):
+    """Build, queue and launch the app on a free loopback port; yields its URL and closes it afterwards."""
+    from demo.ui import build_app, launch_kwargs
+
+    app = build_app(settings)
+    app.queue(max_size=max_size, default_concurrency_limit=concurrency)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()

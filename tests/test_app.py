@@ -58,11 +58,8 @@ def settings_for(root: Path, tmp: Path, **kw) -> AppSettings:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _isolated_runs(tmp_path_factory):
-    """Keep the Distill tab's job store (GDL_RUNS_DIR) out of the repository while the app is built here."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GDL_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
-        yield
+def _isolated_runs(isolated_runs):
+    """The Distill tab's job store stays out of the repository (conftest.isolated_runs)."""
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 
 import pytest
@@ -12,10 +11,11 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from conftest import serve_app
 from gradio_client import Client
 from test_app import make_model_root, settings_for
 
-from demo.ui import API_NAMES, build_app, launch_kwargs
+from demo.ui import API_NAMES
 
 COMPARE = {
     "teacher": "tiny-teacher",
@@ -28,18 +28,9 @@ COMPARE = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _isolated_runs(tmp_path_factory):
-    """Keep the Distill tab's job store (GDL_RUNS_DIR) out of the repository while the app is built here."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GDL_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
-        yield
+def _isolated_runs(isolated_runs):
+    """The Distill tab's job store stays out of the repository (conftest.isolated_runs)."""
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +41,8 @@ def served(tmp_path_factory):
     (root / "zz-no-weights" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     (tmp / "outside").mkdir()
     shutil.copytree(root / "tiny-teacher", tmp / "outside" / "secret")
-    app = build_app(settings_for(root, tmp))
-    app.queue(max_size=16, default_concurrency_limit=2)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), tmp
-    finally:
-        app.close()
+    with serve_app(settings_for(root, tmp), max_size=16) as url:
+        yield Client(url, verbose=False), tmp
 
 
 def is_png(path) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,37 +16,21 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian's c
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _isolated_runs(tmp_path_factory):
-    """Keep the Distill tab's job store (GDL_RUNS_DIR) out of the repository while the app is built here."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GDL_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
-        yield
+def _isolated_runs(isolated_runs):
+    """The Distill tab's job store stays out of the repository (conftest.isolated_runs)."""
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
+    from conftest import serve_app
     from test_app import make_model_root, settings_for
-
-    from demo.ui import build_app, launch_kwargs
 
     tmp = tmp_path_factory.mktemp("browser")
     root = make_model_root(tmp / "models")
     shutil.rmtree(root / "run-kd")
-    app = build_app(settings_for(root, tmp))
-    app.queue(max_size=8, default_concurrency_limit=2)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with serve_app(settings_for(root, tmp)) as served_url:
+        yield served_url
 
 
 def test_click_compare_renders_two_images(url):
