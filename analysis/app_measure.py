@@ -5,8 +5,15 @@ cold start, a 200-iteration DASH fine-tune through /distill_start on the shipped
 second job, /compare latency (teacher 64 steps vs STUDENT and vs the teacher at 4 steps), and saves
 assets/screenshot.png from headless Chromium. The numbers in the README and the closing notes came from this.
 """
-import os, subprocess, sys, time, json, urllib.request
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
 from gradio_client import Client
+
 port = 7862
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GDL_RUNS_DIR": os.environ.get("GDL_RUNS_DIR", os.path.join(ROOT, "runs", "app-measure"))}

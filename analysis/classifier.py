@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CLASSIFIER_DIR = ASSETS / "classifier"

@@ -82,7 +82,7 @@ def within_class_diversity(feats: torch.Tensor, labels: torch.Tensor, num_classe
 def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor | None) -> dict:
     """All metrics of a sample set against the shipped reference statistics."""
     mu, cov = gaussian_stats(feats)
-    ref_f, ref_y = reference["subset_feats"], reference["subset_labels"]
+    ref_f = reference["subset_feats"]
     precision, recall = precision_recall(ref_f, feats)
     out = {
         "frechet_distance": frechet_distance(mu, cov, reference["mu"].numpy(), reference["cov"].numpy()),

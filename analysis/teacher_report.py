@@ -29,7 +29,7 @@ COLUMNS = ("guidance", "steps", "n", "accuracy", "frechet_distance", "kid", "pre
 
 def markdown_table(rows: list[dict], floor: dict) -> str:
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
     body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |\n" for r in rows)
     floor_row = "| real train images (floor) | – | " + " | ".join(fmt(floor.get(c, "–")) for c in COLUMNS[2:9]) + " | – | – |\n"
     return head + body + floor_row

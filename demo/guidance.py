@@ -35,7 +35,7 @@ def from_meng_w(w: float) -> float:
 
 def check_guidance(W: float) -> float:
     W = float(W)
-    if not (GUIDANCE_MIN <= W <= GUIDANCE_MAX) or W != W:
+    if not (GUIDANCE_MIN <= W <= GUIDANCE_MAX):  # also rejects NaN
         raise ValueError(f"guidance must be in {GUIDANCE_MIN:g}..{GUIDANCE_MAX:g}, got {W!r}")
     return W
 

@@ -59,7 +59,7 @@ def teacher_unet(
         up_block_types=tuple(up),
         num_class_embeds=num_classes + 1,
         norm_num_groups=min(16, channels[0]),
-        attention_head_dim=32 if channels[-1] >= 32 else channels[-1],
+        attention_head_dim=min(32, channels[-1]),
     )
 
 

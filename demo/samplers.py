@@ -8,7 +8,7 @@ samplers take a `torch.Generator`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -49,7 +49,13 @@ def test_click_compare_renders_two_images(url):
             for elem in ("#teacher-image", "#student-image"):
                 img = page.locator(f"{elem} img").first
                 img.wait_for(state="visible", timeout=30_000)
-                assert img.evaluate("i => i.complete && i.naturalWidth") >= 28
+                # The <img> can be visible before its bytes arrive: wait (bounded) until it has decoded pixels.
+                page.wait_for_function(
+                    "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth >= 28; }",
+                    arg=f"{elem} img",
+                    timeout=30_000,
+                )
+                assert img.evaluate("i => i.naturalWidth") >= 28
             if os.environ.get("GDL_SCREENSHOT"):
                 page.screenshot(path=os.environ["GDL_SCREENSHOT"], full_page=False)
         finally:

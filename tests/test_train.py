@@ -249,3 +249,22 @@ def test_distill_cli_trains_the_registered_teacher(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "empty"))
     assert main([*argv[:3], str(tmp_path / "run2"), *argv[4:]]) == 2
     assert re.search(r"dataset-fashion-mnist", capsys.readouterr().err)
+
+
+def test_teacher_training_continues_from_a_model_folder(tiny_teacher_dir, tmp_path, monkeypatch):
+    """`--method teacher --init DIR` starts from the folder's weights and TIRT logits (the shipped teacher's path)."""
+    import numpy as np
+
+    import demo.data
+    from demo.distill import METHODS
+    from demo.distill.__main__ import parse_args
+    from demo.models import load_model_folder
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(demo.data, "load_fashion_mnist", lambda split: (rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), rng.integers(0, 10, 8)))
+    args = parse_args(["--method", "teacher", "--init", str(tiny_teacher_dir), "--out", str(tmp_path), "--batch-size", "2"])
+    method = METHODS["teacher"](args)
+    start = load_model_folder(tiny_teacher_dir)
+    assert all(torch.equal(a, b) for a, b in zip(method.student.state_dict().values(), start.net.state_dict().values()))
+    assert torch.equal(method.tirt.lambda_t.detach(), start.tirt_logits)
+    assert method.student.training and all(p.requires_grad for p in method.student.parameters())

@@ -6,7 +6,7 @@ through the one training loop in `demo.train`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 METHODS: dict[str, Callable] = {}
 
@@ -26,9 +26,15 @@ def _build_teacher(args):
     from demo.models import default_scheduler, teacher_unet
 
     images, labels = load_fashion_mnist("train")
+    data = BatchSampler(images, labels, args.batch_size, seed=args.seed)
+    if args.init:  # continue training a shipped teacher (weights and TIRT logits; the optimiser starts fresh)
+        from demo.models import load_model_folder
+
+        init = load_model_folder(args.init)
+        net = init.net.train().requires_grad_(True)
+        return TeacherTraining(net, default_scheduler(), data, card_name=args.name or init.name, tirt_logits=init.tirt_logits)
     channels = tuple(int(c) for c in args.channels.split(","))
     net = teacher_unet(channels=channels, layers_per_block=args.layers_per_block)
-    data = BatchSampler(images, labels, args.batch_size, seed=args.seed)
     return TeacherTraining(net, default_scheduler(), data, card_name=args.name or "fmnist-teacher")
 
 

@@ -21,7 +21,13 @@ import torch
 
 from demo.distill.base import Method
 from demo.distill.teacher import P_UNCOND, TIRT
-from demo.models import Card, DDPMScheduler, count_parameters, save_model_folder, teacher_unet
+from demo.models import (
+    Card,
+    DDPMScheduler,
+    count_parameters,
+    save_model_folder,
+    teacher_unet,
+)
 from demo.schedule import v_from_eps_x0
 
 ANCHOR_WEIGHT = 0.1  # DASH: L = L_im + L_un + 0.1·L_an

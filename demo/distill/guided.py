@@ -13,11 +13,11 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
 
 from demo.distill.base import Method
 from demo.models import Card, register_model_class, save_model_folder

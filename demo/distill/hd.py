@@ -18,8 +18,8 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from demo.distill.base import Method
 from demo.distill.guided import GuidanceUNet, sample_w, student_card
@@ -186,4 +186,4 @@ class HDRefinement(Method):
         return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "fake_updates": self.fake_updates}
 
 
-__all__ = ["HDRefinement", "TokenDiscriminator", "dmd_loss", "GuidanceUNet"]
+__all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss"]

@@ -54,11 +54,11 @@ class TIRT(torch.nn.Module):
 class TeacherTraining(Method):
     name = "teacher"
 
-    def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher"):
+    def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher", tirt_logits=None):
         self.student = net
         self.scheduler = scheduler
         self.schedule = NoiseSchedule.from_scheduler(scheduler)
-        self.tirt = TIRT(self.schedule)
+        self.tirt = TIRT(self.schedule, tirt_logits)
         self.data = data
         self.num_classes = num_classes
         self.card_name = card_name
