@@ -13,7 +13,7 @@ import sys
 from analysis.classifier import load_classifier
 from analysis.metrics import evaluate_images, load_reference
 from demo.models import ModelFolderError, load_model_folder
-from demo.samplers import SAMPLERS
+from demo.sample import add_sampling_args
 
 
 def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0, class_label="all", batch_size=250, classifier=None, reference=None, **options) -> dict:
@@ -41,14 +41,7 @@ def main(argv=None) -> int:
     import torch
 
     p = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--class-label", default="all")
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=250)
+    add_sampling_args(p, n=2000, batch_size=250)
     p.add_argument("--clip-x0", action="store_true")
     p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -37,6 +37,18 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2):
     return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
 
 
+def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> None:
+    """The sampling flags DESIGN.md fixes, shared by `demo.sample` and `analysis.evaluate`."""
+    p.add_argument("--model", required=True)
+    p.add_argument("--n", type=int, default=n)
+    p.add_argument("--class-label", default="all")
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -45,15 +57,8 @@ def main(argv=None) -> int:
     from demo.generate import generate
 
     p = argparse.ArgumentParser(prog="python -m demo.sample", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--class-label", default="all")
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_args(p, n=16, batch_size=256)
     p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--cols", type=int, default=None, help="PNG grid columns")
     p.add_argument("--clip-x0", action="store_true", help="clamp x0 predictions to [-1, 1]")
     p.add_argument("--device", default=default_device())

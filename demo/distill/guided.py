@@ -20,8 +20,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from demo.distill.base import Method
+from demo.guidance import guided_x0
 from demo.models import Card, register_model_class, save_model_folder
-from demo.schedule import to_x0, v_from_eps_x0
+from demo.schedule import eps_from_x0, v_from_eps_x0
 
 
 def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -133,13 +134,10 @@ class GuidedDistillation(Method):
         alpha, sigma = (a.to(device) for a in sched.alpha_sigma(t))
         # 2. The teacher's guided prediction (2 NFE, batched), combined in its output space.
         with torch.no_grad():
-            null = torch.full_like(y, self.teacher.null_class)
-            out_c, out_u = self.teacher.net(torch.cat([z_t, z_t]), torch.cat([t, t]), class_labels=torch.cat([y, null])).sample.float().chunk(2)
-            wb = w[:, None, None, None]
-            x0_target = to_x0(z_t, out_u + wb * (out_c - out_u), alpha, sigma, self.teacher.prediction_type)
+            x0_target = guided_x0(self.teacher, z_t, t, y, w)
         # 3. Student: one NFE at W; compare in v-space, i.e. x-space MSE with SNR+1 weighting.
         v_hat = self.student(z_t, t, class_labels=y, guidance=w).sample.float()
-        v_target = v_from_eps_x0((z_t - alpha[:, None, None, None] * x0_target) / sigma[:, None, None, None], x0_target, alpha, sigma)
+        v_target = v_from_eps_x0(eps_from_x0(z_t, x0_target, alpha, sigma), x0_target, alpha, sigma)
         loss = F.mse_loss(v_hat, v_target)
         return loss, {"w_mean": float(w.mean())}
 

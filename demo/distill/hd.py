@@ -24,6 +24,7 @@ from torch import nn
 from demo.distill.base import Method
 from demo.distill.guided import GuidanceUNet, sample_w, student_card
 from demo.distill.teacher import P_UNCOND
+from demo.guidance import guided_x0
 from demo.models import DDPMScheduler, save_model_folder
 from demo.schedule import to_x0, v_from_eps_x0
 
@@ -116,11 +117,7 @@ class HDRefinement(Method):
 
     def x0_real(self, x_t, t, y, w):
         """The frozen teacher's CFG x0 prediction at per-example W."""
-        null = torch.full_like(y, self.teacher.null_class)
-        out_c, out_u = self.teacher.net(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([y, null])).sample.float().chunk(2)
-        alpha, sigma = (a.to(x_t) for a in self.teacher.schedule.alpha_sigma(t))
-        wb = w[:, None, None, None]
-        return to_x0(x_t, out_u + wb * (out_c - out_u), alpha, sigma, self.teacher.prediction_type)
+        return guided_x0(self.teacher, x_t, t, y, w)
 
     def fake_out(self, x_t, t, y):
         return self.fake(x_t, t, class_labels=y).sample.float()

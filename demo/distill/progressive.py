@@ -19,7 +19,7 @@ import torch
 from demo.distill.base import Method
 from demo.distill.guided import sample_w, student_card
 from demo.models import DDPMScheduler, save_model_folder
-from demo.schedule import NoiseSchedule, _bcast, ddim_step
+from demo.schedule import NoiseSchedule, _bcast, ddim_step, to_x0
 
 
 def ddim_target(z_t, z_t2, alpha_t, sigma_t, alpha_t2, sigma_t2):
@@ -55,8 +55,6 @@ class ProgressiveRound(Method):
 
     def _x0(self, net, z, t, y, w):
         alpha, sigma = self.teacher.schedule.alpha_sigma(t)
-        from demo.schedule import to_x0
-
         return to_x0(z, net(z, t, class_labels=y, guidance=w).sample.float(), alpha.to(z), sigma.to(z), self.teacher.prediction_type)
 
     def loss(self, step, generator):
@@ -77,8 +75,7 @@ class ProgressiveRound(Method):
         # 2. Two teacher DDIM steps z_t → z_t' → z_t''.
         with torch.no_grad():
             z_1 = ddim_step(z_t, self._x0(self.teacher.net, z_t, t, y, w), a_t, s_t, a_1, s_1)
-            t1_safe = t1.clamp(min=0)  # t' is never clean (2N grid), clamp only guards the type
-            z_2 = ddim_step(z_1, self._x0(self.teacher.net, z_1, t1_safe, y, w), a_1, s_1, a_2, s_2)
+            z_2 = ddim_step(z_1, self._x0(self.teacher.net, z_1, t1, y, w), a_1, s_1, a_2, s_2)  # t' is never clean
             # 3. The target x̃ (at a clean endpoint the DDIM step returns x̂ itself, so x̃ = z_t'').
             clean = (t2 < 0)[:, None, None, None]
             x_tilde = torch.where(clean, z_2, ddim_target(z_t, z_2, a_t, s_t, a_2, s_2.clamp(min=1e-8)))
