@@ -27,6 +27,7 @@ from demo.ui import (
     model_summary,
     trajectory,
 )
+from demo.ui.context import IMAGE_DIR, as_files, image_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,10 +73,28 @@ def ctx(model_root, tmp_path_factory):
     return Context(settings_for(model_root, tmp_path_factory.mktemp("empty")))
 
 
+def opened(out):
+    """A handler's outputs with its image files (content-named PNGs, see `image_file`) opened as PIL images."""
+    def one(o):
+        return Image.open(o) if isinstance(o, str) and o.startswith(str(IMAGE_DIR)) else o
+
+    return tuple(one(o) for o in out) if isinstance(out, tuple) else one(out)
+
+
 def call(ctx, fn, *args, **kwargs):
     """Run a callback as Gradio would (errors become gr.Error); a generator's last output is returned."""
     out = ctx.handler(fn)(*args, **kwargs)
-    return list(out)[-1] if isinstance(out, types.GeneratorType) else out
+    return opened(list(out)[-1] if isinstance(out, types.GeneratorType) else out)
+
+
+def test_images_reach_gradio_as_content_named_files(ctx):
+    """Equal pictures map to one file written once (no rewrite while a browser reads it); different ones differ."""
+    a, b = Image.new("L", (28, 28), 10), Image.new("L", (28, 28), 200)
+    pa = image_file(a)
+    mtime = Path(pa).stat().st_mtime_ns
+    assert image_file(a.copy()) == pa and Path(pa).stat().st_mtime_ns == mtime and image_file(b) != pa
+    assert Image.open(pa).getpixel((3, 3)) == 10
+    assert as_files((a, "text", None)) == (pa, "text", None)
 
 
 # ---- building ----
@@ -106,8 +125,9 @@ def test_header_and_summary(ctx, tmp_path):
 
 # ---- tab callbacks as plain functions ----
 def test_compare_streams_then_finishes(ctx):
-    outs = list(ctx.handler(compare.compare)("tiny-teacher", "tiny-student", "3", 2.0, 8, 2, 0, "ddim", 4))
+    outs = [opened(o) for o in ctx.handler(compare.compare)("tiny-teacher", "tiny-student", "3", 2.0, 8, 2, 0, "ddim", 4)]
     assert len(outs) >= 3  # the student, teacher previews, the final result
+    assert all(o[1] == gr.skip() for o in outs[1:-1])  # the student's picture is sent once while the teacher steps
     teacher, student, summary, fig = outs[-1]
     assert isinstance(teacher, Image.Image) and teacher.size == student.size
     assert "Speedup" in summary and "| student | tiny-student | 2 | 4 |" in summary

@@ -43,17 +43,17 @@ def test_click_compare_renders_two_images(url):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.goto(url, wait_until="domcontentloaded")
-            page.get_by_text("Guided Distillation Lab").first.wait_for(timeout=30_000)
+            page.get_by_text("Guided Distillation Lab").first.wait_for(timeout=90_000)
             page.locator("#compare-button").click()
             page.get_by_text("Speedup").wait_for(timeout=120_000)
             for elem in ("#teacher-image", "#student-image"):
                 img = page.locator(f"{elem} img").first
-                img.wait_for(state="visible", timeout=30_000)
+                img.wait_for(state="visible", timeout=60_000)
                 # The <img> can be visible before its bytes arrive: wait (bounded) until it has decoded pixels.
                 page.wait_for_function(
                     "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth >= 28; }",
                     arg=f"{elem} img",
-                    timeout=30_000,
+                    timeout=60_000,
                 )
                 assert img.evaluate("i => i.naturalWidth") >= 28
             if os.environ.get("GDL_SCREENSHOT"):

@@ -34,9 +34,9 @@ def _outputs(events, teacher_name: str, student_name: str):
         elif kind == "step":
             step = value["i"] + 1
             status = f"Teacher step {value['i'] + 1}/{value['steps']} (t = {value['t']}): showing its x0 prediction."
-            yield lab.display_grid(value["x0"]), student_img, status, gr.skip()
+            yield lab.display_grid(value["x0"]), gr.skip(), status, gr.skip()  # the student's image stays on screen
         elif kind == "stopped":
-            yield gr.skip(), student_img, f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip()
+            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip()
         else:
             yield (
                 lab.display_grid(value.teacher.images),

@@ -7,9 +7,13 @@ Nothing here loads a model or imports torch at import time, so the app starts se
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import io
 import os
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +58,51 @@ class AppSettings:
             max_batch=_env_int("GDL_MAX_BATCH", 64),
             allow_hub=os.environ.get("GDL_ALLOW_HUB", "") == "1",
         )
+
+
+IMAGE_DIR = Path(tempfile.gettempdir()) / "gdl-images"
+IMAGE_MAX_AGE = 3600.0  # seconds an image file is kept for the browser to fetch
+_last_prune = [0.0]
+
+
+def image_file(img) -> str:
+    """Save a PIL image as a PNG named by its content and return the path Gradio serves it from.
+
+    Gradio caches a returned PIL image in a file named by a hash of its bytes and rewrites that file on every send,
+    so sending the same picture twice (a streamed comparison, a repeated click) can truncate it while the browser
+    reads it. A file path is instead copied into the cache once and atomically; here the file is also written
+    under a temporary name and renamed, so no reader ever sees half of it. Files older than an hour are pruned.
+    """
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+    IMAGE_DIR.mkdir(parents=True, exist_ok=True)
+    path = IMAGE_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        tmp = IMAGE_DIR / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    now = time.time()
+    if now - _last_prune[0] > 600:
+        _last_prune[0] = now
+        for old in IMAGE_DIR.glob("*.png"):
+            try:
+                if now - old.stat().st_mtime > IMAGE_MAX_AGE:
+                    old.unlink()
+            except OSError:
+                pass
+    return str(path)
+
+
+def as_files(out):
+    """Replace the PIL images among a callback's outputs by `image_file` paths."""
+    from PIL import Image
+
+    if isinstance(out, Image.Image):
+        return image_file(out)
+    if isinstance(out, tuple | list):
+        return type(out)(image_file(o) if isinstance(o, Image.Image) else o for o in out)
+    return out
 
 
 def _gpu_decorator():
@@ -137,7 +186,8 @@ class Context:
         return dd
 
     def handler(self, fn, gpu: bool = False):
-        """`fn(ctx, *inputs)` → a Gradio event function: ctx bound, library errors turned into `gr.Error`.
+        """`fn(ctx, *inputs)` → a Gradio event function: ctx bound, library errors turned into `gr.Error`, PIL
+        images handed to Gradio as content-named PNG files (`image_file`).
 
         The returned function keeps `fn`'s parameter names (minus `ctx`), which become the API's keyword names.
         """
@@ -147,7 +197,8 @@ class Context:
             @functools.wraps(fn)
             def wrapped(*args, **kwargs):
                 try:
-                    yield from bound(*args, **kwargs)
+                    for out in bound(*args, **kwargs):
+                        yield as_files(out)
                 except USER_ERRORS as e:
                     raise gr.Error(str(e), print_exception=False) from None
 
@@ -156,7 +207,7 @@ class Context:
             @functools.wraps(fn)
             def wrapped(*args, **kwargs):
                 try:
-                    return bound(*args, **kwargs)
+                    return as_files(bound(*args, **kwargs))
                 except USER_ERRORS as e:
                     raise gr.Error(str(e), print_exception=False) from None
 

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from demo.distill import METHODS
 from demo.jobs import JobManager
+from demo.ui.context import as_files
 
 RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
 METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-*/dash-*: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
@@ -52,12 +53,13 @@ def _default_teacher(choices: list[str]) -> str | None:
 
 
 def _adapter(fn, jobs: JobManager, **bound):
-    """`fn(jobs, *inputs)` → an event function with `fn`'s parameter names (the API's keywords), errors as gr.Error."""
+    """`fn(jobs, *inputs)` → an event function with `fn`'s parameter names (the API's keywords), errors as gr.Error,
+    PIL images as content-named files (see `demo.ui.context.image_file`: the preview timer re-sends equal images)."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
-            return fn(jobs, *args, **bound, **kwargs)
+            return as_files(fn(jobs, *args, **bound, **kwargs))
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
