@@ -602,16 +602,10 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     fig = pareto_figure(report["rows"])
     fig.write_html(out / "pareto.html", include_plotlyjs="cdn")
     written = [out / "bench.json", out / "bench.md", out / "pareto.html"]
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        print("note: pareto.png skipped: PNG export needs kaleido (and Chrome), which is not installed; pareto.html has the chart.")
-    else:
-        try:
-            fig.write_image(out / "pareto.png", scale=2)
-            written.append(out / "pareto.png")
-        except Exception as e:  # kaleido present but no browser
-            print(f"note: pareto.png skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    from analysis.figure_png import write_png
+
+    if write_png(fig, out / "pareto.png") is not None:
+        written.append(out / "pareto.png")
     return written
 
 

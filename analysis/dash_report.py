@@ -1,0 +1,179 @@
+"""`python -m analysis.dash_report --teacher assets/models/fmnist-teacher --students DIR[,DIR…] [--n 1000] [--steps 50]`
+
+The DASH-paper-style table (Al Shafi et al.): for the teacher and every student — parameters and their ratio to the
+teacher's, Fréchet distance in the Fashion-MNIST classifier's feature space (not FID), class accuracy, precision and
+recall at `--steps`-step CFG DDIM with W = `--guidance` — next to the guidance-branch statistics ρ, cos(Δ) and Gap-MSE
+averaged over `--timesteps` timesteps on held-out test images (`analysis.branches`). It also reports the share of
+DASH's gain over cond-only KD that `L_un` accounts for: (metric(dash-no-uncond) − metric(dash)) /
+(metric(kd-cond) − metric(dash)), when those three runs are present.
+
+Writes `OUT/dash.json`, `OUT/dash.md`, the per-timestep ρ / cos(Δ) / Gap-MSE curves `OUT/dash-branches.html` and
+`.png`, and stores each model's row in its card.json. Each model's row is cached in `OUT/dash-rows/NAME.json`
+(keyed by its weights' size and time and the settings), so models added later cost only their own evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
+from analysis.classifier import load_classifier
+from analysis.evaluate import evaluate_model
+from analysis.metrics import load_reference
+from demo.models import ModelFolderError, check_model_folder, load_model_folder
+
+RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "accuracy", "precision", "recall", "rho", "cos", "gap_mse", "seconds")
+BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher")
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.net.parameters())
+
+
+def weights_key(folder: Path) -> str:
+    """Identifies one version of a model folder's weights (size and modification time of its safetensors)."""
+    files = sorted((folder / "unet").glob("*.safetensors"))
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
+def model_row(model, teacher, settings: dict, classifier, reference, x0, labels) -> dict:
+    """One table row: quality at `settings` plus the branch statistics against `teacher` (curves included)."""
+    q = evaluate_model(model, settings["n"], settings["steps"], settings["guidance"], "ddim", settings["seed"], "all",
+                       settings["batch_size"], classifier, reference, bf16=settings["bf16"])  # fmt: skip
+    gap = branch_gap_curve(model, teacher, x0, labels, branch_timesteps(settings["timesteps"]), seed=settings["seed"])
+    return {
+        "model": model.name,
+        "method": model.card.method,
+        "params": parameter_count(model),
+        **{k: q[k] for k in ("frechet_distance", "accuracy", "precision", "recall", "kid", "nfe", "seconds", "img_per_s")},
+        **gap.summary(settings["guidance"]),
+        "curves": {k: np.asarray(getattr(gap, k)).tolist() for k in BRANCH_KEYS},
+    }
+
+
+def gain_share(rows: dict, metric: str, lower_is_better: bool) -> float | None:
+    """Share of DASH's gain over cond-only KD on `metric` that is lost without L_un (1: all of it, 0: none)."""
+    by_method = {r["method"]: r for r in rows.values()}
+    if not {"dash", "kd-cond", "dash-no-uncond"} <= by_method.keys():
+        return None
+    d, kd, nu = (by_method[m][metric] for m in ("dash", "kd-cond", "dash-no-uncond"))
+    gain = (kd - d) if lower_is_better else (d - kd)
+    lost = (nu - d) if lower_is_better else (d - nu)
+    return None if abs(gain) < 1e-12 else lost / gain
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |\n" for r in rows)
+    note = (f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples, "
+            f"seed {settings['seed']}{', bf16 autocast' if settings['bf16'] else ''}; ρ / cos(Δ) / Gap-MSE averaged over "
+            f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images. `ratio` = teacher parameters / "
+            "model parameters. Fréchet distance uses the Fashion-MNIST classifier's features (not FID).\n")  # fmt: skip
+    for key, v in shares.items():
+        if v is not None:
+            note += f"\nShare of DASH's gain over cond-only KD that L_un accounts for ({key}): {v:.2f}."
+    return head + body + note + "\n"
+
+
+def branch_figure(rows: list[dict]):
+    from analysis.plots import plot_branch_gap
+
+    curves = {}
+    for r in rows:
+        c = r["curves"]
+        curves[r["model"]] = BranchGap(*(np.asarray(c[k]) for k in BRANCH_KEYS))
+    return plot_branch_gap(curves, title="DASH and its baselines: guidance branches against the teacher (held-out images)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.dash_report", description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="assets/models/fmnist-teacher")
+    p.add_argument("--students", required=True, help="comma-separated student model folders")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--timesteps", type=int, default=20)
+    p.add_argument("--branch-images", type=int, default=256)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the Debian package's / FASHION_MNIST_DIR)")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
+    p.add_argument("--no-cards", action="store_true", help="do not store the rows in the models' card.json")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    settings = {k: getattr(args, k) for k in ("n", "steps", "guidance", "seed", "batch_size", "timesteps", "branch_images", "bf16")}
+    out = Path(args.out)
+    cache = out / "dash-rows"
+    cache.mkdir(parents=True, exist_ok=True)
+    folders = [Path(args.teacher)] + [Path(s) for s in args.students.split(",") if s]
+    try:
+        for folder in folders:  # every folder is checked before any model is evaluated
+            check_model_folder(folder)
+        teacher = load_model_folder(args.teacher)
+        from demo.lab import reference_images
+
+        x0, labels = reference_images(args.branch_images, seed=12345, split="test", folder=args.data_dir)
+        classifier, reference = load_classifier(), load_reference()
+        rows = {}
+        for folder in folders:
+            model = teacher if folder == Path(args.teacher) else load_model_folder(folder)
+            key = {"weights": weights_key(folder), "teacher": weights_key(Path(args.teacher)), **settings}
+            cached = cache / f"{model.name}.json"
+            if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
+                row = json.loads(cached.read_text())["row"]
+            else:
+                started = time.time()
+                row = model_row(model, teacher, settings, classifier, reference, x0, labels)
+                cached.write_text(json.dumps({"key": key, "row": row}) + "\n")
+                print(f"{model.name}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+            rows[model.name] = row
+            print(json.dumps({k: row[k] for k in COLUMNS if k in row}), flush=True)
+    except (ValueError, ModelFolderError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    teacher_params = rows[teacher.name]["params"]
+    for r in rows.values():
+        r["ratio"] = teacher_params / r["params"]
+    shares = {m: gain_share(rows, m, lower) for m, lower in (("frechet_distance", True), ("rho", False))}
+    ordered = list(rows.values())
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
+    (out / "dash.json").write_text(json.dumps({"meta": meta, "rows": ordered, "l_un_gain_share": shares}, indent=2) + "\n")
+    (out / "dash.md").write_text(markdown(ordered, settings, shares))
+    fig = branch_figure(ordered)
+    fig.write_html(out / "dash-branches.html", include_plotlyjs="cdn")
+    if not args.no_png:
+        from analysis.figure_png import write_png
+
+        write_png(fig, out / "dash-branches.png", width=1200, height=450)
+    for folder in [] if args.no_cards else folders:
+        card_path = folder / "card.json"
+        if card_path.is_file():
+            card = json.loads(card_path.read_text())
+            row = rows.get(card.get("name", folder.name))
+            if row is not None:
+                tag = f"ddim{args.steps}_W{args.guidance:g}_dash_report"
+                card.setdefault("metrics", {})[tag] = {k: row[k] for k in COLUMNS[2:] if k in row}
+                card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps({"written": [str(out / "dash.md"), str(out / "dash.json"), str(out / "dash-branches.png")], "l_un_gain_share": shares}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

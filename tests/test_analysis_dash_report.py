@@ -1,0 +1,73 @@
+"""The DASH report on tiny models: rows, ratios, the L_un gain share, the row cache, and the PNG exporter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from analysis import dash_report
+from analysis.figure_png import chromium_path
+from test_data import write_idx
+
+
+def test_gain_share():
+    rows = {
+        "a": {"method": "dash", "frechet_distance": 2.0, "rho": 0.9},
+        "b": {"method": "kd-cond", "frechet_distance": 6.0, "rho": 0.3},
+        "c": {"method": "dash-no-uncond", "frechet_distance": 5.0, "rho": 0.45},
+    }
+    assert dash_report.gain_share(rows, "frechet_distance", True) == pytest.approx(0.75)
+    assert dash_report.gain_share(rows, "rho", False) == pytest.approx(0.75)
+    del rows["c"]
+    assert dash_report.gain_share(rows, "rho", False) is None
+
+
+def student_copy(src, dst, method: str):
+    shutil.copytree(src, dst)
+    card = json.loads((dst / "card.json").read_text())
+    (dst / "card.json").write_text(json.dumps({**card, "name": dst.name, "kind": "student", "method": method}))
+    return dst
+
+
+def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(data / "t10k-images-idx3-ubyte", rng.integers(0, 256, (16, 28, 28), dtype=np.uint8))
+    write_idx(data / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 16, dtype=np.uint8))
+    student = student_copy(tiny_teacher_dir, tmp_path / "tiny-dash", "dash")
+    args = ["--teacher", str(tiny_teacher_dir), "--students", str(student), "--n", "8", "--steps", "2", "--batch-size", "8",
+            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert dash_report.main(args) == 0
+    report = json.loads((tmp_path / "out" / "dash.json").read_text())
+    teacher_row, student_row = report["rows"]
+    # The teacher against itself: ρ = cos = 1 and no gap; a copy of it scores the same.
+    assert teacher_row["rho"] == pytest.approx(1.0) and teacher_row["cos"] == pytest.approx(1.0) and teacher_row["gap_mse"] == 0
+    assert student_row["rho"] == pytest.approx(1.0) and student_row["ratio"] == pytest.approx(1.0)
+    assert len(student_row["curves"]["rho"]) == 3 and student_row["frechet_distance"] == teacher_row["frechet_distance"]
+    assert "| tiny-dash | dash |" in (tmp_path / "out" / "dash.md").read_text()
+    assert "dash_report" in "".join(json.loads((student / "card.json").read_text())["metrics"])
+    capsys.readouterr()
+    assert dash_report.main(args) == 0  # the second run reads both rows from the cache
+    assert "evaluated in" not in capsys.readouterr().err
+
+
+def test_report_missing_student_is_a_sentence(tiny_teacher_dir, tmp_path, capsys):
+    assert dash_report.main(["--teacher", str(tiny_teacher_dir), "--students", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and "evaluated" not in err
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="PNG export needs Chromium")
+def test_write_png(tmp_path):
+    import plotly.graph_objects as go
+    from PIL import Image
+
+    from analysis.figure_png import write_png
+
+    path = write_png(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])), tmp_path / "f.png", width=300, height=200, scale=1)
+    img = Image.open(path)
+    assert img.size == (300, 200) and len(np.unique(np.asarray(img.convert("L")))) > 2  # a drawn plot, not a blank page
