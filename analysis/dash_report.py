@@ -143,6 +143,7 @@ def main(argv=None) -> int:
                 row = model_row(model, teacher, settings, classifier, reference, x0, labels)
                 cached.write_text(json.dumps({"key": key, "row": row}) + "\n")
                 print(f"{model.name}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+            row["method"] = model.card.method  # read from the card each time (cards may be corrected later)
             rows[model.name] = row
             print(json.dumps({k: row[k] for k in COLUMNS if k in row}), flush=True)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:

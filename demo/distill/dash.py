@@ -53,6 +53,15 @@ VARIANTS = {
     "dash-uniform": DashVariant(weighting="uniform"),  # no TIRT transfer
     "dash-min-snr": DashVariant(weighting="min_snr"),  # no TIRT transfer, min-SNR-5 weights
 }
+DESCRIPTIONS = {
+    "dash": "DASH: L_im + L_un + 0.1·L_an with the teacher's TIRT weights",
+    "kd-cond": "cond-only KD baseline: L_im alone (TIRT weights)",
+    "kd-composite": f"composite KD baseline: matches only the guided output at W = {COMPOSITE_W:g} (TIRT weights)",
+    "dash-no-uncond": "DASH ablation without L_un",
+    "dash-no-anchor": "DASH ablation without the anchor L_an",
+    "dash-uniform": "DASH ablation without TIRT transfer: uniform weights",
+    "dash-min-snr": "DASH ablation without TIRT transfer: min-SNR-5 weights",
+}
 
 
 def compact_student(teacher_card: Card) -> torch.nn.Module:
@@ -122,7 +131,8 @@ class DashDistillation(Method):
         card = Card(
             name=self.card_name,
             kind="student",
-            method=f"DASH variant {self.name}",
+            method=self.name,
+            description=DESCRIPTIONS[self.name],
             teacher=self.teacher.name,
             num_classes=self.teacher.card.num_classes,
             class_names=self.teacher.card.class_names,
