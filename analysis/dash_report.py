@@ -91,6 +91,35 @@ def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
     return head + body + note + "\n"
 
 
+LATENCY_COLUMNS = ("model", "steps", "nfe", "params", "latency_ms_b1", "latency_ms_b16", "img_per_s", "peak_rss_mb", "gflops_per_image")
+
+
+def latency_rows(folders: list[Path], rows: dict, steps: int, guidance: float) -> dict:
+    """The teacher and every `dash` student timed at `steps`-step CFG DDIM (batch 1 and 16), with `analysis.bench`."""
+    from analysis.bench import Target, load_average, machine_info, measure_row
+
+    measured = []
+    for folder in folders:
+        model = load_model_folder(folder)
+        if model.card.kind == "teacher" or model.card.method == "dash":
+            target = Target(model.name, folder, model.card.kind, model.card.method, steps, False, None)
+            print(f"{model.name}: timing {steps}-step CFG sampling …", file=sys.stderr, flush=True)
+            measured.append(measure_row(model, target, quick=False, guidance=guidance))
+    teacher = measured[0]
+    for r in measured:
+        r["latency_ratio_b1"] = round(teacher["latency_ms_b1"] / r["latency_ms_b1"], 2)
+        r["param_ratio"] = round(teacher["params"] / r["params"], 2)
+    return {"machine": {**machine_info(torch.get_num_threads(), "cpu", False), "load_avg_end": load_average()}, "rows": measured}
+
+
+def latency_markdown(latency: dict) -> str:
+    cols = (*LATENCY_COLUMNS, "param_ratio", "latency_ratio_b1")
+    head = "\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in latency["rows"])
+    m = latency["machine"]
+    return head + body + f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', m.get('processor', ''))}); peak RSS of the process.\n"
+
+
 def branch_figure(rows: list[dict]):
     from analysis.plots import plot_branch_gap
 
@@ -114,6 +143,9 @@ def main(argv=None) -> int:
     p.add_argument("--branch-images", type=int, default=256)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the Debian package's / FASHION_MNIST_DIR)")
+    p.add_argument("--latency-steps", type=int, default=0,
+                   help="also time CFG DDIM sampling at this many steps for the teacher and the DASH student(s) (analysis.bench's "
+                        "latency, peak memory and FLOPs; run it on a quiet machine). 0: skip")  # fmt: skip
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--no-cards", action="store_true", help="do not store the rows in the models' card.json")
     p.add_argument("--out", default=str(RESULTS))
@@ -152,11 +184,17 @@ def main(argv=None) -> int:
     teacher_params = rows[teacher.name]["params"]
     for r in rows.values():
         r["ratio"] = teacher_params / r["params"]
+    latency = latency_rows(folders, rows, args.latency_steps, args.guidance) if args.latency_steps else None
     shares = {m: gain_share(rows, m, lower) for m, lower in (("frechet_distance", True), ("rho", False))}
     ordered = list(rows.values())
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
-    (out / "dash.json").write_text(json.dumps({"meta": meta, "rows": ordered, "l_un_gain_share": shares}, indent=2) + "\n")
-    (out / "dash.md").write_text(markdown(ordered, settings, shares))
+    report = {"meta": meta, "rows": ordered, "l_un_gain_share": shares}
+    if latency is None and (out / "dash.json").is_file():  # keep the last measured latency table when not re-measured
+        latency = json.loads((out / "dash.json").read_text()).get("latency")
+    if latency is not None:
+        report["latency"] = latency
+    (out / "dash.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "dash.md").write_text(markdown(ordered, settings, shares) + (latency_markdown(latency) if latency else ""))
     fig = branch_figure(ordered)
     fig.write_html(out / "dash-branches.html", include_plotlyjs="cdn")
     if not args.no_png:

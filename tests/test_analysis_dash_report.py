@@ -40,7 +40,7 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     write_idx(data / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 16, dtype=np.uint8))
     student = student_copy(tiny_teacher_dir, tmp_path / "tiny-dash", "dash")
     args = ["--teacher", str(tiny_teacher_dir), "--students", str(student), "--n", "8", "--steps", "2", "--batch-size", "8",
-            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--out", str(tmp_path / "out")]  # fmt: skip
+            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--latency-steps", "2", "--out", str(tmp_path / "out")]  # fmt: skip
     assert dash_report.main(args) == 0
     report = json.loads((tmp_path / "out" / "dash.json").read_text())
     teacher_row, student_row = report["rows"]
@@ -49,6 +49,9 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     assert student_row["rho"] == pytest.approx(1.0) and student_row["ratio"] == pytest.approx(1.0)
     assert len(student_row["curves"]["rho"]) == 3 and student_row["frechet_distance"] == teacher_row["frechet_distance"]
     assert "| tiny-dash | dash |" in (tmp_path / "out" / "dash.md").read_text()
+    lat = report["latency"]["rows"]  # the teacher and the dash student timed at 2-step CFG: 4 NFE
+    assert [r["model"] for r in lat] == ["tiny-teacher", "tiny-dash"] and all(r["nfe"] == 4 for r in lat)
+    assert lat[0]["latency_ratio_b1"] == 1.0 and all(r["gflops_per_image"] > 0 for r in lat)
     assert "dash_report" in "".join(json.loads((student / "card.json").read_text())["metrics"])
     capsys.readouterr()
     assert dash_report.main(args) == 0  # the second run reads both rows from the cache
