@@ -25,7 +25,7 @@ import torch
 
 from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
 from analysis.classifier import load_classifier
-from analysis.evaluate import evaluate_model
+from analysis.evaluate import cached_row, evaluate_model, weights_key
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -36,12 +36,6 @@ BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "do
 
 def parameter_count(model) -> int:
     return sum(p.numel() for p in model.net.parameters())
-
-
-def weights_key(folder: Path) -> str:
-    """Identifies one version of a model folder's weights (size and modification time of its safetensors)."""
-    files = sorted((folder / "unet").glob("*.safetensors"))
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
 
 def model_row(model, teacher, settings: dict, classifier, reference, x0, labels) -> dict:
@@ -153,7 +147,6 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("n", "steps", "guidance", "seed", "batch_size", "timesteps", "branch_images", "bf16")}
     out = Path(args.out)
     cache = out / "dash-rows"
-    cache.mkdir(parents=True, exist_ok=True)
     folders = [Path(args.teacher)] + [Path(s) for s in args.students.split(",") if s]
     try:
         for folder in folders:  # every folder is checked before any model is evaluated
@@ -167,13 +160,9 @@ def main(argv=None) -> int:
         for folder in folders:
             model = teacher if folder == Path(args.teacher) else load_model_folder(folder)
             key = {"weights": weights_key(folder), "teacher": weights_key(Path(args.teacher)), **settings}
-            cached = cache / f"{model.name}.json"
-            if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
-                row = json.loads(cached.read_text())["row"]
-            else:
-                started = time.time()
-                row = model_row(model, teacher, settings, classifier, reference, x0, labels)
-                cached.write_text(json.dumps({"key": key, "row": row}) + "\n")
+            started = time.time()
+            row, computed = cached_row(cache, model.name, key, lambda: model_row(model, teacher, settings, classifier, reference, x0, labels))
+            if computed:
                 print(f"{model.name}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
             row["method"] = model.card.method  # read from the card each time (cards may be corrected later)
             rows[model.name] = row

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from analysis.classifier import load_classifier
 from analysis.metrics import evaluate_images, load_reference
@@ -35,6 +37,37 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
         "img_per_s": round(n / gen.seconds, 2),
         **metrics,
     }
+
+
+def weights_key(folder) -> str:
+    """Identifies a model folder's weights by content (SHA-256 of its unet safetensors), so a copied folder keeps it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((Path(folder) / "unet").glob("*.safetensors")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def cached_row(cache_dir, name: str, key: dict, compute: Callable[[], dict]) -> tuple[dict, bool]:
+    """(row, computed): `compute()`'s row, reused from `cache_dir/name.json` while `key` (weights, settings) is unchanged.
+
+    Reports over many models use it so that a model added or retrained later costs only its own evaluation.
+    """
+    path = Path(cache_dir) / f"{name}.json"
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+        except ValueError:  # a half-written cache file is recomputed
+            cached = {}
+        if cached.get("key") == key:
+            return cached["row"], False
+    row = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "row": row}) + "\n")
+    tmp.replace(path)
+    return row, True
 
 
 def main(argv=None) -> int:

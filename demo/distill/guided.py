@@ -80,7 +80,10 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
         return self.unet(sample, timestep, class_labels=packed, return_dict=return_dict)
 
 
-def student_card(teacher, name: str, method: str, steps: int | None, w_range: tuple[float, float], training: dict) -> Card:
+def student_card(
+    teacher, name: str, method: str, steps: int | None, w_range: tuple[float, float], training: dict, description: str = ""
+) -> Card:
+    """The card of a w-conditioned student; `method` is its `python -m demo.distill --method` key."""
     return Card(
         name=name,
         kind="student",
@@ -94,6 +97,7 @@ def student_card(teacher, name: str, method: str, steps: int | None, w_range: tu
         steps=steps,
         w_conditioned=True,
         training=training,
+        description=description,
     )
 
 
@@ -142,9 +146,9 @@ class GuidedDistillation(Method):
         return loss, {"w_mean": float(w.mean())}
 
     def export(self, folder: Path, cfg) -> Path:
-        method = "guided distillation stage 1 (Meng et al. 2023)" + (f", single W = {self.fixed_w:g}" if self.fixed_w is not None else "")
+        what = "guided distillation stage 1 (Meng et al. 2023)" + (f", single W = {self.fixed_w:g}" if self.fixed_w is not None else "")
         training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "w_range": [self.w_min, self.w_max]}
-        card = student_card(self.teacher, self.card_name, method, None, (self.w_min, self.w_max), training)
+        card = student_card(self.teacher, self.card_name, self.name, None, (self.w_min, self.w_max), training, what)
         return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
 
     def describe(self):

@@ -176,7 +176,8 @@ class HDRefinement(Method):
         training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "pooling": self.pooling,
                     "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "generator_init": self.generator_meta}  # fmt: skip
         what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
-        card = student_card(self.teacher, self.card_name, f"hierarchical distillation refinement: {what}", 1, (self.w_min, self.w_max), training)
+        method = {None: "dmd", "gap": "hd-gap", "awd": "hd"}[self.pooling]  # the --method key
+        card = student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
         return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
 
     def describe(self):

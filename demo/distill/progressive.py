@@ -88,8 +88,8 @@ class ProgressiveRound(Method):
     def export(self, folder: Path, cfg) -> Path:
         training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "round": f"{2 * self.N} -> {self.N}"}
         card = student_card(
-            self.teacher, self.card_name, "progressive distillation of a guided student (Meng et al. 2023 stage 2)",
-            self.N, (self.w_min, self.w_max), training,
+            self.teacher, self.card_name, "progressive", self.N, (self.w_min, self.w_max), training,
+            f"progressive distillation of a guided student, {2 * self.N} -> {self.N} steps (Meng et al. 2023 stage 2)",
         )  # fmt: skip
         card.teacher = self.teacher.card.teacher or self.teacher.name
         return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)

@@ -1,4 +1,4 @@
-"""The DASH report on tiny models: rows, ratios, the L_un gain share, the row cache, and the PNG exporter."""
+"""The DASH and guided-distillation reports on tiny models: rows, ratios, the L_un gain share, the row cache, figures, PNG export."""
 
 from __future__ import annotations
 
@@ -74,3 +74,26 @@ def test_write_png(tmp_path):
     path = write_png(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])), tmp_path / "f.png", width=300, height=200, scale=1)
     img = Image.open(path)
     assert img.size == (300, 200) and len(np.unique(np.asarray(img.convert("L")))) > 2  # a drawn plot, not a blank page
+
+
+def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path):
+    """Teacher at every step count, a progressive student at its own, every W; the figure has one panel per W."""
+    from analysis import guided_report
+    from demo.distill.guided import GuidanceUNet, student_card
+    from demo.models import default_scheduler, save_model_folder
+
+    pd2 = save_model_folder(tmp_path / "tiny-pd-2", GuidanceUNet.from_teacher(tiny_teacher.net), default_scheduler(),
+                            student_card(tiny_teacher, "tiny-pd-2", "progressive", 2, (1.0, 5.0), {}))  # fmt: skip
+    out = tmp_path / "out"
+    args = ["--teacher", str(tiny_teacher_dir), "--students", str(pd2), "--steps", "1,2", "--guidances", "1,3", "--n", "8",
+            "--batch-size", "8", "--no-png", "--out", str(out)]  # fmt: skip
+    assert guided_report.main(args) == 0
+    rows = json.loads((out / "guided.json").read_text())["rows"]
+    assert [(r["model"], r["steps"], r["guidance"], r["nfe"]) for r in rows] == [
+        ("tiny-teacher", 1, 1.0, 1), ("tiny-teacher", 1, 3.0, 2), ("tiny-teacher", 2, 1.0, 2), ("tiny-teacher", 2, 3.0, 4),
+        ("tiny-pd-2", 2, 1.0, 2), ("tiny-pd-2", 2, 3.0, 2),
+    ]  # fmt: skip  (W = 1 needs only the conditional branch: 1 NFE per step)
+    assert "**W = 3**" in (out / "guided.md").read_text() and (out / "guided-nfe.html").is_file()
+    fig = guided_report.quality_vs_nfe_figure(rows, [1.0, 3.0])
+    assert {t.name for t in fig.data} == {"tiny-teacher", "progressive students"} and len(fig.data) == 4
+    assert guided_report.main([*args[:4], "--steps", "0"]) == 2

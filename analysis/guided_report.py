@@ -1,0 +1,146 @@
+"""`python -m analysis.guided_report --students DIR[,DIR…] [--steps 1,2,4,8,16] [--guidances 1,2,3,5] [--n 1000]`
+
+Guided distillation's results (Meng et al. 2023): the teacher's own CFG DDIM at every step count in `--steps`
+(2 NFE per step), the stage-1 w-conditioned student at every step count (1 NFE per step), each progressive student
+at its distilled step count, and the single-W ablation, all at every W in `--guidances` — Fréchet distance in the
+Fashion-MNIST classifier's features (not FID), accuracy, precision, recall, NFE and seconds. `--sampler` picks DDIM
+or Meng's stochastic sampler (`stochastic`; with two or more steps).
+
+Writes `OUT/guided.json`, `OUT/guided.md` (one table per W) and the quality-versus-NFE figure `OUT/guided-nfe.html`
+and `.png`. Rows are cached per (model weights, steps, W, settings) in `OUT/guided-rows/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from analysis.classifier import load_classifier
+from analysis.evaluate import cached_row, evaluate_model, weights_key
+from analysis.metrics import load_reference
+from demo.models import ModelFolderError, check_model_folder, load_model_folder
+
+RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+COLUMNS = ("model", "method", "sampler", "steps", "guidance", "nfe", "frechet_distance", "accuracy", "precision", "recall", "seconds")
+
+
+def plan(model, steps: list[int], guidances: list[float]) -> list[tuple[int, float]]:
+    """(steps, W) pairs to evaluate: a distilled student at its own step count, any other model at every count."""
+    counts = [model.card.steps] if model.card.kind == "student" and model.card.steps else steps
+    return [(s, w) for s in counts for w in guidances]
+
+
+def series_name(row: dict) -> str:
+    """Progressive students form one series over their step counts; every other model is its own series."""
+    return "progressive students" if row["method"] == "progressive" else row["model"]
+
+
+def quality_vs_nfe_figure(rows: list[dict], guidances: list[float]):
+    """Fréchet distance against NFE (log), one panel per W, one line per series."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from analysis.plots import _layout, _palette
+
+    names = list(dict.fromkeys(series_name(r) for r in rows))
+    colours = dict(zip(names, _palette(len(names))))
+    fig = make_subplots(rows=1, cols=len(guidances), subplot_titles=[f"W = {w:g}" for w in guidances], shared_yaxes=True)
+    for col, w in enumerate(guidances, start=1):
+        for name in names:
+            pts = sorted((r["nfe"], r["frechet_distance"], r["steps"]) for r in rows if series_name(r) == name and r["guidance"] == w)
+            if not pts:
+                continue
+            fig.add_trace(
+                go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], text=[f"{p[2]} steps" for p in pts], mode="lines+markers",
+                           name=name, legendgroup=name, showlegend=col == 1, line={"color": colours[name]},
+                           hovertemplate=f"{name}<br>%{{text}}, NFE %{{x}}<br>Fréchet distance %{{y:.3g}}<extra></extra>"),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.update_xaxes(title="NFE", type="log", row=1, col=col)
+    fig.update_yaxes(title="Fréchet distance (classifier features; lower is better)", row=1, col=1)
+    fig = _layout(fig, "Guided distillation: quality against network evaluations", height=420)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "center", "x": 0.5}, margin={"b": 90})
+    return fig
+
+
+def fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def markdown(rows: list[dict], guidances: list[float], settings: dict) -> str:
+    cols = [c for c in COLUMNS if c != "guidance"]
+    text = ""
+    for w in guidances:
+        sel = sorted((r for r in rows if r["guidance"] == w), key=lambda r: (r["nfe"], r["model"]))
+        text += f"\n**W = {w:g}**\n\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+        text += "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in sel)
+    text += (f"\nn = {settings['n']} samples per row (classes cycled), seed {settings['seed']}"
+             f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1.\n")  # fmt: skip
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.guided_report", description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="assets/models/fmnist-teacher")
+    p.add_argument("--students", default="", help="comma-separated student model folders (stage 1, progressive, single-W)")
+    p.add_argument("--steps", default="1,2,4,8,16")
+    p.add_argument("--guidances", default="1,2,3,5")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "stochastic"])
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s]
+        guidances = [float(w) for w in args.guidances.split(",") if w]
+        if not steps or min(steps) < 1 or not guidances or min(guidances) < 0:
+            raise ValueError(f"--steps needs positive integers and --guidances non-negative numbers, got {args.steps!r} and {args.guidances!r}")
+        folders = [Path(args.teacher)] + [Path(s) for s in args.students.split(",") if s]
+        for folder in folders:  # every folder is checked before any model is evaluated
+            check_model_folder(folder)
+        classifier, reference = load_classifier(), load_reference()
+        settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16, "sampler": args.sampler}
+        rows = []
+        for folder in folders:
+            model = load_model_folder(folder)
+            for s, w in plan(model, steps, guidances):
+                if args.sampler == "stochastic" and s < 2:
+                    continue  # the stochastic sampler takes two half-steps per step: not defined for one step
+                key = {"weights": weights_key(folder), "steps": s, "guidance": w, **settings}
+                started = time.time()
+                row, computed = cached_row(Path(args.out) / "guided-rows", f"{model.name}-{args.sampler}-s{s}-W{w:g}", key,
+                                           lambda s=s, w=w: evaluate_model(model, args.n, s, w, args.sampler, args.seed, "all", args.batch_size,
+                                                                           classifier, reference, bf16=args.bf16))  # fmt: skip
+                if computed:
+                    print(f"{model.name} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+                row = {**row, "model": model.name, "method": model.card.method}
+                rows.append(row)
+                print(json.dumps({k: row.get(k) for k in COLUMNS}), flush=True)
+    except (ValueError, ModelFolderError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
+    (out / "guided.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / "guided.md").write_text(markdown(rows, guidances, settings))
+    fig = quality_vs_nfe_figure(rows, guidances)
+    fig.write_html(out / "guided-nfe.html", include_plotlyjs="cdn")
+    if not args.no_png:
+        from analysis.figure_png import write_png
+
+        write_png(fig, out / "guided-nfe.png", width=1300, height=420)
+    print(json.dumps({"written": [str(out / "guided.md"), str(out / "guided.json"), str(out / "guided-nfe.html")]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
