@@ -77,11 +77,6 @@ def image_file(img) -> str:
     img.save(buf, format="PNG")
     data = buf.getvalue()
     IMAGE_DIR.mkdir(parents=True, exist_ok=True)
-    path = IMAGE_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
-    if not path.exists():
-        tmp = IMAGE_DIR / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
     now = time.time()
     if now - _last_prune[0] > 600:
         _last_prune[0] = now
@@ -91,6 +86,13 @@ def image_file(img) -> str:
                     old.unlink()
             except OSError:
                 pass
+    path = IMAGE_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    try:
+        os.utime(path)  # already there: keep it from the next prune
+    except FileNotFoundError:
+        tmp = IMAGE_DIR / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
     return str(path)
 
 
