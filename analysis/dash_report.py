@@ -30,7 +30,9 @@ from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "accuracy", "precision", "recall", "rho", "cos", "gap_mse", "seconds")
+COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "accuracy", "precision", "recall", "rho", "cos", "gap_mse", "nfe")
+# Sampling seconds stay in the JSON but not in the table: evaluation runs share the CPU with other work, so their wall
+# times are not latencies; `--latency-steps` measures those.
 BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher")
 
 
