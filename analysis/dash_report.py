@@ -55,15 +55,18 @@ def model_row(model, teacher, settings: dict, classifier, reference, x0, labels)
     }
 
 
-def gain_share(rows: dict, metric: str, lower_is_better: bool) -> float | None:
-    """Share of DASH's gain over cond-only KD on `metric` that is lost without L_un (1: all of it, 0: none)."""
+def gain_share(rows: dict, metric: str) -> float | None:
+    """Share of DASH's gain over cond-only KD on `metric` that is lost without L_un (1: all of it, 0: none).
+
+    Each metric is first turned into an error (lower is better): the Fréchet distance as is, ρ as |ρ − 1| (the
+    teacher's ρ is 1, too large is as wrong as too small), cos(Δ) as 1 − cos.
+    """
+    error = {"frechet_distance": lambda v: v, "rho": lambda v: abs(v - 1.0), "cos": lambda v: 1.0 - v}[metric]
     by_method = {r["method"]: r for r in rows.values()}
     if not {"dash", "kd-cond", "dash-no-uncond"} <= by_method.keys():
         return None
-    d, kd, nu = (by_method[m][metric] for m in ("dash", "kd-cond", "dash-no-uncond"))
-    gain = (kd - d) if lower_is_better else (d - kd)
-    lost = (nu - d) if lower_is_better else (d - nu)
-    return None if abs(gain) < 1e-12 else lost / gain
+    d, kd, nu = (error(by_method[m][metric]) for m in ("dash", "kd-cond", "dash-no-uncond"))
+    return None if abs(kd - d) < 1e-12 else (nu - d) / (kd - d)
 
 
 def fmt(v) -> str:
@@ -87,7 +90,8 @@ def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
     return head + body + note + "\n"
 
 
-LATENCY_COLUMNS = ("model", "steps", "nfe", "params", "latency_ms_b1", "latency_ms_b16", "img_per_s", "peak_rss_mb", "gflops_per_image")
+LATENCY_COLUMNS = ("model", "steps", "nfe", "params", "weights_mb", "latency_ms_b1", "latency_ms_b16", "img_per_s", "peak_rss_delta_mb",
+                   "gflops_per_image", "param_ratio", "latency_ratio_b1", "latency_ratio_b16")  # fmt: skip
 
 
 def latency_rows(folders: list[Path], rows: dict, steps: int, guidance: float) -> dict:
@@ -103,17 +107,21 @@ def latency_rows(folders: list[Path], rows: dict, steps: int, guidance: float) -
             measured.append(measure_row(model, target, quick=False, guidance=guidance))
     teacher = measured[0]
     for r in measured:
-        r["latency_ratio_b1"] = round(teacher["latency_ms_b1"] / r["latency_ms_b1"], 2)
+        r["weights_mb"] = round(r["params"] * 4 / 2**20, 2)  # fp32
         r["param_ratio"] = round(teacher["params"] / r["params"], 2)
+        for b in ("b1", "b16"):
+            r[f"latency_ratio_{b}"] = round(teacher[f"latency_ms_{b}"] / r[f"latency_ms_{b}"], 2)
     return {"machine": {**machine_info(torch.get_num_threads(), "cpu", False), "load_avg_end": load_average()}, "rows": measured}
 
 
 def latency_markdown(latency: dict) -> str:
-    cols = (*LATENCY_COLUMNS, "param_ratio", "latency_ratio_b1")
+    cols = LATENCY_COLUMNS
     head = "\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in latency["rows"])
     m = latency["machine"]
-    return head + body + f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', m.get('processor', ''))}); peak RSS of the process.\n"
+    return head + body + (f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', '')}), {m.get('date', '')}; latencies are "
+                          "medians after warm-up; `peak_rss_delta_mb`: the rise of the process's peak RSS while sampling a batch of 16; "
+                          "`weights_mb`: fp32 parameters.\n")  # fmt: skip
 
 
 def branch_figure(rows: list[dict]):
@@ -176,7 +184,7 @@ def main(argv=None) -> int:
     for r in rows.values():
         r["ratio"] = teacher_params / r["params"]
     latency = latency_rows(folders, rows, args.latency_steps, args.guidance) if args.latency_steps else None
-    shares = {m: gain_share(rows, m, lower) for m, lower in (("frechet_distance", True), ("rho", False))}
+    shares = {m: gain_share(rows, m) for m in ("frechet_distance", "rho", "cos")}
     ordered = list(rows.values())
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
     report = {"meta": meta, "rows": ordered, "l_un_gain_share": shares}

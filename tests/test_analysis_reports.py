@@ -15,14 +15,15 @@ from test_data import write_idx
 
 def test_gain_share():
     rows = {
-        "a": {"method": "dash", "frechet_distance": 2.0, "rho": 0.9},
-        "b": {"method": "kd-cond", "frechet_distance": 6.0, "rho": 0.3},
-        "c": {"method": "dash-no-uncond", "frechet_distance": 5.0, "rho": 0.45},
+        "a": {"method": "dash", "frechet_distance": 2.0, "rho": 0.9, "cos": 0.8},
+        "b": {"method": "kd-cond", "frechet_distance": 6.0, "rho": 2.5, "cos": 0.4},  # ρ too large: |ρ − 1| = 1.5
+        "c": {"method": "dash-no-uncond", "frechet_distance": 5.0, "rho": 0.1, "cos": 0.5},  # ρ too small: 0.9
     }
-    assert dash_report.gain_share(rows, "frechet_distance", True) == pytest.approx(0.75)
-    assert dash_report.gain_share(rows, "rho", False) == pytest.approx(0.75)
+    assert dash_report.gain_share(rows, "frechet_distance") == pytest.approx(0.75)
+    assert dash_report.gain_share(rows, "rho") == pytest.approx((0.9 - 0.1) / (1.5 - 0.1))
+    assert dash_report.gain_share(rows, "cos") == pytest.approx(0.75)
     del rows["c"]
-    assert dash_report.gain_share(rows, "rho", False) is None
+    assert dash_report.gain_share(rows, "rho") is None
 
 
 def student_copy(src, dst, method: str):
