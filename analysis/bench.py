@@ -465,23 +465,9 @@ def machine_info(threads: int, device: str, quick: bool) -> dict:
     return info
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
-
-
-def _table(rows: list[dict], cols: list[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def to_markdown(report: dict) -> str:
+    from analysis.evaluate import format_value, markdown_table
+
     m, rows = report["machine"], report["rows"]
     mem = next((k for k in ("peak_rss_delta_mb", "peak_cuda_alloc_delta_mb", "peak_rss_since_start_mb") if rows and k in rows[0]), None)
     cols = ["model", "steps", "nfe", "latency_ms_b1", "latency_ms_b16", "img_per_s", "speedup_vs_teacher_64", "overhead", "overhead_b1", "params", "gflops_per_image", mem]
@@ -499,7 +485,7 @@ def to_markdown(report: dict) -> str:
         f"NFE on the same batch), 1.0 is the floor, goal ≤ {OVERHEAD_GOAL:.2f}. "
         + (f"`{mem}`: peak {'resident memory' if 'rss' in mem else 'CUDA allocation'} during the batch-16 sampling runs, over the memory before them." if mem else ""),
         "",
-        _table(rows, [c for c in cols if c]),
+        markdown_table(rows, [c for c in cols if c]),
     ]  # fmt: skip
     notes = [f"- {r['model']}: {r['note']}" for r in rows if r.get("note")]
     loads = [v for v in (m.get("load_avg_start"), m.get("load_avg_end")) if v is not None]
@@ -514,10 +500,10 @@ def to_markdown(report: dict) -> str:
         out += ["", "## Goals", "", *[f"- {'✅' if c['ok'] else '❌'} {c['what']}" for c in checks]]
     if report.get("variants"):
         out += ["", "## Variants of the teacher's forward", "", "Forward of the CFG batch; `speedup` is against fp32 eager (> 1 is faster).", ""]
-        out.append(_table(report["variants"], ["variant", "model", "batch", "forward_ms", "speedup", "max_abs_diff", "compile_s", "status"]))
+        out.append(markdown_table(report["variants"], ["variant", "model", "batch", "forward_ms", "speedup", "max_abs_diff", "compile_s", "status"]))
     if report.get("app"):
         a = report["app"]
-        out += ["", "## App", "", *[f"- {k}: {_fmt(v)}" for k, v in a.items()]]
+        out += ["", "## App", "", *[f"- {k}: {format_value(v)}" for k, v in a.items()]]
     return "\n".join(out) + "\n"
 
 

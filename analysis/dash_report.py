@@ -25,7 +25,7 @@ import torch
 
 from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
 from analysis.classifier import load_classifier
-from analysis.evaluate import cached_row, evaluate_model, weights_key
+from analysis.evaluate import cached_row, evaluate_model, markdown_table, weights_key
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -69,17 +69,8 @@ def gain_share(rows: dict, metric: str) -> float | None:
     return None if abs(kd - d) < 1e-12 else (nu - d) / (kd - d)
 
 
-def fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
 def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |\n" for r in rows)
+    table = markdown_table(rows, COLUMNS) + "\n"
     note = (f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples, "
             f"seed {settings['seed']}{', bf16 autocast' if settings['bf16'] else ''}; ρ / cos(Δ) / Gap-MSE averaged over "
             f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images. `ratio` = teacher parameters / "
@@ -87,7 +78,7 @@ def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
     for key, v in shares.items():
         if v is not None:
             note += f"\nShare of DASH's gain over cond-only KD that L_un accounts for ({key}): {v:.2f}."
-    return head + body + note + "\n"
+    return table + note + "\n"
 
 
 LATENCY_COLUMNS = ("model", "steps", "nfe", "params", "weights_mb", "latency_ms_b1", "latency_ms_b16", "img_per_s", "peak_rss_delta_mb",
@@ -115,11 +106,9 @@ def latency_rows(folders: list[Path], rows: dict, steps: int, guidance: float) -
 
 
 def latency_markdown(latency: dict) -> str:
-    cols = LATENCY_COLUMNS
-    head = "\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in latency["rows"])
+    table = "\n" + markdown_table(latency["rows"], LATENCY_COLUMNS) + "\n"
     m = latency["machine"]
-    return head + body + (f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', '')}), {m.get('date', '')}; latencies are "
+    return table + (f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', '')}), {m.get('date', '')}; latencies are "
                           "medians after warm-up; `peak_rss_delta_mb`: the rise of the process's peak RSS while sampling a batch of 16; "
                           "`weights_mb`: fp32 parameters.\n")  # fmt: skip
 

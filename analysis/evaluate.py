@@ -39,6 +39,24 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
     }
 
 
+def format_value(v) -> str:
+    """A table cell: 3 significant digits, thousands separators for large numbers, "—" for a missing value."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], cols) -> str:
+    """A markdown table of `rows` (dicts) over the columns `cols`, one line per row, ending without a newline."""
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(format_value(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def weights_key(folder) -> str:
     """Identifies a model folder's weights by content (SHA-256 of its unet safetensors), so a copied folder keeps it."""
     import hashlib

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from analysis.classifier import load_classifier
-from analysis.evaluate import cached_row, evaluate_model, weights_key
+from analysis.evaluate import cached_row, evaluate_model, markdown_table, weights_key
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -68,17 +68,12 @@ def quality_vs_nfe_figure(rows: list[dict], guidances: list[float]):
     return fig
 
 
-def fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
 def markdown(rows: list[dict], guidances: list[float], settings: dict) -> str:
     cols = [c for c in COLUMNS if c != "guidance"]
     text = ""
     for w in guidances:
         sel = sorted((r for r in rows if r["guidance"] == w), key=lambda r: (r["nfe"], r["model"]))
-        text += f"\n**W = {w:g}**\n\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-        text += "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in sel)
+        text += f"\n**W = {w:g}**\n\n" + markdown_table(sel, cols) + "\n"
     text += (f"\nn = {settings['n']} samples per row (classes cycled), seed {settings['seed']}"
              f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1.\n")  # fmt: skip
     return text
