@@ -85,13 +85,13 @@ LATENCY_COLUMNS = ("model", "steps", "nfe", "params", "weights_mb", "latency_ms_
                    "gflops_per_image", "param_ratio", "latency_ratio_b1", "latency_ratio_b16")  # fmt: skip
 
 
-def latency_rows(folders: list[Path], rows: dict, steps: int, guidance: float) -> dict:
-    """The teacher and every `dash` student timed at `steps`-step CFG DDIM (batch 1 and 16), with `analysis.bench`."""
+def latency_rows(models: dict, steps: int, guidance: float) -> dict:
+    """The teacher and every `dash` student (`models`: folder → loaded model) timed at `steps`-step CFG DDIM (batch 1
+    and 16), with `analysis.bench`."""
     from analysis.bench import Target, load_average, machine_info, measure_row
 
     measured = []
-    for folder in folders:
-        model = load_model_folder(folder)
+    for folder, model in models.items():
         if model.card.kind == "teacher" or model.card.method == "dash":
             target = Target(model.name, folder, model.card.kind, model.card.method, steps, False, None)
             print(f"{model.name}: timing {steps}-step CFG sampling …", file=sys.stderr, flush=True)
@@ -155,10 +155,10 @@ def main(argv=None) -> int:
 
         x0, labels = reference_images(args.branch_images, seed=12345, split="test", folder=args.data_dir)
         classifier, reference = load_classifier(), load_reference()
-        rows = {}
+        rows, models, teacher_key = {}, {}, weights_key(args.teacher)
         for folder in folders:
-            model = teacher if folder == Path(args.teacher) else load_model_folder(folder)
-            key = {"weights": weights_key(folder), "teacher": weights_key(Path(args.teacher)), **settings}
+            model = models[folder] = teacher if folder == Path(args.teacher) else load_model_folder(folder)
+            key = {"weights": weights_key(folder), "teacher": teacher_key, **settings}
             started = time.time()
             row, computed = cached_row(cache, model.name, key, lambda: model_row(model, teacher, settings, classifier, reference, x0, labels))
             if computed:
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     teacher_params = rows[teacher.name]["params"]
     for r in rows.values():
         r["ratio"] = teacher_params / r["params"]
-    latency = latency_rows(folders, rows, args.latency_steps, args.guidance) if args.latency_steps else None
+    latency = latency_rows(models, args.latency_steps, args.guidance) if args.latency_steps else None
     shares = {m: gain_share(rows, m) for m in ("frechet_distance", "rho", "cos")}
     ordered = list(rows.values())
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}

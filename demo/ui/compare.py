@@ -69,14 +69,20 @@ def stop_compare(ctx, request: gr.Request = None):
     return "Stopping…" if ctx.request_stop(request) else "Nothing is running."
 
 
-def student_defaults(ctx, student, teacher_steps=64):
-    """The student-steps slider follows the student: its distilled step count, or, for a model without one (a
-    DASH-style compressed student samples like its teacher), the teacher's step count."""
+def _student_steps(ctx, student, teacher_steps: int) -> int | None:
+    """The student's distilled step count, or, for a model without one (a DASH-style compressed student samples like
+    its teacher), `teacher_steps`; None for an unknown model. Read from card.json without importing model code."""
     try:
-        steps = ctx.catalog.entry(student).steps  # read from card.json without importing the model code
+        steps = ctx.catalog.entry(student).steps
     except ValueError:
-        return gr.skip()
-    return int(steps) if steps else lab.check_int("teacher steps", teacher_steps, 1, 250)
+        return None
+    return int(steps) if steps else teacher_steps
+
+
+def student_defaults(ctx, student, teacher_steps=64):
+    """The student-steps slider follows the student (`_student_steps`); an unknown model leaves it as it is."""
+    steps = _student_steps(ctx, student, lab.check_int("teacher steps", teacher_steps, 1, 250))
+    return gr.skip() if steps is None else steps
 
 
 def sampler_dropdown() -> gr.Dropdown:
@@ -94,10 +100,9 @@ def build(ctx) -> None:
         guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W", info="ε_u + W·(ε_c − ε_u)")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         n = gr.Radio([1, 4, 16, 64], value=1, label="Batch", info="images per model, shown as a grid")
-    default_steps = student_defaults(ctx, student.value, 64) if student.value else 4
     with gr.Row():
         teacher_steps = gr.Slider(1, 250, value=64, step=1, label="Teacher steps")
-        student_steps = gr.Slider(1, 250, value=default_steps if isinstance(default_steps, int) else 4, step=1, label="Student steps")
+        student_steps = gr.Slider(1, 250, value=(student.value and _student_steps(ctx, student.value, 64)) or 4, step=1, label="Student steps")
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="compare-button")
         stop = gr.Button("Stop", variant="stop")
