@@ -26,13 +26,25 @@ from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("model", "method", "sampler", "steps", "guidance", "nfe", "frechet_distance", "accuracy", "precision", "recall", "seconds")
+COLUMNS = ("model", "method", "sampler", "steps", "guidance", "nfe", "frechet_distance", "fd_vs_reference", "accuracy", "precision", "recall", "diversity", "seconds")
 
 
-def plan(model, steps: list[int], guidances: list[float]) -> list[tuple[int, float]]:
-    """(steps, W) pairs to evaluate: a distilled student at its own step count, any other model at every count."""
+def plan(model, steps: list[int], guidances: list[float], reference: tuple[int, list[float]] | None = None) -> list[tuple[int, float]]:
+    """(steps, W) pairs to evaluate: a distilled student at its own step count, any other model at every count;
+    the teacher also at the reference step count (e.g. 64) for the W values in `reference`."""
     counts = [model.card.steps] if model.card.kind == "student" and model.card.steps else steps
-    return [(s, w) for s in counts for w in guidances]
+    pairs = [(s, w) for s in counts for w in guidances]
+    if reference and model.card.kind != "student" and reference[0] not in counts:
+        pairs += [(reference[0], w) for w in reference[1]]
+    return pairs
+
+
+def add_reference_ratios(rows: list[dict], teacher_name: str, reference_steps: int) -> None:
+    """`fd_vs_reference` = a row's Fréchet distance over the teacher's at `reference_steps` and the same W."""
+    ref = {r["guidance"]: r["frechet_distance"] for r in rows if r["model"] == teacher_name and r["steps"] == reference_steps}
+    for r in rows:
+        if r["guidance"] in ref:
+            r["fd_vs_reference"] = r["frechet_distance"] / ref[r["guidance"]]
 
 
 def series_name(row: dict) -> str:
@@ -68,7 +80,7 @@ def quality_vs_nfe_figure(rows: list[dict], guidances: list[float]):
     return fig
 
 
-def markdown(rows: list[dict], guidances: list[float], settings: dict) -> str:
+def markdown(rows: list[dict], guidances: list[float], settings: dict, reference_steps: int = 0) -> str:
     cols = [c for c in COLUMNS if c != "guidance"]
     text = ""
     for w in guidances:
@@ -76,6 +88,8 @@ def markdown(rows: list[dict], guidances: list[float], settings: dict) -> str:
         text += f"\n**W = {w:g}**\n\n" + markdown_table(sel, cols) + "\n"
     text += (f"\nn = {settings['n']} samples per row (classes cycled), seed {settings['seed']}"
              f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1.\n")  # fmt: skip
+    if reference_steps:
+        text += f"`fd_vs_reference`: Fréchet distance over the teacher's at {reference_steps} steps ({2 * reference_steps} NFE) and the same W.\n"
     return text
 
 
@@ -85,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--students", default="", help="comma-separated student model folders (stage 1, progressive, single-W)")
     p.add_argument("--steps", default="1,2,4,8,16")
     p.add_argument("--guidances", default="1,2,3,5")
+    p.add_argument("--reference-steps", type=int, default=64, help="the teacher's reference step count (0: none)")
+    p.add_argument("--reference-guidances", default="2", help="W values at which the teacher's reference is evaluated")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "stochastic"])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -98,6 +114,10 @@ def main(argv=None) -> int:
         guidances = [float(w) for w in args.guidances.split(",") if w]
         if not steps or min(steps) < 1 or not guidances or min(guidances) < 0:
             raise ValueError(f"--steps needs positive integers and --guidances non-negative numbers, got {args.steps!r} and {args.guidances!r}")
+        ref_ws = [float(w) for w in args.reference_guidances.split(",") if w]
+        if args.reference_steps < 0 or not set(ref_ws) <= set(guidances):
+            raise ValueError(f"--reference-steps must be 0 or more and --reference-guidances a subset of --guidances, got {args.reference_steps!r} and {args.reference_guidances!r}")
+        teacher_reference = (args.reference_steps, ref_ws) if args.reference_steps else None
         folders = [Path(args.teacher)] + [Path(s) for s in args.students.split(",") if s]
         for folder in folders:  # every folder is checked before any model is evaluated
             check_model_folder(folder)
@@ -106,7 +126,7 @@ def main(argv=None) -> int:
         rows = []
         for folder in folders:
             model = load_model_folder(folder)
-            for s, w in plan(model, steps, guidances):
+            for s, w in plan(model, steps, guidances, teacher_reference):
                 if args.sampler == "stochastic" and s < 2:
                     continue  # the stochastic sampler takes two half-steps per step: not defined for one step
                 key = {"weights": weights_key(folder), "steps": s, "guidance": w, **settings}
@@ -118,15 +138,18 @@ def main(argv=None) -> int:
                     print(f"{model.name} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
                 row = {**row, "model": model.name, "method": model.card.method}
                 rows.append(row)
-                print(json.dumps({k: row.get(k) for k in COLUMNS}), flush=True)
+                print(json.dumps({k: row.get(k) for k in COLUMNS if k in row}), flush=True)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.reference_steps:
+        add_reference_ratios(rows, rows[0]["model"], args.reference_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings,
+            "reference_steps": args.reference_steps}
     (out / "guided.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "guided.md").write_text(markdown(rows, guidances, settings))
+    (out / "guided.md").write_text(markdown(rows, guidances, settings, args.reference_steps))
     fig = quality_vs_nfe_figure(rows, guidances)
     fig.write_html(out / "guided-nfe.html", include_plotlyjs="cdn")
     if not args.no_png:
