@@ -268,10 +268,11 @@ def measure_row(model, target: Target, quick: bool, guidance: float = GUIDANCE, 
     return row
 
 
-def quality(model, steps: int, n: int, classifier, reference, guidance: float = GUIDANCE, seed: int = 0) -> dict:
-    from analysis.evaluate import evaluate_model
+def quality(folder: Path, model, steps: int, n: int, classifier, reference, cache: Path, bf16: bool, guidance: float = GUIDANCE, seed: int = 0) -> dict:
+    """Fréchet distance and accuracy of n samples, from the evaluation cache shared with the reports when it holds them."""
+    from analysis.evaluate import evaluate_cached
 
-    m = evaluate_model(model, n, steps, guidance, SAMPLER, seed, batch_size=250, classifier=classifier, reference=reference)
+    m, _ = evaluate_cached(folder, model, cache, n, steps, guidance, SAMPLER, seed, 250, bf16, classifier, reference)
     return {"frechet_distance": round(m["frechet_distance"], 4), "accuracy": round(m["accuracy"], 4), "quality_n": n}
 
 
@@ -544,7 +545,8 @@ def run(args, targets: list[Target]) -> dict:
             quality_note = f"skipped ({e})"
             print(f"note: quality is not measured: {e}")
         if classifier is not None:
-            quality_note = f"Fréchet distance and accuracy of {args.n} samples (classes cycled, seed {args.seed}) in the Fashion-MNIST classifier's features"
+            quality_note = (f"Fréchet distance and accuracy of {args.n} samples (classes cycled, seed {args.seed}"
+                            f"{', bf16 autocast' if args.quality_bf16 else ''}) in the Fashion-MNIST classifier's features")  # fmt: skip
     models, rows = {}, []
     for target in targets:
         if target.folder not in models:
@@ -554,7 +556,7 @@ def run(args, targets: list[Target]) -> dict:
         row = measure_row(model, target, args.quick, seed=args.seed)
         if classifier is not None:
             say(f"bench: {target.name} at {target.steps} steps: quality on {args.n} samples …")
-            row.update(quality(model, target.steps, args.n, classifier, reference, seed=args.seed))
+            row.update(quality(target.folder, model, target.steps, args.n, classifier, reference, args.cache, args.quality_bf16, seed=args.seed))
         else:
             row.update(frechet_distance=None, accuracy=None)
         rows.append(row)
@@ -607,6 +609,10 @@ def parse_args(argv=None):
     p.add_argument("--app", action="store_true", help="also measure the app's cold start and /compare latency")
     p.add_argument("--n", type=int, default=1000, help="samples per row for Fréchet distance and accuracy (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quality-fp32", dest="quality_bf16", action="store_false",
+                   help="sample the quality rows in fp32 (default: bf16 autocast, as the reports do; timings are fp32 either way)")
+    p.add_argument("--cache", type=Path, default=REPO / "assets" / "results" / "eval-rows",
+                   help="quality rows cached by weights and settings, shared with analysis.guided_report")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--compile-timeout", type=float, default=300.0, help="seconds torch.compile may take before it is reported as timed out")
     p.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)  # internal: the torch.compile child

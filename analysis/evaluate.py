@@ -88,6 +88,18 @@ def cached_row(cache_dir, name: str, key: dict, compute: Callable[[], dict]) -> 
     return row, True
 
 
+def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim", seed=0, batch_size=250, bf16=False,
+                    classifier=None, reference=None) -> tuple[dict, bool]:
+    """(row, computed): `evaluate_model`'s row for a model folder, cached in `cache_dir` by weights and settings.
+
+    The guided-distillation report and the benchmark share one cache, so a (model, steps, W) row is sampled once.
+    """
+    settings = {"n": n, "seed": seed, "batch_size": batch_size, "bf16": bf16, "sampler": sampler}
+    key = {"weights": weights_key(folder), "steps": steps, "guidance": guidance, **settings}
+    return cached_row(cache_dir, f"{model.name}-{sampler}-s{steps}-W{guidance:g}", key,
+                      lambda: evaluate_model(model, n, steps, guidance, sampler, seed, "all", batch_size, classifier, reference, bf16=bf16))  # fmt: skip
+
+
 def main(argv=None) -> int:
     import torch
 

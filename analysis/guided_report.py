@@ -7,7 +7,8 @@ Fashion-MNIST classifier's features (not FID), accuracy, precision, recall, NFE 
 or Meng's stochastic sampler (`stochastic`; with two or more steps).
 
 Writes `OUT/guided.json`, `OUT/guided.md` (one table per W) and the quality-versus-NFE figure `OUT/guided-nfe.html`
-and `.png`. Rows are cached per (model weights, steps, W, settings) in `OUT/guided-rows/`.
+and `.png`. Rows are cached per (model weights, steps, W, settings) in `--cache` (default `OUT/eval-rows/`, shared with
+`analysis.bench`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from analysis.classifier import load_classifier
-from analysis.evaluate import cached_row, evaluate_model, markdown_table, weights_key
+from analysis.evaluate import evaluate_cached, markdown_table
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--cache", default=None, help="cached rows (default OUT/eval-rows)")
     args = p.parse_args(argv)
     try:
         steps = [int(s) for s in args.steps.split(",") if s]
@@ -122,6 +124,7 @@ def main(argv=None) -> int:
         for folder in folders:  # every folder is checked before any model is evaluated
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()
+        cache = Path(args.cache) if args.cache else Path(args.out) / "eval-rows"
         settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16, "sampler": args.sampler}
         rows = []
         for folder in folders:
@@ -129,11 +132,9 @@ def main(argv=None) -> int:
             for s, w in plan(model, steps, guidances, teacher_reference):
                 if args.sampler == "stochastic" and s < 2:
                     continue  # the stochastic sampler takes two half-steps per step: not defined for one step
-                key = {"weights": weights_key(folder), "steps": s, "guidance": w, **settings}
                 started = time.time()
-                row, computed = cached_row(Path(args.out) / "guided-rows", f"{model.name}-{args.sampler}-s{s}-W{w:g}", key,
-                                           lambda s=s, w=w: evaluate_model(model, args.n, s, w, args.sampler, args.seed, "all", args.batch_size,
-                                                                           classifier, reference, bf16=args.bf16))  # fmt: skip
+                row, computed = evaluate_cached(folder, model, cache, args.n, s, w, args.sampler, args.seed, args.batch_size, args.bf16,
+                                                classifier, reference)  # fmt: skip
                 if computed:
                     print(f"{model.name} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
                 row = {**row, "model": model.name, "method": model.card.method}

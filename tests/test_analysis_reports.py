@@ -102,3 +102,25 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     assert {t.name for t in fig.data} == {"tiny-teacher", "progressive students"} and len(fig.data) == 4
     assert guided_report.main([*args[:4], "--steps", "0"]) == 2
     assert guided_report.main([*args[:4], "--guidances", "1", "--reference-guidances", "2"]) == 2  # reference W not evaluated
+
+
+def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher_dir, tmp_path, monkeypatch):
+    """A (model, steps, W) row the guided report sampled is not sampled again by the benchmark."""
+    from analysis import bench, evaluate, guided_report
+    from analysis.classifier import load_classifier
+    from analysis.metrics import load_reference
+
+    cache = tmp_path / "cache"
+    args = ["--teacher", str(tiny_teacher_dir), "--steps", "1", "--guidances", "2", "--reference-steps", "0", "--n", "8",
+            "--batch-size", "250", "--no-png", "--out", str(tmp_path / "out"), "--cache", str(cache)]  # fmt: skip
+    assert guided_report.main(args) == 0
+    sampled = json.loads((tmp_path / "out" / "guided.json").read_text())["rows"][0]
+
+    def no_sampling(*_, **__):
+        raise AssertionError("the cached row should have been reused")
+
+    monkeypatch.setattr(evaluate, "evaluate_model", no_sampling)
+    q = bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=False)
+    assert q["frechet_distance"] == round(sampled["frechet_distance"], 4) and q["accuracy"] == round(sampled["accuracy"], 4)
+    with pytest.raises(AssertionError, match="reused"):  # other settings are a different row
+        bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=True)
