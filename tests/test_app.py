@@ -280,3 +280,19 @@ def test_w_conditioned_student_in_the_views(tmp_path, tiny_teacher):
     assert table["rho"][0] == pytest.approx(0.0, abs=1e-3) and table["effective_guidance"][0] == pytest.approx(0.0, abs=1e-2)
     _, fig = call(c, branches.w_sweep, ["tiny-guided", "tiny-teacher"], "1", 0, 2)
     assert max(fig.data[0].y) == pytest.approx(0.0, abs=1e-6) and max(fig.data[1].y) > 0
+
+
+def test_default_models_prefer_the_requested_step_count(tmp_path):
+    """Compare opens on a 4-step student and the sketch picker on a 1-step one when such students exist."""
+    root = tmp_path / "models"
+    make_tiny_teacher(root / "tiny-teacher")
+    for name, steps in (("a-student", None), ("b-student", 4)):
+        make_tiny_teacher(root / name, name=name)
+        card = json.loads((root / name / "card.json").read_text())
+        (root / name / "card.json").write_text(json.dumps({**card, "kind": "student", "method": "dash", "steps": steps}))
+    c = Context(settings_for(root, tmp_path))
+    assert c.default_model("teacher") == "tiny-teacher"
+    assert c.default_model("student") == "a-student"
+    assert c.default_model("student", steps=4) == "b-student"
+    assert c.default_model("student", steps=1) == "a-student"  # none distilled for 1 step: the first student
+    assert Context(settings_for(tmp_path / "nothing", tmp_path)).default_model("student", steps=4) is None

@@ -93,7 +93,7 @@ def sampler_dropdown() -> gr.Dropdown:
 def build(ctx) -> None:
     with gr.Row():
         teacher = ctx.model_dropdown("Teacher", ctx.default_model("teacher"), info="a model folder name or a path inside the model roots")
-        student = ctx.model_dropdown("Student", ctx.default_model("student"))
+        student = ctx.model_dropdown("Student", ctx.default_model("student", steps=4))
         sampler = sampler_dropdown()
     with gr.Row():
         class_label = gr.Dropdown(ctx.class_choices(), value="0", label="Class", allow_custom_value=True)

@@ -170,9 +170,11 @@ class Context:
     def model_names(self) -> list[str]:
         return self.catalog.names()
 
-    def default_model(self, kind: str) -> str | None:
-        names = self.catalog.names(kind) or self.catalog.names()
-        return names[0] if names else None
+    def default_model(self, kind: str, steps: int | None = None) -> str | None:
+        """The first model of `kind` (any model when there is none), preferring one distilled for `steps` steps."""
+        entries = [e for e in self.catalog.entries() if e.kind == kind] or self.catalog.entries()
+        preferred = [e for e in entries if steps is not None and e.steps == steps]
+        return (preferred or entries)[0].name if entries else None
 
     def class_choices(self, with_all: bool = True) -> list[tuple[str, str]]:
         entries = self.catalog.entries()

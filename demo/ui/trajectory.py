@@ -59,7 +59,7 @@ def build(ctx) -> None:
     gr.Markdown("### x0 predictions along the sampling path\nEach frame is the model's estimate of the clean image at that step.")
     with gr.Row():
         teacher = ctx.model_dropdown("Teacher", ctx.default_model("teacher"))
-        student = ctx.model_dropdown("Student", ctx.default_model("student"))
+        student = ctx.model_dropdown("Student", ctx.default_model("student", steps=4))
         sampler = sampler_dropdown()
     with gr.Row():
         class_label = gr.Dropdown(ctx.class_choices(), value="0", label="Class", allow_custom_value=True)
@@ -80,7 +80,7 @@ def build(ctx) -> None:
         "loses high-frequency detail; distribution matching *refines* it. Both start from the same noise."
     )
     with gr.Row():
-        sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student"))
+        sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student", steps=1))
         sketch_steps = gr.Slider(1, 64, value=1, step=1, label="Sketch steps")
         refined = ctx.model_dropdown("Refined model", ctx.default_model("teacher"))
         refined_steps = gr.Slider(1, 250, value=32, step=1, label="Refined steps")
