@@ -124,3 +124,29 @@ def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher
     assert q["frechet_distance"] == round(sampled["frechet_distance"], 4) and q["accuracy"] == round(sampled["accuracy"], 4)
     with pytest.raises(AssertionError, match="reused"):  # other settings are a different row
         bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=True)
+
+
+def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_dir, tmp_path):
+    """Teacher at its steps, sketch and refined students at 1 step; ratios against the teacher; one cached row each."""
+    from analysis import hd_report
+    from demo.distill.guided import GuidanceUNet, student_card
+    from demo.models import default_scheduler, save_model_folder
+
+    def one_step(name, method):
+        return save_model_folder(tmp_path / name, GuidanceUNet.from_teacher(tiny_teacher.net), default_scheduler(),
+                                 student_card(tiny_teacher, name, method, 1, (1.0, 5.0), {}))  # fmt: skip
+
+    sketch, refined = one_step("tiny-sketch", "progressive"), one_step("tiny-hd", "hd")
+    out = tmp_path / "out"
+    args = ["--teacher", str(tiny_teacher_dir), "--teacher-steps", "3", "--sketch", str(sketch), "--students", str(refined),
+            "--n", "40", "--batch-size", "40", "--no-png", "--out", str(out)]  # fmt: skip
+    assert hd_report.main(args) == 0
+    rows = json.loads((out / "hd.json").read_text())["rows"]
+    assert [(r["model"], r["steps"], r["nfe"]) for r in rows] == [("tiny-teacher", 3, 6), ("tiny-sketch", 1, 1), ("tiny-hd", 1, 1)]
+    assert rows[0]["fd_vs_teacher"] == 1.0 and rows[0]["hf_gap"] == 0.0
+    assert rows[1]["frechet_distance"] == rows[2]["frechet_distance"]  # equal weights, equal noise: equal samples
+    assert all(len(r["class_recall"]) == 10 and 0 <= r["hf_share"] <= 1 for r in rows)
+    assert len(list((out / "hd-rows").glob("*.json"))) == 3 and "fd_vs_teacher" in (out / "hd.md").read_text()
+    fig = hd_report.spectrum_figure(rows)
+    assert len(fig.data) == 2 * len(rows)  # a spectrum line and a coverage bar per model
+    assert hd_report.main([*args[:4], "--sketch", str(tmp_path / "missing")]) == 2

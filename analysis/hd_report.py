@@ -1,0 +1,166 @@
+"""`python -m analysis.hd_report --sketch DIR --students DIR[,DIR…] [--teacher DIR] [--n 1000] [--guidance 2]`
+
+Hierarchical Distillation's results (Cheng et al. 2025): the teacher at `--teacher-steps` CFG DDIM steps, the one-step
+sketch (trajectory distillation only) and the refined one-step students (DMD-only, HD with the standard
+discriminator, HD with the Adaptive Weighted Discriminator), each at its own step count and W = `--guidance`:
+Fréchet distance in the Fashion-MNIST classifier's features (not FID) and its ratio to the teacher's, accuracy,
+precision, recall, per-class coverage (recall within each class: mode collapse shows there first), and the radial
+power spectrum with its high-frequency energy share (detail the sketch loses).
+
+Writes `OUT/hd.json`, `OUT/hd.md` and the figure `OUT/hd-spectrum.html` and `.png` (radial spectra, and the
+per-class coverage); each model's row is cached by weights and settings in `OUT/hd-rows/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from analysis.classifier import classify, load_classifier
+from analysis.evaluate import cached_row, markdown_table, weights_key
+from analysis.metrics import load_reference, precision_recall, reference_metrics
+from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
+from demo.models import ModelFolderError, check_model_folder, load_model_folder
+
+RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+COLUMNS = ("model", "method", "steps", "nfe", "frechet_distance", "fd_vs_teacher", "accuracy", "precision", "recall",
+           "min_class_recall", "hf_share", "hf_gap")  # fmt: skip
+
+
+def per_class_recall(reference: dict, feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> list[float | None]:
+    """Recall of each class's generated samples against that class's reference images (None: too few of either)."""
+    ref_f, ref_y = reference["subset_feats"], reference["subset_labels"]
+    out = []
+    for c in range(num_classes):
+        real, fake = ref_f[ref_y == c], feats[labels == c]
+        out.append(precision_recall(real, fake)[1] if min(len(real), len(fake)) > 5 else None)
+    return out
+
+
+def model_row(model, steps: int, settings: dict, classifier, reference) -> dict:
+    """Quality, per-class coverage and the radial spectrum of `settings['n']` samples of one model."""
+    from demo.generate import generate
+
+    gen = generate(model, settings["n"], "all", steps, settings["guidance"], "ddim", settings["seed"], settings["batch_size"], bf16=settings["bf16"])
+    feats, probs = classify(classifier, gen.images)
+    m = reference_metrics(reference, feats, probs, gen.labels)
+    freq, power = radial_power_spectrum(gen.images)
+    coverage = per_class_recall(reference, feats, gen.labels)
+    return {
+        "model": model.name,
+        "method": model.card.method,
+        "steps": steps,
+        "nfe": gen.nfe,
+        **{k: m[k] for k in ("frechet_distance", "accuracy", "precision", "recall", "kid", "diversity")},
+        "class_recall": coverage,
+        "min_class_recall": min((c for c in coverage if c is not None), default=None),
+        "hf_share": high_frequency_share(gen.images),
+        "spectrum": {"freq": np.asarray(freq).tolist(), "power": np.asarray(power).tolist()},
+        "seconds": round(gen.seconds, 3),
+    }
+
+
+def add_relative(rows: list[dict]) -> None:
+    """Each row's Fréchet distance over the teacher's, and its high-frequency share's distance from the teacher's."""
+    teacher = rows[0]
+    for r in rows:
+        r["fd_vs_teacher"] = r["frechet_distance"] / teacher["frechet_distance"]
+        r["hf_gap"] = abs(r["hf_share"] - teacher["hf_share"])
+
+
+def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
+    """Left: radial power spectra (log power); right: per-class recall (coverage), one trace per model."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from analysis.plots import _layout, _palette
+
+    colours = _palette(len(rows))
+    names = class_names or [str(c) for c in range(10)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Radial power spectrum", "Per-class coverage (recall within each class)"])
+    for r, colour in zip(rows, colours):
+        label = f"{r['model']} ({r['steps']} step{'s' if r['steps'] > 1 else ''})"
+        fig.add_trace(go.Scatter(x=r["spectrum"]["freq"], y=r["spectrum"]["power"], mode="lines", name=label, legendgroup=label,
+                                 line={"color": colour}, hovertemplate=f"{label}<br>%{{x:.3f}} cycles/px: %{{y:.3g}}<extra></extra>"),
+                      row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Bar(x=names, y=[c if c is not None else float("nan") for c in r["class_recall"]], name=label, legendgroup=label,
+                             showlegend=False, marker={"color": colour}), row=1, col=2)  # fmt: skip
+    fig.add_vline(x=HF_CUTOFF, line={"dash": "dot", "color": "grey"}, row=1, col=1)
+    fig.update_xaxes(title="frequency (cycles per pixel)", row=1, col=1)
+    fig.update_yaxes(title="power", type="log", row=1, col=1)
+    fig.update_yaxes(title="recall", range=[0, 1], row=1, col=2)
+    fig = _layout(fig, "Hierarchical distillation: detail (spectrum) and coverage", height=440)
+    fig.update_layout(barmode="group", legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "center", "x": 0.5}, margin={"b": 110})
+    return fig
+
+
+def markdown(rows: list[dict], settings: dict) -> str:
+    return (markdown_table(rows, COLUMNS) + "\n\n"
+            f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), seed {settings['seed']}"
+            f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: Fréchet distance (classifier features, not FID) "
+            f"over the teacher's; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
+            f"{HF_CUTOFF} cycles/pixel, `hf_gap` its distance from the teacher's.\n")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.hd_report", description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="assets/models/fmnist-teacher")
+    p.add_argument("--teacher-steps", type=int, default=64)
+    p.add_argument("--sketch", required=True, help="the one-step sketch (trajectory distillation only)")
+    p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    try:
+        if args.n < 10 or args.teacher_steps < 1 or args.guidance < 0:
+            raise ValueError(f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance}")
+        folders = [Path(args.teacher), Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
+        for folder in folders:
+            check_model_folder(folder)
+        classifier, reference = load_classifier(), load_reference()
+        settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16, "guidance": args.guidance}
+        rows, class_names = [], None
+        for i, folder in enumerate(folders):
+            model = load_model_folder(folder)
+            class_names = class_names or model.card.class_names
+            steps = args.teacher_steps if i == 0 else (model.card.steps or 1)
+            key = {"weights": weights_key(folder), "steps": steps, **settings}
+            started = time.time()
+            row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}", key, lambda: model_row(model, steps, settings, classifier, reference))
+            if computed:
+                print(f"{model.name} at {steps} steps: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+            rows.append({**row, "model": model.name, "method": model.card.method})
+    except (ValueError, ModelFolderError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    add_relative(rows)
+    for r in rows:
+        print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
+    (out / "hd.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / "hd.md").write_text(markdown(rows, settings))
+    fig = spectrum_figure(rows, class_names)
+    fig.write_html(out / "hd-spectrum.html", include_plotlyjs="cdn")
+    if not args.no_png:
+        from analysis.figure_png import write_png
+
+        write_png(fig, out / "hd-spectrum.png", width=1300, height=440)
+    print(json.dumps({"written": [str(out / "hd.md"), str(out / "hd.json"), str(out / "hd-spectrum.html")]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
