@@ -3,8 +3,8 @@
 Guided distillation's results (Meng et al. 2023): the teacher's own CFG DDIM at every step count in `--steps`
 (2 NFE per step), the stage-1 w-conditioned student at every step count (1 NFE per step), each progressive student
 at its distilled step count, and the single-W ablation, all at every W in `--guidances` — Fréchet distance in the
-Fashion-MNIST classifier's features (not FID), accuracy, precision, recall, NFE and seconds. `--sampler` picks DDIM
-or Meng's stochastic sampler (`stochastic`; with two or more steps).
+Fashion-MNIST classifier's features (not FID), accuracy, precision, recall, NFE and seconds. The teacher samples with
+DDIM; `--student-samplers ddim,stochastic` adds rows of the students under Meng's stochastic sampler (two or more steps).
 
 Writes `OUT/guided.json`, `OUT/guided.md` (one table per W) and the quality-versus-NFE figure `OUT/guided-nfe.html`
 and `.png`. Rows are cached per (model weights, steps, W, settings) in `--cache` (default `OUT/eval-rows/`, shared with
@@ -49,8 +49,9 @@ def add_reference_ratios(rows: list[dict], teacher_name: str, reference_steps: i
 
 
 def series_name(row: dict) -> str:
-    """Progressive students form one series over their step counts; every other model is its own series."""
-    return "progressive students" if row["method"] == "progressive" else row["model"]
+    """Progressive students form one series over their step counts; every other model is its own series (per sampler)."""
+    name = "progressive students" if row["method"] == "progressive" else row["model"]
+    return name if row.get("sampler", "ddim") == "ddim" else f"{name} ({row['sampler']})"
 
 
 def quality_vs_nfe_figure(rows: list[dict], guidances: list[float]):
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--guidances", default="1,2,3,5")
     p.add_argument("--reference-steps", type=int, default=64, help="the teacher's reference step count (0: none)")
     p.add_argument("--reference-guidances", default="2", help="W values at which the teacher's reference is evaluated")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "stochastic"])
+    p.add_argument("--student-samplers", default="ddim", help="comma-separated: ddim and/or stochastic (the teacher always uses ddim)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
@@ -125,18 +126,22 @@ def main(argv=None) -> int:
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()
         cache = Path(args.cache) if args.cache else Path(args.out) / "eval-rows"
-        settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16, "sampler": args.sampler}
+        student_samplers = [x for x in args.student_samplers.split(",") if x]
+        if not student_samplers or not set(student_samplers) <= {"ddim", "stochastic"}:
+            raise ValueError(f"--student-samplers takes ddim and/or stochastic, got {args.student_samplers!r}")
+        settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16}
         rows = []
         for folder in folders:
             model = load_model_folder(folder)
-            for s, w in plan(model, steps, guidances, teacher_reference):
-                if args.sampler == "stochastic" and s < 2:
+            samplers = student_samplers if model.card.kind == "student" else ["ddim"]
+            for (s, w), sampler in ((sw, x) for x in samplers for sw in plan(model, steps, guidances, teacher_reference)):
+                if sampler == "stochastic" and s < 2:
                     continue  # the stochastic sampler takes two half-steps per step: not defined for one step
                 started = time.time()
-                row, computed = evaluate_cached(folder, model, cache, args.n, s, w, args.sampler, args.seed, args.batch_size, args.bf16,
+                row, computed = evaluate_cached(folder, model, cache, args.n, s, w, sampler, args.seed, args.batch_size, args.bf16,
                                                 classifier, reference)  # fmt: skip
                 if computed:
-                    print(f"{model.name} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+                    print(f"{model.name} {sampler} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
                 row = {**row, "model": model.name, "method": model.card.method}
                 rows.append(row)
                 print(json.dumps({k: row.get(k) for k in COLUMNS if k in row}), flush=True)
@@ -147,7 +152,8 @@ def main(argv=None) -> int:
         add_reference_ratios(rows, rows[0]["model"], args.reference_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings,
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "settings": {**settings, "student_samplers": student_samplers},
             "reference_steps": args.reference_steps}
     (out / "guided.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / "guided.md").write_text(markdown(rows, guidances, settings, args.reference_steps))

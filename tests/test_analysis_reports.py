@@ -87,9 +87,13 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
                             student_card(tiny_teacher, "tiny-pd-2", "progressive", 2, (1.0, 5.0), {}))  # fmt: skip
     out = tmp_path / "out"
     args = ["--teacher", str(tiny_teacher_dir), "--students", str(pd2), "--steps", "1,2", "--guidances", "1,3", "--n", "8",
-            "--batch-size", "8", "--reference-steps", "3", "--reference-guidances", "3", "--no-png", "--out", str(out)]  # fmt: skip
+            "--batch-size", "8", "--reference-steps", "3", "--reference-guidances", "3", "--student-samplers", "ddim,stochastic",
+            "--no-png", "--out", str(out)]  # fmt: skip
     assert guided_report.main(args) == 0
     rows = json.loads((out / "guided.json").read_text())["rows"]
+    stochastic = [(r["model"], r["steps"], r["guidance"]) for r in rows if r["sampler"] == "stochastic"]
+    assert stochastic == [("tiny-pd-2", 2, 1.0), ("tiny-pd-2", 2, 3.0)]  # students only
+    rows = [r for r in rows if r["sampler"] == "ddim"]
     assert [(r["model"], r["steps"], r["guidance"], r["nfe"]) for r in rows] == [
         ("tiny-teacher", 1, 1.0, 1), ("tiny-teacher", 1, 3.0, 2), ("tiny-teacher", 2, 1.0, 2), ("tiny-teacher", 2, 3.0, 4),
         ("tiny-teacher", 3, 3.0, 6), ("tiny-pd-2", 2, 1.0, 2), ("tiny-pd-2", 2, 3.0, 2),
@@ -100,6 +104,7 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     assert "**W = 3**" in (out / "guided.md").read_text() and (out / "guided-nfe.html").is_file()
     fig = guided_report.quality_vs_nfe_figure(rows, [1.0, 3.0])
     assert {t.name for t in fig.data} == {"tiny-teacher", "progressive students"} and len(fig.data) == 4
+    assert guided_report.series_name({"method": "progressive", "model": "x", "sampler": "stochastic"}) == "progressive students (stochastic)"
     assert guided_report.main([*args[:4], "--steps", "0"]) == 2
     assert guided_report.main([*args[:4], "--guidances", "1", "--reference-guidances", "2"]) == 2  # reference W not evaluated
 
