@@ -55,7 +55,14 @@ def load_classifier(folder: str | Path = CLASSIFIER_DIR, device="cpu") -> Fashio
 
 @torch.no_grad()
 def classify(model: FashionClassifier, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N,128], probabilities [N,10]) of images [N,1,28,28] in [-1, 1]."""
+    """(features [N,128], probabilities [N,10]) of images [N,1,28,28] in [-1, 1].
+
+    Images of another size or with colour channels (a latent model's decoded output) are fitted to 28x28 grey first.
+    """
+    from demo.latent import to_classifier_space
+
+    if images.shape[1:] != (1, 28, 28):
+        images = to_classifier_space(images)
     device = next(model.parameters()).device
     feats, probs = [], []
     for lo in range(0, len(images), batch_size):

@@ -4,24 +4,27 @@ Only folders inside the allowed roots are ever listed, read or loaded: `resolve(
 elsewhere and symlinks that lead out of a root. Roots: `assets/models`, the runs folder (`GDL_RUNS_DIR`, default
 `runs/`; a finished run keeps its model in `runs/<run>/model/`), and any extra roots in `GDL_MODEL_ROOTS`
 (separated by the OS path separator). Listing reads only JSON; torch and diffusers load on the first `load()`.
+A model folder is a pixel UNet (`unet/`) or a latent DiT (`transformer/` + `vae/`), see `demo.layout`. With the Hub
+allowed (`GDL_ALLOW_HUB=1`), `owner/name@revision` is fetched into a hub root (`demo.hub`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+
+from demo.hub import parse_hub_spec
+from demo.layout import WEIGHTS_NAME, denoiser_dir, is_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = REPO / "assets" / "models"
 DEFAULT_RUNS = REPO / "runs"
 ROOTS_ENV, RUNS_ENV, HUB_ENV = "GDL_MODEL_ROOTS", "GDL_RUNS_DIR", "GDL_ALLOW_HUB"
 MAX_DEPTH = 3  # root/<name>/ and root/<run>/model/ (and one level more for grouped runs)
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def default_device() -> str:
@@ -49,10 +52,6 @@ class Entry:
     card: dict
 
 
-def _is_model_folder(p: Path) -> bool:
-    return (p / "unet" / "config.json").is_file()
-
-
 def _read_card(folder: Path) -> dict:
     try:
         d = json.loads((folder / "card.json").read_text())
@@ -66,7 +65,7 @@ def _warm_up(model) -> None:
     import torch
 
     c = model.card
-    z = torch.zeros(1, c.channels, c.image_size, c.image_size, device=model.device)
+    z = torch.zeros(1, *model.sample_shape, device=model.device)
     t = torch.full((1,), model.schedule.num_train_timesteps - 1, device=model.device)
     w = torch.ones(1, device=model.device) if c.w_conditioned else None
     with torch.no_grad():
@@ -132,7 +131,7 @@ class Catalog:
         for child in children:
             if not self._inside_roots(child.resolve()):
                 continue  # a symlink out of the roots is never listed
-            if _is_model_folder(child):
+            if is_model_folder(child):
                 yield child
             elif depth + 1 < MAX_DEPTH and not child.name.startswith((".", "checkpoint-")):
                 yield from self._walk(child, depth + 1)
@@ -177,25 +176,26 @@ class Catalog:
                 resolved = c.resolve()
                 if not self._inside_roots(resolved):
                     raise ValueError(f"Model path {text!r} is outside the allowed model folders.")
-                if not _is_model_folder(resolved):
-                    raise ValueError(f"{text!r} is not a model folder (it has no unet/config.json).")
+                if not is_model_folder(resolved):
+                    raise ValueError(f"{text!r} is not a model folder (it has no unet/config.json or transformer/config.json).")
                 return resolved
         if p.is_absolute():
             raise ValueError(f"Model path {text!r} is outside the allowed model folders or does not exist.")
-        if self.allow_hub and HUB_ID.match(text):
+        if self.allow_hub and parse_hub_spec(text) is not None:
             return self._from_hub(text)
         known = ", ".join(self.names()) or "none found"
         raise ValueError(f"Unknown model {text!r} (available: {known}).")
 
-    def _from_hub(self, repo_id: str) -> Path:
-        """Download a Hub model folder (JSON and safetensors files only) into the hub root."""
-        from huggingface_hub import snapshot_download
+    def _from_hub(self, spec: str) -> Path:
+        """Fetch a Hub model folder (`owner/name@revision`; JSON and safetensors only) into the hub root."""
+        from demo.hub import fetch_model_folder
 
-        try:
-            path = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"], cache_dir=str(self.hub_dir))
-        except Exception as e:  # network, auth or a missing repo: one sentence for the user
-            raise ValueError(f"Could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}).") from e
-        return Path(path).resolve()
+        path = fetch_model_folder(spec, cache_dir=self.hub_dir).resolve()  # HubError (a ValueError): one sentence
+        if not self._inside_roots(path):
+            raise ValueError(f"Model path {spec!r} is outside the allowed model folders.")
+        if not is_model_folder(path):
+            raise ValueError(f"{spec!r} is not a model folder (it has no unet/config.json or transformer/config.json).")
+        return path
 
     def _check_files(self, folder: Path) -> None:
         """Every file the loader may read must stay inside the roots (no symlinked weights from elsewhere)."""
@@ -207,11 +207,11 @@ class Catalog:
     # ---- loading (torch/diffusers imported here, not at import time) ----
     def load(self, name_or_path):
         """The loaded model (LRU-cached by folder and weights' modification time); ValueError / ModelFolderError."""
-        from demo.models import WEIGHTS_NAME, load_model_folder
+        from demo.models import load_model_folder
 
         folder = self.resolve(name_or_path)
         self._check_files(folder)
-        weights = folder / "unet" / WEIGHTS_NAME
+        weights = (denoiser_dir(folder) or folder / "unet") / WEIGHTS_NAME
         key = (folder, weights.stat().st_mtime_ns if weights.is_file() else 0, self.device)
         with self._lock:
             if key in self._cache:

@@ -32,7 +32,7 @@ def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
 
 @dataclass
 class Generation:
-    images: torch.Tensor  # [N, C, H, W] in [-1, 1]
+    images: torch.Tensor  # [N, C, H, W] in [-1, 1] (decoded by the VAE for a latent model)
     labels: torch.Tensor  # [N]
     nfe: int  # network evaluations per sample
     seconds: float
@@ -45,6 +45,13 @@ def validate(model, steps: int, guidance: float, sampler: str) -> None:
     check_guidance(guidance)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+
+
+def _decoding(callback, model):
+    def decoded(info: dict) -> None:
+        callback({**info, "x0": model.decode(info["x0"]), "x0_latent": info["x0"]})
+
+    return decoded
 
 
 def generate(
@@ -64,6 +71,8 @@ def generate(
 ) -> Generation:
     """Sample `n` images; the same seed gives the same initial noise for every model of the same image shape.
 
+    For a latent model the sampler runs on latents and the images (and each callback's `x0`, with the latent one
+    kept as `x0_latent`) are decoded by the model's VAE, so displays and metrics always see images.
     `bf16` runs the network under bfloat16 autocast (the sampler's own arithmetic stays float32). The extra noise
     of the stochastic samplers (ddpm, stochastic) is drawn batch by batch, so for those the images also depend on
     `batch_size`; the deterministic samplers (ddim, dpmsolver++) depend on the seed alone.
@@ -71,8 +80,9 @@ def generate(
     validate(model, steps, guidance, sampler)
     card = model.card
     labels = parse_labels(class_label, n, card.num_classes) if labels is None else labels
-    shape = (card.channels, card.image_size, card.image_size)
-    z_T = initial_noise(seed, n, shape) if noise is None else noise
+    z_T = initial_noise(seed, n, model.sample_shape) if noise is None else noise
+    if callback is not None and model.is_latent:
+        callback = _decoding(callback, model)
     gen = torch.Generator().manual_seed(int(seed) + 1)  # for stochastic samplers, separate from z_T
     out, nfe = [], 0
     start = time.perf_counter()
@@ -81,7 +91,7 @@ def generate(
         denoiser = make_denoiser(model, y, guidance, **guidance_options)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
             x = sample(sampler, denoiser, z_T[lo : lo + batch_size].to(model.device), steps, model, generator=gen, callback=callback)
-        out.append(x.float().cpu())
+        out.append(model.decode(x).float().cpu())
         nfe = denoiser.evaluations
     if model.device.type == "cuda":
         torch.cuda.synchronize()

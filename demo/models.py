@@ -1,8 +1,13 @@
 """Model folders (DESIGN.md §1): building, saving and safely loading teachers and students.
 
-A folder holds `unet/` (a diffusers model, safetensors only), `scheduler/` (the training noise schedule and
-`prediction_type`), `card.json`, and optionally `tirt.safetensors` (DASH's learned timestep-importance logits).
-No pickle is ever unpickled from a model folder.
+A pixel folder holds `unet/` (a diffusers model, safetensors only); a latent folder holds `transformer/` (a
+class-conditional `DiTTransformer2DModel`, Peebles & Xie 2023, or a student built from one) and `vae/` (an
+`AutoencoderKL`). Both hold `scheduler/` (the training noise schedule and `prediction_type`), `card.json`, and
+optionally `tirt.safetensors` (DASH's learned timestep-importance logits). No pickle is ever unpickled from a model
+folder, and only the classes registered here are ever built (no remote code).
+
+`net_output()` is the one way any denoiser is called, so every sampler and method treats a UNet, a DiT and their
+w-conditioned students alike.
 """
 
 from __future__ import annotations
@@ -13,19 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DModel
+from diffusers.models.embeddings import LabelEmbedding
 from safetensors.torch import load_file, save_file
 
 from demo.data import CLASS_NAMES
+from demo.layout import VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.schedule import NoiseSchedule, to_x0
 
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ASSETS_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 # Student classes that are not plain diffusers models register here (name in config.json → class).
-MODEL_CLASSES: dict[str, type] = {"UNet2DModel": UNet2DModel}
-_LAZY_CLASSES = {"GuidanceUNet": "demo.distill.guided"}  # imported on first use, which registers the class
+MODEL_CLASSES: dict[str, type] = {"UNet2DModel": UNet2DModel, "DiTTransformer2DModel": DiTTransformer2DModel}
+_LAZY_CLASSES = {"GuidanceUNet": "demo.distill.guided", "GuidanceDiT": "demo.distill.guided"}  # imported on first use
 
 
 def register_model_class(cls: type) -> type:
@@ -63,6 +69,89 @@ def teacher_unet(
     )
 
 
+def teacher_dit(
+    num_classes: int = 10,
+    latent_size: int = 16,
+    latent_channels: int = 4,
+    num_layers: int = 2,
+    heads: int = 2,
+    head_dim: int = 8,
+    patch_size: int = 2,
+) -> DiTTransformer2DModel:
+    """A class-conditional latent DiT (Peebles & Xie 2023) in diffusers' own class.
+
+    diffusers' DiT embeds `num_embeds_ada_norm` classes plus one extra row for classifier-free guidance, so the
+    null class is index `num_classes`, as for the pixel UNet. `out_channels = in_channels` (no learned variance).
+    """
+    net = DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        num_layers=num_layers,
+        sample_size=latent_size,
+        patch_size=patch_size,
+        num_embeds_ada_norm=num_classes,
+        norm_num_groups=1,
+    )
+    return no_label_dropout(net)
+
+
+def latent_autoencoder(image_size: int = 32, channels: int = 1, latent_channels: int = 4, widths: tuple[int, ...] = (8, 8)) -> AutoencoderKL:
+    """A small `AutoencoderKL`: each extra width halves the resolution (32 → 16 latents for two widths)."""
+    n = len(widths)
+    return AutoencoderKL(
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(widths),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=min(4, widths[0]),
+        sample_size=image_size,
+    )
+
+
+def no_label_dropout(net: torch.nn.Module) -> torch.nn.Module:
+    """Switch off diffusers' built-in label dropout (DiT drops labels at random in train mode, without a generator).
+
+    Our methods drop labels themselves, with an explicit generator, and a student must see the labels it is given.
+    The embedding table keeps its extra null-class row.
+    """
+    for m in net.modules():
+        if isinstance(m, LabelEmbedding):
+            m.dropout_prob = 0.0
+    return net
+
+
+def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """One denoiser evaluation, whatever the network: UNet2DModel, DiTTransformer2DModel or a w-conditioned student.
+
+    `t` is broadcast to a [B] tensor (DiT's timestep embedding needs one). DiTs trained with a learned variance
+    output 2x channels ([mean, variance]); the first half is the prediction.
+    """
+    t = torch.as_tensor(t, device=z.device)
+    t = t.expand(z.shape[0]) if t.ndim == 0 else t
+    if isinstance(net, DiTTransformer2DModel):
+        if w is not None:
+            raise ValueError("a plain DiT takes no guidance input; w-conditioned students are GuidanceDiT models")
+        out = net(z, timestep=t, class_labels=labels).sample
+    else:
+        out = net(z, t, class_labels=labels, **({"guidance": w} if w is not None else {})).sample
+    return out[:, : z.shape[1]]
+
+
+def sample_shape(net: torch.nn.Module) -> tuple[int, int, int] | None:
+    """(channels, height, width) the denoiser works on, from its config (wrappers keep the inner model's)."""
+    config = getattr(net, "inner_config", None) or getattr(net, "config", {})
+    size, channels = config.get("sample_size"), config.get("in_channels")
+    if size is None or channels is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return int(channels), int(h), int(w)
+
+
 def default_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
     """Cosine schedule, 1000 steps, trailing timestep spacing (so sampling starts from pure noise)."""
     return DDPMScheduler(
@@ -89,8 +178,9 @@ class Card:
     num_classes: int = 10
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     null_class: int = 10
-    image_size: int = 28
+    image_size: int = 28  # of the (decoded) images
     channels: int = 1
+    space: str = "pixel"  # pixel | latent (the denoiser works on VAE latents; images are decoded for display)
     guidance: dict = field(
         default_factory=lambda: {"convention": "diffusers: eps_u + W*(eps_c - eps_u)", "default": 2.0, "min": 0.0, "max": 8.0}
     )
@@ -107,11 +197,23 @@ class Card:
         return cls(**known)
 
 
-def save_model_folder(folder: str | os.PathLike, net: torch.nn.Module, scheduler, card: Card, extra: dict | None = None) -> Path:
-    """Write `unet/`, `scheduler/`, `card.json` (and extra safetensors files, name → {tensor name: tensor})."""
+def denoiser_subfolder(net: torch.nn.Module) -> str:
+    """`transformer` for DiTs and their students (diffusers' name), `unet` otherwise."""
+    return "transformer" if isinstance(net, DiTTransformer2DModel) or getattr(net, "is_transformer", False) else "unet"
+
+
+def save_model_folder(
+    folder: str | os.PathLike, net: torch.nn.Module, scheduler, card: Card, extra: dict | None = None, vae: AutoencoderKL | None = None
+) -> Path:
+    """Write `unet/` or `transformer/`, `vae/` for a latent model, `scheduler/`, `card.json` (and extra safetensors
+    files, name → {tensor name: tensor})."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(folder / "unet", safe_serialization=True)
+    net.save_pretrained(folder / denoiser_subfolder(net), safe_serialization=True)
+    if vae is not None:
+        vae.save_pretrained(folder / VAE_DIR, safe_serialization=True)
+        card.space = "latent"
+        card.image_size, card.channels = int(vae.config.sample_size), int(vae.config.out_channels)
     scheduler.save_pretrained(folder / "scheduler")
     card.parameters = count_parameters(net)
     (folder / "card.json").write_text(json.dumps(card.__dict__, indent=2) + "\n")
@@ -124,18 +226,27 @@ class ModelFolderError(ValueError):
     """A model folder that cannot be loaded; the message is one sentence for the user."""
 
 
+def _check_weights(folder: Path, sub: Path) -> None:
+    if not (sub / WEIGHTS_NAME).is_file():
+        pickled = [p.name for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        what = f" (found {', '.join(pickled)}; pickled weights are never loaded)" if pickled else ""
+        raise ModelFolderError(f"Model folder {folder} has no {sub.name}/{WEIGHTS_NAME}{what}.")
+
+
 def check_model_folder(folder: str | os.PathLike) -> Path:
     """Validate the layout before anything is read; raises ModelFolderError with one sentence."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelFolderError(f"Model folder {folder} does not exist.")
-    unet = folder / "unet"
-    if not (unet / "config.json").is_file():
-        raise ModelFolderError(f"Model folder {folder} has no unet/config.json.")
-    if not (unet / WEIGHTS_NAME).is_file():
-        pickled = [p.name for p in unet.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        what = f" (found {', '.join(pickled)}; pickled weights are never loaded)" if pickled else ""
-        raise ModelFolderError(f"Model folder {folder} has no unet/{WEIGHTS_NAME}{what}.")
+        raise ModelFolderError(f"Model folder {folder} does not exist (a Hub model is written owner/name@revision).")
+    sub = denoiser_dir(folder)
+    if sub is None:
+        raise ModelFolderError(f"Model folder {folder} has no unet/config.json (pixel model) or transformer/config.json (latent model).")
+    _check_weights(folder, sub)
+    vae = folder / VAE_DIR
+    if vae.is_dir():
+        if not (vae / "config.json").is_file():
+            raise ModelFolderError(f"Model folder {folder} has a vae/ folder without config.json.")
+        _check_weights(folder, vae)
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelFolderError(f"Model folder {folder} has no scheduler/scheduler_config.json.")
     return folder
@@ -143,7 +254,11 @@ def check_model_folder(folder: str | os.PathLike) -> Path:
 
 @dataclass
 class LoadedModel:
-    """A network with its schedule and card; `output()` runs one NFE, `x0()` converts it to an x0 prediction."""
+    """A network with its schedule and card; `output()` runs one NFE, `x0()` converts it to an x0 prediction.
+
+    A latent model also carries its `vae`: the network works on latents `z = (E(x) − shift)·scale`, and
+    `decode()` turns them back into images in [-1, 1] (for a pixel model both are the identity).
+    """
 
     name: str
     path: Path
@@ -153,6 +268,7 @@ class LoadedModel:
     card: Card
     scheduler_config: dict
     tirt_logits: torch.Tensor | None = None
+    vae: AutoencoderKL | None = None
 
     @property
     def device(self) -> torch.device:
@@ -162,23 +278,78 @@ class LoadedModel:
     def null_class(self) -> int:
         return self.card.null_class
 
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the sampler denoises: latents for a latent model, images otherwise."""
+        return sample_shape(self.net) or (self.card.channels, self.card.image_size, self.card.image_size)
+
     def output(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """One network evaluation in the model's own parametrisation (ε, v or x0)."""
-        kwargs = {"class_labels": labels}
-        if w is not None:
-            kwargs["guidance"] = w
-        return self.net(z, t, **kwargs).sample
+        return net_output(self.net, z, t, labels, w)
 
     def x0(self, z, t, labels, w=None) -> torch.Tensor:
         alpha, sigma = self.schedule.alpha_sigma(t)
         out = self.output(z, t, labels, w).float()
         return to_x0(z, out, alpha.to(z), sigma.to(z), self.prediction_type)
 
+    def _latent_affine(self) -> tuple[float, float]:
+        c = self.vae.config
+        return float(c.get("scaling_factor") or 1.0), float(c.get("shift_factor") or 0.0)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, C, H, W] in [-1, 1] at the VAE's size → latents (the posterior mean, so it is deterministic)."""
+        if self.vae is None:
+            return x
+        scale, shift = self._latent_affine()
+        x = x.to(next(self.vae.parameters()).device, torch.float32)
+        return (self.vae.encode(x).latent_dist.mean - shift) * scale
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents → images in [-1, 1] (identity for a pixel model)."""
+        if self.vae is None:
+            return z
+        scale, shift = self._latent_affine()
+        z = z.to(next(self.vae.parameters()).device, torch.float32)
+        return self.vae.decode(z / scale + shift).sample.clamp(-1, 1)
+
+
+def _card_defaults(net: torch.nn.Module, vae: AutoencoderKL | None) -> dict:
+    """Card fields implied by the networks, for a folder whose card.json is missing or partial (any checkpoint)."""
+    config = getattr(net, "inner_config", None) or net.config
+    n = config.get("num_embeds_ada_norm") or ((config.get("num_class_embeds") or 11) - 1)
+    d = {"num_classes": n, "null_class": n, "class_names": list(CLASS_NAMES) if n == len(CLASS_NAMES) else [str(k) for k in range(n)]}
+    if vae is not None:
+        d.update(space="latent", image_size=int(vae.config.sample_size), channels=int(vae.config.out_channels))
+    elif (shape := sample_shape(net)) is not None:
+        d.update(channels=shape[0], image_size=shape[1])
+    return d
+
+
+def _from_pretrained(cls, sub: Path, folder: Path):
+    try:
+        return cls.from_pretrained(sub, use_safetensors=True)
+    except Exception as e:  # diffusers raises many types for a bad file
+        raise ModelFolderError(f"Model folder {folder} could not be loaded ({type(e).__name__}: {e}).") from e
+
 
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", name: str | None = None) -> LoadedModel:
-    folder = check_model_folder(folder)
+    """Load a model folder (a path, or a Hub name `owner/name@revision`: see `demo.hub`)."""
+    from demo.hub import HubError, resolve_model_source
+
     try:
-        config = json.loads((folder / "unet" / "config.json").read_text())
+        folder = resolve_model_source(folder)
+    except HubError as e:
+        raise ModelFolderError(str(e)) from None
+    folder = check_model_folder(folder)
+    sub = denoiser_dir(folder)
+    try:
+        config = json.loads((sub / "config.json").read_text())
         sched_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         card_dict = json.loads((folder / "card.json").read_text()) if (folder / "card.json").is_file() else {}
     except (OSError, json.JSONDecodeError) as e:
@@ -191,13 +362,13 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     cls = MODEL_CLASSES.get(class_name)
     if cls is None:
         raise ModelFolderError(f"Model folder {folder} names an unknown model class {config.get('_class_name')!r}.")
-    try:
-        net = cls.from_pretrained(folder / "unet", use_safetensors=True)
-    except Exception as e:  # diffusers raises many types for a bad file
-        raise ModelFolderError(f"Model folder {folder} could not be loaded ({type(e).__name__}: {e}).") from e
+    net = no_label_dropout(_from_pretrained(cls, sub, folder))
     net = net.float().to(device).eval().requires_grad_(False)  # shipped weights may be stored in float16
+    vae = None
+    if (folder / VAE_DIR).is_dir():
+        vae = _from_pretrained(AutoencoderKL, folder / VAE_DIR, folder).float().to(device).eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_config(sched_config)
-    card = Card.from_dict({"name": name or folder.name, **card_dict})
+    card = Card.from_dict({"name": name or folder.name, **_card_defaults(net, vae), **card_dict})
     if name:
         card.name = name
     tirt = None
@@ -212,4 +383,5 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
         card=card,
         scheduler_config=dict(scheduler.config),
         tirt_logits=tirt,
+        vae=vae,
     )

@@ -2,6 +2,8 @@
 
 Writes FILE.npz (`images` uint8 [N,H,W], `labels` int64 [N]) or a PNG grid when FILE ends in .png, and prints one
 JSON line with `nfe` and `seconds`. `--guidance` is diffusers' W: ε̂ = ε_u + W·(ε_c − ε_u) (demo.guidance).
+`--model` is a pixel or latent model folder, or a Hub name `owner/name@revision`; sampling runs through
+`demo.pipeline.GuidedPipeline`, and a latent model's images are decoded by its VAE.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from demo.data import to_uint8
-from demo.models import ModelFolderError, load_model_folder
+from demo.models import ModelFolderError
 from demo.samplers import SAMPLERS
 
 
@@ -54,7 +55,7 @@ def default_device() -> str:
 
 
 def main(argv=None) -> int:
-    from demo.generate import generate
+    from demo.pipeline import GuidedPipeline
 
     p = argparse.ArgumentParser(prog="python -m demo.sample", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=16, batch_size=256)
@@ -64,14 +65,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
     try:
-        model = load_model_folder(args.model, device=args.device)
-        gen = generate(
-            model, args.n, args.class_label, args.steps, args.guidance, args.sampler, args.seed, args.batch_size, clip_x0=args.clip_x0
-        )
+        pipe = GuidedPipeline.from_model_folder(args.model, device=args.device)
+        gen = pipe(args.class_label, args.n, args.guidance, args.steps, args.sampler, args.seed, args.batch_size, output_type="np", clip_x0=args.clip_x0)
     except (ValueError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    images = to_uint8(gen.images)
+    model, images = pipe.loaded, gen.images
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".png":

@@ -135,3 +135,26 @@ def to_eps(z, output, alpha, sigma, prediction_type: str):
     if prediction_type == "sample":
         return eps_from_x0(z, output, alpha, sigma)
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def from_x0(z, x0, alpha, sigma, prediction_type: str):
+    """The network output of the given `prediction_type` that implies x0 at z_t (the inverse of `to_x0`)."""
+    if prediction_type == "sample":
+        return x0
+    eps = eps_from_x0(z, x0, alpha, sigma)
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        return v_from_eps_x0(eps, x0, alpha, sigma)
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def denoising_target(eps, x0, alpha, sigma, prediction_type: str):
+    """The regression target of the denoising loss in a model's own parametrisation (ε, v or x0)."""
+    if prediction_type == "v_prediction":
+        return v_from_eps_x0(eps, x0, alpha, sigma)
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")

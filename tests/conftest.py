@@ -22,6 +22,44 @@ def make_tiny_teacher(folder, seed: int = 0, prediction_type: str = "v_predictio
     return save_model_folder(folder, net, default_scheduler(prediction_type), Card(name=name), tirt)
 
 
+# A DiT-XL/2-shaped latent teacher in miniature, built from plain diffusers configs (as a paper author's would be):
+# ε-prediction on a linear schedule, a learned-variance output (2x channels), 10 classes + the null class 10.
+TINY_DIT_CONFIG = {
+    "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 4, "out_channels": 8, "num_layers": 2,
+    "sample_size": 16, "patch_size": 2, "num_embeds_ada_norm": 10, "norm_num_groups": 1,
+}  # fmt: skip
+TINY_VAE_CONFIG = {
+    "in_channels": 1, "out_channels": 1, "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "block_out_channels": [8, 8], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4, "sample_size": 32,
+}  # fmt: skip
+
+
+def make_tiny_latent_teacher(folder, seed: int = 0, name: str = "tiny-dit-teacher"):
+    """transformer/ (DiTTransformer2DModel), vae/ (AutoencoderKL, 32x32 grey ↔ 4x16x16), scheduler/, card.json."""
+    from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel
+
+    from demo.models import Card, save_model_folder
+
+    torch.manual_seed(seed)
+    net = DiTTransformer2DModel.from_config(TINY_DIT_CONFIG)
+    vae = AutoencoderKL.from_config(TINY_VAE_CONFIG)
+    scheduler = DDPMScheduler(beta_schedule="linear", prediction_type="epsilon", timestep_spacing="trailing", clip_sample=False)
+    tirt = {"tirt.safetensors": {"lambda_t": torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * 0.1}}
+    return save_model_folder(folder, net, scheduler, Card(name=name), tirt, vae=vae)
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_dir(tmp_path_factory):
+    return make_tiny_latent_teacher(tmp_path_factory.mktemp("models") / "tiny-dit-teacher")
+
+
+@pytest.fixture(scope="session")
+def tiny_latent(tiny_latent_dir):
+    from demo.models import load_model_folder
+
+    return load_model_folder(tiny_latent_dir)
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory):
     return make_tiny_teacher(tmp_path_factory.mktemp("models") / "tiny-teacher")

@@ -118,16 +118,20 @@ def test_hub_ids_only_when_allowed(monkeypatch, tmp_path, root):
     import huggingface_hub
 
     calls = []
+    sha = "0123456789abcdef0123456789abcdef01234567"
 
-    def fake_snapshot_download(repo_id, allow_patterns, cache_dir):
-        calls.append((repo_id, tuple(allow_patterns)))
-        target = tmp_path / "hub" / "snapshots" / "abc"
+    def fake_snapshot_download(repo_id, revision, allow_patterns, cache_dir, etag_timeout):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        target = tmp_path / "hub" / "snapshots" / revision
         shutil.copytree(root / "tiny-teacher", target, dirs_exist_ok=True)
         return str(target)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    with pytest.raises(ValueError, match="Unknown model 'someone/tiny'"):
-        Catalog([root], device="cpu").resolve("someone/tiny")
+    with pytest.raises(ValueError, match=f"Unknown model 'someone/tiny@{sha}'"):
+        Catalog([root], device="cpu").resolve(f"someone/tiny@{sha}")
     cat = Catalog([root], device="cpu", allow_hub=True, hub_dir=tmp_path / "hub")
-    assert cat.resolve("someone/tiny") == (tmp_path / "hub" / "snapshots" / "abc").resolve()
-    assert calls == [("someone/tiny", ("*.json", "*.safetensors"))]  # never a pickle
+    assert cat.resolve(f"someone/tiny@{sha}") == (tmp_path / "hub" / "snapshots" / sha).resolve()
+    assert calls == [("someone/tiny", sha, ("*.json", "*.safetensors"))]  # pinned, and never a pickle
+    with pytest.raises(ValueError, match="Pin a revision"):  # an unpinned Hub name is refused before any download
+        cat.resolve("hf://someone/tiny")
+    assert len(calls) == 1

@@ -186,9 +186,15 @@ def test_teacher_loss_is_finite_and_reaches_the_student_and_tirt():
     assert method.tirt.lambda_t.grad is not None and float(method.tirt.lambda_t.grad.abs().sum()) > 0
 
 
-def test_teacher_objective_requires_v_prediction():
-    with pytest.raises(ValueError, match="v-prediction"):
-        TeacherTraining(teacher_unet(channels=(8, 16), layers_per_block=1, attention=False), default_scheduler("epsilon"), None)
+def test_teacher_objective_is_the_models_own_parametrisation():
+    """v for the shipped teacher, ε for a DiT-style teacher trained further; an unknown one is refused."""
+    net = teacher_unet(channels=(8, 16), layers_per_block=1, attention=False)
+    rng = np.random.default_rng(0)
+    data = BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), rng.integers(0, 10, 8), 2)
+    loss, stats = TeacherTraining(net, default_scheduler("epsilon"), data).loss(0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and "loss_eps" in stats and "loss_v" not in stats
+    with pytest.raises(ValueError, match="prediction_type"):
+        TeacherTraining(net, default_scheduler("flow"), None)
 
 
 # ---- TIRT ----

@@ -1,7 +1,8 @@
 """Training methods behind one interface (`base.Method`): teacher training and the distillation methods.
 
 `METHODS` maps a CLI name to a builder `(args) -> Method`; `python -m demo.distill --method NAME` runs any of them
-through the one training loop in `demo.train`.
+through the one training loop in `demo.train`. Every method runs on a pixel UNet teacher and on a latent DiT teacher
+alike: the data reach a latent teacher's methods as VAE latents (`demo.latent.model_space`).
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ def register(name: str):
 
 @register("teacher")
 def _build_teacher(args):
-    from demo.data import BatchSampler, load_fashion_mnist
     from demo.distill.teacher import TeacherTraining
     from demo.models import default_scheduler, teacher_unet
 
-    images, labels = load_fashion_mnist("train")
-    data = BatchSampler(images, labels, args.batch_size, seed=args.seed)
-    if args.init:  # continue training a shipped teacher (weights and TIRT logits; the optimiser starts fresh)
+    data = _train_data(args)
+    if args.init:  # continue training a teacher, pixel or latent (weights and TIRT logits; the optimiser starts fresh)
+        from diffusers import DDPMScheduler
+
+        from demo.latent import model_space
         from demo.models import load_model_folder
 
         init = load_model_folder(args.init)
         net = init.net.train().requires_grad_(True)
-        return TeacherTraining(net, default_scheduler(), data, card_name=args.name or init.name, tirt_logits=init.tirt_logits)
+        return TeacherTraining(
+            net, DDPMScheduler.from_config(init.scheduler_config), model_space(data, init), init.card.num_classes,
+            card_name=args.name or init.name, tirt_logits=init.tirt_logits, vae=init.vae, card=init.card,
+        )  # fmt: skip
     channels = tuple(int(c) for c in args.channels.split(","))
     net = teacher_unet(channels=channels, layers_per_block=args.layers_per_block)
     return TeacherTraining(net, default_scheduler(), data, card_name=args.name or "fmnist-teacher")
@@ -43,6 +48,13 @@ def _train_data(args):
 
     images, labels = load_fashion_mnist("train")
     return BatchSampler(images, labels, args.batch_size, seed=args.seed)
+
+
+def _teacher_data(args, teacher):
+    """Training batches in the teacher's space: Fashion-MNIST pixels, or their VAE latents for a latent teacher."""
+    from demo.latent import model_space
+
+    return model_space(_train_data(args), teacher)
 
 
 def _load_teacher(args):
@@ -61,7 +73,8 @@ def _register_dash(variant: str):
         student = None
         if args.init:  # fine-tune an existing compact student instead of starting from scratch
             student = load_model_folder(args.init).net
-        return DashDistillation(_load_teacher(args), _train_data(args), variant=variant, student=student, name=args.name)
+        teacher = _load_teacher(args)
+        return DashDistillation(teacher, _teacher_data(args, teacher), variant=variant, student=student, name=args.name)
 
     register(variant)(build)
 
@@ -74,14 +87,16 @@ for _variant in ("dash", "kd-cond", "kd-composite", "dash-no-uncond", "dash-no-a
 def _build_guided(args):
     from demo.distill.guided import GuidedDistillation
 
-    return GuidedDistillation(_load_teacher(args), _train_data(args), args.w_min, args.w_max, name=args.name)
+    teacher = _load_teacher(args)
+    return GuidedDistillation(teacher, _teacher_data(args, teacher), args.w_min, args.w_max, name=args.name)
 
 
 @register("guided-single-w")
 def _build_guided_single(args):
     from demo.distill.guided import GuidedDistillation
 
-    return GuidedDistillation(_load_teacher(args), _train_data(args), fixed_w=args.guidance, name=args.name)
+    teacher = _load_teacher(args)
+    return GuidedDistillation(teacher, _teacher_data(args, teacher), fixed_w=args.guidance, name=args.name)
 
 
 @register("progressive")
@@ -90,7 +105,7 @@ def _build_progressive(args):
 
     teacher = _load_teacher(args)
     steps = args.steps or max(1, (teacher.card.steps or 64) // 2)
-    return ProgressiveRound(teacher, _train_data(args), steps, args.w_min, args.w_max, name=args.name)
+    return ProgressiveRound(teacher, _teacher_data(args, teacher), steps, args.w_min, args.w_max, name=args.name)
 
 
 def _register_hd(name: str, pooling: str | None):
@@ -100,7 +115,9 @@ def _register_hd(name: str, pooling: str | None):
 
         if not args.init:
             raise ValueError(f"method {name} needs --init DIR: the one-step w-conditioned sketch to refine")
-        return HDRefinement(_load_teacher(args), load_model_folder(args.init), _train_data(args), pooling, w_min=args.w_min, w_max=args.w_max, name=args.name)
+        teacher = _load_teacher(args)
+        data = _teacher_data(args, teacher)
+        return HDRefinement(teacher, load_model_folder(args.init), data, pooling, w_min=args.w_min, w_max=args.w_max, name=args.name)
 
     register(name)(build)
 

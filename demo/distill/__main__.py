@@ -1,7 +1,8 @@
 """`python -m demo.distill --method M [--teacher DIR] --iterations N --batch-size B --out DIR …`
 
 Runs (or resumes, when OUT already holds a checkpoint) one training method through the generic loop; the finished
-model folder is written to OUT/model. Works under `accelerate launch --num_processes N -m demo.distill …` on GPUs;
+model folder is written to OUT/model (and, with `--push-to-hub owner/name`, uploaded to the Hugging Face Hub).
+`--teacher` and `--init` take a pixel or latent model folder or a Hub name `owner/name@revision`. Works under `accelerate launch --num_processes N -m demo.distill …` on GPUs;
 on CPUs add `--multi_gpu` (without it accelerate starts a single process) or use `torchrun --nproc_per_node N`.
 """
 
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--w-max", type=float, default=5.0, help="highest W of a w-conditioned student")
     p.add_argument("--steps", type=int, default=None, help="student sampling steps (progressive rounds)")
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")
+    p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload OUT/model to this Hub repository when done")
+    p.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
     return p.parse_args(argv)
 
 
@@ -48,6 +51,10 @@ def main(argv=None) -> int:
     try:
         # Under a multi-process launcher every rank draws its own batches (the loop broadcasts rank 0's weights).
         rank = int(os.environ.get("RANK", "0"))
+        if args.push_to_hub:
+            from demo.hub import check_repo_id
+
+            check_repo_id(args.push_to_hub)  # fail before training, not after
         method = METHODS[args.method](argparse.Namespace(**{**vars(args), "seed": args.seed + 1_000 * rank}))
         cfg = TrainConfig(
             iterations=args.iterations,
@@ -65,7 +72,17 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     last = train(method, cfg, args.out, export_only=args.export_only)
-    print(json.dumps({k: v for k, v in last.items() if k != "time"}))
+    result = {k: v for k, v in last.items() if k != "time"}
+    model = os.path.join(args.out, "model")
+    if args.push_to_hub and rank == 0 and not last.get("stopped") and os.path.isdir(model):
+        from demo.hub import HubError, push_model_folder
+
+        try:
+            result["pushed"] = push_model_folder(model, args.push_to_hub, private=args.hub_private)
+        except HubError as e:  # the model stays in OUT/model; push it again later with the same command
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(json.dumps(result))
     return 0
 
 

@@ -1,14 +1,16 @@
 """DASH: dual-branch score distillation into a compact student (Al Shafi et al. 2026, arXiv 2606.00798).
 
-Teacher and student see the same (z_t, t, ε). The student is a plain `diffusers.UNet2DModel` with the teacher's
-class-embedding layout (null class last) and ~5.7x fewer parameters. Loss (DASH eq. for L):
+Teacher and student see the same (z_t, t, ε). The student is a plain diffusers model with the teacher's
+class-embedding layout (null class last): a `UNet2DModel` with ~5.7x fewer parameters for a UNet teacher, a
+half-width, half-depth `DiTTransformer2DModel` for a latent DiT teacher. Loss (DASH eq. for L):
 
     L = L_im + L_un + 0.1·L_an
     L_im = ω̂_t‖S(z_t, y) − T(z_t, y)‖²,  L_un = ω̂_t‖S(z_t, ∅) − T(z_t, ∅)‖²,  L_an = ω̂_t‖S(z_t, y) − target‖²
 
 with ω̂_t the teacher's TIRT weights, copied and frozen. The paper writes the terms in ε-space for ε-prediction
 models; our models predict v, and we compare native v outputs (‖v_S − v_T‖² = ‖ε_S − ε_T‖²/alpha_t²), which keeps
-the high-noise timesteps — where a trailing sampler starts — supervised. Variants are the paper's baselines and
+the high-noise timesteps — where a trailing sampler starts — supervised (an ε-prediction teacher, as DiTs usually
+are, is compared in ε, the paper's own form). Variants are the paper's baselines and
 ablations, each the same class with other switches, so they train under the same budget.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from diffusers import DiTTransformer2DModel
 
 from demo.distill.base import Method
 from demo.distill.teacher import P_UNCOND, TIRT
@@ -25,10 +28,12 @@ from demo.models import (
     Card,
     DDPMScheduler,
     count_parameters,
+    net_output,
+    no_label_dropout,
     save_model_folder,
     teacher_unet,
 )
-from demo.schedule import v_from_eps_x0
+from demo.schedule import denoising_target
 
 ANCHOR_WEIGHT = 0.1  # DASH: L = L_im + L_un + 0.1·L_an
 COMPOSITE_W = 2.0  # composite KD matches the guided output at W = 2 (diffusers convention)
@@ -64,8 +69,29 @@ DESCRIPTIONS = {
 }
 
 
+DIT_SHRINK = 2  # a DiT student has 1/2 the heads (width) and 1/2 the blocks (depth): ~6–8x fewer parameters
+
+
 def compact_student(teacher_card: Card) -> torch.nn.Module:
     return teacher_unet(num_classes=teacher_card.num_classes, image_size=teacher_card.image_size, channels=STUDENT_CHANNELS, layers_per_block=1)
+
+
+def compact_dit(teacher_net: DiTTransformer2DModel) -> DiTTransformer2DModel:
+    """A narrower, shallower DiT on the same latents, patches and classes (no learned variance)."""
+    c = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
+    c.update(
+        num_attention_heads=max(1, c["num_attention_heads"] // DIT_SHRINK),
+        num_layers=max(1, c["num_layers"] // DIT_SHRINK),
+        out_channels=c["in_channels"],
+    )
+    return no_label_dropout(DiTTransformer2DModel(**c))
+
+
+def compact_student_for(teacher) -> torch.nn.Module:
+    """DASH's compact student for a loaded teacher: a small UNet for a UNet teacher, a small DiT for a DiT teacher."""
+    if isinstance(teacher.net, DiTTransformer2DModel):
+        return compact_dit(teacher.net)
+    return compact_student(teacher.card)
 
 
 class DashDistillation(Method):
@@ -76,7 +102,7 @@ class DashDistillation(Method):
         self.variant = VARIANTS[variant]
         self.teacher = teacher
         self.data = data
-        self.student = student if student is not None else compact_student(teacher.card)
+        self.student = student if student is not None else compact_student_for(teacher)
         self.student.train().requires_grad_(True)
         if teacher.tirt_logits is None and self.variant.weighting == "tirt":
             raise ValueError(f"teacher {teacher.name} has no tirt.safetensors; use a variant without TIRT transfer")
@@ -107,8 +133,8 @@ class DashDistillation(Method):
         z2, t2, y2 = torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([y, null])  # [2B, ...]: (cond, uncond)
         # 2. Both branches of the frozen teacher and of the student, in one batched pass each.
         with torch.no_grad():
-            T_c, T_u = self.teacher.net(z2, t2, class_labels=y2).sample.float().chunk(2)
-        S_c, S_u = self.student(z2, t2, class_labels=y2).sample.float().chunk(2)
+            T_c, T_u = net_output(self.teacher.net, z2, t2, y2).float().chunk(2)
+        S_c, S_u = net_output(self.student, z2, t2, y2).float().chunk(2)
         w = self.weights(t)
 
         def term(a, b):
@@ -120,7 +146,7 @@ class DashDistillation(Method):
         l_un = term(S_u, T_u) if v.uncond else zero
         if v.anchor:
             alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
-            l_an = term(S_c, v_from_eps_x0(eps, x0, alpha, sigma))
+            l_an = term(S_c, denoising_target(eps, x0, alpha, sigma, self.teacher.prediction_type))
         else:
             l_an = zero
         l_comp = term(S_u + COMPOSITE_W * (S_c - S_u), T_u + COMPOSITE_W * (T_c - T_u)) if v.composite else zero
@@ -142,7 +168,7 @@ class DashDistillation(Method):
                       "teacher_parameters": count_parameters(self.teacher.net)},
         )
         scheduler = DDPMScheduler.from_config(self.teacher.scheduler_config)
-        return save_model_folder(folder, self.student, scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}})
+        return save_model_folder(folder, self.student, scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}, vae=self.teacher.vae)
 
     def describe(self):
         return {"name": self.name, "variant": asdict(self.variant), "teacher": str(self.teacher.path), "p_uncond_of_teacher": P_UNCOND}

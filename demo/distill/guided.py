@@ -2,9 +2,10 @@
 
 One student conditioned on the guidance scale learns the teacher's guided prediction
 `x̂_W = x̂_u + W·(x̂_c − x̂_u)` (our W; Meng et al.'s `(1+w)·x̂_c − w·x̂_u` with w = W − 1) for W drawn per example,
-so one network evaluation replaces the teacher's two. The student is the teacher's UNet plus a sinusoidal
-embedding of W → MLP, added to the time embedding through the class-embedding slot; the new MLP's last layer
-starts at zero, so the initial student *is* the teacher's conditional model.
+so one network evaluation replaces the teacher's two. The student is the teacher's network plus a sinusoidal
+embedding of W → MLP, added to the conditioning through the class-embedding slot (the UNet's class embedding, or
+the class embedder of every DiT block's adaLN-Zero); the new MLP's last layer starts at zero, so the initial student
+*is* the teacher's conditional model.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from demo.distill.base import Method
 from demo.guidance import guided_x0
-from demo.models import Card, register_model_class, save_model_folder
-from demo.schedule import eps_from_x0, v_from_eps_x0
+from demo.models import (
+    Card,
+    net_output,
+    no_label_dropout,
+    register_model_class,
+    save_model_folder,
+)
+from demo.schedule import from_x0
 
 
 def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -61,6 +68,10 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
         emb_dim = self.unet.class_embedding.embedding_dim
         self.unet.class_embedding = ClassAndGuidanceEmbedding(self.unet.config.num_class_embeds, emb_dim, guidance_embed_dim)
 
+    @property
+    def inner_config(self):
+        return self.unet.config
+
     @classmethod
     def from_teacher(cls, teacher_net: UNet2DModel, guidance_embed_dim: int = 64) -> GuidanceUNet:
         config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
@@ -72,12 +83,62 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
         return student
 
     def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        if guidance is None:
-            raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
-        w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
-        w = w.expand(sample.shape[0]) if w.ndim == 0 else w
-        packed = torch.stack([class_labels.float(), w.float()], dim=1)  # [B, 2]: (class, W)
-        return self.unet(sample, timestep, class_labels=packed, return_dict=return_dict)
+        return self.unet(sample, timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
+
+
+def _pack(class_labels: torch.Tensor, guidance, sample: torch.Tensor) -> torch.Tensor:
+    """(labels [B], W scalar or [B]) → [B, 2] float: what ClassAndGuidanceEmbedding reads."""
+    if guidance is None:
+        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
+    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
+    w = w.expand(sample.shape[0]) if w.ndim == 0 else w
+    return torch.stack([class_labels.float(), w.float()], dim=1)
+
+
+@register_model_class
+class GuidanceDiT(ModelMixin, ConfigMixin):
+    """A diffusers DiTTransformer2DModel (config `dit_config`) that also takes `guidance` (W) per example.
+
+    DiT conditions every block through adaLN-Zero on (timestep embedding + class embedding), each block with its own
+    class embedder; each becomes a ClassAndGuidanceEmbedding with a zero-initialised W branch.
+    """
+
+    is_transformer = True  # saved as transformer/ (demo.models.denoiser_subfolder)
+
+    @register_to_config
+    def __init__(self, dit_config: dict, guidance_embed_dim: int = 64):
+        super().__init__()
+        self.dit = no_label_dropout(DiTTransformer2DModel(**dit_config))
+        for block in self.dit.transformer_blocks:
+            table = block.norm1.emb.class_embedder.embedding_table  # [num_classes + 1 (null), D]
+            block.norm1.emb.class_embedder = ClassAndGuidanceEmbedding(table.num_embeddings, table.embedding_dim, guidance_embed_dim)
+
+    @property
+    def inner_config(self):
+        return self.dit.config
+
+    @classmethod
+    def from_teacher(cls, teacher_net: DiTTransformer2DModel, guidance_embed_dim: int = 64) -> GuidanceDiT:
+        config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
+        student = cls(dit_config=config, guidance_embed_dim=guidance_embed_dim)
+        old, new = "class_embedder.embedding_table.weight", "class_embedder.classes.weight"
+        state = {k.replace(old, new): v for k, v in teacher_net.state_dict().items()}
+        missing, unexpected = student.dit.load_state_dict(state, strict=False)
+        if unexpected or not all(".w_mlp." in k for k in missing):
+            raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
+        return student
+
+    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
+        return self.dit(sample, timestep=timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
+
+
+def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
+    """The w-conditioned student initialised from a teacher network: GuidanceUNet or GuidanceDiT."""
+    if isinstance(teacher_net, DiTTransformer2DModel):
+        return GuidanceDiT.from_teacher(teacher_net)
+    if isinstance(teacher_net, UNet2DModel):
+        return GuidanceUNet.from_teacher(teacher_net)
+    raise ValueError(f"guided distillation needs a UNet2DModel or DiTTransformer2DModel teacher, got {type(teacher_net).__name__}")
 
 
 def student_card(
@@ -119,7 +180,7 @@ class GuidedDistillation(Method):
         self.fixed_w = fixed_w
         if fixed_w is not None:
             self.name = "guided-single-w"
-        self.student = GuidanceUNet.from_teacher(teacher.net).train().requires_grad_(True)
+        self.student = guidance_student(teacher.net).train().requires_grad_(True)
         self.card_name = name or ("fmnist-guided" if fixed_w is None else f"fmnist-guided-w{fixed_w:g}")
 
     def frozen_modules(self):
@@ -139,17 +200,17 @@ class GuidedDistillation(Method):
         # 2. The teacher's guided prediction (2 NFE, batched), combined in its output space.
         with torch.no_grad():
             x0_target = guided_x0(self.teacher, z_t, t, y, w)
-        # 3. Student: one NFE at W; compare in v-space, i.e. x-space MSE with SNR+1 weighting.
-        v_hat = self.student(z_t, t, class_labels=y, guidance=w).sample.float()
-        v_target = v_from_eps_x0(eps_from_x0(z_t, x0_target, alpha, sigma), x0_target, alpha, sigma)
-        loss = F.mse_loss(v_hat, v_target)
+        # 3. Student: one NFE at W, compared in the model's own output space (for v-prediction an x-space MSE with
+        #    SNR+1 weighting; for ε-prediction SNR weighting).
+        out_hat = net_output(self.student, z_t, t, y, w).float()
+        loss = F.mse_loss(out_hat, from_x0(z_t, x0_target, alpha, sigma, self.teacher.prediction_type))
         return loss, {"w_mean": float(w.mean())}
 
     def export(self, folder: Path, cfg) -> Path:
         what = "guided distillation stage 1 (Meng et al. 2023)" + (f", single W = {self.fixed_w:g}" if self.fixed_w is not None else "")
         training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "w_range": [self.w_min, self.w_max]}
         card = student_card(self.teacher, self.card_name, self.name, None, (self.w_min, self.w_max), training, what)
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
 
     def describe(self):
         return {"name": self.name, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}

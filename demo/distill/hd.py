@@ -5,7 +5,8 @@ The generator is a one-step w-conditioned student (the stage-1 "sketch": a guide
 Per generator step:
   1. Fake-score and discriminator updates (`fake_updates` of them) on detached generator samples: the fake score
      is a copy of the teacher trained with the usual denoising loss on generator samples; the discriminator head
-     reads the fake-score network's bottleneck tokens and is trained non-saturating on noised real vs fake images.
+     reads the fake-score network's bottleneck tokens (a UNet's mid block, or a DiT's middle block with its tokens
+     laid back on the patch grid) and is trained non-saturating on noised real vs fake images.
   2. The generator's DMD loss: the gradient (x0_fake − x0_real)/‖x − x0_real‖₁ at a random t, with the real score
      the frozen teacher under CFG at the same W; plus `adv_weight` × the non-saturating generator loss.
 Token pooling of the discriminator: `gap` (global average of per-token logits, the standard head) or `awd`
@@ -15,18 +16,20 @@ Token pooling of the discriminator: `gap` (global average of per-token logits, t
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import DiTTransformer2DModel
 from torch import nn
 
 from demo.distill.base import Method
 from demo.distill.guided import GuidanceUNet, sample_w, student_card
 from demo.distill.teacher import P_UNCOND
 from demo.guidance import guided_x0
-from demo.models import DDPMScheduler, save_model_folder
-from demo.schedule import to_x0, v_from_eps_x0
+from demo.models import DDPMScheduler, net_output, save_model_folder
+from demo.schedule import denoising_target, to_x0
 
 DMD_T_RANGE = (20, 980)  # DMD samples t away from both ends (Yin et al. 2024 use 2%–98%)
 ADV_WEIGHT = 1e-2  # weight of the generator's adversarial term relative to DMD (DMD2 uses 1e-2 to 3e-3)
@@ -40,7 +43,7 @@ class TokenDiscriminator(nn.Module):
         if pooling not in ("gap", "awd"):
             raise ValueError(f"pooling must be 'gap' or 'awd', got {pooling!r}")
         self.pooling = pooling
-        self.token_logit = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
+        self.token_logit = nn.Sequential(nn.GroupNorm(math.gcd(8, channels), channels), nn.SiLU(), nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
         self.key = nn.Conv2d(channels, key_dim, 1)
         self.query = nn.Parameter(torch.randn(key_dim) / key_dim**0.5)
 
@@ -59,14 +62,26 @@ class TokenDiscriminator(nn.Module):
 
 
 class _Bottleneck:
-    """Captures the UNet mid-block output during a forward pass (the discriminator's tokens)."""
+    """Captures the fake-score network's bottleneck during a forward pass (the discriminator's tokens) as
+    [B, C, h, w]: a UNet's mid-block output, or a DiT's middle-block tokens [B, h·w, C] put back on the patch grid."""
 
-    def __init__(self, unet):
+    def __init__(self, net):
         self.feats = None
-        unet.mid_block.register_forward_hook(self._hook)
+        if isinstance(net, DiTTransformer2DModel):
+            blocks = net.transformer_blocks
+            self.channels = net.inner_dim
+            blocks[len(blocks) // 2].register_forward_hook(self._tokens_hook)
+        else:
+            self.channels = net.config.block_out_channels[-1]
+            net.mid_block.register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, output):
         self.feats = output
+
+    def _tokens_hook(self, module, inputs, output):
+        B, N, C = output.shape
+        side = math.isqrt(N)  # square latents: the patch grid is side × side
+        self.feats = output.transpose(1, 2).reshape(B, C, side, N // side)  # [B, h·w, C] → [B, C, h, w]
 
 
 def dmd_loss(x: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Tensor) -> torch.Tensor:
@@ -94,8 +109,7 @@ class HDRefinement(Method):
         self.student = copy.deepcopy(generator_model.net).train().requires_grad_(True)
         self.fake = copy.deepcopy(teacher.net).train().requires_grad_(True)
         self.bottleneck = _Bottleneck(self.fake)
-        channels = self.fake.config.block_out_channels[-1]
-        self.disc = TokenDiscriminator(channels, pooling or "gap").train()
+        self.disc = TokenDiscriminator(self.bottleneck.channels, pooling or "gap").train()
         self.aux_opt = torch.optim.AdamW(list(self.fake.parameters()) + list(self.disc.parameters()), lr=fake_lr, betas=(0.0, 0.99))
         self.generator_meta = {"name": generator_model.name, "teacher": generator_model.card.teacher}
         self.card_name = name or ("fmnist-hd" if pooling == "awd" else f"fmnist-{self.name}")
@@ -112,7 +126,7 @@ class HDRefinement(Method):
         T = self.teacher.schedule.num_train_timesteps
         t = torch.full((z_T.shape[0],), T - 1, dtype=torch.long, device=z_T.device)
         alpha, sigma = (a.to(z_T) for a in self.teacher.schedule.alpha_sigma(t))
-        out = self.student(z_T, t, class_labels=y, guidance=w).sample.float()
+        out = net_output(self.student, z_T, t, y, w).float()
         return to_x0(z_T, out, alpha, sigma, self.teacher.prediction_type)
 
     def x0_real(self, x_t, t, y, w):
@@ -120,7 +134,7 @@ class HDRefinement(Method):
         return guided_x0(self.teacher, x_t, t, y, w)
 
     def fake_out(self, x_t, t, y):
-        return self.fake(x_t, t, class_labels=y).sample.float()
+        return net_output(self.fake, x_t, t, y).float()
 
     def _noise(self, x, generator, lo_hi=DMD_T_RANGE):
         B = x.shape[0]
@@ -142,7 +156,7 @@ class HDRefinement(Method):
             x_t, t, eps = self._noise(x_fake, generator)
             y_drop = torch.where(torch.rand(B, generator=generator).to(device) < P_UNCOND, torch.full_like(y, self.teacher.null_class), y)
             alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
-            loss_fake = F.mse_loss(self.fake_out(x_t, t, y_drop), v_from_eps_x0(eps, x_fake, alpha, sigma))
+            loss_fake = F.mse_loss(self.fake_out(x_t, t, y_drop), denoising_target(eps, x_fake, alpha, sigma, self.teacher.prediction_type))
             loss_d = torch.zeros((), device=device)
             if self.adv_weight > 0:
                 feats_fake = self.bottleneck.feats
@@ -178,7 +192,7 @@ class HDRefinement(Method):
         what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
         method = {None: "dmd", "gap": "hd-gap", "awd": "hd"}[self.pooling]  # the --method key
         card = student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
 
     def describe(self):
         return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "fake_updates": self.fake_updates}

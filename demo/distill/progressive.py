@@ -18,7 +18,7 @@ import torch
 
 from demo.distill.base import Method
 from demo.distill.guided import sample_w, student_card
-from demo.models import DDPMScheduler, save_model_folder
+from demo.models import DDPMScheduler, net_output, save_model_folder
 from demo.schedule import NoiseSchedule, _bcast, ddim_step, to_x0
 
 
@@ -55,7 +55,7 @@ class ProgressiveRound(Method):
 
     def _x0(self, net, z, t, y, w):
         alpha, sigma = self.teacher.schedule.alpha_sigma(t)
-        return to_x0(z, net(z, t, class_labels=y, guidance=w).sample.float(), alpha.to(z), sigma.to(z), self.teacher.prediction_type)
+        return to_x0(z, net_output(net, z, t, y, w).float(), alpha.to(z), sigma.to(z), self.teacher.prediction_type)
 
     def loss(self, step, generator):
         device = next(self.student.parameters()).device
@@ -92,7 +92,7 @@ class ProgressiveRound(Method):
             f"progressive distillation of a guided student, {2 * self.N} -> {self.N} steps (Meng et al. 2023 stage 2)",
         )  # fmt: skip
         card.teacher = self.teacher.card.teacher or self.teacher.name
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card)
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
 
     def describe(self):
         return {"name": self.name, "student_steps": self.N, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}

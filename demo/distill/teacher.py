@@ -1,9 +1,10 @@
 """Training the class-conditional CFG teacher from data (Ho & Salimans 2022, classifier-free guidance).
 
-v-prediction (Salimans & Ho 2022): its loss ‖v̂ − v‖² equals an x0-loss weighted by SNR+1, so it stays
-informative at pure noise where ε-MSE carries no weight, and it is what progressive distillation needs.
-Labels are dropped to the null class with probability 0.1 (CFG training). DASH's TIRT logits λ_t are
-learned jointly (see `TIRT`).
+The shipped teacher predicts v (Salimans & Ho 2022): its loss ‖v̂ − v‖² equals an x0-loss weighted by SNR+1, so it
+stays informative at pure noise where ε-MSE carries no weight, and it is what progressive distillation needs.
+A teacher loaded with `--init` keeps its own parametrisation (a DiT usually predicts ε) and, for a latent model,
+trains on VAE latents (`demo.latent`). Labels are dropped to the null class with probability 0.1 (CFG training).
+DASH's TIRT logits λ_t are learned jointly (see `TIRT`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 
 from demo.data import BatchSampler
 from demo.distill.base import Method
-from demo.models import Card, save_model_folder
-from demo.schedule import NoiseSchedule, v_from_eps_x0
+from demo.models import Card, net_output, save_model_folder
+from demo.schedule import NoiseSchedule, denoising_target
 
 P_UNCOND = 0.1  # label dropout of classifier-free guidance (Ho & Salimans 2022 use 0.1–0.2)
 TIRT_SNR_CAP = 5.0  # ω_t = min(SNR_t, 5)·sigmoid(λ_t)  (DASH, Al Shafi et al. 2026; min-SNR-5 of Hang et al. 2023)
@@ -51,19 +52,26 @@ class TIRT(torch.nn.Module):
         return (w * eps_err.detach().float() - torch.log(w.clamp(min=1e-12))).mean()
 
 
+_LOSS_NAMES = {"v_prediction": "loss_v", "epsilon": "loss_eps", "sample": "loss_x0"}
+
+
 class TeacherTraining(Method):
     name = "teacher"
 
-    def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher", tirt_logits=None):
+    def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher", tirt_logits=None,
+                 vae=None, card: Card | None = None):  # fmt: skip
         self.student = net
+        self.vae = vae
+        self.base_card = card  # the card of a teacher being trained further (kept: class names, guidance range)
         self.scheduler = scheduler
         self.schedule = NoiseSchedule.from_scheduler(scheduler)
         self.tirt = TIRT(self.schedule, tirt_logits)
         self.data = data
         self.num_classes = num_classes
         self.card_name = card_name
-        if scheduler.config.prediction_type != "v_prediction":
-            raise ValueError(f"the teacher objective is v-prediction, got {scheduler.config.prediction_type!r}")
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in _LOSS_NAMES:
+            raise ValueError(f"the teacher objective needs prediction_type in {', '.join(_LOSS_NAMES)}, got {self.prediction_type!r}")
 
     def trainable_modules(self):
         return {"student": self.student, "tirt": self.tirt}
@@ -84,22 +92,20 @@ class TeacherTraining(Method):
         eps = torch.randn(x0.shape, generator=generator).to(device)
         z_t = self.schedule.add_noise(x0, eps, t)
         alpha, sigma = (a.to(device) for a in self.schedule.alpha_sigma(t))
-        # 3. v-loss, per example.
-        v_hat = self.student(z_t, t, class_labels=y).sample.float()
-        v = v_from_eps_x0(eps, x0, alpha, sigma)
-        mse_v = F.mse_loss(v_hat, v, reduction="none").mean(dim=(1, 2, 3))
-        # 4. TIRT logits fitted on the ε-error (‖ε̂ − ε‖² = alpha_t²·‖v̂ − v‖²), detached from the network.
-        loss_tirt = self.tirt.fit_loss(t, alpha**2 * mse_v)
-        return mse_v.mean() + loss_tirt, {"loss_v": float(mse_v.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
+        # 3. Denoising loss in the model's own parametrisation (v for the shipped teacher), per example.
+        out = net_output(self.student, z_t, t, y).float()
+        mse = F.mse_loss(out, denoising_target(eps, x0, alpha, sigma, self.prediction_type), reduction="none").mean(dim=(1, 2, 3))
+        # 4. TIRT logits fitted on the ε-error (‖ε̂ − ε‖² = alpha_t²·‖v̂ − v‖² = SNR_t·‖x̂0 − x0‖²), detached.
+        eps_err = mse * {"v_prediction": alpha**2, "epsilon": 1.0, "sample": (alpha / sigma.clamp(min=1e-4)) ** 2}[self.prediction_type]
+        loss_tirt = self.tirt.fit_loss(t, eps_err)
+        return mse.mean() + loss_tirt, {_LOSS_NAMES[self.prediction_type]: float(mse.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
 
     def export(self, folder: Path, cfg) -> Path:
-        card = Card(
-            name=self.card_name,
-            kind="teacher",
-            method="diffusion (v-prediction, CFG label dropout 0.1, TIRT logits)",
-            training={"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay},
-        )
-        return save_model_folder(folder, self.student, self.scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}})
+        base = dict(self.base_card.__dict__) if self.base_card is not None else {"num_classes": self.num_classes, "null_class": self.num_classes}
+        card = Card.from_dict({**base, "name": self.card_name, "kind": "teacher", "metrics": {}})
+        card.method = f"diffusion ({self.prediction_type.replace('_', '-')}, CFG label dropout 0.1, TIRT logits)"
+        card.training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay}
+        return save_model_folder(folder, self.student, self.scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}, vae=self.vae)
 
     def describe(self):
         return {"name": self.name, "p_uncond": P_UNCOND, "tirt_snr_cap": TIRT_SNR_CAP}
