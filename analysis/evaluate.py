@@ -2,18 +2,26 @@
 
 Samples N images (classes cycled) and prints their classifier-feature metrics against the shipped Fashion-MNIST
 test-set reference: Fréchet distance, KID, precision/recall, class accuracy, within-class diversity, NFE, seconds.
+
+Sharded: under `torchrun --nproc_per_node P` or `accelerate launch --num_processes P` each process samples its own
+contiguous slice of the N sample indices (the same initial noise and labels a single process would use) and
+classifies it; the features are gathered on rank 0, which alone computes and prints the metrics. With the
+deterministic samplers (ddim, dpmsolver++) the result equals a single-process run's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis.classifier import load_classifier
-from analysis.metrics import evaluate_images, load_reference
+import torch
+
+from analysis.classifier import classify, load_classifier
+from analysis.metrics import evaluate_images, load_reference, reference_metrics
 from demo.models import ModelFolderError, load_model_folder
 from demo.sample import add_sampling_args
 
@@ -39,6 +47,70 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
     }
 
 
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[lo, hi) of the sample indices process `rank` of `world` handles: contiguous, disjoint, sizes within one."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank {rank!r} of {world!r}")
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def generate_shard(model, n, class_label, steps, guidance, sampler, seed, batch_size, rank: int, world: int, **options):
+    """This process's slice of an n-sample run: the slice of the run's initial noise and labels, not a new seed.
+
+    The stochastic samplers' extra noise is drawn per process (seeded by seed and rank), so only the deterministic
+    samplers reproduce a single-process run exactly.
+    """
+    from demo.generate import generate, parse_labels
+    from demo.samplers import initial_noise
+
+    labels = parse_labels(class_label, n, model.card.num_classes)
+    noise = initial_noise(seed, n, model.sample_shape)
+    lo, hi = shard_bounds(n, rank, world)
+    return generate(model, hi - lo, class_label, steps, guidance, sampler, seed + 7919 * rank, batch_size,
+                    noise=noise[lo:hi], labels=labels[lo:hi], **options)  # fmt: skip
+
+
+def evaluate_sharded(model, n, steps, guidance, sampler, seed, class_label, batch_size, rank: int, world: int, gather, **options) -> dict | None:
+    """One process's part of a sharded evaluation; `gather(obj)` returns every rank's obj on rank 0 (None elsewhere).
+
+    Returns the metrics row on rank 0 and None on the other ranks.
+    """
+    gen = generate_shard(model, n, class_label, steps, guidance, sampler, seed, batch_size, rank, world, **options)
+    feats, probs = classify(load_classifier(device=model.device), gen.images)
+    parts = gather((feats, probs, gen.labels, gen.seconds))
+    if parts is None:
+        return None
+    feats, probs, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
+    seconds = max(p[3] for p in parts)  # wall time: the slowest process
+    return {
+        "model": model.name, "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seed,
+        "bf16": bool(options.get("bf16", False)), "nfe": gen.nfe, "seconds": round(seconds, 3),
+        "img_per_s": round(n / seconds, 2), "processes": world,
+        **reference_metrics(load_reference(), feats, probs, labels),
+    }  # fmt: skip
+
+
+def _distributed_gather():
+    """(rank, world, gather) under torchrun / accelerate (gloo on CPU, nccl on GPU), or None for one process."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+
+    def gather(obj):
+        out = [None] * world if rank == 0 else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    return rank, world, gather
+
+
 def format_value(v) -> str:
     """A table cell: 3 significant digits, thousands separators for large numbers, "—" for a missing value."""
     if v is None:
@@ -58,11 +130,13 @@ def markdown_table(rows: list[dict], cols) -> str:
 
 
 def weights_key(folder) -> str:
-    """Identifies a model folder's weights by content (SHA-256 of its unet safetensors), so a copied folder keeps it."""
+    """Identifies a model folder's weights by content (SHA-256 of its denoiser's safetensors), so a copied folder keeps it."""
     import hashlib
 
+    from demo.layout import denoiser_dir
+
     h = hashlib.sha256()
-    for f in sorted((Path(folder) / "unet").glob("*.safetensors")):
+    for f in sorted((denoiser_dir(folder) or Path(folder) / "unet").glob("*.safetensors")):
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:32]
 
@@ -101,8 +175,6 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
 
 
 def main(argv=None) -> int:
-    import torch
-
     p = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=2000, batch_size=250)
     p.add_argument("--clip-x0", action="store_true")
@@ -110,12 +182,25 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
     args = p.parse_args(argv)
+    distributed = _distributed_gather()
     try:
-        model = load_model_folder(args.model, device=args.device)
-        result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16)
+        if distributed is None:
+            model = load_model_folder(args.model, device=args.device)
+            result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16)
+        else:
+            rank, world, gather = distributed
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+            model = load_model_folder(args.model, device=device)
+            result = evaluate_sharded(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size,
+                                      rank, world, gather, clip_x0=args.clip_x0, bf16=args.bf16)  # fmt: skip
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if distributed is not None:
+            torch.distributed.destroy_process_group()
+    if result is None:
+        return 0  # a rank other than 0: rank 0 prints
     if args.json:
         print(json.dumps(result))
     else:

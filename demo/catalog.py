@@ -23,7 +23,7 @@ from demo.layout import WEIGHTS_NAME, denoiser_dir, is_model_folder
 REPO = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = REPO / "assets" / "models"
 DEFAULT_RUNS = REPO / "runs"
-ROOTS_ENV, RUNS_ENV, HUB_ENV = "GDL_MODEL_ROOTS", "GDL_RUNS_DIR", "GDL_ALLOW_HUB"
+ROOTS_ENV, RUNS_ENV, HUB_ENV, HUB_DIR_ENV = "GDL_MODEL_ROOTS", "GDL_RUNS_DIR", "GDL_ALLOW_HUB", "GDL_HUB_DIR"
 MAX_DEPTH = 3  # root/<name>/ and root/<run>/model/ (and one level more for grouped runs)
 
 
@@ -85,7 +85,7 @@ class Catalog:
     ):
         roots = default_roots() if roots is None else [Path(r) for r in roots]
         self.allow_hub = os.environ.get(HUB_ENV, "") == "1" if allow_hub is None else allow_hub
-        self.hub_dir = Path(hub_dir) if hub_dir else REPO / ".hub-models"
+        self.hub_dir = Path(hub_dir or os.environ.get(HUB_DIR_ENV) or REPO / ".hub-models")
         if self.allow_hub:
             roots.append(self.hub_dir)
         self.roots = list(dict.fromkeys(Path(os.path.abspath(r)).resolve() for r in roots))

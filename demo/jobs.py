@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from demo.layout import is_model_folder
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ENV = "GDL_RUNS_DIR"
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -166,7 +168,7 @@ def finished_models(runs_dir: str | os.PathLike | None = None) -> dict[str, Path
     found = {}
     for run in sorted(runs_dir.iterdir()):
         model = run / MODEL_DIR
-        if (model / "unet" / "config.json").is_file() and (model / "scheduler" / "scheduler_config.json").is_file():
+        if is_model_folder(model) and (model / "scheduler" / "scheduler_config.json").is_file():
             found[run.name] = model
     return found
 
@@ -181,6 +183,7 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
 
     from demo.models import (
         MODEL_CLASSES,
+        AutoencoderKL,
         Card,
         DDPMScheduler,
         LoadedModel,
@@ -207,13 +210,15 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     net.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in ema.items() if k in state}})
     net = net.to(device).eval().requires_grad_(False)
-    card, scheduler = {}, default_scheduler()
+    card, scheduler, vae = {}, default_scheduler(), None
     if teacher is not None:
         card = json.loads((Path(teacher) / "card.json").read_text()) if (Path(teacher) / "card.json").is_file() else {}
         scheduler = DDPMScheduler.from_config(json.loads((Path(teacher) / "scheduler" / "scheduler_config.json").read_text()))
+        if (Path(teacher) / "vae" / "config.json").is_file():  # a latent student decodes with its teacher's VAE
+            vae = AutoencoderKL.from_pretrained(Path(teacher) / "vae", use_safetensors=True).to(device).eval().requires_grad_(False)
     w_conditioned = "guidance" in inspect.signature(net.forward).parameters
     card = Card.from_dict({**card, "name": f"{run_dir.name}@{meta['step']}", "kind": "student", "w_conditioned": w_conditioned, "steps": None})
-    return LoadedModel(card.name, run_dir, net, NoiseSchedule.from_scheduler(scheduler), scheduler.config.prediction_type, card, dict(scheduler.config))
+    return LoadedModel(card.name, run_dir, net, NoiseSchedule.from_scheduler(scheduler), scheduler.config.prediction_type, card, dict(scheduler.config), vae=vae)
 
 
 def check_disk_space(folder: str | os.PathLike, min_free_bytes: int) -> None:
@@ -378,7 +383,7 @@ class JobManager:
 
     def model_path(self, job_id: int) -> Path | None:
         model = Path(self._row(job_id)["run_dir"]) / MODEL_DIR
-        return model if (model / "unet" / "config.json").is_file() else None
+        return model if is_model_folder(model) else None
 
     def load_preview(self, job_id: int, device="cpu"):
         """The job's current student: the final model once done, else its newest checkpoint's EMA weights."""
@@ -515,7 +520,7 @@ class JobManager:
         events = [r["event"] for r in read_stats(run_dir / "stats.jsonl") if "event" in r and r.get("time", 0) >= since]
         last = events[-1] if events else None
         ok = code in (0, None)
-        if ok and last == "done" and (run_dir / MODEL_DIR / "unet" / "config.json").is_file():
+        if ok and last == "done" and is_model_folder(run_dir / MODEL_DIR):
             state, error = "done", None
         elif ok and last == "stopped":
             state, error = "cancelled", "The worker was stopped from outside the app."

@@ -41,7 +41,7 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2):
 def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> None:
     """The sampling flags DESIGN.md fixes, shared by `demo.sample` and `analysis.evaluate`."""
     p.add_argument("--model", required=True)
-    p.add_argument("--n", type=int, default=n)
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=n)  # torchrun's parser takes --n for an abbreviation
     p.add_argument("--class-label", default="all")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--guidance", type=float, default=2.0)

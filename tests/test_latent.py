@@ -24,7 +24,14 @@ from demo.distill.hd import _Bottleneck
 from demo.generate import generate
 from demo.guidance import make_denoiser
 from demo.latent import LatentBatches, fit_to_vae, model_space
-from demo.models import Card, count_parameters, load_model_folder, net_output, no_label_dropout, save_model_folder
+from demo.models import (
+    Card,
+    count_parameters,
+    load_model_folder,
+    net_output,
+    no_label_dropout,
+    save_model_folder,
+)
 from demo.samplers import initial_noise, sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +140,7 @@ def test_sample_cli_on_a_latent_dit_folder(tiny_latent_dir, tmp_path):
     out = tmp_path / "samples.npz"
     cmd = [sys.executable, "-m", "demo.sample", "--model", str(tiny_latent_dir), "--n", "3", "--class-label", "all", "--steps", "2",
            "--guidance", "2", "--sampler", "ddim", "--seed", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["nfe"] == 4
     with np.load(out) as data:
@@ -198,7 +205,7 @@ def test_guided_distillation_cli_in_a_subprocess_encodes_real_idx_data(tiny_late
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHION_MNIST_DIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "demo.distill", "--method", "guided", "--teacher", str(tiny_latent_dir), "--iterations", "2",
            "--batch-size", "2", "--mixed-precision", "no", "--out", str(tmp_path / "run")]  # fmt: skip
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(cmd, cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     model = load_model_folder(tmp_path / "run" / "model")
     assert model.card.w_conditioned and model.is_latent

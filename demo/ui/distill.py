@@ -42,9 +42,10 @@ def _model_choices(ctx) -> list[str]:
         fn = getattr(ctx, attr, None)
         if callable(fn):
             return list(fn())
+    from demo.layout import is_model_folder
     from demo.models import ASSETS_MODELS
 
-    return sorted(p.name for p in ASSETS_MODELS.glob("*") if (p / "unet" / "config.json").is_file()) if ASSETS_MODELS.is_dir() else []
+    return sorted(p.name for p in ASSETS_MODELS.glob("*") if is_model_folder(p)) if ASSETS_MODELS.is_dir() else []
 
 
 def _default_teacher(choices: list[str]) -> str | None:
