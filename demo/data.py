@@ -72,9 +72,25 @@ def load_fashion_mnist(split: str = "train", folder: str | os.PathLike | None = 
 
 
 def to_model_space(images_uint8: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W] → float [N, 1, H, W] in [-1, 1]."""
+    """uint8 [N, H, W] or [N, H, W, C] → float [N, C, H, W] in [-1, 1] (C = 1 for grey)."""
     x = torch.as_tensor(np.asarray(images_uint8)).float()
-    return (x / 127.5 - 1.0).unsqueeze(1)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # [N, H, W(, C)] → [N, C, H, W]
+    return x / 127.5 - 1.0
+
+
+def load_image_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Your own training images: an .npz with `images` uint8 [N, H, W] or [N, H, W, C] and `labels` int [N].
+
+    Read without pickle; for a latent teacher the images are fitted to its VAE's input (`demo.latent.fit_to_vae`).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            images, labels = f["images"], f["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path} is not an .npz holding `images` and `labels` arrays ({type(e).__name__}).") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path} must hold images uint8 [N, H, W(, C)] and integer labels [N], got {images.dtype} {images.shape}, {labels.dtype} {labels.shape}.")
+    return images, labels.astype(np.int64)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -36,6 +36,11 @@ class LatentBatches:
         self.data, self.model = data, model
         self.batch_size = data.batch_size
 
+    def to(self, device) -> LatentBatches:
+        """Encode where the method trains (called by `Method.to`)."""
+        self.model.vae.to(device)
+        return self
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.data.batch(step)  # [B, 1, 28, 28] in [-1, 1]
         c = self.model.vae.config

@@ -306,8 +306,9 @@ class LoadedModel:
         if self.vae is None:
             return x
         scale, shift = self._latent_affine()
-        x = x.to(next(self.vae.parameters()).device, torch.float32)
-        return (self.vae.encode(x).latent_dist.mean - shift) * scale
+        device = next(self.vae.parameters()).device
+        with torch.autocast(device.type, enabled=False):  # latents in float32 even inside a bf16 training step
+            return (self.vae.encode(x.to(device, torch.float32)).latent_dist.mean - shift) * scale
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -315,8 +316,9 @@ class LoadedModel:
         if self.vae is None:
             return z
         scale, shift = self._latent_affine()
-        z = z.to(next(self.vae.parameters()).device, torch.float32)
-        return self.vae.decode(z / scale + shift).sample.clamp(-1, 1)
+        device = next(self.vae.parameters()).device
+        with torch.autocast(device.type, enabled=False):
+            return self.vae.decode(z.to(device, torch.float32) / scale + shift).sample.clamp(-1, 1)
 
 
 def _card_defaults(net: torch.nn.Module, vae: AutoencoderKL | None) -> dict:

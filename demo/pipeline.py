@@ -75,6 +75,9 @@ class GuidedPipeline(DiffusionPipeline):
             raise ValueError("build the pipeline with GuidedPipeline.from_model_folder or from_loaded")
         labels = None
         if isinstance(class_labels, list | tuple):
+            k = self.loaded.card.num_classes
+            if not class_labels or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k for c in class_labels):
+                raise ValueError(f"class labels must be integers in 0..{k - 1}, got {list(class_labels)!r}")
             labels, n = torch.as_tensor(class_labels, dtype=torch.long), len(class_labels)
         gen = generate(
             self.loaded, n, "all" if labels is not None else class_labels, num_inference_steps, guidance_scale, sampler, seed,

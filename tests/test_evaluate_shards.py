@@ -70,3 +70,10 @@ def test_torchrun_two_cpu_processes_print_one_row(tiny_teacher_dir, tiny_teacher
     assert len(rows) == 1 and rows[0]["processes"] == 2  # rank 0 alone prints
     single = evaluate_model(tiny_teacher, n=12, steps=2, guidance=2.0, sampler="ddim", seed=0)
     assert rows[0]["frechet_distance"] == pytest.approx(single["frechet_distance"], rel=1e-4)
+
+
+def test_the_accelerate_config_example_is_two_gpu_processes():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "configs" / "accelerate-2gpu.yaml"))
+    assert config.num_processes == 2 and config.distributed_type.value == "MULTI_GPU" and config.num_machines == 1

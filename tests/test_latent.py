@@ -134,6 +134,8 @@ def test_pipeline_samples_with_cfg_and_calls_back_every_step(tiny_latent_dir):
     assert torch.equal(out.images, ref.images)
     pil = pipe(class_labels="all", n=2, num_inference_steps=1, output_type="pil").images
     assert len(pil) == 2 and pil[0].size == (32, 32)
+    with pytest.raises(ValueError, match=r"class labels must be integers in 0\.\.9"):
+        pipe(class_labels=[3, 10])  # 10 is the null class: not a class to ask for
 
 
 def test_sample_cli_on_a_latent_dit_folder(tiny_latent_dir, tmp_path):
@@ -229,3 +231,19 @@ def test_compact_dit_is_narrower_and_shallower(tiny_latent):
     assert (c.num_attention_heads, c.num_layers) == (t.num_attention_heads // 2, t.num_layers // 2)
     assert (c.sample_size, c.patch_size, c.in_channels, c.num_embeds_ada_norm) == (t.sample_size, t.patch_size, t.in_channels, t.num_embeds_ada_norm)
     assert c.out_channels == c.in_channels
+
+
+def test_distill_trains_on_your_own_images_from_an_npz(tiny_latent_dir, tmp_path, capsys):
+    """`--data FILE.npz`: RGB 20x20 images (not Fashion-MNIST) are fitted to the teacher's 32x32 grey VAE and encoded."""
+    from demo.distill.__main__ import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", images=rng.integers(0, 256, (6, 20, 20, 3), dtype=np.uint8), labels=np.arange(6) % 10)
+    argv = ["--method", "dash", "--teacher", str(tiny_latent_dir), "--data", str(tmp_path / "mine.npz"), "--iterations", "2",
+            "--batch-size", "2", "--mixed-precision", "no", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    assert load_model_folder(tmp_path / "run" / "model").is_latent
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 4, 4), np.float32), labels=np.zeros(2, np.int64))
+    assert main([*argv[:5], str(tmp_path / "bad.npz"), *argv[6:-1], str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must hold images uint8" in err[0]

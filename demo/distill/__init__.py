@@ -44,9 +44,10 @@ def _build_teacher(args):
 
 
 def _train_data(args):
-    from demo.data import BatchSampler, load_fashion_mnist
+    """Fashion-MNIST's training split, or the user's own images with `--data FILE.npz`."""
+    from demo.data import BatchSampler, load_fashion_mnist, load_image_arrays
 
-    images, labels = load_fashion_mnist("train")
+    images, labels = load_image_arrays(args.data) if getattr(args, "data", None) else load_fashion_mnist("train")
     return BatchSampler(images, labels, args.batch_size, seed=args.seed)
 
 

@@ -24,6 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--init", default=None, help="student initialisation folder, where the method takes one")
     p.add_argument("--out", required=True, help="run folder (checkpoints, stats.jsonl, model/)")
     p.add_argument("--name", default=None, help="model name written to card.json")
+    p.add_argument("--data", default=None, metavar="FILE.npz", help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -28,6 +28,8 @@ class Method:
             m.to(device)
         for m in self.frozen_modules().values():
             m.to(device)
+        if hasattr(getattr(self, "data", None), "to"):  # latent batches: the VAE encodes on the training device
+            self.data.to(device)
         return self
 
     def frozen_modules(self) -> dict[str, torch.nn.Module]:
