@@ -150,6 +150,30 @@ def test_sample_cli_on_a_latent_dit_folder(tiny_latent_dir, tmp_path):
         assert data["labels"].tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize(("W", "steps"), [(1.0, 2), (3.0, 10)])
+def test_a_saved_diffusers_dit_pipeline_samples_exactly_like_dit_pipeline(W, steps, tmp_path):
+    """Any diffusers DiT checkpoint: `DiTPipeline.save_pretrained` (no card.json, null class 1000) loads as a model
+    folder, and our CFG + DDIM + VAE decode reproduce diffusers' own DiTPipeline from the same seed."""
+    from conftest import TINY_VAE_CONFIG
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
+
+    from demo.pipeline import GuidedPipeline
+
+    torch.manual_seed(0)
+    net = DiTTransformer2DModel.from_config({**TINY_DIT_CONFIG, "num_embeds_ada_norm": 1000}).eval()  # eval: no label dropout
+    vae = AutoencoderKL.from_config(TINY_VAE_CONFIG).eval()
+    sched = DDIMScheduler(beta_schedule="linear", timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False)
+    theirs = DiTPipeline(net, vae, sched)
+    theirs.set_progress_bar_config(disable=True)
+    theirs.save_pretrained(tmp_path / "dit", safe_serialization=True)
+    ours = GuidedPipeline.from_model_folder(tmp_path / "dit")
+    assert (ours.loaded.card.num_classes, ours.loaded.null_class) == (1000, 1000)
+    expected = theirs(class_labels=[1, 2], guidance_scale=W, num_inference_steps=steps, generator=torch.Generator().manual_seed(5), output_type="np").images
+    got = ours(class_labels=[1, 2], guidance_scale=W, num_inference_steps=steps, seed=5, output_type="pt").images
+    assert float(expected.std()) > 0.01
+    np.testing.assert_allclose((got.permute(0, 2, 3, 1).numpy() + 1) / 2, expected, atol=1e-5)  # [-1, 1] → diffusers' [0, 1]
+
+
 # ---- training data in latent space ----
 
 
