@@ -69,50 +69,6 @@ def teacher_unet(
     )
 
 
-def teacher_dit(
-    num_classes: int = 10,
-    latent_size: int = 16,
-    latent_channels: int = 4,
-    num_layers: int = 2,
-    heads: int = 2,
-    head_dim: int = 8,
-    patch_size: int = 2,
-) -> DiTTransformer2DModel:
-    """A class-conditional latent DiT (Peebles & Xie 2023) in diffusers' own class.
-
-    diffusers' DiT embeds `num_embeds_ada_norm` classes plus one extra row for classifier-free guidance, so the
-    null class is index `num_classes`, as for the pixel UNet. `out_channels = in_channels` (no learned variance).
-    """
-    net = DiTTransformer2DModel(
-        num_attention_heads=heads,
-        attention_head_dim=head_dim,
-        in_channels=latent_channels,
-        out_channels=latent_channels,
-        num_layers=num_layers,
-        sample_size=latent_size,
-        patch_size=patch_size,
-        num_embeds_ada_norm=num_classes,
-        norm_num_groups=1,
-    )
-    return no_label_dropout(net)
-
-
-def latent_autoencoder(image_size: int = 32, channels: int = 1, latent_channels: int = 4, widths: tuple[int, ...] = (8, 8)) -> AutoencoderKL:
-    """A small `AutoencoderKL`: each extra width halves the resolution (32 → 16 latents for two widths)."""
-    n = len(widths)
-    return AutoencoderKL(
-        in_channels=channels,
-        out_channels=channels,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(widths),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=min(4, widths[0]),
-        sample_size=image_size,
-    )
-
-
 def no_label_dropout(net: torch.nn.Module) -> torch.nn.Module:
     """Switch off diffusers' built-in label dropout (DiT drops labels at random in train mode, without a generator).
 
@@ -227,7 +183,8 @@ class ModelFolderError(ValueError):
 
 
 def _check_weights(folder: Path, sub: Path) -> None:
-    if not (sub / WEIGHTS_NAME).is_file():
+    """One safetensors file, or diffusers' sharded safetensors (an index beside the shards)."""
+    if not (sub / WEIGHTS_NAME).is_file() and not (sub / f"{WEIGHTS_NAME}.index.json").is_file():
         pickled = [p.name for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES]
         what = f" (found {', '.join(pickled)}; pickled weights are never loaded)" if pickled else ""
         raise ModelFolderError(f"Model folder {folder} has no {sub.name}/{WEIGHTS_NAME}{what}.")

@@ -74,6 +74,26 @@ def test_card_is_inferred_for_a_plain_diffusers_folder(tiny_latent_dir, tmp_path
     assert (m.card.num_classes, m.card.null_class, m.card.space, m.card.image_size) == (10, 10, "latent", 32)
 
 
+def test_sharded_safetensors_load_and_pickles_still_do_not(tiny_latent_dir, tiny_latent, tmp_path):
+    """Big checkpoints come as diffusers' sharded safetensors (an index plus shards); they load like one file."""
+    import shutil
+
+    from demo.models import WEIGHTS_NAME, ModelFolderError
+
+    folder = shutil.copytree(tiny_latent_dir, tmp_path / "sharded")
+    (folder / "transformer" / WEIGHTS_NAME).unlink()
+    tiny_latent.net.save_pretrained(folder / "transformer", safe_serialization=True, max_shard_size="20KB")
+    (folder / "transformer" / WEIGHTS_NAME).unlink(missing_ok=True)
+    assert (folder / "transformer" / f"{WEIGHTS_NAME}.index.json").is_file()
+    loaded = load_model_folder(folder)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.net.state_dict().values(), tiny_latent.net.state_dict().values()))
+    for f in (folder / "transformer").glob("*.safetensors*"):
+        f.unlink()
+    torch.save({}, folder / "transformer" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ModelFolderError, match="pickled weights are never loaded"):
+        load_model_folder(folder)
+
+
 def test_net_output_calls_every_denoiser_the_same_way(tiny_teacher, tiny_latent):
     z_pix, z_lat = torch.randn(3, 1, 28, 28), torch.randn(3, 4, 16, 16)
     t, y, w = torch.tensor([3, 400, 999]), torch.tensor([0, 5, 10]), torch.tensor([1.0, 2.0, 7.0])
