@@ -25,7 +25,7 @@ import torch
 
 from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
 from analysis.classifier import load_classifier
-from analysis.evaluate import cached_row, evaluate_model, markdown_table, weights_key
+from analysis.evaluate import cached_row, evaluate_model, markdown_table, store_card_metrics, weights_key
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -190,14 +190,9 @@ def main(argv=None) -> int:
 
         write_png(fig, out / "dash-branches.png", width=1200, height=450)
     for folder in [] if args.no_cards else folders:
-        card_path = folder / "card.json"
-        if card_path.is_file():
-            card = json.loads(card_path.read_text())
-            row = rows.get(card.get("name", folder.name))
-            if row is not None:
-                tag = f"ddim{args.steps}_W{args.guidance:g}_dash_report"
-                card.setdefault("metrics", {})[tag] = {k: row[k] for k in COLUMNS[2:] if k in row}
-                card_path.write_text(json.dumps(card, indent=2) + "\n")
+        row = rows.get(models[folder].name) if folder in models else None
+        if row is not None:
+            store_card_metrics(folder, f"ddim{args.steps}_W{args.guidance:g}_dash_report", {k: row[k] for k in COLUMNS[2:] if k in row})
     print(json.dumps({"written": [str(out / "dash.md"), str(out / "dash.json"), str(out / "dash-branches.png")], "l_un_gain_share": shares}))
     return 0
 

@@ -174,6 +174,19 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
                       lambda: evaluate_model(model, n, steps, guidance, sampler, seed, "all", batch_size, classifier, reference, bf16=bf16))  # fmt: skip
 
 
+def store_card_metrics(folder, tag: str, metrics: dict) -> bool:
+    """Record `metrics` under `tag` in a model folder's card.json (the app shows them); False when it has no card."""
+    card_path = Path(folder) / "card.json"
+    if not card_path.is_file():
+        return False
+    card = json.loads(card_path.read_text())
+    card.setdefault("metrics", {})[tag] = metrics
+    tmp = card_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(card_path)
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=2000, batch_size=250)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from analysis.classifier import load_classifier
-from analysis.evaluate import evaluate_cached, markdown_table
+from analysis.evaluate import evaluate_cached, markdown_table, store_card_metrics
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
+    p.add_argument("--no-cards", action="store_true", help="do not store the students' rows in their card.json")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--cache", default=None, help="cached rows (default OUT/eval-rows)")
     args = p.parse_args(argv)
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
                                                 classifier, reference)  # fmt: skip
                 if computed:
                     print(f"{model.name} {sampler} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
-                row = {**row, "model": model.name, "method": model.card.method}
+                row = {**row, "model": model.name, "method": model.card.method, "folder": str(folder), "kind": model.card.kind}
                 rows.append(row)
                 print(json.dumps({k: row.get(k) for k in COLUMNS if k in row}), flush=True)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
@@ -150,6 +151,10 @@ def main(argv=None) -> int:
         return 2
     if args.reference_steps:
         add_reference_ratios(rows, rows[0]["model"], args.reference_steps)
+    for r in [] if args.no_cards else rows:
+        if r["kind"] == "student":
+            metrics = {k: r[k] for k in ("frechet_distance", "fd_vs_reference", "accuracy", "precision", "recall", "diversity", "nfe") if k in r}
+            store_card_metrics(r["folder"], f"{r['sampler']}{r['steps']}_W{r['guidance']:g}_guided_report", metrics)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -101,6 +101,10 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     ref = rows[4]["frechet_distance"]
     assert [r.get("fd_vs_reference") for r in rows if r["guidance"] == 3.0] == [pytest.approx(r["frechet_distance"] / ref) for r in rows if r["guidance"] == 3.0]
     assert all("fd_vs_reference" not in r for r in rows if r["guidance"] == 1.0)
+    metrics = json.loads((pd2 / "card.json").read_text())["metrics"]  # the students' rows land in their cards
+    assert metrics["ddim2_W3_guided_report"]["frechet_distance"] == rows[-1]["frechet_distance"] and "stochastic2_W1_guided_report" in metrics
+    teacher_card = json.loads((tiny_teacher_dir / "card.json").read_text())
+    assert not any("guided_report" in k for k in teacher_card.get("metrics", {}))  # only students' cards are written
     assert "**W = 3**" in (out / "guided.md").read_text() and (out / "guided-nfe.html").is_file()
     fig = guided_report.quality_vs_nfe_figure(rows, [1.0, 3.0])
     assert {t.name for t in fig.data} == {"tiny-teacher", "progressive students"} and len(fig.data) == 4
