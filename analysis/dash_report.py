@@ -25,7 +25,14 @@ import torch
 
 from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
 from analysis.classifier import load_classifier
-from analysis.evaluate import cached_row, evaluate_model, markdown_table, store_card_metrics, weights_key
+from analysis.evaluate import (
+    cached_row,
+    evaluate_model,
+    markdown_table,
+    store_card_metrics,
+    weights_key,
+)
+from analysis.figure_png import write_report
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -160,7 +167,7 @@ def main(argv=None) -> int:
             model = models[folder] = teacher if folder == Path(args.teacher) else load_model_folder(folder)
             key = {"weights": weights_key(folder), "teacher": teacher_key, **settings}
             started = time.time()
-            row, computed = cached_row(cache, model.name, key, lambda: model_row(model, teacher, settings, classifier, reference, x0, labels))
+            row, computed = cached_row(cache, model.name, key, lambda model=model: model_row(model, teacher, settings, classifier, reference, x0, labels))
             if computed:
                 print(f"{model.name}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
             row["method"] = model.card.method  # read from the card each time (cards may be corrected later)
@@ -181,19 +188,13 @@ def main(argv=None) -> int:
         latency = json.loads((out / "dash.json").read_text()).get("latency")
     if latency is not None:
         report["latency"] = latency
-    (out / "dash.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "dash.md").write_text(markdown(ordered, settings, shares) + (latency_markdown(latency) if latency else ""))
-    fig = branch_figure(ordered)
-    fig.write_html(out / "dash-branches.html", include_plotlyjs="cdn")
-    if not args.no_png:
-        from analysis.figure_png import write_png
-
-        write_png(fig, out / "dash-branches.png", width=1200, height=450)
+    written = write_report(out, "dash", report, markdown(ordered, settings, shares) + (latency_markdown(latency) if latency else ""),
+                           branch_figure(ordered), "dash-branches", 1200, 450, png=not args.no_png)  # fmt: skip
     for folder in [] if args.no_cards else folders:
         row = rows.get(models[folder].name) if folder in models else None
         if row is not None:
             store_card_metrics(folder, f"ddim{args.steps}_W{args.guidance:g}_dash_report", {k: row[k] for k in COLUMNS[2:] if k in row})
-    print(json.dumps({"written": [str(out / "dash.md"), str(out / "dash.json"), str(out / "dash-branches.png")], "l_un_gain_share": shares}))
+    print(json.dumps({"written": [str(w) for w in written], "l_un_gain_share": shares}))
     return 0
 
 

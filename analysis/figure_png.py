@@ -46,3 +46,18 @@ def write_png(fig, path, width: int = 1100, height: int | None = None, scale: fl
         finally:
             browser.close()
     return path
+
+
+def write_report(out, stem: str, payload: dict, markdown: str, fig, figure_stem: str, width: int, height: int, png: bool = True) -> list[Path]:
+    """A report's files in `out`: STEM.json (payload), STEM.md, FIGURE_STEM.html and, with `png`, FIGURE_STEM.png."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown)
+    fig.write_html(out / f"{figure_stem}.html", include_plotlyjs="cdn")
+    written = [out / f"{stem}.md", out / f"{stem}.json", out / f"{figure_stem}.html"]
+    if png and write_png(fig, out / f"{figure_stem}.png", width=width, height=height) is not None:
+        written.append(out / f"{figure_stem}.png")
+    return written

@@ -23,6 +23,7 @@ import torch
 
 from analysis.classifier import load_classifier
 from analysis.evaluate import evaluate_cached, markdown_table, store_card_metrics
+from analysis.figure_png import write_report
 from analysis.metrics import load_reference
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
@@ -156,19 +157,12 @@ def main(argv=None) -> int:
             metrics = {k: r[k] for k in ("frechet_distance", "fd_vs_reference", "accuracy", "precision", "recall", "diversity", "nfe") if k in r}
             store_card_metrics(r["folder"], f"{r['sampler']}{r['steps']}_W{r['guidance']:g}_guided_report", metrics)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "settings": {**settings, "student_samplers": student_samplers},
             "reference_steps": args.reference_steps}
-    (out / "guided.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "guided.md").write_text(markdown(rows, guidances, settings, args.reference_steps))
-    fig = quality_vs_nfe_figure(rows, guidances)
-    fig.write_html(out / "guided-nfe.html", include_plotlyjs="cdn")
-    if not args.no_png:
-        from analysis.figure_png import write_png
-
-        write_png(fig, out / "guided-nfe.png", width=1300, height=420)
-    print(json.dumps({"written": [str(out / "guided.md"), str(out / "guided.json"), str(out / "guided-nfe.html")]}))
+    written = write_report(out, "guided", {"meta": meta, "rows": rows}, markdown(rows, guidances, settings, args.reference_steps),
+                           quality_vs_nfe_figure(rows, guidances), "guided-nfe", 1300, 420, png=not args.no_png)  # fmt: skip
+    print(json.dumps({"written": [str(w) for w in written]}))
     return 0
 
 

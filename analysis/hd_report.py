@@ -24,6 +24,7 @@ import torch
 
 from analysis.classifier import classify, load_classifier
 from analysis.evaluate import cached_row, markdown_table, weights_key
+from analysis.figure_png import write_report
 from analysis.metrics import load_reference, precision_recall, reference_metrics
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
             steps = args.teacher_steps if i == 0 else (model.card.steps or 1)
             key = {"weights": weights_key(folder), "steps": steps, **settings}
             started = time.time()
-            row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}", key, lambda: model_row(model, steps, settings, classifier, reference))
+            row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}", key, lambda model=model, steps=steps: model_row(model, steps, settings, classifier, reference))
             if computed:
                 print(f"{model.name} at {steps} steps: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
             rows.append({**row, "model": model.name, "method": model.card.method})
@@ -148,17 +149,10 @@ def main(argv=None) -> int:
     for r in rows:
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
-    (out / "hd.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "hd.md").write_text(markdown(rows, settings))
-    fig = spectrum_figure(rows, class_names)
-    fig.write_html(out / "hd-spectrum.html", include_plotlyjs="cdn")
-    if not args.no_png:
-        from analysis.figure_png import write_png
-
-        write_png(fig, out / "hd-spectrum.png", width=1300, height=440)
-    print(json.dumps({"written": [str(out / "hd.md"), str(out / "hd.json"), str(out / "hd-spectrum.html")]}))
+    written = write_report(out, "hd", {"meta": meta, "rows": rows}, markdown(rows, settings), spectrum_figure(rows, class_names),
+                           "hd-spectrum", 1300, 440, png=not args.no_png)  # fmt: skip
+    print(json.dumps({"written": [str(w) for w in written]}))
     return 0
 
 
