@@ -33,8 +33,12 @@ COLUMNS = ("model", "method", "sampler", "steps", "guidance", "nfe", "frechet_di
 
 def plan(model, steps: list[int], guidances: list[float], reference: tuple[int, list[float]] | None = None) -> list[tuple[int, float]]:
     """(steps, W) pairs to evaluate: a distilled student at its own step count, any other model at every count;
+    a single-W student (its card's guidance range is one value) only at that W, the one guidance it was trained for;
     the teacher also at the reference step count (e.g. 64) for the W values in `reference`."""
     counts = [model.card.steps] if model.card.kind == "student" and model.card.steps else steps
+    g = model.card.guidance
+    if model.card.kind == "student" and g.get("min") is not None and g.get("min") == g.get("max"):
+        guidances = [w for w in guidances if w == g["min"]]
     pairs = [(s, w) for s in counts for w in guidances]
     if reference and model.card.kind != "student" and reference[0] not in counts:
         pairs += [(reference[0], w) for w in reference[1]]

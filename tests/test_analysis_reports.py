@@ -159,3 +159,19 @@ def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_
     fig = hd_report.spectrum_figure(rows)
     assert len(fig.data) == 2 * len(rows)  # a spectrum line and a coverage bar per model
     assert hd_report.main([*args[:4], "--sketch", str(tmp_path / "missing")]) == 2
+
+
+def test_guided_report_plans_a_single_w_student_at_its_one_w(tiny_teacher):
+    """The single-W ablation has no guidance knob: it is evaluated only at the W it was trained for, at every step count."""
+    from types import SimpleNamespace
+
+    from analysis.guided_report import plan
+    from demo.distill.guided import student_card
+
+    def student(w_range, steps=None):
+        return SimpleNamespace(card=student_card(tiny_teacher, "s", "guided", steps, w_range, {}))
+
+    assert plan(student((2.0, 2.0)), [1, 4], [1.0, 2.0, 3.0]) == [(1, 2.0), (4, 2.0)]
+    assert plan(student((1.0, 5.0)), [1, 4], [1.0, 2.0]) == [(1, 1.0), (1, 2.0), (4, 1.0), (4, 2.0)]
+    assert plan(student((1.0, 5.0), steps=2), [1, 4], [2.0]) == [(2, 2.0)]
+    assert plan(SimpleNamespace(card=tiny_teacher.card), [1], [1.0, 2.0], (3, [2.0])) == [(1, 1.0), (1, 2.0), (3, 2.0)]

@@ -170,10 +170,26 @@ def test_dmd_gradient_is_zero_for_a_fake_score_equal_to_the_teacher_at_w1(tiny_t
         from demo.schedule import to_x0
 
         alpha, sigma = tiny_teacher.schedule.alpha_sigma(t)
-        x0_fake = to_x0(x_t, method.fake_out(x_t, t, y), alpha, sigma, tiny_teacher.prediction_type)
+        x0_fake = to_x0(x_t, method.fake_out(x_t, t, y, w), alpha, sigma, tiny_teacher.prediction_type)
     xg = x.clone().requires_grad_(True)
     dmd_loss(xg, x0_fake, x0_real).backward()
     assert xg.grad.abs().max() < 1e-5
+
+
+def test_hd_fake_warmup_trains_the_fake_score_and_leaves_the_generator(tiny_teacher, tiny_guided_dir):
+    """During the fake-score warm-up the generator's loss carries no gradient; the W-conditioned fake score moves."""
+    method = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "awd", fake_warmup=1)
+    fake_before = [p.detach().clone() for p in method.fake.parameters()]
+    loss, stats = method.loss(0, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None for p in method.student.parameters()) and stats["l_dmd"] == 0.0
+    assert any(not torch.equal(a, b) for a, b in zip(fake_before, method.fake.parameters()))
+    loss, _ = method.loss(1, torch.Generator().manual_seed(1))  # after the warm-up the generator learns
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
+    z, t, y = torch.randn(2, 1, 28, 28), torch.tensor([300, 700]), torch.tensor([1, 2])
+    with torch.no_grad():  # the fake score tells W apart once it has trained on W-dependent samples
+        assert not torch.allclose(method.fake_out(z, t, y, torch.full((2,), 1.0)), method.fake_out(z, t, y, torch.full((2,), 5.0)))
 
 
 def test_awd_weights_are_an_input_dependent_distribution_over_tokens():

@@ -118,7 +118,8 @@ def _register_hd(name: str, pooling: str | None):
             raise ValueError(f"method {name} needs --init DIR: the one-step w-conditioned sketch to refine")
         teacher = _load_teacher(args)
         data = _teacher_data(args, teacher)
-        return HDRefinement(teacher, load_model_folder(args.init), data, pooling, w_min=args.w_min, w_max=args.w_max, name=args.name)
+        return HDRefinement(teacher, load_model_folder(args.init), data, pooling, w_min=args.w_min, w_max=args.w_max,
+                            fake_warmup=getattr(args, "fake_warmup", 0), name=args.name)
 
     register(name)(build)
 

@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--w-min", type=float, default=1.0, help="lowest W of a w-conditioned student")
     p.add_argument("--w-max", type=float, default=5.0, help="highest W of a w-conditioned student")
     p.add_argument("--steps", type=int, default=None, help="student sampling steps (progressive rounds)")
+    p.add_argument("--fake-warmup", type=int, default=0, help="DMD/HD: first iterations that train only the fake score, not the generator")
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")
     p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload OUT/model to this Hub repository when done")
     p.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")

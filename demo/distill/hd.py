@@ -4,7 +4,12 @@ with an Adaptive Weighted Discriminator (Cheng et al. 2025, arXiv 2511.08930; DM
 The generator is a one-step w-conditioned student (the stage-1 "sketch": a guided/progressive 1-step student).
 Per generator step:
   1. Fake-score and discriminator updates (`fake_updates` of them) on detached generator samples: the fake score
-     is a copy of the teacher trained with the usual denoising loss on generator samples; the discriminator head
+     is a copy of the teacher trained with the usual denoising loss on generator samples. The generator's output
+     depends on W, so the fake score takes W too (the teacher's network with a zero-initialised W embedding, like
+     the stage-1 student: it starts as the teacher's conditional model); without it one network would have to
+     model the generator at every W at once. The first `fake_warmup` iterations train only the fake score (and
+     the discriminator), so the generator is not pushed by a fake score that has not yet seen its samples. The
+     discriminator head
      reads the fake-score network's bottleneck tokens (a UNet's mid block, or a DiT's middle block with its tokens
      laid back on the patch grid) and is trained non-saturating on noised real vs fake images.
   2. The generator's DMD loss: the gradient (x0_fake − x0_real)/‖x − x0_real‖₁ at a random t, with the real score
@@ -25,8 +30,7 @@ from diffusers import DiTTransformer2DModel
 from torch import nn
 
 from demo.distill.base import Method
-from demo.distill.guided import GuidanceUNet, sample_w, student_card
-from demo.distill.teacher import P_UNCOND
+from demo.distill.guided import GuidanceUNet, guidance_student, sample_w, student_card
 from demo.guidance import guided_x0
 from demo.models import DDPMScheduler, net_output, save_model_folder
 from demo.schedule import denoising_target, to_x0
@@ -67,6 +71,7 @@ class _Bottleneck:
 
     def __init__(self, net):
         self.feats = None
+        net = getattr(net, "unet", None) or getattr(net, "dit", None) or net  # a GuidanceUNet / GuidanceDiT's inner network
         if isinstance(net, DiTTransformer2DModel):
             blocks = net.transformer_blocks
             self.channels = net.inner_dim
@@ -97,17 +102,19 @@ class HDRefinement(Method):
     name = "hd"
 
     def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
-                 fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, name: str | None = None):  # fmt: skip
+                 fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, fake_warmup: int = 0,
+                 name: str | None = None):  # fmt: skip
         if not generator_model.card.w_conditioned:
             raise ValueError(f"the HD generator must be a w-conditioned one-step student; {generator_model.name} is not")
         self.teacher, self.data = teacher, data
         self.pooling = pooling  # None: DMD only
         self.adv_weight = adv_weight if pooling else 0.0
         self.fake_updates = fake_updates
+        self.fake_warmup = fake_warmup
         self.w_min, self.w_max = w_min, w_max
         self.name = "dmd" if pooling is None else f"hd-{pooling}"
         self.student = copy.deepcopy(generator_model.net).train().requires_grad_(True)
-        self.fake = copy.deepcopy(teacher.net).train().requires_grad_(True)
+        self.fake = guidance_student(teacher.net).train().requires_grad_(True)
         self.bottleneck = _Bottleneck(self.fake)
         self.disc = TokenDiscriminator(self.bottleneck.channels, pooling or "gap").train()
         self.aux_opt = torch.optim.AdamW(list(self.fake.parameters()) + list(self.disc.parameters()), lr=fake_lr, betas=(0.0, 0.99))
@@ -133,8 +140,8 @@ class HDRefinement(Method):
         """The frozen teacher's CFG x0 prediction at per-example W."""
         return guided_x0(self.teacher, x_t, t, y, w)
 
-    def fake_out(self, x_t, t, y):
-        return net_output(self.fake, x_t, t, y).float()
+    def fake_out(self, x_t, t, y, w):
+        return net_output(self.fake, x_t, t, y, w).float()
 
     def _noise(self, x, generator, lo_hi=DMD_T_RANGE):
         B = x.shape[0]
@@ -154,33 +161,34 @@ class HDRefinement(Method):
             with torch.no_grad():
                 x_fake = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
             x_t, t, eps = self._noise(x_fake, generator)
-            y_drop = torch.where(torch.rand(B, generator=generator).to(device) < P_UNCOND, torch.full_like(y, self.teacher.null_class), y)
             alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
-            loss_fake = F.mse_loss(self.fake_out(x_t, t, y_drop), denoising_target(eps, x_fake, alpha, sigma, self.teacher.prediction_type))
+            loss_fake = F.mse_loss(self.fake_out(x_t, t, y, w), denoising_target(eps, x_fake, alpha, sigma, self.teacher.prediction_type))
             loss_d = torch.zeros((), device=device)
             if self.adv_weight > 0:
                 feats_fake = self.bottleneck.feats
                 xr_t = self.teacher.schedule.add_noise(x_real, torch.randn(shape, generator=generator).to(device), t)
-                self.fake_out(xr_t, t, y)  # real images at the same noise levels as the fake ones
+                self.fake_out(xr_t, t, y, w)  # real images at the same noise levels as the fake ones
                 d_real = self.disc(self.bottleneck.feats)
                 loss_d = F.softplus(-d_real).mean() + F.softplus(self.disc(feats_fake)).mean()
             self.aux_opt.zero_grad(set_to_none=True)
             (loss_fake + loss_d).float().backward()
             self.aux_opt.step()
             stats = {"loss_fake": float(loss_fake.detach()), "loss_d": float(loss_d.detach())}
+        if step < self.fake_warmup:  # the generator waits: a constant loss, no gradient reaches it
+            return torch.zeros((), device=device, requires_grad=True), {**stats, "l_dmd": 0.0, "l_adv": 0.0}
         # 2. Generator: DMD gradient at a random t, plus the adversarial term through the (fixed) discriminator.
         x = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
         x_t, t, _ = self._noise(x, generator)
         with torch.no_grad():
             x0_real = self.x0_real(x_t, t, y, w)
             alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
-            x0_fake = to_x0(x_t, self.fake_out(x_t, t, y), alpha, sigma, self.teacher.prediction_type)
+            x0_fake = to_x0(x_t, self.fake_out(x_t, t, y, w), alpha, sigma, self.teacher.prediction_type)
         l_dmd = dmd_loss(x, x0_fake, x0_real)
         l_adv = torch.zeros((), device=device)
         if self.adv_weight > 0:
             self.fake.requires_grad_(False)
             self.disc.requires_grad_(False)
-            self.fake_out(x_t, t, y)  # gradient flows to the generator through x_t only
+            self.fake_out(x_t, t, y, w)  # gradient flows to the generator through x_t only
             l_adv = F.softplus(-self.disc(self.bottleneck.feats)).mean()
             self.fake.requires_grad_(True)
             self.disc.requires_grad_(True)
@@ -188,14 +196,15 @@ class HDRefinement(Method):
 
     def export(self, folder: Path, cfg) -> Path:
         training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "pooling": self.pooling,
-                    "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "generator_init": self.generator_meta}  # fmt: skip
+                    "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup,
+                    "generator_init": self.generator_meta}  # fmt: skip
         what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
         method = {None: "dmd", "gap": "hd-gap", "awd": "hd"}[self.pooling]  # the --method key
         card = student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
         return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
 
     def describe(self):
-        return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "fake_updates": self.fake_updates}
+        return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup}
 
 
 __all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss"]
