@@ -192,6 +192,20 @@ def test_hd_fake_warmup_trains_the_fake_score_and_leaves_the_generator(tiny_teac
         assert not torch.allclose(method.fake_out(z, t, y, torch.full((2,), 1.0)), method.fake_out(z, t, y, torch.full((2,), 5.0)))
 
 
+def test_dmd_from_the_teachers_weights_starts_as_the_teachers_one_step_prediction(tiny_teacher, tiny_teacher_dir):
+    """DMD-only's generator may start from the teacher itself: its first one-step sample is the teacher's x0 at t = T−1."""
+    method = HDRefinement(tiny_teacher, load_model_folder(tiny_teacher_dir), tiny_data(), None)
+    z, y = torch.randn(2, 1, 28, 28), torch.tensor([3, 7])
+    T = tiny_teacher.schedule.num_train_timesteps
+    with torch.no_grad():
+        expected = tiny_teacher.x0(z, torch.full((2,), T - 1), y)
+        assert torch.allclose(method.generate(z, y, torch.full((2,), 3.0)), expected, atol=1e-5)
+    student = load_model_folder(tiny_teacher_dir)
+    student.card.kind = "student"  # a student that takes no W cannot be refined
+    with pytest.raises(ValueError, match="w-conditioned"):
+        HDRefinement(tiny_teacher, student, tiny_data(), None)
+
+
 def test_awd_weights_are_an_input_dependent_distribution_over_tokens():
     torch.manual_seed(0)
     disc = TokenDiscriminator(16, "awd")

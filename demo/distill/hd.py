@@ -104,8 +104,12 @@ class HDRefinement(Method):
     def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
                  fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, fake_warmup: int = 0,
                  name: str | None = None):  # fmt: skip
-        if not generator_model.card.w_conditioned:
-            raise ValueError(f"the HD generator must be a w-conditioned one-step student; {generator_model.name} is not")
+        if generator_model.card.w_conditioned:
+            student = copy.deepcopy(generator_model.net)
+        elif generator_model.card.kind == "teacher":  # DMD from the teacher's weights (Yin et al.): + a zero-initialised W embedding
+            student = guidance_student(generator_model.net)
+        else:
+            raise ValueError(f"the HD generator must be a w-conditioned one-step student or a teacher; {generator_model.name} is neither")
         self.teacher, self.data = teacher, data
         self.pooling = pooling  # None: DMD only
         self.adv_weight = adv_weight if pooling else 0.0
@@ -113,7 +117,7 @@ class HDRefinement(Method):
         self.fake_warmup = fake_warmup
         self.w_min, self.w_max = w_min, w_max
         self.name = "dmd" if pooling is None else f"hd-{pooling}"
-        self.student = copy.deepcopy(generator_model.net).train().requires_grad_(True)
+        self.student = student.train().requires_grad_(True)
         self.fake = guidance_student(teacher.net).train().requires_grad_(True)
         self.bottleneck = _Bottleneck(self.fake)
         self.disc = TokenDiscriminator(self.bottleneck.channels, pooling or "gap").train()
