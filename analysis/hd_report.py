@@ -87,7 +87,8 @@ def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
     fig = make_subplots(rows=1, cols=2, subplot_titles=["Radial power spectrum", "Per-class coverage (recall within each class)"])
     for r, colour in zip(rows, colours):
         label = f"{r['model']} ({r['steps']} step{'s' if r['steps'] > 1 else ''})"
-        fig.add_trace(go.Scatter(x=r["spectrum"]["freq"], y=r["spectrum"]["power"], mode="lines", name=label, legendgroup=label,
+        pts = [(f, q) for f, q in zip(r["spectrum"]["freq"], r["spectrum"]["power"]) if f > 0]  # the mean (DC) is removed: no power at 0
+        fig.add_trace(go.Scatter(x=[f for f, _ in pts], y=[q for _, q in pts], mode="lines", name=label, legendgroup=label,
                                  line={"color": colour}, hovertemplate=f"{label}<br>%{{x:.3f}} cycles/px: %{{y:.3g}}<extra></extra>"),
                       row=1, col=1)  # fmt: skip
         fig.add_trace(go.Bar(x=names, y=[c if c is not None else float("nan") for c in r["class_recall"]], name=label, legendgroup=label,
