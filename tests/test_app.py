@@ -296,3 +296,8 @@ def test_default_models_prefer_the_requested_step_count(tmp_path):
     assert c.default_model("student", steps=4) == "b-student"
     assert c.default_model("student", steps=1) == "a-student"  # none distilled for 1 step: the first student
     assert Context(settings_for(tmp_path / "nothing", tmp_path)).default_model("student", steps=4) is None
+    assert c.default_model("student", steps=4, method="hd") == "b-student" and not c.has_method("hd")
+    card = json.loads((root / "a-student" / "card.json").read_text())
+    (root / "a-student" / "card.json").write_text(json.dumps({**card, "method": "hd", "steps": 1}))
+    c = Context(settings_for(root, tmp_path))
+    assert c.default_model("student", steps=4, method="hd") == "a-student" and c.has_method("hd")

@@ -170,11 +170,16 @@ class Context:
     def model_names(self) -> list[str]:
         return self.catalog.names()
 
-    def default_model(self, kind: str, steps: int | None = None) -> str | None:
-        """The first model of `kind` (any model when there is none), preferring one distilled for `steps` steps."""
+    def default_model(self, kind: str, steps: int | None = None, method: str | None = None) -> str | None:
+        """The first model of `kind` (any model when there is none), preferring one trained by `method`, then one
+        distilled for `steps` steps."""
         entries = [e for e in self.catalog.entries() if e.kind == kind] or self.catalog.entries()
-        preferred = [e for e in entries if steps is not None and e.steps == steps]
-        return (preferred or entries)[0].name if entries else None
+        by_method = [e for e in entries if method is not None and e.method == method]
+        by_steps = [e for e in entries if steps is not None and e.steps == steps]
+        return (by_method or by_steps or entries)[0].name if entries else None
+
+    def has_method(self, method: str) -> bool:
+        return any(e.method == method for e in self.catalog.entries())
 
     def class_choices(self, with_all: bool = True) -> list[tuple[str, str]]:
         entries = self.catalog.entries()

@@ -80,10 +80,13 @@ def build(ctx) -> None:
         "loses high-frequency detail; distribution matching *refines* it. Both start from the same noise."
     )
     with gr.Row():
-        sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student", steps=1))
+        # Opens on HD's own pair (the sketch and its refinement, one step each) when they are installed, otherwise
+        # on a one-step student against the teacher.
+        has_hd = ctx.has_method("hd")
+        sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student", steps=1, method="hd-sketch"))
         sketch_steps = gr.Slider(1, 64, value=1, step=1, label="Sketch steps")
-        refined = ctx.model_dropdown("Refined model", ctx.default_model("teacher"))
-        refined_steps = gr.Slider(1, 250, value=32, step=1, label="Refined steps")
+        refined = ctx.model_dropdown("Refined model", ctx.default_model("student", method="hd") if has_hd else ctx.default_model("teacher"))
+        refined_steps = gr.Slider(1, 250, value=1 if has_hd else 32, step=1, label="Refined steps")
     run_hd = gr.Button("Compare sketch and refined", variant="primary")
     with gr.Row(equal_height=True):
         sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=320)
