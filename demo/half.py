@@ -14,7 +14,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from demo.models import ModelFolderError, check_model_folder
@@ -59,5 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     sys.exit(main())

@@ -9,9 +9,8 @@ Per generator step:
      the stage-1 student: it starts as the teacher's conditional model); without it one network would have to
      model the generator at every W at once. The first `fake_warmup` iterations train only the fake score (and
      the discriminator), so the generator is not pushed by a fake score that has not yet seen its samples. The
-     discriminator head
-     reads the fake-score network's bottleneck tokens (a UNet's mid block, or a DiT's middle block with its tokens
-     laid back on the patch grid) and is trained non-saturating on noised real vs fake images.
+     discriminator head reads the fake-score network's bottleneck tokens (a UNet's mid block, or a DiT's middle
+     block with its tokens laid back on the patch grid) and is trained non-saturating on noised real vs fake images.
   2. The generator's DMD loss: the gradient (x0_fake − x0_real)/‖x − x0_real‖₁ at a random t, with the real score
      the frozen teacher under CFG at the same W; plus `adv_weight` × the non-saturating generator loss.
 Token pooling of the discriminator: `gap` (global average of per-token logits, the standard head) or `awd`
