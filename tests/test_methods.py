@@ -216,3 +216,19 @@ def test_awd_weights_are_an_input_dependent_distribution_over_tokens():
     assert not torch.allclose(w1, w2)
     gap = TokenDiscriminator(16, "gap").token_weights(f1)
     assert torch.allclose(gap, torch.full_like(gap, 1 / 49))
+
+
+def test_hd_cli_options_reach_the_method_and_bad_values_are_one_sentence(tiny_teacher_dir, tiny_guided_dir, monkeypatch):
+    """`--adv-weight` and `--fake-updates` set the refinement's budget split; nonsense is refused before training."""
+    import demo.distill as registry
+    from demo.distill.__main__ import parse_args
+
+    monkeypatch.setattr(registry, "_train_data", lambda args: tiny_data())
+    argv = ["--method", "hd", "--teacher", str(tiny_teacher_dir), "--init", str(tiny_guided_dir), "--out", "unused"]
+    method = METHODS["hd"](parse_args(argv + ["--adv-weight", "0.05", "--fake-updates", "3"]))
+    assert (method.adv_weight, method.fake_updates) == (0.05, 3)
+    default = METHODS["hd"](parse_args(argv))
+    assert (default.adv_weight, default.fake_updates) == (0.01, 2)
+    for flag, value, message in (("--fake-updates", "0", "fake_updates must be at least 1"), ("--adv-weight", "-1", "adv_weight must be non-negative")):
+        with pytest.raises(ValueError, match=message):
+            METHODS["hd"](parse_args(argv + [flag, value]))

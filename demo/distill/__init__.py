@@ -118,8 +118,9 @@ def _register_hd(name: str, pooling: str | None):
             raise ValueError(f"method {name} needs --init DIR: the one-step w-conditioned sketch to refine")
         teacher = _load_teacher(args)
         data = _teacher_data(args, teacher)
+        options = {k: getattr(args, k) for k in ("adv_weight", "fake_updates") if getattr(args, k, None) is not None}
         return HDRefinement(teacher, load_model_folder(args.init), data, pooling, w_min=args.w_min, w_max=args.w_max,
-                            fake_warmup=getattr(args, "fake_warmup", 0), name=args.name)
+                            fake_warmup=getattr(args, "fake_warmup", 0), name=args.name, **options)
 
     register(name)(build)
 

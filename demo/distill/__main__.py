@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--w-max", type=float, default=5.0, help="highest W of a w-conditioned student")
     p.add_argument("--steps", type=int, default=None, help="student sampling steps (progressive rounds)")
     p.add_argument("--fake-warmup", type=int, default=0, help="DMD/HD: first iterations that train only the fake score, not the generator")
+    p.add_argument("--fake-updates", type=int, default=None, help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)")
+    p.add_argument("--adv-weight", type=float, default=None, help="HD: weight of the generator's adversarial term against DMD (default 0.01)")
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")
     p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload OUT/model to this Hub repository when done")
     p.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")

@@ -103,6 +103,10 @@ class HDRefinement(Method):
     def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
                  fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, fake_warmup: int = 0,
                  name: str | None = None):  # fmt: skip
+        if fake_updates < 1:
+            raise ValueError(f"fake_updates must be at least 1, got {fake_updates!r}")
+        if not adv_weight >= 0:  # also rejects NaN
+            raise ValueError(f"adv_weight must be non-negative, got {adv_weight!r}")
         if generator_model.card.w_conditioned:
             student = copy.deepcopy(generator_model.net)
         elif generator_model.card.kind == "teacher":  # DMD from the teacher's weights (Yin et al.): + a zero-initialised W embedding
