@@ -7,6 +7,7 @@ Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettin
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 from demo.ui import AppSettings, build_app, launch_kwargs
@@ -19,7 +20,10 @@ def _warm_imports() -> None:
 
 def main() -> None:
     settings = AppSettings.from_env()
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ValueError as e:  # a bad GDL_* setting: one sentence, not a traceback
+        sys.exit(f"error: {e}")
     app.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.concurrency)
     threading.Thread(target=_warm_imports, daemon=True).start()
     app.launch(

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = REPO / "assets" / "models"
 DEFAULT_RUNS = REPO / "runs"
 ROOTS_ENV, RUNS_ENV, HUB_ENV, HUB_DIR_ENV = "GDL_MODEL_ROOTS", "GDL_RUNS_DIR", "GDL_ALLOW_HUB", "GDL_HUB_DIR"
+PRECISIONS = ("fp32", "bf16")  # bf16: the networks run under bfloat16 autocast (the samplers stay float32)
 MAX_DEPTH = 3  # root/<name>/ and root/<run>/model/ (and one level more for grouped runs)
 
 
@@ -82,7 +83,11 @@ class Catalog:
         cache_size: int = 4,
         allow_hub: bool | None = None,
         hub_dir: str | os.PathLike | None = None,
+        precision: str = "fp32",
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         roots = default_roots() if roots is None else [Path(r) for r in roots]
         self.allow_hub = os.environ.get(HUB_ENV, "") == "1" if allow_hub is None else allow_hub
         self.hub_dir = Path(hub_dir or os.environ.get(HUB_DIR_ENV) or REPO / ".hub-models")
@@ -219,6 +224,10 @@ class Catalog:
                 return self._cache[key]
         entry_name = next((e.name for e in self.entries() if e.path.resolve() == folder), None)
         model = load_model_folder(folder, device=self.device, name=entry_name)
+        if self.precision == "bf16":
+            import torch
+
+            model.autocast_dtype = torch.bfloat16
         _warm_up(model)
         with self._lock:
             self._cache[key] = model

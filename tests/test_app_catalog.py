@@ -135,3 +135,22 @@ def test_hub_ids_only_when_allowed(monkeypatch, tmp_path, root):
     with pytest.raises(ValueError, match="Pin a revision"):  # an unpinned Hub name is refused before any download
         cat.resolve("hf://someone/tiny")
     assert len(calls) == 1
+
+
+def test_bf16_precision_runs_every_nfe_under_autocast_and_bad_values_are_one_sentence(root):
+    """`GDL_PRECISION=bf16`: the catalog's models sample under bfloat16 autocast — close to, not equal to, fp32."""
+    import torch
+
+    from demo.generate import generate
+
+    fp32 = Catalog([root], device="cpu").load("tiny-teacher")
+    bf16 = Catalog([root], device="cpu", precision="bf16").load("tiny-teacher")
+    assert fp32.autocast_dtype is None and bf16.autocast_dtype is torch.bfloat16
+    z, t, y = torch.randn(2, 1, 28, 28), torch.tensor([500, 900]), torch.tensor([1, 2])
+    with torch.no_grad():
+        assert fp32.output(z, t, y).dtype == torch.float32 and bf16.output(z, t, y).dtype == torch.bfloat16
+    a = generate(fp32, 2, "all", steps=4, guidance=2.0, seed=3).images
+    b = generate(bf16, 2, "all", steps=4, guidance=2.0, seed=3).images
+    assert not torch.equal(a, b) and (a - b).abs().max() < 0.25
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        Catalog([root], device="cpu", precision="fp16")
