@@ -247,7 +247,7 @@ class LoadedModel:
 
     def output(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """One network evaluation in the model's own parametrisation (ε, v or x0)."""
-        if self.autocast_dtype is None:
+        if self.autocast_dtype is None:  # no context at all, so a caller's own autocast (generate(bf16=True)) still applies
             return net_output(self.net, z, t, labels, w)
         with torch.autocast(z.device.type, dtype=self.autocast_dtype):
             return net_output(self.net, z, t, labels, w)
