@@ -1,4 +1,4 @@
-"""`python -m analysis.hd_report --sketch DIR --students DIR[,DIR…] [--teacher DIR] [--n 1000] [--guidance 2]`
+"""`python -m analysis.hd_report --sketch DIR --students DIR[,DIR…] [--teacher DIR] [--n 1000] [--guidance 2] [--seeds 0,1,2]`
 
 Hierarchical Distillation's results (Cheng et al. 2025): the teacher at `--teacher-steps` CFG DDIM steps, the one-step
 sketch (trajectory distillation only) and the refined one-step students (DMD-only, HD with the standard
@@ -7,8 +7,13 @@ Fréchet distance in the Fashion-MNIST classifier's features (not FID) and its r
 precision, recall, per-class coverage (recall within each class: mode collapse shows there first), and the radial
 power spectrum with its high-frequency energy share (detail the sketch loses).
 
+With several `--seeds`, every number in the table is the mean over the seeds (the same seeds for every model, so
+teacher and students see the same noise), and a second table gives each seed's Fréchet distance and its ratio to the
+teacher's at that seed: at n = 1,000 a change of seed moves a Fréchet distance by more than the gaps it is asked to
+judge, so a goal is judged on the mean.
+
 Writes `OUT/hd.json`, `OUT/hd.md` and the figure `OUT/hd-spectrum.html` and `.png` (radial spectra, and the
-per-class coverage); each model's row is cached by weights and settings in `OUT/hd-rows/`.
+per-class coverage); each model's row is cached by weights and settings (seed included) in `OUT/hd-rows/`.
 """
 
 from __future__ import annotations
@@ -67,12 +72,30 @@ def model_row(model, steps: int, settings: dict, classifier, reference) -> dict:
     }
 
 
+MEAN_KEYS = ("frechet_distance", "accuracy", "precision", "recall", "kid", "diversity", "min_class_recall", "hf_share", "seconds")
+
+
+def mean_over_seeds(seed_rows: list[dict], seeds: list[int]) -> dict:
+    """One model's rows at several seeds folded into one: numbers, per-class recall and spectrum averaged; per-seed FD kept."""
+    first = seed_rows[0]
+    out = {**first, **{k: float(np.mean([r[k] for r in seed_rows])) for k in MEAN_KEYS if first.get(k) is not None}}
+    out["class_recall"] = [None if any(r["class_recall"][c] is None for r in seed_rows) else float(np.mean([r["class_recall"][c] for r in seed_rows]))
+                           for c in range(len(first["class_recall"]))]  # fmt: skip
+    out["spectrum"] = {"freq": first["spectrum"]["freq"], "power": np.mean([r["spectrum"]["power"] for r in seed_rows], axis=0).tolist()}
+    out["seeds"] = list(seeds)
+    out["fd_by_seed"] = [r["frechet_distance"] for r in seed_rows]
+    return out
+
+
 def add_relative(rows: list[dict]) -> None:
-    """Each row's Fréchet distance over the teacher's, and its high-frequency share's distance from the teacher's."""
+    """Each row's Fréchet distance over the teacher's (of the means, and paired seed by seed), and its high-frequency
+    share's distance from the teacher's."""
     teacher = rows[0]
     for r in rows:
         r["fd_vs_teacher"] = r["frechet_distance"] / teacher["frechet_distance"]
         r["hf_gap"] = abs(r["hf_share"] - teacher["hf_share"])
+        if "fd_by_seed" in r:
+            r["fd_vs_teacher_by_seed"] = [a / b for a, b in zip(r["fd_by_seed"], teacher["fd_by_seed"])]
 
 
 def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
@@ -102,12 +125,38 @@ def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
     return fig
 
 
+def seed_table(rows: list[dict]) -> str:
+    """Each model's Fréchet distance at each seed, and its ratio to the teacher's at the same seed."""
+    seeds = rows[0]["seeds"]
+    cols = ["model", *[f"FD seed {s}" for s in seeds], "FD mean", *[f"vs teacher, seed {s}" for s in seeds], "vs teacher, mean of ratios"]
+    table = [{"model": r["model"], **{f"FD seed {s}": v for s, v in zip(seeds, r["fd_by_seed"])}, "FD mean": r["frechet_distance"],
+              **{f"vs teacher, seed {s}": v for s, v in zip(seeds, r["fd_vs_teacher_by_seed"])},
+              "vs teacher, mean of ratios": float(np.mean(r["fd_vs_teacher_by_seed"]))} for r in rows]  # fmt: skip
+    return markdown_table(table, cols)
+
+
 def markdown(rows: list[dict], settings: dict) -> str:
-    return (markdown_table(rows, COLUMNS) + "\n\n"
-            f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), seed {settings['seed']}"
+    seeds = settings["seeds"]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))}"
+    text = (markdown_table(rows, COLUMNS) + "\n\n"
+            f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), {seed_text}"
             f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: Fréchet distance (classifier features, not FID) "
             f"over the teacher's; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
             f"{HF_CUTOFF} cycles/pixel, `hf_gap` its distance from the teacher's.\n")  # fmt: skip
+    if len(seeds) > 1:
+        text += "\nFréchet distance at each seed (the same noise for every model at a seed):\n\n" + seed_table(rows) + "\n"
+    return text
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; anything else is one sentence."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds must be distinct non-negative integers separated by commas, got {text!r}")
+    return seeds
 
 
 def main(argv=None) -> int:
@@ -118,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", "--seed", default="0", help="comma-separated seeds; the table gives means over them")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
@@ -127,22 +176,28 @@ def main(argv=None) -> int:
     try:
         if args.n < 10 or args.teacher_steps < 1 or args.guidance < 0:
             raise ValueError(f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance}")
+        seeds = parse_seeds(args.seeds)
         folders = [Path(args.teacher), Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
         for folder in folders:
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()
-        settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16, "guidance": args.guidance}
+        common = {"n": args.n, "batch_size": args.batch_size, "bf16": args.bf16, "guidance": args.guidance}
         rows, class_names = [], None
         for i, folder in enumerate(folders):
             model = load_model_folder(folder)
             class_names = class_names or model.card.class_names
             steps = args.teacher_steps if i == 0 else (model.card.steps or 1)
-            key = {"weights": weights_key(folder), "steps": steps, **settings}
-            started = time.time()
-            row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}", key, lambda model=model, steps=steps: model_row(model, steps, settings, classifier, reference))
-            if computed:
-                print(f"{model.name} at {steps} steps: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
-            rows.append({**row, "model": model.name, "method": model.card.method})
+            seed_rows = []
+            for seed in seeds:
+                settings = {**common, "seed": seed}
+                key = {"weights": weights_key(folder), "steps": steps, **settings}
+                started = time.time()
+                row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}-seed{seed}", key,
+                                           lambda model=model, steps=steps, settings=settings: model_row(model, steps, settings, classifier, reference))  # fmt: skip
+                if computed:
+                    print(f"{model.name} at {steps} steps, seed {seed}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+                seed_rows.append(row)
+            rows.append({**mean_over_seeds(seed_rows, seeds), "model": model.name, "method": model.card.method})
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -150,6 +205,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
+    settings = {**common, "seeds": seeds}
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
     written = write_report(out, "hd", {"meta": meta, "rows": rows}, markdown(rows, settings), spectrum_figure(rows, class_names),
                            "hd-spectrum", 1300, 440, png=not args.no_png)  # fmt: skip

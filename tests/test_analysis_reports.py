@@ -159,6 +159,17 @@ def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_
     fig = hd_report.spectrum_figure(rows)
     assert len(fig.data) == 2 * len(rows)  # a spectrum line and a coverage bar per model
     assert hd_report.main([*args[:4], "--sketch", str(tmp_path / "missing")]) == 2
+    # Several seeds: seed 0's rows come from the cache, the table holds means, and each seed's FD is paired with the teacher's.
+    assert hd_report.main([*args, "--seeds", "0,1"]) == 0
+    two = json.loads((out / "hd.json").read_text())["rows"]
+    assert len(list((out / "hd-rows").glob("*.json"))) == 6
+    for one, r in zip(rows, two):
+        assert r["fd_by_seed"][0] == one["frechet_distance"] and r["fd_by_seed"][1] != one["frechet_distance"]
+        assert r["frechet_distance"] == pytest.approx(sum(r["fd_by_seed"]) / 2)
+        assert r["fd_vs_teacher_by_seed"] == pytest.approx([a / b for a, b in zip(r["fd_by_seed"], two[0]["fd_by_seed"])])
+    assert "FD seed 1" in (out / "hd.md").read_text()
+    for bad in ("1,1", "x", "-1"):
+        assert hd_report.main([*args, "--seeds", bad]) == 2
 
 
 def test_guided_report_plans_a_single_w_student_at_its_one_w(tiny_teacher):
