@@ -187,10 +187,10 @@ def main(argv=None) -> int:
             model = load_model_folder(folder)
             class_names = class_names or model.card.class_names
             steps = args.teacher_steps if i == 0 else (model.card.steps or 1)
-            seed_rows = []
+            seed_rows, weights = [], weights_key(folder)  # hashed once per model, not once per seed
             for seed in seeds:
                 settings = {**common, "seed": seed}
-                key = {"weights": weights_key(folder), "steps": steps, **settings}
+                key = {"weights": weights, "steps": steps, **settings}
                 started = time.time()
                 row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}-seed{seed}", key,
                                            lambda model=model, steps=steps, settings=settings: model_row(model, steps, settings, classifier, reference))  # fmt: skip
