@@ -22,6 +22,7 @@ import torch
 
 from analysis.classifier import classify, load_classifier
 from analysis.metrics import evaluate_images, load_reference, reference_metrics
+from demo.guidance import parse_interval
 from demo.models import ModelFolderError, load_model_folder
 from demo.sample import add_sampling_args
 
@@ -40,6 +41,7 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
         "sampler": sampler,
         "seed": seed,
         "bf16": bool(options.get("bf16", False)),
+        **({"guidance_interval": list(parse_interval(options["interval"], model.schedule.num_train_timesteps))} if options.get("interval") else {}),
         "nfe": gen.nfe,
         "seconds": round(gen.seconds, 3),
         "img_per_s": round(n / gen.seconds, 2),
@@ -199,13 +201,14 @@ def main(argv=None) -> int:
     try:
         if distributed is None:
             model = load_model_folder(args.model, device=args.device)
-            result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16)
+            result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16,
+                                    interval=args.guidance_interval)
         else:
             rank, world, gather = distributed
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
             model = load_model_folder(args.model, device=device)
             result = evaluate_sharded(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size,
-                                      rank, world, gather, clip_x0=args.clip_x0, bf16=args.bf16)  # fmt: skip
+                                      rank, world, gather, clip_x0=args.clip_x0, bf16=args.bf16, interval=args.guidance_interval)  # fmt: skip
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -40,6 +40,31 @@ def check_guidance(W: float) -> float:
     return W
 
 
+def parse_interval(value, num_train_timesteps: int = 1000) -> tuple[int, int] | None:
+    """A guidance interval `(lo, hi)` of timesteps from a pair or a "LO,HI" string; None or "" for no interval.
+
+    Guidance then applies for lo ≤ t ≤ hi only (W = 1, the conditional model, elsewhere).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    T = int(num_train_timesteps)
+    parts = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    try:
+        if len(parts) != 2 or any(isinstance(v, bool) or float(v) != int(float(v)) for v in parts):
+            raise ValueError
+        lo, hi = (int(float(v)) for v in parts)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"the guidance interval must be two whole timesteps LO,HI in 0..{T - 1}, got {value!r}") from None
+    if not 0 <= lo <= hi <= T - 1:
+        raise ValueError(f"the guidance interval must satisfy 0 <= LO <= HI <= {T - 1}, got {lo},{hi}")
+    return lo, hi
+
+
+def guidance_at(W: float, t: int, interval: tuple[int, int] | None) -> float:
+    """The scale used at timestep t: W inside the interval (or with none), 1 (conditional only) outside it."""
+    return W if interval is None or interval[0] <= t <= interval[1] else 1.0
+
+
 def _t_batch(t: int, z: torch.Tensor) -> torch.Tensor:
     return torch.full((z.shape[0],), int(t), dtype=torch.long, device=z.device)
 
@@ -71,15 +96,13 @@ class CFGDenoiser:
         self.labels = labels
         self.null = torch.full_like(labels, model.null_class)
         self.W = check_guidance(guidance)
-        self.interval = interval
+        self.interval = parse_interval(interval, model.schedule.num_train_timesteps)
         self.clip_x0 = clip_x0
-        self.nfe = 1 if self.W in (0.0, 1.0) and interval is None else 2  # per call, at most
+        self.nfe = 1 if self.W in (0.0, 1.0) and self.interval is None else 2  # per call, at most
         self.evaluations = 0  # network evaluations per sample actually run so far
 
     def guidance_at(self, t: int) -> float:
-        if self.interval is not None and not (self.interval[0] <= t <= self.interval[1]):
-            return 1.0
-        return self.W
+        return guidance_at(self.W, t, self.interval)
 
     def __call__(self, z: torch.Tensor, t: int) -> torch.Tensor:
         W = self.guidance_at(t)
@@ -95,21 +118,25 @@ class CFGDenoiser:
 
 
 class WConditionedDenoiser:
-    """A guidance-conditioned student (Meng et al. stage 1/2): one NFE gives the guided prediction at W."""
+    """A guidance-conditioned student (Meng et al. stage 1/2): one NFE gives the guided prediction at W.
+
+    With a guidance `interval` it is given W = 1 outside it, as the CFG denoiser uses the conditional model there.
+    """
 
     nfe = 1
 
-    def __init__(self, model, labels: torch.Tensor, guidance: float, clip_x0: bool = False):
+    def __init__(self, model, labels: torch.Tensor, guidance: float, interval: tuple[int, int] | None = None, clip_x0: bool = False):
         self.evaluations = 0
         self.model = model
         self.labels = labels
         self.W = check_guidance(guidance)
+        self.interval = parse_interval(interval, model.schedule.num_train_timesteps)
         self.clip_x0 = clip_x0
 
     def __call__(self, z, t):
         self.evaluations += 1
         tb = _t_batch(t, z)
-        w = torch.full((z.shape[0],), self.W, device=z.device)
+        w = torch.full((z.shape[0],), guidance_at(self.W, t, self.interval), device=z.device)
         x0 = self.model.x0(z, tb, self.labels, w=w)
         return x0.clamp(-1, 1) if self.clip_x0 else x0
 
@@ -117,7 +144,7 @@ class WConditionedDenoiser:
 def make_denoiser(model, labels: torch.Tensor, guidance: float, **options):
     """The right denoiser for a loaded model: CFG for a class-conditional model, one pass for a w-student."""
     if model.card.w_conditioned:
-        return WConditionedDenoiser(model, labels, guidance, clip_x0=options.get("clip_x0", False))
+        return WConditionedDenoiser(model, labels, guidance, **options)
     return CFGDenoiser(model, labels, guidance, **options)
 
 

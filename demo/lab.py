@@ -156,8 +156,11 @@ def compare_stream(
     n: int = 1,
     previews: int = 16,
     stop: threading.Event | None = None,
+    **guidance_options,
 ):
     """Student first (it is fast), then the teacher streamed step by step; both from the same noise and labels.
+
+    `guidance_options` (`interval`, `clip_x0`; see `demo.guidance`) apply to both models alike.
 
     Yields ("student", Generation), ("step", callback info of the teacher) … and finally ("done", Comparison), or
     ("stopped", None) when `stop` was set during the teacher's sampling.
@@ -167,11 +170,11 @@ def compare_stream(
     teacher_steps = check_int("teacher steps", teacher_steps, 1, teacher.schedule.num_train_timesteps)
     student_steps = check_int("student steps", student_steps, 1, student.schedule.num_train_timesteps)
     labels = parse_labels(class_label, n, teacher.card.num_classes)
-    s = generate(student, n, steps=student_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels)
+    s = generate(student, n, steps=student_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options)
     yield "student", s
     every = max(1, teacher_steps // previews)
     for kind, value in stream_steps(
-        lambda cb: generate(teacher, n, steps=teacher_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, callback=cb),
+        lambda cb: generate(teacher, n, steps=teacher_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, callback=cb, **guidance_options),
         every,
         stop,
     ):

@@ -48,6 +48,8 @@ def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> No
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="apply guidance only for timesteps LO <= t <= HI, the conditional model elsewhere (Kynkäänniemi et al. 2024)")
 
 
 def default_device() -> str:
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         pipe = GuidedPipeline.from_model_folder(args.model, device=args.device)
-        gen = pipe(args.class_label, args.n, args.guidance, args.steps, args.sampler, args.seed, args.batch_size, output_type="np", clip_x0=args.clip_x0)
+        gen = pipe(args.class_label, args.n, args.guidance, args.steps, args.sampler, args.seed, args.batch_size, output_type="np",
+                   clip_x0=args.clip_x0, interval=args.guidance_interval)
     except (ValueError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
         out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
         np.savez_compressed(out, images=images, labels=gen.labels.numpy().astype(np.int64))
     print(json.dumps({"out": str(out), "n": args.n, "nfe": gen.nfe, "seconds": round(gen.seconds, 4), "steps": args.steps,
-                      "guidance": args.guidance, "sampler": args.sampler, "model": model.name}))
+                      "guidance": args.guidance, "guidance_interval": args.guidance_interval, "sampler": args.sampler, "model": model.name}))
     return 0
 
 

@@ -73,6 +73,8 @@ def test_every_api_name(served):
 
     teacher, student, table, fig = call("compare", **COMPARE)
     assert is_png(teacher) and is_png(student) and "Speedup" in table and fig["type"] == "plotly"
+    *_, table, _ = call("compare", **COMPARE, guidance_interval="100,600", clip_x0=True)
+    assert "Speedup" in table
     assert call("stop_compare") == "Nothing is running."
     assert call("student_defaults", student="tiny-student") == 2
 
@@ -137,6 +139,7 @@ def test_stop_compare_ends_a_running_comparison(served):
         ({"student": "OUTSIDE"}, "outside the allowed model folders"),
         ({"student": "../outside/secret"}, "may not contain '..'"),
         ({"student": "zz-no-weights"}, "has no unet/diffusion_pytorch_model.safetensors"),
+        ({"guidance_interval": "900,100"}, "guidance interval must satisfy"),
     ],
 )
 def test_bad_input_is_an_error_and_the_app_keeps_serving(served, overrides, message):

@@ -37,6 +37,12 @@ def one_sentence(message: str) -> bool:
         ({"guidance": float("nan")}, "guidance must be"),
         ({"sampler": "euler"}, "sampler must be"),
         ({"n": 0}, "n must be"),
+        ({"interval": "882,167"}, "guidance interval must satisfy"),
+        ({"interval": "0,1000"}, "guidance interval must satisfy"),
+        ({"interval": "a,b"}, "guidance interval must be two whole timesteps"),
+        ({"interval": "1.5,9"}, "guidance interval must be two whole timesteps"),
+        ({"interval": "1,2,3"}, "guidance interval must be two whole timesteps"),
+        ({"interval": ("inf", 9)}, "guidance interval must be two whole timesteps"),
     ],
 )
 def test_generate_rejects_bad_arguments_with_one_sentence(tiny_teacher, kwargs, match):
@@ -107,6 +113,14 @@ def test_cli_bad_steps_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "steps must be" in lines[0]
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cli_bad_guidance_interval_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
+    result = run_cli("--model", str(tiny_teacher_dir), "--steps", "2", "--guidance-interval", "900,100", "--out", str(tmp_path / "x.npz"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "guidance interval must satisfy" in lines[0]
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -232,3 +232,21 @@ def test_hd_cli_options_reach_the_method_and_bad_values_are_one_sentence(tiny_te
     for flag, value, message in (("--fake-updates", "0", "fake_updates must be at least 1"), ("--adv-weight", "-1", "adv_weight must be non-negative")):
         with pytest.raises(ValueError, match=message):
             METHODS["hd"](parse_args(argv + [flag, value]))
+
+
+def test_w_student_under_a_guidance_interval_is_given_w_1_outside_it(tiny_guided_dir):
+    from demo.guidance import make_denoiser
+    from demo.samplers import initial_noise
+
+    student = load_model_folder(tiny_guided_dir)
+    with torch.no_grad():  # the W branch starts at zero (the teacher's conditional model): give W an effect
+        last = student.net.unet.class_embedding.w_mlp[-1]
+        last.weight.copy_(torch.randn(last.weight.shape, generator=torch.Generator().manual_seed(0)))
+    z, labels = initial_noise(0, 2, (1, 28, 28)), torch.tensor([3, 4])
+    w1, w3 = (student.x0(z, torch.full((2,), 500), labels, w=torch.full((2,), w)) for w in (1.0, 3.0))
+    assert not torch.allclose(w1, w3)
+    d = make_denoiser(student, labels, 3.0, interval=(300, 700))
+    for t, w in ((900, 1.0), (500, 3.0), (100, 1.0)):
+        expected = student.x0(z, torch.full((2,), t), labels, w=torch.full((2,), w))
+        torch.testing.assert_close(d(z, t), expected)
+    assert d.evaluations == 3  # one NFE per call, inside the interval or not

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from demo.generate import generate
-from demo.guidance import CFGDenoiser
+from demo.guidance import CFGDenoiser, parse_interval
 from demo.models import default_scheduler
 from demo.samplers import SAMPLERS, initial_noise, sample, sample_ddim, sample_ddpm
 from demo.schedule import NoiseSchedule
@@ -177,6 +177,36 @@ def test_cfg_denoiser_applies_the_diffusers_convention(tiny_teacher):
     torch.testing.assert_close(CFGDenoiser(tiny_teacher, labels, 0.0)(z, t), x0_u)
     torch.testing.assert_close(CFGDenoiser(tiny_teacher, labels, 3.0)(z, t), x0_u + 3.0 * (x0_c - x0_u), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(x0_c, x0_u)  # the tiny teacher's class embedding matters, so the check has teeth
+
+
+def test_guidance_interval_guides_only_inside_it(tiny_teacher):
+    """Kynkäänniemi et al. 2024: W inside lo ≤ t ≤ hi, the conditional model (1 NFE) outside."""
+    z = initial_noise(0, 2, (1, 28, 28))
+    labels = torch.tensor([1, 7])
+    plain, conditional = CFGDenoiser(tiny_teacher, labels, 3.0), CFGDenoiser(tiny_teacher, labels, 1.0)
+    d = CFGDenoiser(tiny_teacher, labels, 3.0, interval="200,600")
+    for t, inside in ((100, False), (200, True), (400, True), (600, True), (900, False)):
+        torch.testing.assert_close(d(z, t), (plain if inside else conditional)(z, t))
+    assert d.evaluations == 3 * 2 + 2 * 1
+    assert not torch.allclose(plain(z, 900), conditional(z, 900))  # so the outside check has teeth
+
+
+def test_guidance_interval_in_generate_counts_nfe_and_changes_the_images(tiny_teacher):
+    full = generate(tiny_teacher, n=2, steps=4, guidance=3.0, seed=0)
+    every = generate(tiny_teacher, n=2, steps=4, guidance=3.0, seed=0, interval=(0, 999))
+    none = generate(tiny_teacher, n=2, steps=4, guidance=3.0, seed=0, interval=(0, 0))
+    conditional = generate(tiny_teacher, n=2, steps=4, guidance=1.0, seed=0)
+    torch.testing.assert_close(every.images, full.images)
+    torch.testing.assert_close(none.images, conditional.images)  # trailing DDIM at 4 steps never visits t = 0
+    assert (every.nfe, none.nfe) == (8, 4)
+    ts = []
+    part = generate(tiny_teacher, n=2, steps=4, guidance=3.0, seed=0, interval=(400, 800), callback=lambda e: ts.append(e["t"]))
+    assert part.nfe == 4 + sum(400 <= t <= 800 for t in ts)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("167,882", (167, 882)), (" 0 999 ", (0, 999)), ((5, 5), (5, 5))])
+def test_parse_interval(value, expected):
+    assert parse_interval(value) == expected
 
 
 def test_initial_noise_one_seed_one_tensor():

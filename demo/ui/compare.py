@@ -7,18 +7,32 @@ import gradio as gr
 from analysis.plots import plot_spectrum
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo import lab
+from demo.guidance import parse_interval
 from demo.samplers import SAMPLERS
 
 
 def compare(
-    ctx, teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim", n=1, request: gr.Request = None
+    ctx,
+    teacher,
+    student,
+    class_label,
+    guidance,
+    teacher_steps,
+    student_steps,
+    seed,
+    sampler="ddim",
+    n=1,
+    guidance_interval="",
+    clip_x0=False,
+    request: gr.Request = None,
 ):
     """Stream (teacher image, student image, summary, spectrum figure); the last yield holds the final results."""
     n = lab.check_int("batch size", n, 1, ctx.settings.max_batch)
     t_model, s_model = ctx.catalog.load(teacher), ctx.catalog.load(student)
+    options = {"interval": parse_interval(guidance_interval, t_model.schedule.num_train_timesteps), "clip_x0": bool(clip_x0)}
     stop = ctx.stop_flag(request)
     try:
-        events = lab.compare_stream(t_model, s_model, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, stop=stop)
+        events = lab.compare_stream(t_model, s_model, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, stop=stop, **options)
         yield from _outputs(events, t_model.name, s_model.name)
     finally:
         ctx.release_stop(request, stop)
@@ -103,6 +117,16 @@ def build(ctx) -> None:
     with gr.Row():
         teacher_steps = gr.Slider(1, 250, value=64, step=1, label="Teacher steps")
         student_steps = gr.Slider(1, 250, value=(student.value and _student_steps(ctx, student.value, 64)) or 4, step=1, label="Student steps")
+    with gr.Accordion("Guidance options", open=False):
+        with gr.Row():
+            guidance_interval = gr.Textbox(
+                "",
+                label="Guidance interval (timesteps LO,HI)",
+                placeholder="e.g. 167,882 — empty: guidance at every step",
+                info="W only for LO ≤ t ≤ HI, the conditional model elsewhere (Kynkäänniemi et al. 2024); "
+                "167,882 is their EDM σ range 0.28–5.42 on this cosine schedule",
+            )
+            clip_x0 = gr.Checkbox(False, label="Clip x0", info="clamp each x0 prediction to [-1, 1] (static thresholding)")
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="compare-button")
         stop = gr.Button("Stop", variant="stop")
@@ -114,7 +138,7 @@ def build(ctx) -> None:
 
     event = run.click(
         ctx.handler(compare, gpu=True),
-        [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n],
+        [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0],
         [teacher_img, student_img, summary, spectrum],
         api_name="compare",
         concurrency_limit=ctx.settings.concurrency,
