@@ -165,15 +165,21 @@ def cached_row(cache_dir, name: str, key: dict, compute: Callable[[], dict]) -> 
 
 
 def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim", seed=0, batch_size=250, bf16=False,
-                    classifier=None, reference=None) -> tuple[dict, bool]:
+                    classifier=None, reference=None, interval=None) -> tuple[dict, bool]:
     """(row, computed): `evaluate_model`'s row for a model folder, cached in `cache_dir` by weights and settings.
 
     The guided-distillation report and the benchmark share one cache, so a (model, steps, W) row is sampled once.
+    A guidance `interval` (`demo.guidance.parse_interval`) is part of the key and of the row's file name.
     """
+    interval = parse_interval(interval, model.schedule.num_train_timesteps)
     settings = {"n": n, "seed": seed, "batch_size": batch_size, "bf16": bf16, "sampler": sampler}
     key = {"weights": weights_key(folder), "steps": steps, "guidance": guidance, **settings}
-    return cached_row(cache_dir, f"{model.name}-{sampler}-s{steps}-W{guidance:g}", key,
-                      lambda: evaluate_model(model, n, steps, guidance, sampler, seed, "all", batch_size, classifier, reference, bf16=bf16))  # fmt: skip
+    name = f"{model.name}-{sampler}-s{steps}-W{guidance:g}"
+    if interval is not None:
+        key["interval"], name = list(interval), f"{name}-gi{interval[0]}-{interval[1]}"
+    return cached_row(cache_dir, name, key,
+                      lambda: evaluate_model(model, n, steps, guidance, sampler, seed, "all", batch_size, classifier, reference, bf16=bf16,
+                                             interval=interval))  # fmt: skip
 
 
 def store_card_metrics(folder, tag: str, metrics: dict) -> bool:

@@ -1,8 +1,9 @@
-"""`python -m analysis.teacher_report --model assets/models/fmnist-teacher [--n 2000] [--guidances 0,1,2,3]`
+"""`python -m analysis.teacher_report --model assets/models/fmnist-teacher [--n 2000] [--guidances 0,1,2,3] [--guidance-interval LO,HI]`
 
-Evaluates a teacher at 64 DDIM steps for several guidance scales, writes `assets/results/<name>.json` and `.md`
-(a markdown table with the real-train-vs-test floor), a per-class sample grid PNG, and stores the measured
-metrics in the model's card.json.
+Evaluates a teacher at 64 DDIM steps for several guidance scales (and, with `--guidance-interval`, each W > 1 again
+with guidance only inside the interval), writes `assets/results/<name>.json` and `.md` (a markdown table with the
+real-train-vs-test floor and, once `analysis.floors` has run, the guided real-data floor at each W), per-class
+sample grid PNGs, and stores the measured metrics in the model's card.json. Rows are cached by weights and settings.
 """
 
 from __future__ import annotations
@@ -10,29 +11,49 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from analysis.classifier import CLASSIFIER_DIR, load_classifier
-from analysis.evaluate import evaluate_model
+from analysis.evaluate import evaluate_cached
 from analysis.metrics import load_reference
 from demo.data import to_uint8
 from demo.generate import generate
+from demo.guidance import parse_interval
 from demo.models import load_model_folder
 from demo.sample import image_grid
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("guidance", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds")
+COLUMNS = ("guidance", "interval", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds")
+FLOOR_COLUMNS = COLUMNS[3:10]  # n … diversity_ratio
 
 
-def markdown_table(rows: list[dict], floor: dict) -> str:
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(rows: list[dict], floor: dict, guided_floors: list[dict] = ()) -> str:
+    """Model rows, the real-train floor, and (when measured, `analysis.floors`) the guided real-data floor per W."""
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-    body = "".join("| " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |\n" for r in rows)
-    floor_row = "| real train images (floor) | – | " + " | ".join(fmt(floor.get(c, "–")) for c in COLUMNS[2:9]) + " | – | – |\n"
-    return head + body + floor_row
+    body = "".join("| " + " | ".join(_fmt(r.get(c, "–")) for c in COLUMNS) + " |\n" for r in rows)
+    floor_row = "| real train images (floor) | – | – | " + " | ".join(_fmt(floor.get(c, "–")) for c in FLOOR_COLUMNS) + " | – | – |\n"
+    guided = "".join(
+        f"| real train, p(c\\|x)^(W−1)-resampled: guided floor at W = {f['guidance']:g} | – | – | "
+        + " | ".join(_fmt(f.get(c, "–")) for c in FLOOR_COLUMNS) + " | – | – |\n"
+        for f in guided_floors
+    )  # fmt: skip
+    return head + body + floor_row + guided
+
+
+def load_guided_floors(path: Path, guidances) -> list[dict]:
+    """The `analysis.floors` rows for the report's guidance scales above 1 (none if it has not been run)."""
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    return [r for r in rows if r["guidance"] in {float(g) for g in guidances} and r["guidance"] > 1]
 
 
 def main(argv=None) -> int:
@@ -41,33 +62,46 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=2000, help="samples at W = 2")
     p.add_argument("--n-other", type=int, default=1000, help="samples at the other guidance scales")
     p.add_argument("--guidances", default="0,1,2,3")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="also evaluate each W > 1 with this guidance interval")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--cache", default=str(RESULTS / "teacher-rows"), help="rows cached by weights and settings (analysis.evaluate)")
     args = p.parse_args(argv)
-    model = load_model_folder(args.model)
+    try:
+        model = load_model_folder(args.model)
+        interval = parse_interval(args.guidance_interval, model.schedule.num_train_timesteps)
+        guidances = [float(g) for g in args.guidances.split(",")]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     classifier, reference = load_classifier(), load_reference()
     floor = json.loads((CLASSIFIER_DIR / "info.json").read_text())["floor"]
+    plan = [(W, None) for W in guidances] + [(W, interval) for W in guidances if interval is not None and W > 1]
     rows = []
-    for W in (float(g) for g in args.guidances.split(",")):
+    for W, iv in plan:
         n = args.n if W == 2.0 else args.n_other
-        r = evaluate_model(model, n, args.steps, W, "ddim", 0, "all", 250, classifier, reference, bf16=args.bf16)
+        r, _ = evaluate_cached(args.model, model, args.cache, n, args.steps, W, "ddim", 0, 250, args.bf16, classifier, reference, interval=iv)
+        r = {**r, "interval": f"{iv[0]}–{iv[1]}" if iv else "–"}
         rows.append(r)
-        print(json.dumps({k: r[k] for k in COLUMNS}), flush=True)
+        print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "bf16": args.bf16, "sampler": "ddim", "floor": floor}  # fmt: skip
-    (out / f"{model.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / f"{model.name}.md").write_text(markdown_table(rows, floor))
-    # Per-class grid: 10 classes × 8 seeds at W = 2.
+    guided_floors = load_guided_floors(out / "floors.json", guidances)
+    (out / f"{model.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "guided_floors": guided_floors}, indent=2) + "\n")
+    (out / f"{model.name}.md").write_text(markdown_table(rows, floor, guided_floors))
+    # Per-class grids: 10 classes × 8 seeds at W = 2 (and with the interval, when given).
     labels = torch.arange(10).repeat_interleave(8)
-    gen = generate(model, len(labels), "all", args.steps, 2.0, "ddim", seed=1, labels=labels, bf16=args.bf16)
-    grid = image_grid(to_uint8(gen.images), ncols=8)
-    grid.resize((grid.width * 3, grid.height * 3), 0).save(out / f"{model.name}-classes.png")  # 0: nearest
+    for suffix, iv in (("", None), ("-interval", interval)) if interval else (("", None),):
+        gen = generate(model, len(labels), "all", args.steps, 2.0, "ddim", seed=1, labels=labels, bf16=args.bf16, interval=iv)
+        grid = image_grid(to_uint8(gen.images), ncols=8)
+        grid.resize((grid.width * 3, grid.height * 3), 0).save(out / f"{model.name}-classes{suffix}.png")  # 0: nearest
     card_path = Path(args.model) / "card.json"
     card = json.loads(card_path.read_text())
-    card["metrics"] = {f"ddim{args.steps}_W{r['guidance']:g}": {k: r[k] for k in COLUMNS if k not in ("guidance", "steps")} for r in rows}
+    tag = lambda r: f"ddim{args.steps}_W{r['guidance']:g}" + (f"_gi{r['interval'].replace('–', '-')}" if r["interval"] != "–" else "")
+    card["metrics"] = {**card.get("metrics", {}), **{tag(r): {k: r[k] for k in COLUMNS if k not in ("guidance", "steps", "interval")} for r in rows}}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps({"written": [str(out / f"{model.name}.json"), str(out / f"{model.name}.md")]}))
     return 0
