@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from demo.guidance import parse_interval
 from demo.models import ModelFolderError
 from demo.samplers import SAMPLERS
 
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     model, images = pipe.loaded, gen.images
+    interval = parse_interval(args.guidance_interval, model.schedule.num_train_timesteps)  # valid: sampling accepted it
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".png":
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
         out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
         np.savez_compressed(out, images=images, labels=gen.labels.numpy().astype(np.int64))
     print(json.dumps({"out": str(out), "n": args.n, "nfe": gen.nfe, "seconds": round(gen.seconds, 4), "steps": args.steps,
-                      "guidance": args.guidance, "guidance_interval": args.guidance_interval, "sampler": args.sampler, "model": model.name}))
+                      "guidance": args.guidance, "guidance_interval": interval and list(interval), "sampler": args.sampler, "model": model.name}))
     return 0
 
 

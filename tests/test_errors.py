@@ -124,6 +124,13 @@ def test_cli_bad_guidance_interval_exits_2_with_one_line(tiny_teacher_dir, tmp_p
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_cli_guidance_interval_is_reported_and_saves_nfe(tiny_teacher_dir, tmp_path):
+    result = run_cli("--model", str(tiny_teacher_dir), "--n", "2", "--steps", "2", "--guidance-interval", "300,700", "--out", str(tmp_path / "x.npz"))
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["guidance_interval"] == [300, 700] and info["nfe"] == 3  # t = 999 outside (1 NFE), t = 499 inside (2)
+
+
 def test_cli_writes_npz(tiny_teacher_dir, tmp_path):
     out = tmp_path / "samples.npz"
     result = run_cli(
