@@ -35,17 +35,16 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _reference_row(label: str, values: dict) -> str:
+    return f"| {label} | – | – | " + " | ".join(_fmt(values.get(c, "–")) for c in FLOOR_COLUMNS) + " | – | – |\n"
+
+
 def markdown_table(rows: list[dict], floor: dict, guided_floors: list[dict] = ()) -> str:
     """Model rows, the real-train floor, and (when measured, `analysis.floors`) the guided real-data floor per W."""
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
     body = "".join("| " + " | ".join(_fmt(r.get(c, "–")) for c in COLUMNS) + " |\n" for r in rows)
-    floor_row = "| real train images (floor) | – | – | " + " | ".join(_fmt(floor.get(c, "–")) for c in FLOOR_COLUMNS) + " | – | – |\n"
-    guided = "".join(
-        f"| real train, p(c\\|x)^(W−1)-resampled: guided floor at W = {f['guidance']:g} | – | – | "
-        + " | ".join(_fmt(f.get(c, "–")) for c in FLOOR_COLUMNS) + " | – | – |\n"
-        for f in guided_floors
-    )  # fmt: skip
-    return head + body + floor_row + guided
+    guided = "".join(_reference_row(f"real train, p(c\\|x)^(W−1)-resampled: guided floor at W = {f['guidance']:g}", f) for f in guided_floors)
+    return head + body + _reference_row("real train images (floor)", floor) + guided
 
 
 def load_guided_floors(path: Path, guidances) -> list[dict]:
