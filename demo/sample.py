@@ -69,13 +69,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         pipe = GuidedPipeline.from_model_folder(args.model, device=args.device)
+        interval = parse_interval(args.guidance_interval, pipe.loaded.schedule.num_train_timesteps)
         gen = pipe(args.class_label, args.n, args.guidance, args.steps, args.sampler, args.seed, args.batch_size, output_type="np",
-                   clip_x0=args.clip_x0, interval=args.guidance_interval)
+                   clip_x0=args.clip_x0, interval=interval)
     except (ValueError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     model, images = pipe.loaded, gen.images
-    interval = parse_interval(args.guidance_interval, model.schedule.num_train_timesteps)  # valid: sampling accepted it
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".png":
