@@ -45,7 +45,7 @@ def make_model_root(root: Path) -> Path:
     )
     make_tiny_teacher(root / "tiny-student", seed=1, name="tiny-student")
     card = json.loads((root / "tiny-student" / "card.json").read_text())
-    card.update(kind="student", method="dash", steps=2, metrics={"2 steps": {"nfe": 4, "seconds": 0.05, "frechet_distance": 12.0}})
+    card.update(kind="student", method="dash", teacher="tiny-teacher", steps=2, metrics={"2 steps": {"nfe": 4, "seconds": 0.05, "frechet_distance": 12.0}})
     (root / "tiny-student" / "card.json").write_text(json.dumps(card))
     (root / "run-kd").mkdir()
     (root / "run-kd" / "stats.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 5)))
@@ -134,10 +134,23 @@ def test_compare_streams_then_finishes(ctx):
     assert len(fig.data) == 2 and "Teacher step" in outs[1][2]
 
 
+def test_teacher_of_reads_the_card_and_needs_the_teacher_installed(ctx, tmp_path):
+    assert ctx.teacher_of("tiny-student") == "tiny-teacher"
+    assert ctx.teacher_of("tiny-teacher") is None and ctx.teacher_of("no-such-model") is None and ctx.teacher_of(None) is None
+    root = tmp_path / "models"
+    make_tiny_teacher(root / "orphan", name="orphan")
+    card = json.loads((root / "orphan" / "card.json").read_text())
+    (root / "orphan" / "card.json").write_text(json.dumps({**card, "kind": "student", "teacher": "a-teacher-not-installed"}))
+    other = Context(settings_for(root, tmp_path))
+    assert other.teacher_of("orphan") is None  # the name alone is not enough: the dropdown keeps its value
+    assert other.handler(compare.student_defaults)("orphan") == (64, gr.skip())
+
+
 def test_student_defaults_and_stop(ctx):
-    assert call(ctx, compare.student_defaults, "tiny-student") == 2
-    assert call(ctx, compare.student_defaults, "tiny-teacher", 32) == 32  # no distilled step count: the teacher's
-    assert call(ctx, compare.student_defaults, "no-such-model") == gr.skip()
+    assert call(ctx, compare.student_defaults, "tiny-student") == (2, "tiny-teacher")  # its steps, its card's teacher
+    # no distilled step count: the teacher's steps; no teacher named on the card: the dropdown is left alone
+    assert call(ctx, compare.student_defaults, "tiny-teacher", 32) == (32, gr.skip())
+    assert call(ctx, compare.student_defaults, "no-such-model") == (gr.skip(), gr.skip())
     assert call(ctx, compare.stop_compare) == "Nothing is running."
 
 

@@ -76,7 +76,7 @@ def test_every_api_name(served):
     *_, table, _ = call("compare", **COMPARE, guidance_interval="100,600", clip_x0=True)
     assert "Speedup" in table
     assert call("stop_compare") == "Nothing is running."
-    assert call("student_defaults", student="tiny-student") == 2
+    assert call("student_defaults", student="tiny-student") == (2, "tiny-teacher")  # its steps and the teacher its card names
 
     strip_t, strip_s, *figs = call("trajectory", **{k: v for k, v in COMPARE.items()})
     assert is_png(strip_t) and is_png(strip_s) and len(figs) == 3

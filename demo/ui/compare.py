@@ -94,9 +94,12 @@ def _student_steps(ctx, student, teacher_steps: int) -> int | None:
 
 
 def student_defaults(ctx, student, teacher_steps=64):
-    """The student-steps slider follows the student (`_student_steps`); an unknown model leaves it as it is."""
+    """(student steps, teacher) for a newly chosen student: the steps slider follows the student (`_student_steps`) and
+    the teacher becomes the one its card names, so the pair compared is a student and the model it was distilled from;
+    what cannot be read from the card (an unknown model, a teacher not in the catalog) is left as it is."""
     steps = _student_steps(ctx, student, lab.check_int("teacher steps", teacher_steps, 1, 250))
-    return gr.skip() if steps is None else steps
+    teacher = ctx.teacher_of(student)
+    return (gr.skip() if steps is None else steps), (gr.skip() if teacher is None else teacher)
 
 
 def sampler_dropdown() -> gr.Dropdown:
@@ -106,8 +109,11 @@ def sampler_dropdown() -> gr.Dropdown:
 
 def build(ctx) -> None:
     with gr.Row():
-        teacher = ctx.model_dropdown("Teacher", ctx.default_model("teacher"), info="a model folder name or a path inside the model roots")
-        student = ctx.model_dropdown("Student", ctx.default_model("student", steps=4))
+        default_student = ctx.default_model("student", steps=4)
+        teacher = ctx.model_dropdown(
+            "Teacher", ctx.teacher_of(default_student) or ctx.default_model("teacher"), info="a model folder name or a path inside the model roots"
+        )
+        student = ctx.model_dropdown("Student", default_student)
         sampler = sampler_dropdown()
     with gr.Row():
         class_label = gr.Dropdown(ctx.class_choices(), value="0", label="Class", allow_custom_value=True)
@@ -145,4 +151,4 @@ def build(ctx) -> None:
         concurrency_id="sampling",
     )
     stop.click(ctx.handler(stop_compare), None, summary, cancels=[event], api_name="stop_compare", queue=False)
-    student.change(ctx.handler(student_defaults), [student, teacher_steps], student_steps, api_name="student_defaults", queue=False)
+    student.change(ctx.handler(student_defaults), [student, teacher_steps], [student_steps, teacher], api_name="student_defaults", queue=False)

@@ -180,6 +180,14 @@ class Context:
         by_steps = [e for e in entries if steps is not None and e.steps == steps]
         return (by_method or by_steps or entries)[0].name if entries else None
 
+    def teacher_of(self, model: str | None) -> str | None:
+        """The teacher a model's card names (the model it was distilled from) when the catalog holds it, else None."""
+        try:
+            name = self.catalog.entry(model).card.get("teacher") if model else None
+        except ValueError:
+            return None
+        return name if isinstance(name, str) and name in self.model_names() else None
+
     def has_method(self, method: str) -> bool:
         return any(e.method == method for e in self.catalog.entries())
 

@@ -58,8 +58,9 @@ def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_labe
 def build(ctx) -> None:
     gr.Markdown("### x0 predictions along the sampling path\nEach frame is the model's estimate of the clean image at that step.")
     with gr.Row():
-        teacher = ctx.model_dropdown("Teacher", ctx.default_model("teacher"))
-        student = ctx.model_dropdown("Student", ctx.default_model("student", steps=4))
+        default_student = ctx.default_model("student", steps=4)
+        teacher = ctx.model_dropdown("Teacher", ctx.teacher_of(default_student) or ctx.default_model("teacher"))
+        student = ctx.model_dropdown("Student", default_student)
         sampler = sampler_dropdown()
     with gr.Row():
         class_label = gr.Dropdown(ctx.class_choices(), value="0", label="Class", allow_custom_value=True)
