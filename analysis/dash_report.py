@@ -1,4 +1,4 @@
-"""`python -m analysis.dash_report --teacher assets/models/fmnist-teacher --students DIR[,DIR…] [--n 1000] [--steps 50]`
+"""`python -m analysis.dash_report --students DIR[,DIR…] [--teacher DIR] [--n 1000] [--steps 50]`
 
 The DASH-paper-style table (Al Shafi et al.): for the teacher and every student — parameters and their ratio to the
 teacher's, Fréchet distance in the Fashion-MNIST classifier's feature space (not FID), class accuracy, precision and
@@ -34,6 +34,7 @@ from analysis.evaluate import (
 )
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
+from demo.layout import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
@@ -132,7 +133,7 @@ def branch_figure(rows: list[dict]):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.dash_report", description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default="assets/models/fmnist-teacher")
+    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
     p.add_argument("--students", required=True, help="comma-separated student model folders")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--steps", type=int, default=50)
@@ -153,8 +154,10 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("n", "steps", "guidance", "seed", "batch_size", "timesteps", "branch_images", "bf16")}
     out = Path(args.out)
     cache = out / "dash-rows"
-    folders = [Path(args.teacher)] + [Path(s) for s in args.students.split(",") if s]
+    students = [Path(s) for s in args.students.split(",") if s]
     try:
+        args.teacher = str(args.teacher or named_teacher(students))
+        folders = [Path(args.teacher)] + students
         for folder in folders:  # every folder is checked before any model is evaluated
             check_model_folder(folder)
         teacher = load_model_folder(args.teacher)

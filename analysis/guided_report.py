@@ -25,6 +25,7 @@ from analysis.classifier import load_classifier
 from analysis.evaluate import evaluate_cached, markdown_table, store_card_metrics
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
+from demo.layout import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
@@ -102,7 +103,7 @@ def markdown(rows: list[dict], guidances: list[float], settings: dict, reference
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.guided_report", description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default="assets/models/fmnist-teacher")
+    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
     p.add_argument("--students", default="", help="comma-separated student model folders (stage 1, progressive, single-W)")
     p.add_argument("--steps", default="1,2,4,8,16")
     p.add_argument("--guidances", default="1,2,3,5")
@@ -127,7 +128,9 @@ def main(argv=None) -> int:
         if args.reference_steps < 0 or not set(ref_ws) <= set(guidances):
             raise ValueError(f"--reference-steps must be 0 or more and --reference-guidances a subset of --guidances, got {args.reference_steps!r} and {args.reference_guidances!r}")
         teacher_reference = (args.reference_steps, ref_ws) if args.reference_steps else None
-        folders = [Path(args.teacher)] + [Path(s) for s in args.students.split(",") if s]
+        students = [Path(s) for s in args.students.split(",") if s]
+        args.teacher = str(args.teacher or named_teacher(students))
+        folders = [Path(args.teacher)] + students
         for folder in folders:  # every folder is checked before any model is evaluated
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()

@@ -32,6 +32,7 @@ from analysis.evaluate import cached_row, markdown_table, weights_key
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference, precision_recall, reference_metrics
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
+from demo.layout import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
@@ -161,7 +162,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.hd_report", description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default="assets/models/fmnist-teacher")
+    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
     p.add_argument("--teacher-steps", type=int, default=64)
     p.add_argument("--sketch", required=True, help="the one-step sketch (trajectory distillation only)")
     p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")
@@ -177,7 +178,9 @@ def main(argv=None) -> int:
         if args.n < 10 or args.teacher_steps < 1 or args.guidance < 0:
             raise ValueError(f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance}")
         seeds = parse_seeds(args.seeds)
-        folders = [Path(args.teacher), Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
+        students = [Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
+        args.teacher = str(args.teacher or named_teacher(students))
+        folders = [Path(args.teacher)] + students
         for folder in folders:
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,36 @@ def test_report_missing_student_is_a_sentence(tiny_teacher_dir, tmp_path, capsys
     assert dash_report.main(["--teacher", str(tiny_teacher_dir), "--students", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope" in err and "evaluated" not in err
+
+
+def test_reports_default_to_the_teacher_the_cards_name(tiny_teacher_dir, tmp_path):
+    from demo.layout import named_teacher
+
+    root = tmp_path / "models"
+    teacher = shutil.copytree(tiny_teacher_dir, root / "old-teacher")
+    a, b = student_copy(tiny_teacher_dir, root / "a", "dash"), student_copy(tiny_teacher_dir, root / "b", "kd-cond")
+    assert named_teacher([a, b], fallback="fb") == Path("fb")  # no card names a teacher
+    for s in (a, b):
+        card = json.loads((s / "card.json").read_text())
+        (s / "card.json").write_text(json.dumps({**card, "teacher": "old-teacher"}))
+    assert named_teacher([a, b, teacher], fallback="fb") == teacher  # a folder beside them; a teacher card names none
+    card = json.loads((b / "card.json").read_text())
+    (b / "card.json").write_text(json.dumps({**card, "teacher": str(tiny_teacher_dir)}))  # a path is taken as it is
+    assert named_teacher([b]) == tiny_teacher_dir
+    with pytest.raises(ValueError, match=r"different teachers .*--teacher\.$"):
+        named_teacher([a, b])
+    shutil.rmtree(teacher)
+    with pytest.raises(ValueError, match=r"name the teacher 'old-teacher', but .* is not a model folder"):
+        named_teacher([a])
+
+
+def test_report_without_the_named_teacher_is_a_sentence(tiny_teacher_dir, tmp_path, capsys):
+    student = student_copy(tiny_teacher_dir, tmp_path / "tiny-dash", "dash")
+    card = json.loads((student / "card.json").read_text())
+    (student / "card.json").write_text(json.dumps({**card, "teacher": "gone-teacher"}))
+    assert dash_report.main(["--students", str(student), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'gone-teacher'" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="PNG export needs Chromium")
