@@ -34,7 +34,7 @@ from analysis.evaluate import (
 )
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
-from demo.layout import named_teacher
+from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"

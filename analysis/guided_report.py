@@ -25,7 +25,7 @@ from analysis.classifier import load_classifier
 from analysis.evaluate import evaluate_cached, markdown_table, store_card_metrics
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
-from demo.layout import named_teacher
+from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"

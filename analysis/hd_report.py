@@ -32,7 +32,7 @@ from analysis.evaluate import cached_row, markdown_table, weights_key
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference, precision_recall, reference_metrics
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
-from demo.layout import named_teacher
+from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"

@@ -61,6 +61,24 @@ def _read_card(folder: Path) -> dict:
         return {}
 
 
+def named_teacher(folders, fallback: str | os.PathLike = "assets/models/fmnist-teacher") -> Path:
+    """The teacher the model folders' cards name (`"teacher"`: a path, or a folder name beside the student), so a report
+    measures students against the model they were distilled from; `fallback` when no card names one."""
+    named = {}
+    for folder in folders:
+        name = _read_card(Path(folder)).get("teacher")
+        if isinstance(name, str) and name:
+            named.setdefault(name, Path(name) if is_model_folder(name) else Path(folder).parent / name)
+    if not named:
+        return Path(fallback)
+    if len(named) > 1:
+        raise ValueError(f"the students' cards name different teachers ({', '.join(sorted(named))}); choose one with --teacher.")
+    ((name, path),) = named.items()
+    if not is_model_folder(path):
+        raise ValueError(f"the students' cards name the teacher {name!r}, but {path} is not a model folder; choose one with --teacher.")
+    return path
+
+
 def _warm_up(model) -> None:
     """One tiny forward pass, so the first timed sampling run does not pay one-off setup costs (a fair latency)."""
     import torch

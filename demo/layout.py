@@ -7,7 +7,6 @@ pipelines do. Both have `scheduler/` and `card.json`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -27,26 +26,3 @@ def denoiser_dir(folder: str | os.PathLike) -> Path | None:
 def is_model_folder(folder: str | os.PathLike) -> bool:
     return denoiser_dir(folder) is not None
 
-
-DEFAULT_TEACHER = "assets/models/fmnist-teacher"
-
-
-def named_teacher(folders, fallback: str | os.PathLike = DEFAULT_TEACHER) -> Path:
-    """The teacher the model folders' cards name (`"teacher"`: a path, or a folder name beside the student), so a report
-    measures students against the model they were distilled from; `fallback` when no card names one."""
-    named = {}
-    for folder in folders:
-        try:
-            name = json.loads((Path(folder) / "card.json").read_text()).get("teacher")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(name, str) and name:
-            named.setdefault(name, Path(name) if is_model_folder(name) else Path(folder).parent / name)
-    if not named:
-        return Path(fallback)
-    if len(named) > 1:
-        raise ValueError(f"the students' cards name different teachers ({', '.join(sorted(named))}); choose one with --teacher.")
-    ((name, path),) = named.items()
-    if not is_model_folder(path):
-        raise ValueError(f"the students' cards name the teacher {name!r}, but {path} is not a model folder; choose one with --teacher.")
-    return path

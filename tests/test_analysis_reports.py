@@ -67,7 +67,7 @@ def test_report_missing_student_is_a_sentence(tiny_teacher_dir, tmp_path, capsys
 
 
 def test_reports_default_to_the_teacher_the_cards_name(tiny_teacher_dir, tmp_path):
-    from demo.layout import named_teacher
+    from demo.catalog import named_teacher
 
     root = tmp_path / "models"
     teacher = shutil.copytree(tiny_teacher_dir, root / "old-teacher")
