@@ -54,17 +54,20 @@ def guided_floors(feats, probs, labels, guidances, n: int, draws: int, seed: int
     p_true = probs.gather(1, labels[:, None])[:, 0]
     rows = []
     for W in guidances:
-        values = {k: [] for k in METRICS}
+        values, per_class = {k: [] for k in METRICS}, []
         for d in range(draws):
             g = torch.Generator().manual_seed(seed * 1000 + d)
             pick = guided_resample(p_true, labels, n // 10, float(W), g)
             m = reference_metrics(reference, feats[pick], probs[pick], labels[pick])
             for k in METRICS:
                 values[k].append(m[k])
+            per_class.append(m.get("per_class_precision"))
         row = {"guidance": float(W), "n": 10 * (n // 10), "draws": draws}
         for k, v in values.items():
             row[k] = float(np.mean(v))
             row[f"{k}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        if all(pc is not None for pc in per_class):  # each class's precision against its own real manifold (metrics.per_class_precision)
+            row["per_class_precision"] = [float(np.mean(c)) if None not in c else None for c in zip(*per_class)]
         rows.append(row)
     return rows
 

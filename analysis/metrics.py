@@ -61,11 +61,28 @@ def _knn_radii(f: torch.Tensor, k: int) -> torch.Tensor:
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PR_K) -> tuple[float, float]:
     """Precision: share of fake samples inside the real k-NN manifold; recall: the converse."""
     real, fake = real.float(), fake.float()
-    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
     d = torch.cdist(fake, real)  # [F, R]
-    precision = (d <= r_real[None, :]).any(dim=1).float().mean()
-    recall = (d.T <= r_fake[None, :]).any(dim=1).float().mean()
-    return float(precision), float(recall)
+    recall = (d.T <= _knn_radii(fake, k)[None, :]).any(dim=1).float().mean()
+    return _precision(d, _knn_radii(real, k)), float(recall)
+
+
+def _precision(d_fake_real: torch.Tensor, r_real: torch.Tensor) -> float:
+    return float((d_fake_real <= r_real[None, :]).any(dim=1).float().mean())
+
+
+def per_class_precision(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor,
+                        num_classes: int = 10, k: int = PR_K) -> list[float | None]:
+    """Precision of each class's samples against the real k-NN manifold of that class alone.
+
+    Which classes the model draws off the data manifold: a sample labelled c counts when it lies within the k-NN
+    radius of a real image of class c. None for a class without samples or with at most k real images.
+    """
+    out = []
+    for c in range(num_classes):
+        real_c, fake_c = real[real_labels == c], fake[fake_labels == c]
+        ok = len(fake_c) and len(real_c) > k  # precision needs the real radii only: any number of samples will do
+        out.append(_precision(torch.cdist(fake_c.float(), real_c.float()), _knn_radii(real_c.float(), k)) if ok else None)
+    return out
 
 
 def within_class_diversity(feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
@@ -99,6 +116,8 @@ def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor,
         out["diversity"] = float(torch.nanmean(div))
         out["diversity_ratio"] = float(torch.nanmean(div / reference["diversity"]))
         out["per_class_accuracy"] = [float((pred[labels == c] == c).float().mean()) if (labels == c).any() else None for c in range(10)]
+        if "subset_labels" in reference:
+            out["per_class_precision"] = per_class_precision(ref_f, reference["subset_labels"], feats, labels)
     return out
 
 
@@ -118,6 +137,7 @@ def write_reference(path: Path, test_feats, test_labels, train_feats, train_labe
     pick = torch.randperm(len(train_feats), generator=g)[:floor_n]
     floor = reference_metrics(reference, train_feats[pick], train_probs[pick], train_labels[pick])
     floor.pop("per_class_accuracy", None)
+    floor.pop("per_class_precision", None)
     floor["what"] = f"{floor_n} real training images against the test-set reference"
     return floor
 

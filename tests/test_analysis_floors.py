@@ -57,6 +57,7 @@ def test_cli_on_tiny_idx_files(tmp_path, monkeypatch, capsys):
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["guidance"] for r in rows] == [1.0, 2.0] and all(r["n"] == 100 and np.isfinite(r["frechet_distance"]) for r in rows)
     assert "| 2 | 100 | 2 |" in out.with_suffix(".md").read_text()
+    assert all(len(r["per_class_precision"]) == 10 and all(0.0 <= v <= 1.0 for v in r["per_class_precision"]) for r in rows)
     assert main(["--n", "300", "--out", str(out)]) == 2  # 20 images per class: fewer than 30
     assert "fewer than the 30 asked for" in capsys.readouterr().err
     assert main(["--guidances", "x", "--out", str(out)]) == 2

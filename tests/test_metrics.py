@@ -19,6 +19,7 @@ from analysis.metrics import (
     frechet_distance,
     gaussian_stats,
     kid,
+    per_class_precision,
     precision_recall,
     reference_metrics,
     within_class_diversity,
@@ -150,6 +151,26 @@ def test_reference_metrics_accuracy_and_keys():
     assert out["n"] == 20
     assert {"frechet_distance", "kid", "precision", "recall", "diversity", "diversity_ratio", "per_class_accuracy"} <= set(out)
     assert out["per_class_accuracy"][0] == 0.5 and out["per_class_accuracy"][9] == 1.0
+    assert len(out["per_class_precision"]) == 10
+
+
+def test_per_class_precision_names_the_class_drawn_off_its_manifold():
+    """Each class against its own real manifold: real points score 1, a class moved far away scores 0, others stay."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 10
+    real_labels = torch.arange(3).repeat_interleave(40)
+    real = centres[real_labels] + torch.randn(120, 8, generator=g)
+    assert per_class_precision(real, real_labels, real, real_labels, num_classes=3) == [1.0, 1.0, 1.0]
+    fake_labels = torch.arange(3).repeat_interleave(20)
+    fake = centres[fake_labels] + 0.3 * torch.randn(60, 8, generator=g)
+    fake[fake_labels == 1] += 100.0  # class 1 drawn off the data
+    pc = per_class_precision(real, real_labels, fake, fake_labels, num_classes=3)
+    assert pc[0] > 0.9 and pc[2] > 0.9 and pc[1] == 0.0
+    # samples labelled 0 but drawn where class 2 lives are off class 0's manifold, though on the data as a whole
+    swapped = per_class_precision(real, real_labels, centres[2] + 0.3 * torch.randn(20, 8, generator=g), torch.zeros(20, dtype=torch.long), num_classes=3)
+    assert swapped[0] == 0.0 and swapped[1] is None and swapped[2] is None
+    # too few real images of a class (≤ k) gives None rather than a number
+    assert per_class_precision(real[:3], real_labels[:3], fake[:5], fake_labels[:5], num_classes=3)[0] is None
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::scipy.linalg.LinAlgWarning")
