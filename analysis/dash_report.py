@@ -26,6 +26,7 @@ import torch
 from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
 from analysis.classifier import load_classifier
 from analysis.evaluate import (
+    add_teacher_arg,
     cached_row,
     evaluate_model,
     markdown_table,
@@ -133,7 +134,7 @@ def branch_figure(rows: list[dict]):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.dash_report", description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
+    add_teacher_arg(p)
     p.add_argument("--students", required=True, help="comma-separated student model folders")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--steps", type=int, default=50)

@@ -182,6 +182,11 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
                                              interval=interval))  # fmt: skip
 
 
+def add_teacher_arg(p: argparse.ArgumentParser) -> None:
+    """The reports' `--teacher`: None unless given, resolved by `demo.catalog.named_teacher` from the student cards."""
+    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
+
+
 def store_card_metrics(folder, tag: str, metrics: dict) -> bool:
     """Record `metrics` under `tag` in a model folder's card.json (the app shows them); False when it has no card."""
     card_path = Path(folder) / "card.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from analysis.classifier import load_classifier
-from analysis.evaluate import evaluate_cached, markdown_table, store_card_metrics
+from analysis.evaluate import add_teacher_arg, evaluate_cached, markdown_table, store_card_metrics
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
 from demo.catalog import named_teacher
@@ -103,7 +103,7 @@ def markdown(rows: list[dict], guidances: list[float], settings: dict, reference
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.guided_report", description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
+    add_teacher_arg(p)
     p.add_argument("--students", default="", help="comma-separated student model folders (stage 1, progressive, single-W)")
     p.add_argument("--steps", default="1,2,4,8,16")
     p.add_argument("--guidances", default="1,2,3,5")

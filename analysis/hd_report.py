@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from analysis.classifier import classify, load_classifier
-from analysis.evaluate import cached_row, markdown_table, weights_key
+from analysis.evaluate import add_teacher_arg, cached_row, markdown_table, weights_key
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference, precision_recall, reference_metrics
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
@@ -162,7 +162,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.hd_report", description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
+    add_teacher_arg(p)
     p.add_argument("--teacher-steps", type=int, default=64)
     p.add_argument("--sketch", required=True, help="the one-step sketch (trajectory distillation only)")
     p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")

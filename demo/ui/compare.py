@@ -109,10 +109,8 @@ def sampler_dropdown() -> gr.Dropdown:
 
 def build(ctx) -> None:
     with gr.Row():
-        default_student = ctx.default_model("student", steps=4)
-        teacher = ctx.model_dropdown(
-            "Teacher", ctx.teacher_of(default_student) or ctx.default_model("teacher"), info="a model folder name or a path inside the model roots"
-        )
+        default_teacher, default_student = ctx.default_pair()
+        teacher = ctx.model_dropdown("Teacher", default_teacher, info="a model folder name or a path inside the model roots")
         student = ctx.model_dropdown("Student", default_student)
         sampler = sampler_dropdown()
     with gr.Row():

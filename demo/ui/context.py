@@ -188,6 +188,12 @@ class Context:
             return None
         return name if isinstance(name, str) and name in self.model_names() else None
 
+    def default_pair(self, steps: int = 4) -> tuple[str | None, str | None]:
+        """(teacher, student) a tab opens with: the first `steps`-step student and the teacher its card names, or the
+        first teacher when that one is not installed."""
+        student = self.default_model("student", steps=steps)
+        return self.teacher_of(student) or self.default_model("teacher"), student
+
     def has_method(self, method: str) -> bool:
         return any(e.method == method for e in self.catalog.entries())
 

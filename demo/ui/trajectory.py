@@ -58,8 +58,8 @@ def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_labe
 def build(ctx) -> None:
     gr.Markdown("### x0 predictions along the sampling path\nEach frame is the model's estimate of the clean image at that step.")
     with gr.Row():
-        default_student = ctx.default_model("student", steps=4)
-        teacher = ctx.model_dropdown("Teacher", ctx.teacher_of(default_student) or ctx.default_model("teacher"))
+        default_teacher, default_student = ctx.default_pair()
+        teacher = ctx.model_dropdown("Teacher", default_teacher)
         student = ctx.model_dropdown("Student", default_student)
         sampler = sampler_dropdown()
     with gr.Row():
