@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
-    data = BatchSampler(xtr, ytr, args.batch_size, seed=args.seed)
+    data = BatchSampler(xtr, ytr, args.batch_size, seed=args.seed, flip=True)  # a classifier may be flip-invariant
     model = FashionClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     iters = int(args.epochs * len(xtr) / args.batch_size)

@@ -127,9 +127,9 @@ def test_batch_sampler_is_deterministic_per_step():
     assert not torch.equal(xa, x_seed)
 
 
-def test_batch_sampler_draws_from_the_data_with_flips():
+def test_batch_sampler_draws_from_the_data_and_flips_only_when_asked():
     images, labels = random_images(4), np.arange(4)
-    x, y = BatchSampler(images, labels, batch_size=64, seed=0).batch(0)
+    x, y = BatchSampler(images, labels, batch_size=64, seed=0, flip=True).batch(0)
     data = to_model_space(images)
     flipped = 0
     for xi, yi in zip(x, y):
@@ -137,5 +137,16 @@ def test_batch_sampler_draws_from_the_data_with_flips():
         assert torch.equal(xi, original) or torch.equal(xi, original.flip(-1))
         flipped += int(not torch.equal(xi, original))
     assert 0 < flipped < 64
-    x_noflip, y_noflip = BatchSampler(images, labels, batch_size=16, seed=0, flip=False).batch(0)
-    assert all(torch.equal(xi, data[int(yi)]) for xi, yi in zip(x_noflip, y_noflip))
+    # The default keeps the images as they are: Fashion-MNIST is not mirror-symmetric (its shoes all point left).
+    x_plain, y_plain = BatchSampler(images, labels, batch_size=64, seed=0).batch(0)
+    assert all(torch.equal(xi, data[int(yi)]) for xi, yi in zip(x_plain, y_plain))
+
+
+def test_training_cli_flips_only_with_hflip(tmp_path):
+    from demo.distill import _train_data
+    from demo.distill.__main__ import parse_args
+
+    np.savez(tmp_path / "own.npz", images=random_images(4), labels=np.arange(4))
+    base = ["--method", "teacher", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "own.npz")]
+    assert not _train_data(parse_args(base)).flip
+    assert _train_data(parse_args(base + ["--hflip"])).flip

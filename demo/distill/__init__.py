@@ -48,7 +48,7 @@ def _train_data(args):
     from demo.data import BatchSampler, load_fashion_mnist, load_image_arrays
 
     images, labels = load_image_arrays(args.data) if getattr(args, "data", None) else load_fashion_mnist("train")
-    return BatchSampler(images, labels, args.batch_size, seed=args.seed)
+    return BatchSampler(images, labels, args.batch_size, seed=args.seed, flip=getattr(args, "hflip", False))
 
 
 def _teacher_data(args, teacher):

@@ -25,6 +25,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="run folder (checkpoints, stats.jsonl, model/)")
     p.add_argument("--name", default=None, help="model name written to card.json")
     p.add_argument("--data", default=None, metavar="FILE.npz", help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)")
+    p.add_argument("--hflip", action="store_true", help="augment with random horizontal flips (off by default: every Fashion-MNIST shoe points left, so a flipped shoe is off the data distribution)")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
