@@ -5,7 +5,7 @@ class when its centred correlation with the real class-mean image is higher than
 real test set agrees 93–100% for the footwear; a model trained with random horizontal flips draws about half of its
 shoes the other way round, which the classifier still labels correctly but which lie off the class's feature manifold.
 
-    python -m analysis.mirror --model DIR --classes 5,7,9 --n 300 --steps 64 --guidance 2 --guidance-interval 167,882
+    python -m analysis.mirror --model DIR --class-label 5,7,9 --n 300 --steps 64 --guidance 2 --guidance-interval 167,882
 
 prints one JSON line: each class's agreement share for the real test images and for the model's samples.
 """
@@ -47,30 +47,27 @@ def mirror_agreement(images: torch.Tensor, labels: torch.Tensor, means: torch.Te
 
 def main(argv=None) -> int:
     from demo.data import load_fashion_mnist
-    from demo.generate import generate
+    from demo.generate import generate, parse_labels
     from demo.models import ModelFolderError, load_model_folder
     from demo.sample import add_sampling_args, default_device
 
     p = argparse.ArgumentParser(prog="python -m analysis.mirror", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=300, batch_size=250)
-    p.add_argument("--classes", default=",".join(map(str, FOOTWEAR)), help="classes to sample, comma-separated (default: the footwear)")
+    p.set_defaults(class_label=",".join(map(str, FOOTWEAR)))  # --class-label here also takes K,K,…: the n samples split among them
     p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
     try:
-        if not all(c.strip().isdigit() for c in args.classes.split(",")):
-            raise ValueError(f"--classes takes class indices separated by commas, got {args.classes!r}.")
-        classes = [int(c) for c in args.classes.split(",")]
         model = load_model_folder(args.model, device=args.device)
-        if any(not 0 <= c < model.card.num_classes for c in classes):
-            raise ValueError(f"--classes must lie in 0..{model.card.num_classes - 1}, got {args.classes}.")
-        images, labels = load_fashion_mnist("test")
+        items = args.class_label.split(",")
+        labels = torch.cat([parse_labels(c, -(-args.n // len(items)), model.card.num_classes) for c in items])[: args.n]
+        images, real_labels = load_fashion_mnist("test")
     except (ValueError, FileNotFoundError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    real, real_labels = torch.from_numpy(images), torch.from_numpy(labels)
+    classes = sorted(set(labels.tolist()))
+    real, real_labels = torch.from_numpy(images), torch.from_numpy(real_labels)
     means = class_means(real, real_labels)
-    labels = torch.tensor(classes).repeat_interleave(-(-args.n // len(classes)))[: args.n]
     gen = generate(model, len(labels), steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
                    batch_size=args.batch_size, labels=labels, bf16=args.bf16, interval=args.guidance_interval)  # fmt: skip
     real_share, gen_share = mirror_agreement(real, real_labels, means), mirror_agreement(gen.images, gen.labels, means)

@@ -29,7 +29,8 @@ def test_agreement_is_one_for_the_data_zero_for_its_mirror_and_half_for_either_w
     assert mirror_agreement(real, torch.ones(64, dtype=torch.long), means2) == [None, 0.0]
 
 
-def test_cli_rejects_bad_classes_in_one_sentence(capsys):
-    assert main(["--model", "nowhere", "--classes", "sandal"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --classes takes class indices") and err.count("\n") == 0
+def test_cli_rejects_bad_classes_in_one_sentence(capsys, tiny_teacher_dir):
+    for bad in ("sandal", "5,12"):
+        assert main(["--model", str(tiny_teacher_dir), "--class-label", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: class label must be") and err.count("\n") == 0
