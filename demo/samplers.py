@@ -15,9 +15,10 @@ import torch
 from demo.schedule import NoiseSchedule, ddim_step
 
 Callback = Callable[[dict], None] | None
-SAMPLERS = ("ddim", "ddpm", "stochastic", "dpmsolver++")
+SAMPLERS = ("ddim", "ddim-leading", "ddpm", "stochastic", "dpmsolver++")
 SAMPLER_HELP = {
     "ddim": "deterministic DDIM (Song et al. 2021)",
+    "ddim-leading": "deterministic DDIM on leading timesteps (50 steps: t = 980, 960, …, 0), the protocol DASH's evaluation uses",
     "ddpm": "ancestral DDPM: DDIM with eta = 1 (Ho et al. 2020)",
     "stochastic": "Meng et al. 2023's N-step stochastic sampler: a 2/N DDIM jump, then re-noise back 1/N",
     "dpmsolver++": "DPM-Solver++(2M) through diffusers' DPMSolverMultistepScheduler (Lu et al. 2022)",
@@ -122,6 +123,8 @@ def sample(name: str, denoiser, z_T, steps: int, model, generator=None, callback
         raise ValueError(f"steps must be in 1..{model.schedule.num_train_timesteps}, got {steps!r}")
     if name == "ddim":
         return sample_ddim(denoiser, z_T, steps, model.schedule, callback=callback)
+    if name == "ddim-leading":  # starts below T−1: pure noise is taken as z_t at t = T − T/steps (DASH's protocol)
+        return sample_ddim(denoiser, z_T, steps, model.schedule, callback=callback, spacing="leading")
     if name == "ddpm":
         return sample_ddpm(denoiser, z_T, steps, model.schedule, generator=generator, callback=callback)
     if name == "stochastic":

@@ -89,23 +89,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Split an optimiser state into flat tensors and a JSON-able remainder."""
+def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "opt") -> tuple[dict, dict]:
+    """Split an optimiser state into flat tensors (keys `prefix.pid.name`; no dot in prefix) and a JSON-able remainder."""
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+                tensors[f"{prefix}.{pid}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{k}"] = v
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str = "opt") -> None:
     state: dict = {}
     for key, v in tensors.items():
-        if key.startswith("opt."):
+        if key.startswith(prefix + "."):
             _, pid, k = key.split(".", 2)
             state.setdefault(int(pid), {})[k] = v
     for key, v in meta["scalars"].items():
@@ -114,11 +114,19 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> No
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(run_dir: Path, step: int, modules: dict, ema: EMA, opt, extra: dict | None = None, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, step: int, modules: dict, ema: EMA, opt, extra: dict | None = None, keep: int = 2,
+                    aux_optimizers: dict | None = None) -> Path:  # fmt: skip
+    """Modules, EMA, the main optimiser and a method's auxiliary optimisers (e.g. HD's fake score), in one file."""
     tensors = {f"module.{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
     tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
+    aux_meta = {}
+    for name, aux in (aux_optimizers or {}).items():
+        aux_tensors, aux_meta[name] = _optimizer_tensors(aux, prefix=f"aux_{name}")
+        tensors.update(aux_tensors)
+    if aux_meta:
+        extra = {**(extra or {}), "aux_optimizers": aux_meta}
     final = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
     tmp = run_dir / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -189,6 +197,8 @@ def train(
     base_lrs = [g["lr"] for g in param_groups]
     opt = torch.optim.AdamW(param_groups, betas=(0.9, 0.99), eps=1e-8)
     ema = EMA(method.student, cfg.ema_decay)
+    aux_opts = method.auxiliary_optimizers()
+    method.average_gradients = lambda params: _average_gradients(params, accelerator)  # for the method's inner updates
     start = 0
     found = latest_valid_checkpoint(run_dir)
     if found is not None:
@@ -198,6 +208,11 @@ def train(
             m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         ema.shadow = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
         _load_optimizer(opt, tensors, meta["optimizer"])
+        for name, aux in aux_opts.items():  # a checkpoint from before they were saved leaves them fresh
+            if name in meta.get("aux_optimizers", {}):
+                _load_optimizer(aux, tensors, meta["aux_optimizers"][name], prefix=f"aux_{name}")
+            elif is_main:
+                print(f"note: {ckpt.name} holds no state for the {name} optimiser; it starts fresh", flush=True)
         start = meta["step"]
         method.on_resume(meta)
         if is_main:
@@ -239,9 +254,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.float().backward()
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if accelerator.num_processes > 1:
-                for p in params:
-                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+            _average_gradients(params, accelerator)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
             opt.step()
             method.after_step(step)
@@ -267,10 +280,10 @@ def train(
                 _append_jsonl(stats_path, last)
                 window, n_window = {}, 0
             if is_main and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
-                save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints)
+                save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints, aux_opts)
             if stop["flag"] or (should_stop is not None and should_stop()):
                 if is_main and done % cfg.checkpoint_every != 0:
-                    save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints)
+                    save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints, aux_opts)
                 if is_main:
                     _append_jsonl(stats_path, {"step": done, "event": "stopped", "time": time.time()})
                 return {**last, "stopped": True}
@@ -295,6 +308,14 @@ def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:
     shutil.rmtree(run_dir / "model", ignore_errors=True)
     os.replace(tmp, run_dir / "model")
     method.student.load_state_dict(student_state)
+
+
+def _average_gradients(params: list, accelerator) -> None:
+    """Average the gradients of `params` over processes (a no-op in one process)."""
+    if accelerator.num_processes > 1:
+        for p in params:
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
 
 
 def _broadcast_from_main(modules: dict) -> None:

@@ -80,7 +80,7 @@ def _register_dash(variant: str):
     register(variant)(build)
 
 
-for _variant in ("dash", "kd-cond", "kd-composite", "dash-no-uncond", "dash-no-anchor", "dash-uniform", "dash-min-snr"):
+for _variant in ("dash", "kd-cond", "kd-cond-untrained-null", "kd-composite", "dash-no-uncond", "dash-no-anchor", "dash-uniform", "dash-min-snr"):
     _register_dash(_variant)
 
 
@@ -118,7 +118,7 @@ def _register_hd(name: str, pooling: str | None):
             raise ValueError(f"method {name} needs --init DIR: the one-step w-conditioned sketch to refine")
         teacher = _load_teacher(args)
         data = _teacher_data(args, teacher)
-        options = {k: getattr(args, k) for k in ("adv_weight", "fake_updates") if getattr(args, k, None) is not None}
+        options = {k: getattr(args, k) for k in ("adv_weight", "d_weight", "fake_updates") if getattr(args, k, None) is not None}
         return HDRefinement(teacher, load_model_folder(args.init), data, pooling, w_min=args.w_min, w_max=args.w_max,
                             fake_warmup=getattr(args, "fake_warmup", 0), name=args.name, **options)
 

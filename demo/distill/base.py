@@ -39,6 +39,14 @@ class Method:
     def loss(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
+    def auxiliary_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers a method steps itself inside `loss` (HD's fake score and discriminator); the loop checkpoints
+        and restores them, and sets `self.average_gradients(params)` for their gradients across processes."""
+        return {}
+
+    def average_gradients(self, params: list) -> None:
+        """Replaced by the training loop; one process needs nothing."""
+
     def after_step(self, step: int) -> None:
         """Hook after each optimiser step (inner updates, e.g. DMD's fake-score network)."""
 

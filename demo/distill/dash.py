@@ -47,11 +47,16 @@ class DashVariant:
     anchor: bool = True  # L_an
     composite: bool = False  # match only ε_u + W·(ε_c − ε_u) at COMPOSITE_W
     weighting: str = "tirt"  # tirt | uniform | min_snr
+    label_dropout: float = 0.0  # share of L_im examples whose *student* label is ∅ (target stays T(z_t, y))
 
 
 VARIANTS = {
     "dash": DashVariant(),
-    "kd-cond": DashVariant(uncond=False, anchor=False),  # cond-only KD: L_im alone
+    # cond-only KD as the paper's baseline: a class-conditional student trained on L_im with the teacher's label
+    # dropout, so its null branch learns from conditional targets (it is never shown T(z_t, ∅)).
+    "kd-cond": DashVariant(uncond=False, anchor=False, label_dropout=P_UNCOND),
+    # the first zoo's cond-only KD: L_im alone, no dropout, so the null class keeps its random initialisation.
+    "kd-cond-untrained-null": DashVariant(uncond=False, anchor=False),
     "kd-composite": DashVariant(cond=False, uncond=False, anchor=False, composite=True),
     "dash-no-uncond": DashVariant(uncond=False),
     "dash-no-anchor": DashVariant(anchor=False),
@@ -60,7 +65,8 @@ VARIANTS = {
 }
 DESCRIPTIONS = {
     "dash": "DASH: L_im + L_un + 0.1·L_an with the teacher's TIRT weights",
-    "kd-cond": "cond-only KD baseline: L_im alone (TIRT weights)",
+    "kd-cond": f"cond-only KD baseline: L_im alone with label dropout p = {P_UNCOND:g} on the student (TIRT weights)",
+    "kd-cond-untrained-null": "cond-only KD ablation: L_im alone, no label dropout, so the null class is never trained",
     "kd-composite": f"composite KD baseline: matches only the guided output at W = {COMPOSITE_W:g} (TIRT weights)",
     "dash-no-uncond": "DASH ablation without L_un",
     "dash-no-anchor": "DASH ablation without the anchor L_an",
@@ -130,11 +136,16 @@ class DashDistillation(Method):
         t = torch.randint(0, self.teacher.schedule.num_train_timesteps, (B,), generator=generator).to(device)
         eps = torch.randn(x0.shape, generator=generator).to(device)
         z_t = self.teacher.schedule.add_noise(x0, eps, t)
-        z2, t2, y2 = torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([y, null])  # [2B, ...]: (cond, uncond)
+        # The student's labels: y, or ∅ for a `label_dropout` share (cond-only KD's null branch learns this way).
+        y_s = y
+        if self.variant.label_dropout > 0:  # drawn only here, so the other variants' random streams are unchanged
+            drop = torch.rand(B, generator=generator).to(device) < self.variant.label_dropout
+            y_s = torch.where(drop, null, y)
+        z2, t2 = torch.cat([z_t, z_t]), torch.cat([t, t])  # [2B, ...]: (cond, uncond)
         # 2. Both branches of the frozen teacher and of the student, in one batched pass each.
         with torch.no_grad():
-            T_c, T_u = net_output(self.teacher.net, z2, t2, y2).float().chunk(2)
-        S_c, S_u = net_output(self.student, z2, t2, y2).float().chunk(2)
+            T_c, T_u = net_output(self.teacher.net, z2, t2, torch.cat([y, null])).float().chunk(2)
+        S_c, S_u = net_output(self.student, z2, t2, torch.cat([y_s, null])).float().chunk(2)
         w = self.weights(t)
 
         def term(a, b):

@@ -35,7 +35,13 @@ from demo.models import DDPMScheduler, net_output, save_model_folder
 from demo.schedule import denoising_target, to_x0
 
 DMD_T_RANGE = (20, 980)  # DMD samples t away from both ends (Yin et al. 2024 use 2%–98%)
-ADV_WEIGHT = 1e-2  # weight of the generator's adversarial term relative to DMD (DMD2 uses 1e-2 to 3e-3)
+# DMD2 (Yin et al. 2024b; its ImageNet recipe): the generator's GAN term weighs 3e-3 against the DMD loss, and the
+# discriminator's loss enters the shared fake-score network with 1e-2 against its denoising loss — so the
+# discriminator head rides on the fake score without taking it over. Both networks' gradients are clipped (DMD2: 10).
+ADV_WEIGHT = 3e-3
+D_WEIGHT = 1e-2
+AUX_GRAD_CLIP = 10.0
+MAP_T = 250  # the noise level at which exported discriminator token maps are recorded (a low-noise view)
 
 
 class TokenDiscriminator(nn.Module):
@@ -62,6 +68,13 @@ class TokenDiscriminator(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         logits = self.token_logit(feats.float()).flatten(1)  # [B, h·w]
         return (self.token_weights(feats) * logits).sum(dim=1)  # [B]
+
+
+def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy H(w)/log(N) per image of token weights [B, N]: 1 = uniform (GAP), 0 = one token."""
+    N = weights.shape[1]
+    h = -(weights * weights.clamp(min=1e-12).log()).sum(dim=1)
+    return h / math.log(N) if N > 1 else torch.ones_like(h)
 
 
 class _Bottleneck:
@@ -102,7 +115,7 @@ class HDRefinement(Method):
 
     def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
                  fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, fake_warmup: int = 0,
-                 name: str | None = None):  # fmt: skip
+                 name: str | None = None, d_weight: float = D_WEIGHT):  # fmt: skip
         if fake_updates < 1:
             raise ValueError(f"fake_updates must be at least 1, got {fake_updates!r}")
         if not adv_weight >= 0:  # also rejects NaN
@@ -116,6 +129,9 @@ class HDRefinement(Method):
         self.teacher, self.data = teacher, data
         self.pooling = pooling  # None: DMD only
         self.adv_weight = adv_weight if pooling else 0.0
+        if not d_weight >= 0:
+            raise ValueError(f"d_weight must be non-negative, got {d_weight!r}")
+        self.d_weight = d_weight
         self.fake_updates = fake_updates
         self.fake_warmup = fake_warmup
         self.w_min, self.w_max = w_min, w_max
@@ -130,6 +146,9 @@ class HDRefinement(Method):
 
     def trainable_modules(self):
         return {"student": self.student, "fake": self.fake, "disc": self.disc}
+
+    def auxiliary_optimizers(self):
+        return {"fake": self.aux_opt}
 
     def frozen_modules(self):
         return {"teacher": self.teacher.net}
@@ -171,16 +190,24 @@ class HDRefinement(Method):
             alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
             loss_fake = F.mse_loss(self.fake_out(x_t, t, y, w), denoising_target(eps, x_fake, alpha, sigma, self.teacher.prediction_type))
             loss_d = torch.zeros((), device=device)
+            entropy = None
             if self.adv_weight > 0:
                 feats_fake = self.bottleneck.feats
                 xr_t = self.teacher.schedule.add_noise(x_real, torch.randn(shape, generator=generator).to(device), t)
                 self.fake_out(xr_t, t, y, w)  # real images at the same noise levels as the fake ones
-                d_real = self.disc(self.bottleneck.feats)
-                loss_d = F.softplus(-d_real).mean() + F.softplus(self.disc(feats_fake)).mean()
+                feats_real = self.bottleneck.feats
+                loss_d = F.softplus(-self.disc(feats_real)).mean() + F.softplus(self.disc(feats_fake)).mean()
+                with torch.no_grad():  # where the pooling looks: 1 = everywhere alike (GAP), lower = concentrated
+                    entropy = weight_entropy(self.disc.token_weights(torch.cat([feats_real, feats_fake]))).mean()
             self.aux_opt.zero_grad(set_to_none=True)
-            (loss_fake + loss_d).float().backward()
+            (loss_fake + self.d_weight * loss_d).float().backward()
+            aux_params = [p for g in self.aux_opt.param_groups for p in g["params"] if p.grad is not None]
+            self.average_gradients(aux_params)
+            torch.nn.utils.clip_grad_norm_(aux_params, AUX_GRAD_CLIP)
             self.aux_opt.step()
             stats = {"loss_fake": float(loss_fake.detach()), "loss_d": float(loss_d.detach())}
+            if entropy is not None:
+                stats["token_entropy"] = float(entropy)
         if step < self.fake_warmup:  # the generator waits: a constant loss, no gradient reaches it
             return torch.zeros((), device=device, requires_grad=True), {**stats, "l_dmd": 0.0, "l_adv": 0.0}
         # 2. Generator: DMD gradient at a random t, plus the adversarial term through the (fixed) discriminator.
@@ -201,17 +228,45 @@ class HDRefinement(Method):
             self.disc.requires_grad_(True)
         return l_dmd + self.adv_weight * l_adv, {**stats, "l_dmd": float(l_dmd.detach()), "l_adv": float(l_adv.detach())}
 
+    @torch.no_grad()
+    def discriminator_maps(self, n: int = 10, w: float = 2.0, t: int = MAP_T, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Where the discriminator looks: `n` generator samples (classes 0, 1, … at W = `w`, from `seed`), their token
+        weights [n, h, w] at noise level `t`, and per-token logits — what the report and the app draw as heat maps."""
+        device = next(self.student.parameters()).device
+        g = torch.Generator().manual_seed(seed)
+        C = self.teacher.card.num_classes
+        y = (torch.arange(n) % C).to(device)
+        ws = torch.full((n,), float(w), device=device)
+        shape = (n, *self.data.batch(0)[0].shape[1:])
+        x = self.generate(torch.randn(shape, generator=g).to(device), y, ws)
+        tt = torch.full((n,), int(t), dtype=torch.long, device=device)
+        x_t = self.teacher.schedule.add_noise(x, torch.randn(shape, generator=g).to(device), tt)
+        self.fake_out(x_t, tt, y, ws)
+        feats = self.bottleneck.feats
+        h, wd = feats.shape[-2:]
+        weights = self.disc.token_weights(feats).reshape(n, h, wd)
+        logits = self.disc.token_logit(feats.float()).reshape(n, h, wd)
+        return {"images": x.float().cpu(), "labels": y.cpu(), "token_weights": weights.float().cpu(), "token_logits": logits.float().cpu(),
+                "t": torch.tensor([int(t)]), "w": torch.tensor([float(w)])}  # fmt: skip
+
     def export(self, folder: Path, cfg) -> Path:
         training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "pooling": self.pooling,
-                    "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup,
-                    "generator_init": self.generator_meta}  # fmt: skip
+                    "adv_weight": self.adv_weight, "d_weight": self.d_weight, "fake_updates": self.fake_updates,
+                    "fake_warmup": self.fake_warmup, "generator_init": self.generator_meta}  # fmt: skip
         what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
         method = {None: "dmd", "gap": "hd-gap", "awd": "hd"}[self.pooling]  # the --method key
         card = student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
+        extra = {}
+        if self.pooling is not None:  # the discriminator is not exported; its view of the final generator is
+            was_training = self.student.training
+            self.student.eval()
+            extra["discriminator_maps.safetensors"] = self.discriminator_maps()
+            self.student.train(was_training)
+        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, extra, vae=self.teacher.vae)
 
     def describe(self):
-        return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup}
+        return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "d_weight": self.d_weight,
+                "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup}  # fmt: skip
 
 
 __all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss"]
