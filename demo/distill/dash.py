@@ -12,6 +12,12 @@ models; our models predict v, and we compare native v outputs (‖v_S − v_T‖
 the high-noise timesteps — where a trailing sampler starts — supervised (an ε-prediction teacher, as DiTs usually
 are, is compared in ε, the paper's own form). Variants are the paper's baselines and
 ablations, each the same class with other switches, so they train under the same budget.
+
+Deviations from the paper's code (also in the README): TIRT's λ_t are learned beside the teacher's unweighted loss,
+not inside a TIRT-weighted teacher loss (re-training the teacher costs hours of CPU); cond-only KD draws label dropout
+p = 0.1 on the student's label of L_im (the paper's baseline is a label-dropout class-conditional student trained on
+conditional targets); its evaluation protocol (leading timesteps from t = 980, clamped x0) is the `ddim-leading`
+sampler with `--clip-x0`, without the paper's guidance ramp from 1.25.
 """
 
 from __future__ import annotations

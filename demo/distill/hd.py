@@ -15,6 +15,10 @@ Per generator step:
      the frozen teacher under CFG at the same W; plus `adv_weight` × the non-saturating generator loss.
 Token pooling of the discriminator: `gap` (global average of per-token logits, the standard head) or `awd`
 (input-dependent token weights: attention pooling with a learned query, so feedback concentrates on local flaws).
+Weights as DMD2's code: the generator's GAN term 3e-3, the discriminator loss 1e-2 inside the fake-score update,
+gradient clipping at 10 for the fake score and discriminator. Deviation: the sketch is a progressive-distillation
+one-step student, not MeanFlow (the same trajectory-distillation family; the paper's choice needs a teacher retrained
+with a two-time flow parameterisation).
 """
 
 from __future__ import annotations
