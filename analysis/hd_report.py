@@ -29,7 +29,8 @@ import torch
 
 from analysis.classifier import classify, load_classifier
 from analysis.evaluate import add_teacher_arg, cached_row, markdown_table, weights_key
-from analysis.figure_png import write_report
+from analysis.figure_png import write_png, write_report
+from analysis.plots import plot_token_maps
 from analysis.metrics import load_reference, precision_recall, reference_metrics
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo.catalog import named_teacher
@@ -212,8 +213,31 @@ def main(argv=None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
     written = write_report(out, "hd", {"meta": meta, "rows": rows}, markdown(rows, settings), spectrum_figure(rows, class_names),
                            "hd-spectrum", 1300, 440, png=not args.no_png)  # fmt: skip
+    maps = discriminator_maps(students)
+    if maps:  # where each refined student's final discriminator looked (recorded at export)
+        fig = plot_token_maps(maps, class_names)
+        fig.write_html(out / "hd-token-maps.html", include_plotlyjs=True)  # offline: plotly.js inside
+        written.append(out / "hd-token-maps.html")
+        if not args.no_png and (png := write_png(fig, out / "hd-token-maps.png", 1300)) is not None:
+            written.append(png)
     print(json.dumps({"written": [str(w) for w in written]}))
     return 0
+
+
+def discriminator_maps(folders: list[Path]) -> dict[str, dict]:
+    """`discriminator_maps.safetensors` of the folders that have one, by model name, with their mean token entropy."""
+    from safetensors.torch import load_file
+
+    from demo.distill.hd import weight_entropy
+
+    maps = {}
+    for folder in folders:
+        path = Path(folder) / "discriminator_maps.safetensors"
+        if path.is_file():
+            m = load_file(str(path))
+            entropy = float(weight_entropy(m["token_weights"].flatten(1)).mean())
+            maps[f"{Path(folder).name} (entropy {entropy:.2f})"] = {k: v.numpy() for k, v in m.items()}
+    return maps
 
 
 if __name__ == "__main__":

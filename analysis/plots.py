@@ -231,3 +231,39 @@ def _palette(n: int) -> list[str]:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def plot_token_maps(maps: Mapping[str, Mapping[str, np.ndarray]], class_names: Sequence[str] | None = None,
+                    title: str = "Where the discriminator looks") -> go.Figure:  # fmt: skip
+    """Discriminator token weights over generator samples, one row per model (`HDRefinement.discriminator_maps`).
+
+    `maps[name]` holds `images` [N, H, W] (uint8 or float in [−1, 1]) and `token_weights` [N, h, w] (each summing to 1);
+    each panel shows the sample in grey with its weights, upsampled to the image, as a heat overlay. A uniform map is
+    GAP's pooling; AWD's concentrates where its feedback goes.
+    """
+    names = list(maps)
+    N = min(int(np.asarray(maps[n]["token_weights"]).shape[0]) for n in names) if names else 0
+    if not names or N == 0:
+        return empty_figure("No discriminator maps: train HD with the AWD or GAP discriminator to record them.")
+    cols = [class_names[i % len(class_names)] if class_names else str(i) for i in range(N)]
+    fig = make_subplots(rows=len(names), cols=N, subplot_titles=[c if r == 0 else "" for r in range(len(names)) for c in cols],
+                        horizontal_spacing=0.005, vertical_spacing=0.04)  # fmt: skip
+    for r, name in enumerate(names):
+        images = np.asarray(maps[name]["images"], dtype=np.float32)
+        images = images[:, 0] if images.ndim == 4 else images  # [N, 1, H, W] → [N, H, W]
+        if images.max() <= 1.0 + 1e-6:  # model space [−1, 1] → [0, 255]
+            images = (images.clip(-1, 1) + 1) * 127.5
+        weights = np.asarray(maps[name]["token_weights"], dtype=np.float32)
+        for c in range(N):
+            H, W = images[c].shape
+            h, w = weights[c].shape
+            up = np.kron(weights[c] * h * w, np.ones((math.ceil(H / h), math.ceil(W / w))))[:H, :W]  # 1 = uniform weight
+            heat = np.clip(up / 3.0, 0, 1)  # 3x the uniform weight saturates the overlay
+            grey = images[c] / 255.0
+            rgb = np.stack([np.clip(grey * (1 - heat) + heat, 0, 1), grey * (1 - heat), grey * (1 - heat)], axis=-1)
+            fig.add_trace(go.Image(z=(rgb * 255).astype(np.uint8), hoverinfo="skip"), row=r + 1, col=c + 1)
+        fig.update_yaxes(title_text=name, row=r + 1, col=1)
+    fig.update_xaxes(showticklabels=False, showgrid=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False)
+    fig.update_annotations(font_size=10)
+    return _layout(fig, title + " (red: token weight above uniform)", height=max(260, 120 * len(names) + 90))
