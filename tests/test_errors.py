@@ -149,7 +149,10 @@ def test_cli_writes_npz(tiny_teacher_dir, tmp_path):
     from demo.data import to_uint8
 
     gen = generate(load_model_folder(tiny_teacher_dir), n=3, class_label="all", steps=2, guidance=2.0, sampler="ddim", seed=1)
-    np.testing.assert_array_equal(images, to_uint8(gen.images))
+    # A subprocess may run with another torch thread count than this process (other tests change it), which reorders
+    # float sums; rounding to uint8 can then move a pixel by one level. More than that would be a real difference.
+    diff = np.abs(images.astype(np.int16) - to_uint8(gen.images).astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
 def test_cli_writes_png_grid(tiny_teacher_dir, tmp_path):
