@@ -121,3 +121,36 @@ def branch_gap_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, t
             stats[key].append(v)
     a = {k: np.array(v) for k, v in stats.items()}
     return BranchGap(np.array(ts), a["rho"], a["cos"], a["gap"], a["ns"], a["nt"], a["dot"], a["sqt"])
+
+
+@torch.no_grad()
+def x0_error_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, guidance: float = 2.0, seed: int = 0,
+                   batch_size: int = 64) -> np.ndarray:  # fmt: skip
+    """E mean_pixels (x̂0_S − x̂0_T)² of the guided predictions at W = `guidance`, per timestep, on the same z_t.
+
+    z_t is built as in `branch_gap_curve` (same seed → same noise), so this is where along t a student's guided
+    prediction departs from its teacher's. At t = T−1 of a cosine schedule z_t is pure noise, which is where a
+    trailing sampler takes its first step: a weighting that starves that timestep shows its error there.
+    """
+    from demo.guidance import make_denoiser
+
+    if len(x0) != len(labels) or len(x0) == 0:
+        raise ValueError(f"x0 and labels must be non-empty and equally long, got {len(x0)} and {len(labels)}")
+    T = teacher.schedule.num_train_timesteps
+    ts = [int(t) for t in timesteps]
+    if not ts or not all(0 <= t < T for t in ts):
+        raise ValueError(f"timesteps must be in 0..{T - 1}, got {ts!r}")
+    x0, labels = x0.float(), labels.long()
+    errors = []
+    for k, t in enumerate(ts):
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + k)
+        eps = torch.randn(x0.shape, generator=g)
+        total = 0.0
+        for lo in range(0, len(x0), batch_size):
+            xb, yb, eb = (a[lo : lo + batch_size] for a in (x0, labels, eps))
+            z_t = teacher.schedule.add_noise(xb, eb, torch.full((len(xb),), t, dtype=torch.long))
+            x_t = make_denoiser(teacher, yb.to(teacher.device), guidance)(z_t.to(teacher.device), t).float().cpu()
+            x_s = make_denoiser(student, yb.to(student.device), guidance)(z_t.to(student.device), t).float().cpu()
+            total += float((x_s - x_t).pow(2).mean(dim=(1, 2, 3)).sum())
+        errors.append(total / len(x0))
+    return np.array(errors)

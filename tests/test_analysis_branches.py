@@ -95,3 +95,17 @@ def test_bad_arguments(tiny_teacher):
     with pytest.raises(ValueError, match="1..1000"):
         branch_timesteps(0)
     assert branch_timesteps(5) == sorted(set(branch_timesteps(5)), reverse=True) and branch_timesteps(5)[0] == 999
+
+
+def test_x0_error_curve_is_zero_for_the_teacher_itself_and_positive_for_another_model(tiny_teacher):
+    import copy
+
+    from analysis.branches import x0_error_curve
+
+    x0 = torch.rand(6, 1, 28, 28) * 2 - 1
+    y = torch.arange(6) % 10
+    same = x0_error_curve(tiny_teacher, tiny_teacher, x0, y, [999, 500, 10], guidance=2.0, seed=0, batch_size=4)
+    assert same.shape == (3,) and np.allclose(same, 0.0)
+    other = copy.deepcopy(tiny_teacher)
+    torch.nn.init.normal_(next(other.net.parameters()), std=0.5)
+    assert np.all(x0_error_curve(other, tiny_teacher, x0, y, [999, 500, 10], guidance=2.0, seed=0, batch_size=4) > 0)
