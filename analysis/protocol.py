@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.metrics import PR_K, frechet_distance, gaussian_stats, kid, per_class_precision, precision_recall, within_class_diversity
+from analysis.metrics import frechet_distance, gaussian_stats, reference_metrics
 
 PROTOCOL = "eval-v2"  # v1: one seed, P/R against 3000 real points whatever n; v2: this module
 FEATURES_VERSION = 1  # bump when what a cached feature file holds changes
@@ -62,11 +62,12 @@ def classifier_key(classifier) -> str:
 
 
 def features_key(weights: str, classifier: str, n: int, steps: int, guidance: float, sampler: str, seed: int, bf16: bool = False,
-                 interval=None, clip_x0: bool = False, batch_size: int = 250) -> dict:
+                 interval=None, clip_x0: bool = False, batch_size: int = 250, class_label="all") -> dict:
     """What a cached feature set depends on. `batch_size` stays in: the stochastic samplers' extra noise is drawn per batch."""
     return {"version": FEATURES_VERSION, "weights": weights, "classifier": classifier, "n": int(n), "steps": int(steps),
             "guidance": float(guidance), "sampler": sampler, "seed": int(seed), "bf16": bool(bf16),
-            "interval": list(interval) if interval is not None else None, "clip_x0": bool(clip_x0), "batch_size": int(batch_size)}  # fmt: skip
+            "interval": list(interval) if interval is not None else None, "clip_x0": bool(clip_x0), "batch_size": int(batch_size),
+            "class_label": str(class_label)}  # fmt: skip
 
 
 def _features_path(cache_dir: Path, name: str, key: dict) -> Path:
@@ -76,7 +77,7 @@ def _features_path(cache_dir: Path, name: str, key: dict) -> Path:
 
 def sample_features(folder, model, n: int, steps: int, guidance: float, sampler: str = "ddim", seed: int = 0, batch_size: int = 250,
                     bf16: bool = False, interval=None, clip_x0: bool = False, classifier=None, cache_dir=None,
-                    log=None) -> FeatureSet:  # fmt: skip
+                    log=None, class_label="all") -> FeatureSet:  # fmt: skip
     """The features of `n` samples of a model folder at one seed, sampled on the first call and read from the cache after.
 
     `interval` is a parsed guidance interval (`demo.guidance.parse_interval`) or None. `cache_dir=False` disables the
@@ -90,7 +91,8 @@ def sample_features(folder, model, n: int, steps: int, guidance: float, sampler:
     from demo.generate import generate
 
     classifier = classifier or load_classifier(device=model.device)
-    key = features_key(weights_key(folder), classifier_key(classifier), n, steps, guidance, sampler, seed, bf16, interval, clip_x0, batch_size)
+    key = features_key(weights_key(folder), classifier_key(classifier), n, steps, guidance, sampler, seed, bf16, interval, clip_x0, batch_size,
+                       class_label)  # fmt: skip
     path = _features_path(Path(FEATURES_DIR if cache_dir is None else cache_dir or "."), model.name, key)
     if cache_dir is not False and path.is_file():
         try:
@@ -102,7 +104,7 @@ def sample_features(folder, model, n: int, steps: int, guidance: float, sampler:
         except (OSError, ValueError, KeyError):  # a half-written or foreign file is resampled
             pass
     options = {"bf16": bf16, **({"interval": interval} if interval is not None else {}), **({"clip_x0": True} if clip_x0 else {})}
-    gen = generate(model, n, "all", steps, guidance, sampler, seed, batch_size, **options)
+    gen = generate(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
     feats, probs = classify(classifier, gen.images)
     freq, power = radial_power_spectrum(gen.images)
     fs = FeatureSet(feats, probs, gen.labels.long(), gen.nfe, round(gen.seconds, 3), np.asarray(freq, dtype=np.float64),
@@ -144,65 +146,14 @@ def real_pool(reference: dict, classifier=None, cache_dir=None, data_dir=None) -
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2. Metrics of one feature set, with precision/recall on equal real and generated sets.
-
-
-def equal_size_subsample(real_labels: torch.Tensor | None, fake_labels: torch.Tensor | None, n_real: int, n_fake: int,
-                         seed: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(real indices, fake indices) of two sets of one size m = min(n_real, n_fake), drawn with a seeded generator.
-
-    With labels, real images are drawn class by class in the fake set's class counts (capped by what each class
-    has), so each class's real and generated sets match in size too.
-    """
-    g = torch.Generator().manual_seed(int(seed))
-    m = min(n_real, n_fake)
-    fake_idx = torch.arange(n_fake) if n_fake == m else torch.randperm(n_fake, generator=g)[:m].sort().values
-    if real_labels is None or fake_labels is None:
-        return torch.randperm(n_real, generator=g)[:m].sort().values, fake_idx
-    picks = []
-    for c in torch.unique(fake_labels[fake_idx]).tolist():
-        pool = (real_labels == c).nonzero()[:, 0]
-        want = int((fake_labels[fake_idx] == c).sum())
-        picks.append(pool[torch.randperm(len(pool), generator=g)[:want]])
-    real_idx = torch.cat(picks).sort().values if picks else torch.zeros(0, dtype=torch.long)
-    return real_idx, fake_idx
-
-
-def equal_size_precision_recall(real: torch.Tensor, real_labels, fake: torch.Tensor, fake_labels, seed: int = 0, k: int = PR_K):
-    """(precision, recall, per-class precision or None, m): k-NN precision/recall on equal-size real and fake sets."""
-    real_idx, fake_idx = equal_size_subsample(real_labels, fake_labels, len(real), len(fake), seed)
-    r, f = real[real_idx], fake[fake_idx]
-    precision, recall = precision_recall(r, f, k)
-    per_class = None
-    if real_labels is not None and fake_labels is not None:
-        per_class = per_class_precision(r, real_labels[real_idx], f, fake_labels[fake_idx], k=k)
-    return precision, recall, per_class, len(f)
+# 2. Metrics of one feature set (precision/recall on equal real and generated sets: analysis.metrics).
 
 
 def feature_metrics(fs: FeatureSet, reference: dict, seed: int = 0) -> dict:
-    """The metrics of one feature set against the shipped reference, P/R on equal sets subsampled with `seed`."""
-    feats, probs, labels = fs.feats, fs.probs, fs.labels
-    mu, cov = gaussian_stats(feats)
-    precision, recall, per_class, m = equal_size_precision_recall(reference["subset_feats"], reference.get("subset_labels"), feats, labels, seed)
-    pred = probs.argmax(1)
-    div = within_class_diversity(feats, labels)
-    return {
-        "frechet_distance": frechet_distance(mu, cov, reference["mu"].numpy(), reference["cov"].numpy()),
-        "kid": kid(reference["subset_feats"], feats),
-        "precision": precision,
-        "recall": recall,
-        "pr_n": m,
-        "n": len(feats),
-        "accuracy": float((pred == labels).float().mean()),
-        "confidence": float(probs.gather(1, labels[:, None]).mean()),
-        "diversity": float(torch.nanmean(div)),
-        "diversity_ratio": float(torch.nanmean(div / reference["diversity"])),
-        "per_class_accuracy": [float((pred[labels == c] == c).float().mean()) if (labels == c).any() else None for c in range(10)],
-        **({"per_class_precision": per_class} if per_class is not None else {}),
-        "nfe": fs.nfe,
-        "seconds": fs.seconds,
-        "hf_share": fs.hf_share,
-    }
+    """The metrics of one feature set against the shipped reference (`analysis.metrics.reference_metrics`: P/R on
+    equal sets subsampled with `seed`), with its NFE, seconds and high-frequency share."""
+    m = reference_metrics(reference, fs.feats, fs.probs, fs.labels, pr_seed=seed)
+    return {**m, "nfe": fs.nfe, "seconds": fs.seconds, "hf_share": fs.hf_share}
 
 
 MEAN_KEYS = ("frechet_distance", "kid", "precision", "recall", "accuracy", "confidence", "diversity", "diversity_ratio", "hf_share", "seconds")
