@@ -264,6 +264,9 @@ def ratio_interval(point_by_seed: list[float], replicates_by_seed: list[np.ndarr
     return point, float(lo), float(hi)
 
 
+_TEACHER_FDS: dict = {}
+
+
 def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[int], pool: torch.Tensor, reference: dict,
             replicates: int = BOOTSTRAP, boot_seed: int = 0, level: float = LEVEL, teacher_fds: list[np.ndarray] | None = None) -> dict:  # fmt: skip
     """A student's goal ratios against the teacher, at the same seeds: the Fréchet-distance ratio (mean over seeds of
@@ -277,7 +280,11 @@ def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[in
         raise ValueError("student and teacher need the same n at each seed to be paired sample by sample")
     mu_r, cov_r = reference["mu"].numpy(), reference["cov"].numpy()
     fd = lambda fs: frechet_distance(*gaussian_stats(fs.feats), mu_r, cov_r)
-    teacher_fds = teacher_fds or [bootstrap_fds(t.feats, pool, s, replicates, boot_seed) for t, s in zip(teacher, seeds)]
+    if teacher_fds is None:  # one teacher serves many students: its replicates are memoised
+        memo = (json.dumps([t.key for t in teacher], sort_keys=True), len(pool), replicates, boot_seed)
+        if memo not in _TEACHER_FDS:
+            _TEACHER_FDS[memo] = [bootstrap_fds(t.feats, pool, s, replicates, boot_seed) for t, s in zip(teacher, seeds)]
+        teacher_fds = _TEACHER_FDS[memo]
     ratios = [fd(s) / fd(t) for s, t in zip(student, teacher)]
     reps = [bootstrap_fds(s.feats, pool, seed, replicates, boot_seed) / t for s, seed, t in zip(student, seeds, teacher_fds)]
     ratio, lo, hi = ratio_interval(ratios, reps, level)

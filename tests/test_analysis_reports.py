@@ -119,7 +119,7 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     out = tmp_path / "out"
     args = ["--teacher", str(tiny_teacher_dir), "--students", str(pd2), "--steps", "1,2", "--guidances", "1,3", "--n", "8",
             "--batch-size", "8", "--reference-steps", "3", "--reference-guidances", "3", "--student-samplers", "ddim,stochastic",
-            "--no-png", "--out", str(out)]  # fmt: skip
+            "--seeds", "0", "--bootstrap", "20", "--no-png", "--out", str(out)]  # fmt: skip
     assert guided_report.main(args) == 0
     rows = json.loads((out / "guided.json").read_text())["rows"]
     stochastic = [(r["model"], r["steps"], r["guidance"]) for r in rows if r["sampler"] == "stochastic"]
@@ -132,6 +132,9 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     ref = rows[4]["frechet_distance"]
     assert [r.get("fd_vs_reference") for r in rows if r["guidance"] == 3.0] == [pytest.approx(r["frechet_distance"] / ref) for r in rows if r["guidance"] == 3.0]
     assert all("fd_vs_reference" not in r for r in rows if r["guidance"] == 1.0)
+    for r in (r for r in rows if r["guidance"] == 3.0):  # each ratio with its bootstrap interval, printed in the table as "value [low, high]"
+        assert r["fd_vs_reference_lo"] <= r["fd_vs_reference_hi"] and "accuracy_diff_lo" in r and r["protocol"] == "eval-v2"
+        assert f"{r['fd_vs_reference']:.3g} [{r['fd_vs_reference_lo']:.3g}, {r['fd_vs_reference_hi']:.3g}]" in (out / "guided.md").read_text()
     metrics = json.loads((pd2 / "card.json").read_text())["metrics"]  # the students' rows land in their cards
     assert metrics["ddim2_W3_guided_report"]["frechet_distance"] == rows[-1]["frechet_distance"] and "stochastic2_W1_guided_report" in metrics
     teacher_card = json.loads((tiny_teacher_dir / "card.json").read_text())
@@ -145,21 +148,22 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
 
 
 def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher_dir, tmp_path, monkeypatch):
-    """A (model, steps, W) row the guided report sampled is not sampled again by the benchmark."""
-    from analysis import bench, evaluate, guided_report
+    """A (model, steps, W, seed) feature set the guided report sampled is not sampled again by the benchmark."""
+    import demo.generate
+    from analysis import bench, guided_report
     from analysis.classifier import load_classifier
     from analysis.metrics import load_reference
 
     cache = tmp_path / "cache"
     args = ["--teacher", str(tiny_teacher_dir), "--steps", "1", "--guidances", "2", "--reference-steps", "0", "--n", "8",
-            "--batch-size", "250", "--no-png", "--out", str(tmp_path / "out"), "--cache", str(cache)]  # fmt: skip
+            "--batch-size", "250", "--seeds", "0", "--no-png", "--out", str(tmp_path / "out"), "--cache", str(cache)]  # fmt: skip
     assert guided_report.main(args) == 0
     sampled = json.loads((tmp_path / "out" / "guided.json").read_text())["rows"][0]
 
     def no_sampling(*_, **__):
         raise AssertionError("the cached row should have been reused")
 
-    monkeypatch.setattr(evaluate, "evaluate_model", no_sampling)
+    monkeypatch.setattr(demo.generate, "generate", no_sampling)
     q = bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=False)
     assert q["frechet_distance"] == round(sampled["frechet_distance"], 4) and q["accuracy"] == round(sampled["accuracy"], 4)
     with pytest.raises(AssertionError, match="reused"):  # other settings are a different row
