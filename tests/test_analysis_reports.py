@@ -170,8 +170,9 @@ def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher
         bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=True)
 
 
-def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_dir, tmp_path):
-    """Teacher at its steps, sketch and refined students at 1 step; ratios against the teacher; one cached row each."""
+def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_dir, tmp_path, capsys):
+    """Teacher at its steps, sketch and refined students at 1 step; ratios against the teacher and the sketch with
+    intervals; one cached feature set per model and seed."""
     from analysis import hd_report
     from demo.distill.guided import GuidanceUNet, student_card
     from demo.models import default_scheduler, save_model_folder
@@ -183,21 +184,24 @@ def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_
     sketch, refined = one_step("tiny-sketch", "progressive"), one_step("tiny-hd", "hd")
     out = tmp_path / "out"
     args = ["--teacher", str(tiny_teacher_dir), "--teacher-steps", "3", "--sketch", str(sketch), "--students", str(refined),
-            "--n", "40", "--batch-size", "40", "--no-png", "--out", str(out)]  # fmt: skip
-    assert hd_report.main(args) == 0
+            "--n", "40", "--batch-size", "40", "--bootstrap", "20", "--no-png", "--out", str(out)]  # fmt: skip
+    assert hd_report.main([*args, "--seeds", "0"]) == 0
     rows = json.loads((out / "hd.json").read_text())["rows"]
     assert [(r["model"], r["steps"], r["nfe"]) for r in rows] == [("tiny-teacher", 3, 6), ("tiny-sketch", 1, 1), ("tiny-hd", 1, 1)]
     assert rows[0]["fd_vs_teacher"] == 1.0 and rows[0]["hf_gap"] == 0.0
     assert rows[1]["frechet_distance"] == rows[2]["frechet_distance"]  # equal weights, equal noise: equal samples
     assert all(len(r["class_recall"]) == 10 and 0 <= r["hf_share"] <= 1 for r in rows)
-    assert len(list((out / "hd-rows").glob("*.json"))) == 3 and "fd_vs_teacher" in (out / "hd.md").read_text()
+    assert rows[2]["fd_vs_sketch"] == pytest.approx(1.0) and rows[2]["fd_vs_sketch_lo"] == pytest.approx(1.0)  # equal samples: no spread
+    assert rows[1]["fd_vs_teacher_lo"] <= rows[1]["fd_vs_teacher"] <= rows[1]["fd_vs_teacher_hi"] and "fd_vs_teacher" in (out / "hd.md").read_text()
     fig = hd_report.spectrum_figure(rows)
     assert len(fig.data) == 2 * len(rows)  # a spectrum line and a coverage bar per model
     assert hd_report.main([*args[:4], "--sketch", str(tmp_path / "missing")]) == 2
     # Several seeds: seed 0's rows come from the cache, the table holds means, and each seed's FD is paired with the teacher's.
+    capsys.readouterr()
     assert hd_report.main([*args, "--seeds", "0,1"]) == 0
+    err = capsys.readouterr().err
     two = json.loads((out / "hd.json").read_text())["rows"]
-    assert len(list((out / "hd-rows").glob("*.json"))) == 6
+    assert err.count("seed 1 in") == 3 and "seed 0 in" not in err  # only the new seed is sampled
     for one, r in zip(rows, two):
         assert r["fd_by_seed"][0] == one["frechet_distance"] and r["fd_by_seed"][1] != one["frechet_distance"]
         assert r["frechet_distance"] == pytest.approx(sum(r["fd_by_seed"]) / 2)
