@@ -42,7 +42,8 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     write_idx(data / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 16, dtype=np.uint8))
     student = student_copy(tiny_teacher_dir, tmp_path / "tiny-dash", "dash")
     args = ["--teacher", str(tiny_teacher_dir), "--students", str(student), "--n", "8", "--steps", "2", "--batch-size", "8",
-            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--latency-steps", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--latency-steps", "2", "--bootstrap", "20",
+            "--out", str(tmp_path / "out")]  # fmt: skip
     assert dash_report.main(args) == 0
     report = json.loads((tmp_path / "out" / "dash.json").read_text())
     teacher_row, student_row = report["rows"]
@@ -50,6 +51,7 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     assert teacher_row["rho"] == pytest.approx(1.0) and teacher_row["cos"] == pytest.approx(1.0) and teacher_row["gap_mse"] == 0
     assert student_row["rho"] == pytest.approx(1.0) and student_row["ratio"] == pytest.approx(1.0)
     assert len(student_row["curves"]["rho"]) == 3 and student_row["frechet_distance"] == teacher_row["frechet_distance"]
+    assert student_row["fd_vs_teacher"] == pytest.approx(1.0) and student_row["seeds"] == [0, 1] and len(student_row["fd_by_seed"]) == 2
     assert "| tiny-dash | dash |" in (tmp_path / "out" / "dash.md").read_text()
     lat = report["latency"]["rows"]  # the teacher and the dash student timed at 2-step CFG: 4 NFE
     assert [r["model"] for r in lat] == ["tiny-teacher", "tiny-dash"] and all(r["nfe"] == 4 for r in lat)
