@@ -230,7 +230,8 @@ def test_guided_report_plans_a_single_w_student_at_its_one_w(tiny_teacher):
 
 
 def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, tmp_path, monkeypatch, capsys):
-    from analysis import evaluate, teacher_report
+    import demo.generate
+    from analysis import teacher_report
 
     model_dir = tmp_path / "tiny-teacher"
     shutil.copytree(tiny_teacher_dir, model_dir)  # the report writes the card's metrics
@@ -239,19 +240,20 @@ def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, t
     floors = [{"guidance": W, "n": 100, "frechet_distance": 0.5 * W, "precision": 0.9} for W in (1.0, 2.0, 3.0)]
     (out / "floors.json").write_text(json.dumps({"rows": floors}))
     args = ["--model", str(model_dir), "--n", "20", "--n-other", "10", "--guidances", "1,2", "--steps", "2",
-            "--guidance-interval", "300,700", "--out", str(out), "--cache", str(cache)]  # fmt: skip
+            "--guidance-interval", "300,700", "--bootstrap", "20", "--out", str(out), "--cache", str(cache)]  # fmt: skip
     assert teacher_report.main(args) == 0
     md = (out / "tiny-teacher.md").read_text()
     rows = json.loads((out / "tiny-teacher.json").read_text())["rows"]
     assert [(r["guidance"], r["interval"], r["n"]) for r in rows] == [(1.0, "–", 10), (2.0, "–", 20), (2.0, "300–700", 20)]
     assert rows[2]["nfe"] < rows[1]["nfe"]  # outside the interval one NFE per step
+    assert rows[2]["fd_vs_plain_lo"] <= rows[2]["fd_vs_plain_hi"] and "fd_vs_plain" not in rows[1] and rows[1]["seeds"] == [0, 1]
     assert "guided floor at W = 2" in md and "W = 3" not in md and "W = 1 " not in md
     assert (out / "tiny-teacher-classes.png").is_file() and (out / "tiny-teacher-classes-interval.png").is_file()
     card = json.loads((model_dir / "card.json").read_text())
     assert {"ddim2_W1", "ddim2_W2", "ddim2_W2_gi300-700"} <= set(card["metrics"])
-    # A second run reuses every cached row (no sampling for the table) and gives the same numbers.
-    monkeypatch.setattr(evaluate, "evaluate_model", lambda *a, **k: pytest.fail("a cached row was recomputed"))
+    # A second run reuses every cached feature set (no sampling for the table) and gives the same numbers.
+    monkeypatch.setattr(demo.generate, "generate", lambda *a, **k: pytest.fail("a cached feature set was resampled"))
     assert teacher_report.main(args) == 0
     assert json.loads((out / "tiny-teacher.json").read_text())["rows"] == rows
-    assert teacher_report.main([*args[:-6], "--guidance-interval", "700,300", "--out", str(out)]) == 2
+    assert teacher_report.main([*args[:-8], "--guidance-interval", "700,300", "--out", str(out)]) == 2
     assert "guidance interval must satisfy" in capsys.readouterr().err
