@@ -197,7 +197,7 @@ def _real_draws(pool: torch.Tensor, replicates: int, boot_seed: int) -> list[tup
     """Per replicate b: (μ_r, Σ_r^½, Tr Σ_r) of the real pool resampled with replacement. The draw depends only on
     (pool, replicates, boot_seed), so every model and seed in a report sees the same real replicate b; memoised."""
     x = pool.double().numpy()
-    memo = (hashlib.sha256(x.tobytes()).hexdigest(), replicates, boot_seed)
+    memo = (_fingerprint(pool), replicates, boot_seed)
     if memo not in _REAL_DRAWS:
         rng = np.random.default_rng([boot_seed, 0])
         draws = []
@@ -267,6 +267,10 @@ def ratio_interval(point_by_seed: list[float], replicates_by_seed: list[np.ndarr
 _TEACHER_FDS: dict = {}
 
 
+def _fingerprint(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
 def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[int], pool: torch.Tensor, reference: dict,
             replicates: int = BOOTSTRAP, boot_seed: int = 0, level: float = LEVEL, teacher_fds: list[np.ndarray] | None = None) -> dict:  # fmt: skip
     """A student's goal ratios against the teacher, at the same seeds: the Fréchet-distance ratio (mean over seeds of
@@ -281,7 +285,7 @@ def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[in
     mu_r, cov_r = reference["mu"].numpy(), reference["cov"].numpy()
     fd = lambda fs: frechet_distance(*gaussian_stats(fs.feats), mu_r, cov_r)
     if teacher_fds is None:  # one teacher serves many students: its replicates are memoised
-        memo = (json.dumps([t.key for t in teacher], sort_keys=True), len(pool), replicates, boot_seed)
+        memo = (*(_fingerprint(t.feats) for t in teacher), _fingerprint(pool), tuple(seeds), replicates, boot_seed)  # by content, not by key
         if memo not in _TEACHER_FDS:
             _TEACHER_FDS[memo] = [bootstrap_fds(t.feats, pool, s, replicates, boot_seed) for t, s in zip(teacher, seeds)]
         teacher_fds = _TEACHER_FDS[memo]
