@@ -269,10 +269,11 @@ def measure_row(model, target: Target, quick: bool, guidance: float = GUIDANCE, 
 
 
 def quality(folder: Path, model, steps: int, n: int, classifier, reference, cache: Path, bf16: bool, guidance: float = GUIDANCE, seed: int = 0) -> dict:
-    """Fréchet distance and accuracy of n samples, from the evaluation cache shared with the reports when it holds them."""
-    from analysis.evaluate import evaluate_cached
+    """Fréchet distance and accuracy of n samples, from the feature cache shared with the reports (`analysis.protocol`)
+    when it holds them; `cache` None: its default folder."""
+    from analysis.evaluate import evaluate_seeds
 
-    m, _ = evaluate_cached(folder, model, cache, n, steps, guidance, SAMPLER, seed, 250, bf16, classifier, reference)
+    m, _ = evaluate_seeds(folder, model, [seed], n, steps, guidance, SAMPLER, "all", 250, classifier, reference, bf16=bf16, cache_dir=cache)
     return {"frechet_distance": round(m["frechet_distance"], 4), "accuracy": round(m["accuracy"], 4), "quality_n": n}
 
 
@@ -611,8 +612,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality-fp32", dest="quality_bf16", action="store_false",
                    help="sample the quality rows in fp32 (default: bf16 autocast, as the reports do; timings are fp32 either way)")
-    p.add_argument("--cache", type=Path, default=REPO / "assets" / "results" / "eval-rows",
-                   help="quality rows cached by weights and settings, shared with analysis.guided_report")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="per-seed feature sets cached by weights and settings, shared with the reports (default: analysis.protocol.FEATURES_DIR)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--compile-timeout", type=float, default=300.0, help="seconds torch.compile may take before it is reported as timed out")
     p.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)  # internal: the torch.compile child

@@ -1,4 +1,4 @@
-"""`python -m analysis.dash_report --students DIR[,DIR…] [--teacher DIR] [--n 1000] [--steps 50]`
+"""`python -m analysis.dash_report --students DIR[,DIR…] [--teacher DIR] [--n 2000] [--seeds 0,1] [--steps 50]`
 
 The DASH-paper-style table (Al Shafi et al.): for the teacher and every student — parameters and their ratio to the
 teacher's, Fréchet distance in the Fashion-MNIST classifier's feature space (not FID), class accuracy, precision and
@@ -7,9 +7,14 @@ averaged over `--timesteps` timesteps on held-out test images (`analysis.branche
 DASH's gain over cond-only KD that `L_un` accounts for: (metric(dash-no-uncond) − metric(dash)) /
 (metric(kd-cond) − metric(dash)), when those three runs are present.
 
+Sample quality is judged under `analysis.protocol`: every model at the same `--seeds` (the same noise), every number
+the mean over them, `fd_vs_teacher` the mean of the per-seed Fréchet-distance ratios to the teacher (plain CFG
+against plain CFG) with a paired bootstrap interval, and `accuracy_diff` beside it.
+
 Writes `OUT/dash.json`, `OUT/dash.md`, the per-timestep ρ / cos(Δ) / Gap-MSE curves `OUT/dash-branches.html` and
-`.png`, and stores each model's row in its card.json. Each model's row is cached in `OUT/dash-rows/NAME.json`
-(keyed by its weights' size and time and the settings), so models added later cost only their own evaluation.
+`.png`, and stores each model's row in its card.json. Samples are cached as per-seed feature sets
+(`analysis.protocol.FEATURES_DIR`) and each model's branch statistics in `OUT/dash-rows/NAME.json` (keyed by the
+protocol, its weights and the settings), so models or seeds added later cost only their own evaluation.
 """
 
 from __future__ import annotations
@@ -28,18 +33,22 @@ from analysis.classifier import load_classifier
 from analysis.evaluate import (
     add_teacher_arg,
     cached_row,
-    evaluate_model,
+    evaluate_seeds,
     markdown_table,
     store_card_metrics,
     weights_key,
 )
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
+from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
 from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "accuracy", "precision", "recall", "rho", "cos", "gap_mse", "nfe")
+COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "fd_vs_teacher", "accuracy", "accuracy_diff", "precision", "recall", "rho",
+           "cos", "gap_mse", "nfe")  # fmt: skip
+INTERVAL_COLUMNS = ("fd_vs_teacher", "accuracy_diff")  # printed as "value [low, high]"
+QUALITY_KEYS = ("frechet_distance", "accuracy", "precision", "recall", "kid", "nfe", "seconds", "img_per_s", "seeds", "fd_by_seed", "accuracy_by_seed")
 # Sampling seconds stay in the JSON but not in the table: evaluation runs share the CPU with other work, so their wall
 # times are not latencies; `--latency-steps` measures those.
 BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher")
@@ -49,19 +58,38 @@ def parameter_count(model) -> int:
     return sum(p.numel() for p in model.net.parameters())
 
 
-def model_row(model, teacher, settings: dict, classifier, reference, x0, labels) -> dict:
-    """One table row: quality at `settings` plus the branch statistics against `teacher` (curves included)."""
-    q = evaluate_model(model, settings["n"], settings["steps"], settings["guidance"], "ddim", settings["seed"], "all",
-                       settings["batch_size"], classifier, reference, bf16=settings["bf16"])  # fmt: skip
-    gap = branch_gap_curve(model, teacher, x0, labels, branch_timesteps(settings["timesteps"]), seed=settings["seed"])
+def branch_row(model, teacher, settings: dict, x0, labels) -> dict:
+    """The branch statistics against `teacher` (curves included) and the parameter count: no sampling."""
+    gap = branch_gap_curve(model, teacher, x0, labels, branch_timesteps(settings["timesteps"]), seed=settings["seeds"][0])
     return {
         "model": model.name,
         "method": model.card.method,
         "params": parameter_count(model),
-        **{k: q[k] for k in ("frechet_distance", "accuracy", "precision", "recall", "kid", "nfe", "seconds", "img_per_s")},
         **gap.summary(settings["guidance"]),
         "curves": {k: np.asarray(getattr(gap, k)).tolist() for k in BRANCH_KEYS},
+        "protocol": PROTOCOL,
     }
+
+
+def quality_row(folder, model, settings: dict, classifier, reference, log=None) -> tuple[dict, list]:
+    """(quality numbers averaged over the seeds, per-seed feature sets) at `settings` (`analysis.evaluate.evaluate_seeds`)."""
+    q, sets = evaluate_seeds(folder, model, settings["seeds"], settings["n"], settings["steps"], settings["guidance"], "ddim", "all",
+                             settings["batch_size"], classifier, reference, bf16=settings["bf16"], log=log)  # fmt: skip
+    return {k: q[k] for k in QUALITY_KEYS if k in q}, sets
+
+
+def add_teacher_ratios(rows: list[dict], sets: list, pool, reference, replicates: int = BOOTSTRAP) -> None:
+    """`fd_vs_teacher` and `accuracy_diff` of each row against `rows[0]` (the teacher), with paired bootstrap intervals."""
+    for r, s in zip(rows, sets):
+        c = compare(s, sets[0], r["seeds"], pool, reference, replicates)
+        r["fd_vs_teacher"], r["fd_vs_teacher_lo"], r["fd_vs_teacher_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
+        r["fd_vs_teacher_by_seed"] = c["fd_ratio_by_seed"]
+        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = c["accuracy_diff"], c["accuracy_diff_lo"], c["accuracy_diff_hi"]
+
+
+def display_row(row: dict) -> dict:
+    """A row as the table prints it: each ratio with its bootstrap interval in one cell."""
+    return {**row, **{k: with_interval(row.get(k), row.get(f"{k}_lo"), row.get(f"{k}_hi")) for k in INTERVAL_COLUMNS}}
 
 
 def gain_share(rows: dict, metric: str) -> float | None:
@@ -79,9 +107,14 @@ def gain_share(rows: dict, metric: str) -> float | None:
 
 
 def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
-    table = markdown_table(rows, COLUMNS) + "\n"
-    note = (f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples, "
-            f"seed {settings['seed']}{', bf16 autocast' if settings['bf16'] else ''}; ρ / cos(Δ) / Gap-MSE averaged over "
+    table = markdown_table([display_row(r) for r in rows], COLUMNS) + "\n"
+    seeds = settings["seeds"]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
+    note = (f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples per seed, "
+            f"{seed_text}{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: the mean of the per-seed Fréchet-distance "
+            f"ratios to the teacher, `accuracy_diff`: accuracy minus the teacher's, each with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
+            "paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real images. "
+            f"ρ / cos(Δ) / Gap-MSE averaged over "
             f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images. `ratio` = teacher parameters / "
             "model parameters. Fréchet distance uses the Fashion-MNIST classifier's features (not FID).\n")  # fmt: skip
     for key, v in shares.items():
@@ -136,10 +169,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.dash_report", description=__doc__.splitlines()[0])
     add_teacher_arg(p)
     p.add_argument("--students", required=True, help="comma-separated student model folders")
-    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n", type=int, default=2000, help="samples per model and seed")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--timesteps", type=int, default=20)
     p.add_argument("--branch-images", type=int, default=256)
@@ -152,11 +186,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-cards", action="store_true", help="do not store the rows in the models' card.json")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
-    settings = {k: getattr(args, k) for k in ("n", "steps", "guidance", "seed", "batch_size", "timesteps", "branch_images", "bf16")}
     out = Path(args.out)
     cache = out / "dash-rows"
     students = [Path(s) for s in args.students.split(",") if s]
     try:
+        settings = {k: getattr(args, k) for k in ("n", "steps", "guidance", "batch_size", "timesteps", "branch_images", "bf16", "bootstrap")}
+        settings["seeds"] = parse_seeds(args.seeds)
+        if args.n < 2 or args.bootstrap < 10:
+            raise ValueError(f"--n must be at least 2 and --bootstrap at least 10, got {args.n} and {args.bootstrap}")
         args.teacher = str(args.teacher or named_teacher(students))
         folders = [Path(args.teacher)] + students
         for folder in folders:  # every folder is checked before any model is evaluated
@@ -166,27 +203,32 @@ def main(argv=None) -> int:
 
         x0, labels = reference_images(args.branch_images, seed=12345, split="test", folder=args.data_dir)
         classifier, reference = load_classifier(), load_reference()
-        rows, models, teacher_key = {}, {}, weights_key(args.teacher)
+        rows, sets, models, teacher_key = {}, [], {}, weights_key(args.teacher)
+        branch_settings = {k: settings[k] for k in ("guidance", "timesteps", "branch_images")} | {"seed": settings["seeds"][0]}
+        log = lambda text: print(text, file=sys.stderr, flush=True)
         for folder in folders:
             model = models[folder] = teacher if folder == Path(args.teacher) else load_model_folder(folder)
-            key = {"weights": weights_key(folder), "teacher": teacher_key, **settings}
+            key = {"protocol": PROTOCOL, "weights": weights_key(folder), "teacher": teacher_key, **branch_settings}
             started = time.time()
-            row, computed = cached_row(cache, model.name, key, lambda model=model: model_row(model, teacher, settings, classifier, reference, x0, labels))
+            row, computed = cached_row(cache, model.name, key, lambda model=model: branch_row(model, teacher, settings, x0, labels))
             if computed:
-                print(f"{model.name}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
-            row["method"] = model.card.method  # read from the card each time (cards may be corrected later)
+                print(f"{model.name}: branch statistics in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+            q, model_sets = quality_row(folder, model, settings, classifier, reference, log)
+            row = {**row, **q, "method": model.card.method}  # the method read from the card each time (cards may be corrected later)
             rows[model.name] = row
+            sets.append(model_sets)
             print(json.dumps({k: row[k] for k in COLUMNS if k in row}), flush=True)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    add_teacher_ratios(list(rows.values()), sets, real_pool(reference, classifier), reference, args.bootstrap)
     teacher_params = rows[teacher.name]["params"]
     for r in rows.values():
         r["ratio"] = teacher_params / r["params"]
     latency = latency_rows(models, args.latency_steps, args.guidance) if args.latency_steps else None
     shares = {m: gain_share(rows, m) for m in ("frechet_distance", "rho", "cos")}
     ordered = list(rows.values())
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "protocol": PROTOCOL, "settings": settings}
     report = {"meta": meta, "rows": ordered, "l_un_gain_share": shares}
     if latency is None and (out / "dash.json").is_file():  # keep the last measured latency table when not re-measured
         latency = json.loads((out / "dash.json").read_text()).get("latency")
@@ -197,7 +239,8 @@ def main(argv=None) -> int:
     for folder in [] if args.no_cards else folders:
         row = rows.get(models[folder].name) if folder in models else None
         if row is not None:
-            store_card_metrics(folder, f"ddim{args.steps}_W{args.guidance:g}_dash_report", {k: row[k] for k in COLUMNS[2:] if k in row})
+            keys = (*COLUMNS[2:], "fd_vs_teacher_lo", "fd_vs_teacher_hi", "seeds", "protocol")
+            store_card_metrics(folder, f"ddim{args.steps}_W{args.guidance:g}_dash_report", {k: row[k] for k in keys if k in row})
     print(json.dumps({"written": [str(w) for w in written], "l_un_gain_share": shares}))
     return 0
 

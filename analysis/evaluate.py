@@ -1,7 +1,9 @@
-"""`python -m analysis.evaluate --model DIR [--steps S --guidance W --sampler NAME --seed X --class-label all] --n N --json`
+"""`python -m analysis.evaluate --model DIR [--steps S --guidance W --sampler NAME --seed X | --seeds 0,1 --class-label all] --n N --json`
 
 Samples N images (classes cycled) and prints their classifier-feature metrics against the shipped Fashion-MNIST
 test-set reference: Fréchet distance, KID, precision/recall, class accuracy, within-class diversity, NFE, seconds.
+With `--seeds 0,1` every number is the mean over the seeds (`analysis.protocol`), each seed's features are cached,
+and `fd_by_seed` / `accuracy_by_seed` keep the per-seed values.
 
 Sharded: under `torchrun --nproc_per_node P` or `accelerate launch --num_processes P` each process samples its own
 contiguous slice of the N sample indices (the same initial noise and labels a single process would use) and
@@ -22,6 +24,7 @@ import torch
 
 from analysis.classifier import classify, load_classifier
 from analysis.metrics import evaluate_images, load_reference, reference_metrics
+from analysis.protocol import PROTOCOL, feature_metrics, mean_metrics, parse_seeds, sample_features
 from demo.guidance import parse_interval
 from demo.models import ModelFolderError, load_model_folder
 from demo.sample import add_sampling_args
@@ -35,6 +38,7 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
     gen = generate(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
     metrics = evaluate_images(gen.images, gen.labels, classifier, reference)
     return {
+        "protocol": PROTOCOL,
         "model": model.name,
         "steps": steps,
         "guidance": guidance,
@@ -47,6 +51,24 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
         "img_per_s": round(n / gen.seconds, 2),
         **metrics,
     }
+
+
+def evaluate_seeds(folder, model, seeds: list[int], n=2000, steps=64, guidance=2.0, sampler="ddim", class_label="all", batch_size=250,
+                   classifier=None, reference=None, bf16=False, interval=None, clip_x0=False, cache_dir=None, log=None) -> tuple[dict, list]:
+    """(row, feature sets): a model folder at several seeds under `analysis.protocol` — every number the mean over the
+    seeds, the per-seed Fréchet distance and accuracy kept — and the per-seed feature sets (cached: adding a seed
+    samples only that seed). `interval` is a parsed guidance interval or None."""
+    classifier = classifier or load_classifier(device=model.device)
+    reference = reference or load_reference()
+    sets = [sample_features(folder, model, n, steps, guidance, sampler, seed, batch_size, bf16, interval, clip_x0, classifier, cache_dir, log,
+                            class_label) for seed in seeds]  # fmt: skip
+    m = mean_metrics([feature_metrics(fs, reference, seed) for fs, seed in zip(sets, seeds)], seeds)
+    row = {
+        "model": model.name, "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seeds[0], "bf16": bool(bf16),
+        **({"guidance_interval": list(interval)} if interval is not None else {}),
+        **m, "img_per_s": round(n / m["seconds"], 2) if m["seconds"] else None,
+    }  # fmt: skip
+    return row, sets
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -87,7 +109,7 @@ def evaluate_sharded(model, n, steps, guidance, sampler, seed, class_label, batc
     feats, probs, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
     seconds = max(p[3] for p in parts)  # wall time: the slowest process
     return {
-        "model": model.name, "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seed,
+        "protocol": PROTOCOL, "model": model.name, "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seed,
         "bf16": bool(options.get("bf16", False)), "nfe": gen.nfe, "seconds": round(seconds, 3),
         "img_per_s": round(n / seconds, 2), "processes": world,
         **reference_metrics(load_reference(), feats, probs, labels),
@@ -173,7 +195,7 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
     """
     interval = parse_interval(interval, model.schedule.num_train_timesteps)
     settings = {"n": n, "seed": seed, "batch_size": batch_size, "bf16": bf16, "sampler": sampler}
-    key = {"weights": weights_key(folder), "steps": steps, "guidance": guidance, **settings}
+    key = {"protocol": PROTOCOL, "weights": weights_key(folder), "steps": steps, "guidance": guidance, **settings}
     name = f"{model.name}-{sampler}-s{steps}-W{guidance:g}"
     if interval is not None:
         key["interval"], name = list(interval), f"{name}-gi{interval[0]}-{interval[1]}"
@@ -207,10 +229,20 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (e.g. 0,1): every number the mean over them, each seed's "
+                   "features cached (analysis.protocol; GDL_FEATURES_DIR) so a seed is sampled once")  # fmt: skip
     args = p.parse_args(argv)
     distributed = _distributed_gather()
     try:
-        if distributed is None:
+        if args.seeds is not None and distributed is not None:
+            raise ValueError("--seeds runs in one process; shard a single --seed instead")
+        if args.seeds is not None:
+            model = load_model_folder(args.model, device=args.device)
+            interval = parse_interval(args.guidance_interval, model.schedule.num_train_timesteps)
+            result, _ = evaluate_seeds(args.model, model, parse_seeds(args.seeds), args.n, args.steps, args.guidance, args.sampler, args.class_label,
+                                       args.batch_size, bf16=args.bf16, interval=interval, clip_x0=args.clip_x0,
+                                       log=lambda text: print(text, file=sys.stderr, flush=True))  # fmt: skip
+        elif distributed is None:
             model = load_model_folder(args.model, device=args.device)
             result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16,
                                     interval=args.guidance_interval)

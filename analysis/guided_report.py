@@ -1,4 +1,4 @@
-"""`python -m analysis.guided_report --students DIR[,DIR…] [--steps 1,2,4,8,16] [--guidances 1,2,3,5] [--n 1000]`
+"""`python -m analysis.guided_report --students DIR[,DIR…] [--steps 1,2,4,8,16] [--guidances 1,2,3,5] [--n 2000] [--seeds 0,1]`
 
 Guided distillation's results (Meng et al. 2023): the teacher's own CFG DDIM at every step count in `--steps`
 (2 NFE per step), the stage-1 w-conditioned student at every step count (1 NFE per step), each progressive student
@@ -6,9 +6,15 @@ at its distilled step count, and the single-W ablation, all at every W in `--gui
 Fashion-MNIST classifier's features (not FID), accuracy, precision, recall, NFE and seconds. The teacher samples with
 DDIM; `--student-samplers ddim,stochastic` adds rows of the students under Meng's stochastic sampler (two or more steps).
 
+Judged under `analysis.protocol`: every model at the same `--seeds` (the same noise and labels), every number the
+mean over the seeds, and `fd_vs_reference` — a row's Fréchet distance over the teacher's at `--reference-steps` and
+the same W, plain CFG against plain CFG — the mean of the per-seed ratios with a paired bootstrap interval, beside the
+accuracy difference to that teacher row with its interval. `--teacher-interval LO,HI` adds the teacher's
+guidance-interval rows beside the plain ones (their ratio is against the plain teacher too).
+
 Writes `OUT/guided.json`, `OUT/guided.md` (one table per W) and the quality-versus-NFE figure `OUT/guided-nfe.html`
-and `.png`. Rows are cached per (model weights, steps, W, settings) in `--cache` (default `OUT/eval-rows/`, shared with
-`analysis.bench`).
+and `.png`. Each (model weights, steps, W, settings, seed, n) is sampled once: its features are cached
+(`analysis.protocol.FEATURES_DIR`), so re-running, adding a seed or a model, or re-bootstrapping never re-samples.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from pathlib import Path
 import torch
 
 from analysis.classifier import load_classifier
-from analysis.evaluate import add_teacher_arg, evaluate_cached, markdown_table, store_card_metrics
+from analysis.evaluate import add_teacher_arg, evaluate_seeds, markdown_table, store_card_metrics
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
+from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
+from demo.guidance import parse_interval
 from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("model", "method", "sampler", "steps", "guidance", "nfe", "frechet_distance", "fd_vs_reference", "accuracy", "precision", "recall", "diversity", "seconds")
+COLUMNS = ("model", "method", "sampler", "interval", "steps", "guidance", "nfe", "frechet_distance", "fd_vs_reference", "accuracy", "accuracy_diff",
+           "precision", "recall", "diversity")  # fmt: skip
+INTERVAL_COLUMNS = ("fd_vs_reference", "accuracy_diff")  # printed as "value [low, high]"
 
 
 def plan(model, steps: list[int], guidances: list[float], reference: tuple[int, list[float]] | None = None) -> list[tuple[int, float]]:
@@ -46,12 +56,38 @@ def plan(model, steps: list[int], guidances: list[float], reference: tuple[int, 
     return pairs
 
 
-def add_reference_ratios(rows: list[dict], teacher_name: str, reference_steps: int) -> None:
-    """`fd_vs_reference` = a row's Fréchet distance over the teacher's at `reference_steps` and the same W."""
-    ref = {r["guidance"]: r["frechet_distance"] for r in rows if r["model"] == teacher_name and r["steps"] == reference_steps}
-    for r in rows:
-        if r["guidance"] in ref:
-            r["fd_vs_reference"] = r["frechet_distance"] / ref[r["guidance"]]
+def is_reference(row: dict, teacher_name: str, reference_steps: int) -> bool:
+    return row["model"] == teacher_name and row["steps"] == reference_steps and row.get("sampler", "ddim") == "ddim" and not row.get("guidance_interval")
+
+
+def add_reference_ratios(rows: list[dict], teacher_name: str, reference_steps: int, sets: list | None = None, pool=None, reference=None,
+                         replicates: int = BOOTSTRAP) -> None:  # fmt: skip
+    """`fd_vs_reference`: a row's Fréchet distance over the plain-CFG teacher's at `reference_steps` and the same W.
+
+    With the rows' per-seed feature sets (`sets[i]` for `rows[i]`), it is the mean over seeds of the per-seed ratio
+    with a paired bootstrap interval (`analysis.protocol.compare`), and `accuracy_diff` the accuracy difference to
+    that teacher row with its interval; without them, the ratio of the means.
+    """
+    ref = {r["guidance"]: i for i, r in enumerate(rows) if is_reference(r, teacher_name, reference_steps)}
+    for i, r in enumerate(rows):
+        j = ref.get(r["guidance"])
+        if j is None:
+            continue
+        if sets is None:
+            r["fd_vs_reference"] = r["frechet_distance"] / rows[j]["frechet_distance"]
+            continue
+        c = compare(sets[i], sets[j], r["seeds"], pool, reference, replicates)
+        r["fd_vs_reference"], r["fd_vs_reference_lo"], r["fd_vs_reference_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
+        r["fd_vs_reference_by_seed"] = c["fd_ratio_by_seed"]
+        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = c["accuracy_diff"], c["accuracy_diff_lo"], c["accuracy_diff_hi"]
+        r["bootstrap"] = c["bootstrap"]
+
+
+def display_row(row: dict) -> dict:
+    """A row as the table prints it: each ratio with its interval in one cell, the guidance interval as LO–HI."""
+    out = {**row, **{k: with_interval(row.get(k), row.get(f"{k}_lo"), row.get(f"{k}_hi")) for k in INTERVAL_COLUMNS}}
+    out["interval"] = "{}–{}".format(*row["guidance_interval"]) if row.get("guidance_interval") else "–"
+    return out
 
 
 def series_name(row: dict) -> str:
@@ -93,11 +129,16 @@ def markdown(rows: list[dict], guidances: list[float], settings: dict, reference
     text = ""
     for w in guidances:
         sel = sorted((r for r in rows if r["guidance"] == w), key=lambda r: (r["nfe"], r["model"]))
-        text += f"\n**W = {w:g}**\n\n" + markdown_table(sel, cols) + "\n"
-    text += (f"\nn = {settings['n']} samples per row (classes cycled), seed {settings['seed']}"
-             f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1.\n")  # fmt: skip
+        text += f"\n**W = {w:g}**\n\n" + markdown_table([display_row(r) for r in sel], cols) + "\n"
+    seeds = settings["seeds"]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
+    text += (f"\nn = {settings['n']} samples per row and seed (classes cycled), {seed_text}"
+             f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1. "
+             "Precision/recall against an equal number of real images.\n")  # fmt: skip
     if reference_steps:
-        text += f"`fd_vs_reference`: Fréchet distance over the teacher's at {reference_steps} steps ({2 * reference_steps} NFE) and the same W.\n"
+        text += (f"`fd_vs_reference`: Fréchet distance over the plain-CFG teacher's at {reference_steps} steps ({2 * reference_steps} NFE) and "
+                 f"the same W, the mean of the per-seed ratios, and `accuracy_diff` the accuracy minus that teacher's, each with a "
+                 f"{settings.get('bootstrap', BOOTSTRAP)}-replicate paired bootstrap 95% interval [low, high] (`analysis.protocol`).\n")  # fmt: skip
     return text
 
 
@@ -110,14 +151,16 @@ def main(argv=None) -> int:
     p.add_argument("--reference-steps", type=int, default=64, help="the teacher's reference step count (0: none)")
     p.add_argument("--reference-guidances", default="2", help="W values at which the teacher's reference is evaluated")
     p.add_argument("--student-samplers", default="ddim", help="comma-separated: ddim and/or stochastic (the teacher always uses ddim)")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher-interval", default=None, metavar="LO,HI", help="also the teacher's reference rows with this guidance interval")
+    p.add_argument("--n", type=int, default=2000, help="samples per model, setting and seed")
+    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--no-cards", action="store_true", help="do not store the students' rows in their card.json")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--cache", default=None, help="cached rows (default OUT/eval-rows)")
+    p.add_argument("--cache", default=None, help="cached per-seed feature sets (default: analysis.protocol.FEATURES_DIR, runs/eval-features)")
     args = p.parse_args(argv)
     try:
         steps = [int(s) for s in args.steps.split(",") if s]
@@ -128,43 +171,50 @@ def main(argv=None) -> int:
         if args.reference_steps < 0 or not set(ref_ws) <= set(guidances):
             raise ValueError(f"--reference-steps must be 0 or more and --reference-guidances a subset of --guidances, got {args.reference_steps!r} and {args.reference_guidances!r}")
         teacher_reference = (args.reference_steps, ref_ws) if args.reference_steps else None
+        seeds = parse_seeds(args.seeds)
+        if args.n < 2 or args.bootstrap < 10:
+            raise ValueError(f"--n must be at least 2 and --bootstrap at least 10, got {args.n} and {args.bootstrap}")
         students = [Path(s) for s in args.students.split(",") if s]
         args.teacher = str(args.teacher or named_teacher(students))
         folders = [Path(args.teacher)] + students
         for folder in folders:  # every folder is checked before any model is evaluated
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()
-        cache = Path(args.cache) if args.cache else Path(args.out) / "eval-rows"
+        cache = Path(args.cache) if args.cache else None
         student_samplers = [x for x in args.student_samplers.split(",") if x]
         if not student_samplers or not set(student_samplers) <= {"ddim", "stochastic"}:
             raise ValueError(f"--student-samplers takes ddim and/or stochastic, got {args.student_samplers!r}")
-        settings = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "bf16": args.bf16}
-        rows = []
-        for folder in folders:
+        settings = {"n": args.n, "seeds": seeds, "seed": seeds[0], "batch_size": args.batch_size, "bf16": args.bf16, "bootstrap": args.bootstrap}
+        rows, sets = [], []
+        log = lambda text: print(text, file=sys.stderr, flush=True)
+        for i, folder in enumerate(folders):
             model = load_model_folder(folder)
             samplers = student_samplers if model.card.kind == "student" else ["ddim"]
-            for (s, w), sampler in ((sw, x) for x in samplers for sw in plan(model, steps, guidances, teacher_reference)):
+            todo = [(sw, x, None) for x in samplers for sw in plan(model, steps, guidances, teacher_reference)]
+            if i == 0 and args.teacher_interval and teacher_reference:  # the teacher's guidance-interval rows beside the plain ones
+                iv = parse_interval(args.teacher_interval, model.schedule.num_train_timesteps)
+                todo += [((teacher_reference[0], w), "ddim", iv) for w in teacher_reference[1] if w > 1]
+            for (s, w), sampler, iv in todo:
                 if sampler == "stochastic" and s < 2:
                     continue  # the stochastic sampler takes two half-steps per step: not defined for one step
-                started = time.time()
-                row, computed = evaluate_cached(folder, model, cache, args.n, s, w, sampler, args.seed, args.batch_size, args.bf16,
-                                                classifier, reference)  # fmt: skip
-                if computed:
-                    print(f"{model.name} {sampler} {s} steps W={w:g}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+                row, row_sets = evaluate_seeds(folder, model, seeds, args.n, s, w, sampler, "all", args.batch_size, classifier, reference,
+                                               bf16=args.bf16, interval=iv, cache_dir=cache, log=log)  # fmt: skip
                 row = {**row, "model": model.name, "method": model.card.method, "folder": str(folder), "kind": model.card.kind}
                 rows.append(row)
+                sets.append(row_sets)
                 print(json.dumps({k: row.get(k) for k in COLUMNS if k in row}), flush=True)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.reference_steps:
-        add_reference_ratios(rows, rows[0]["model"], args.reference_steps)
+        add_reference_ratios(rows, rows[0]["model"], args.reference_steps, sets, real_pool(reference, classifier), reference, args.bootstrap)
     for r in [] if args.no_cards else rows:
         if r["kind"] == "student":
-            metrics = {k: r[k] for k in ("frechet_distance", "fd_vs_reference", "accuracy", "precision", "recall", "diversity", "nfe") if k in r}
+            metrics = {k: r[k] for k in ("frechet_distance", "fd_vs_reference", "fd_vs_reference_lo", "fd_vs_reference_hi", "accuracy", "accuracy_diff",
+                                         "precision", "recall", "diversity", "nfe", "seeds", "n", "protocol") if k in r}  # fmt: skip
             store_card_metrics(r["folder"], f"{r['sampler']}{r['steps']}_W{r['guidance']:g}_guided_report", metrics)
     out = Path(args.out)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "protocol": PROTOCOL,
             "settings": {**settings, "student_samplers": student_samplers},
             "reference_steps": args.reference_steps}
     written = write_report(out, "guided", {"meta": meta, "rows": rows}, markdown(rows, guidances, settings, args.reference_steps),

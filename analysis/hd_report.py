@@ -1,4 +1,4 @@
-"""`python -m analysis.hd_report --sketch DIR --students DIR[,DIR…] [--teacher DIR] [--n 1000] [--guidance 2] [--seeds 0,1,2]`
+"""`python -m analysis.hd_report --sketch DIR --students DIR[,DIR…] [--teacher DIR] [--n 2000] [--guidance 2] [--seeds 0,1]`
 
 Hierarchical Distillation's results (Cheng et al. 2025): the teacher at `--teacher-steps` CFG DDIM steps, the one-step
 sketch (trajectory distillation only) and the refined one-step students (DMD-only, HD with the standard
@@ -7,13 +7,15 @@ Fréchet distance in the Fashion-MNIST classifier's features (not FID) and its r
 precision, recall, per-class coverage (recall within each class: mode collapse shows there first), and the radial
 power spectrum with its high-frequency energy share (detail the sketch loses).
 
-With several `--seeds`, every number in the table is the mean over the seeds (the same seeds for every model, so
-teacher and students see the same noise), and a second table gives each seed's Fréchet distance and its ratio to the
-teacher's at that seed: at n = 1,000 a change of seed moves a Fréchet distance by more than the gaps it is asked to
-judge, so a goal is judged on the mean.
+Judged under `analysis.protocol`: every number in the table is the mean over `--seeds` (the same seeds for every
+model, so teacher and students see the same noise); `fd_vs_teacher` and `fd_vs_sketch` are the means of the per-seed
+ratios with a paired bootstrap interval, and a second table gives each seed's Fréchet distance and its ratios at that
+seed (HD is asked to beat its sketch at every seed). Precision, recall and per-class coverage compare equal numbers
+of real and generated images.
 
 Writes `OUT/hd.json`, `OUT/hd.md` and the figure `OUT/hd-spectrum.html` and `.png` (radial spectra, and the
-per-class coverage); each model's row is cached by weights and settings (seed included) in `OUT/hd-rows/`.
+per-class coverage). Each (model weights, settings, seed, n) is sampled once: its features and spectrum are cached
+(`analysis.protocol.FEATURES_DIR`), so re-running or adding a seed or a model never re-samples what is there.
 """
 
 from __future__ import annotations
@@ -27,23 +29,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.classifier import classify, load_classifier
-from analysis.evaluate import add_teacher_arg, cached_row, markdown_table, weights_key
+from analysis.classifier import load_classifier
+from analysis.evaluate import add_teacher_arg, markdown_table
 from analysis.figure_png import write_png, write_report
+from analysis.metrics import equal_size_subsample, load_reference, precision_recall
 from analysis.plots import plot_token_maps
-from analysis.metrics import load_reference, precision_recall, reference_metrics
-from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
+from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, feature_metrics, parse_seeds, real_pool, sample_features, with_interval
+from analysis.spectrum import HF_CUTOFF
 from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("model", "method", "steps", "nfe", "frechet_distance", "fd_vs_teacher", "accuracy", "precision", "recall",
+COLUMNS = ("model", "method", "steps", "nfe", "frechet_distance", "fd_vs_teacher", "fd_vs_sketch", "accuracy", "precision", "recall",
            "min_class_recall", "hf_share", "hf_gap")  # fmt: skip
+INTERVAL_COLUMNS = ("fd_vs_teacher", "fd_vs_sketch")  # printed as "value [low, high]"
 
 
-def per_class_recall(reference: dict, feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> list[float | None]:
-    """Recall of each class's generated samples against that class's reference images (None: too few of either)."""
-    ref_f, ref_y = reference["subset_feats"], reference["subset_labels"]
+def per_class_recall(reference: dict, feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10, seed: int = 0) -> list[float | None]:
+    """Recall of each class's generated samples against as many of that class's reference images, subsampled with
+    `seed` (`analysis.metrics.equal_size_subsample`; None: too few of either)."""
+    real_idx, fake_idx = equal_size_subsample(reference["subset_labels"], labels, len(reference["subset_feats"]), len(feats), seed)
+    ref_f, ref_y = reference["subset_feats"][real_idx], reference["subset_labels"][real_idx]
+    feats, labels = feats[fake_idx], labels[fake_idx]
     out = []
     for c in range(num_classes):
         real, fake = ref_f[ref_y == c], feats[labels == c]
@@ -51,26 +58,23 @@ def per_class_recall(reference: dict, feats: torch.Tensor, labels: torch.Tensor,
     return out
 
 
-def model_row(model, steps: int, settings: dict, classifier, reference) -> dict:
-    """Quality, per-class coverage and the radial spectrum of `settings['n']` samples of one model."""
-    from demo.generate import generate
-
-    gen = generate(model, settings["n"], "all", steps, settings["guidance"], "ddim", settings["seed"], settings["batch_size"], bf16=settings["bf16"])
-    feats, probs = classify(classifier, gen.images)
-    m = reference_metrics(reference, feats, probs, gen.labels)
-    freq, power = radial_power_spectrum(gen.images)
-    coverage = per_class_recall(reference, feats, gen.labels)
+def model_row(model, steps: int, fs, reference, seed: int) -> dict:
+    """Quality, per-class coverage and the radial spectrum of one model's feature set at one seed
+    (`analysis.protocol.sample_features`)."""
+    m = feature_metrics(fs, reference, seed)
+    coverage = per_class_recall(reference, fs.feats, fs.labels, seed=seed)
     return {
         "model": model.name,
         "method": model.card.method,
         "steps": steps,
-        "nfe": gen.nfe,
+        "nfe": fs.nfe,
         **{k: m[k] for k in ("frechet_distance", "accuracy", "precision", "recall", "kid", "diversity")},
         "class_recall": coverage,
         "min_class_recall": min((c for c in coverage if c is not None), default=None),
-        "hf_share": high_frequency_share(gen.images),
-        "spectrum": {"freq": np.asarray(freq).tolist(), "power": np.asarray(power).tolist()},
-        "seconds": round(gen.seconds, 3),
+        "hf_share": fs.hf_share,
+        "spectrum": {"freq": fs.spectrum_freq.tolist(), "power": fs.spectrum_power.tolist()},
+        "seconds": fs.seconds,
+        "protocol": PROTOCOL,
     }
 
 
@@ -89,15 +93,33 @@ def mean_over_seeds(seed_rows: list[dict], seeds: list[int]) -> dict:
     return out
 
 
-def add_relative(rows: list[dict]) -> None:
-    """Each row's Fréchet distance over the teacher's (of the means, and paired seed by seed), and its high-frequency
-    share's distance from the teacher's."""
+def add_relative(rows: list[dict], sets: list | None = None, pool=None, reference=None, replicates: int = BOOTSTRAP) -> None:
+    """Each row's Fréchet distance over the teacher's (`rows[0]`) and over the sketch's (`rows[1]`), paired seed by seed,
+    and its high-frequency share's distance from the teacher's.
+
+    With the rows' per-seed feature sets (`sets[i]` for `rows[i]`), `fd_vs_teacher` and `fd_vs_sketch` are the means
+    of the per-seed ratios with paired bootstrap intervals (`analysis.protocol.compare`); without them, the ratio of
+    the means.
+    """
     teacher = rows[0]
-    for r in rows:
-        r["fd_vs_teacher"] = r["frechet_distance"] / teacher["frechet_distance"]
+    for i, r in enumerate(rows):
         r["hf_gap"] = abs(r["hf_share"] - teacher["hf_share"])
-        if "fd_by_seed" in r:
-            r["fd_vs_teacher_by_seed"] = [a / b for a, b in zip(r["fd_by_seed"], teacher["fd_by_seed"])]
+        for name, j in (("teacher", 0), ("sketch", 1)):
+            if j >= len(rows) or i == j:
+                if i == j:
+                    r[f"fd_vs_{name}"] = 1.0
+                    r[f"fd_vs_{name}_by_seed"] = [1.0] * len(r.get("fd_by_seed", [0]))
+                continue
+            if sets is None:
+                r[f"fd_vs_{name}"] = r["frechet_distance"] / rows[j]["frechet_distance"]
+                if "fd_by_seed" in r:
+                    r[f"fd_vs_{name}_by_seed"] = [a / b for a, b in zip(r["fd_by_seed"], rows[j]["fd_by_seed"])]
+                continue
+            c = compare(sets[i], sets[j], r["seeds"], pool, reference, replicates)
+            r[f"fd_vs_{name}"], r[f"fd_vs_{name}_lo"], r[f"fd_vs_{name}_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
+            r[f"fd_vs_{name}_by_seed"] = c["fd_ratio_by_seed"]
+            if name == "teacher":
+                r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = c["accuracy_diff"], c["accuracy_diff_lo"], c["accuracy_diff_hi"]
 
 
 def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
@@ -128,37 +150,35 @@ def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
 
 
 def seed_table(rows: list[dict]) -> str:
-    """Each model's Fréchet distance at each seed, and its ratio to the teacher's at the same seed."""
+    """Each model's Fréchet distance at each seed, and its ratios to the teacher's and the sketch's at the same seed."""
     seeds = rows[0]["seeds"]
-    cols = ["model", *[f"FD seed {s}" for s in seeds], "FD mean", *[f"vs teacher, seed {s}" for s in seeds], "vs teacher, mean of ratios"]
+    cols = ["model", *[f"FD seed {s}" for s in seeds], "FD mean", *[f"vs teacher, seed {s}" for s in seeds], "vs teacher, mean of ratios",
+            *[f"vs sketch, seed {s}" for s in seeds]]  # fmt: skip
     table = [{"model": r["model"], **{f"FD seed {s}": v for s, v in zip(seeds, r["fd_by_seed"])}, "FD mean": r["frechet_distance"],
               **{f"vs teacher, seed {s}": v for s, v in zip(seeds, r["fd_vs_teacher_by_seed"])},
-              "vs teacher, mean of ratios": float(np.mean(r["fd_vs_teacher_by_seed"]))} for r in rows]  # fmt: skip
+              "vs teacher, mean of ratios": float(np.mean(r["fd_vs_teacher_by_seed"])),
+              **{f"vs sketch, seed {s}": v for s, v in zip(seeds, r.get("fd_vs_sketch_by_seed", []))}} for r in rows]  # fmt: skip
     return markdown_table(table, cols)
+
+
+def display_row(row: dict) -> dict:
+    """A row as the table prints it: each ratio with its bootstrap interval in one cell."""
+    return {**row, **{k: with_interval(row.get(k), row.get(f"{k}_lo"), row.get(f"{k}_hi")) for k in INTERVAL_COLUMNS}}
 
 
 def markdown(rows: list[dict], settings: dict) -> str:
     seeds = settings["seeds"]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))}"
-    text = (markdown_table(rows, COLUMNS) + "\n\n"
+    text = (markdown_table([display_row(r) for r in rows], COLUMNS) + "\n\n"
             f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), {seed_text}"
-            f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: Fréchet distance (classifier features, not FID) "
-            f"over the teacher's; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
+            f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher` / `fd_vs_sketch`: Fréchet distance (classifier features, "
+            f"not FID) over the teacher's / the sketch's, the mean of the per-seed ratios with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
+            f"paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real "
+            f"images; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
             f"{HF_CUTOFF} cycles/pixel, `hf_gap` its distance from the teacher's.\n")  # fmt: skip
     if len(seeds) > 1:
         text += "\nFréchet distance at each seed (the same noise for every model at a seed):\n\n" + seed_table(rows) + "\n"
     return text
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2]; anything else is one sentence."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"--seeds must be distinct non-negative integers separated by commas, got {text!r}")
-    return seeds
 
 
 def main(argv=None) -> int:
@@ -168,16 +188,18 @@ def main(argv=None) -> int:
     p.add_argument("--sketch", required=True, help="the one-step sketch (trajectory distillation only)")
     p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")
     p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seeds", "--seed", default="0", help="comma-separated seeds; the table gives means over them")
+    p.add_argument("--n", type=int, default=2000, help="samples per model and seed")
+    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; the table gives means over them")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     try:
-        if args.n < 10 or args.teacher_steps < 1 or args.guidance < 0:
-            raise ValueError(f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance}")
+        if args.n < 10 or args.teacher_steps < 1 or args.guidance < 0 or args.bootstrap < 10:
+            raise ValueError(f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance} "
+                             f"(and --bootstrap at least 10, got {args.bootstrap})")
         seeds = parse_seeds(args.seeds)
         students = [Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
         args.teacher = str(args.teacher or named_teacher(students))
@@ -186,31 +208,26 @@ def main(argv=None) -> int:
             check_model_folder(folder)
         classifier, reference = load_classifier(), load_reference()
         common = {"n": args.n, "batch_size": args.batch_size, "bf16": args.bf16, "guidance": args.guidance}
-        rows, class_names = [], None
+        rows, sets, class_names = [], [], None
+        log = lambda text: print(text, file=sys.stderr, flush=True)
         for i, folder in enumerate(folders):
             model = load_model_folder(folder)
             class_names = class_names or model.card.class_names
             steps = args.teacher_steps if i == 0 else (model.card.steps or 1)
-            seed_rows, weights = [], weights_key(folder)  # hashed once per model, not once per seed
-            for seed in seeds:
-                settings = {**common, "seed": seed}
-                key = {"weights": weights, "steps": steps, **settings}
-                started = time.time()
-                row, computed = cached_row(Path(args.out) / "hd-rows", f"{model.name}-s{steps}-seed{seed}", key,
-                                           lambda model=model, steps=steps, settings=settings: model_row(model, steps, settings, classifier, reference))  # fmt: skip
-                if computed:
-                    print(f"{model.name} at {steps} steps, seed {seed}: evaluated in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
-                seed_rows.append(row)
+            model_sets = [sample_features(folder, model, args.n, steps, args.guidance, "ddim", seed, args.batch_size, args.bf16,
+                                          classifier=classifier, log=log) for seed in seeds]  # fmt: skip
+            seed_rows = [model_row(model, steps, fs, reference, seed) for fs, seed in zip(model_sets, seeds)]
             rows.append({**mean_over_seeds(seed_rows, seeds), "model": model.name, "method": model.card.method})
+            sets.append(model_sets)
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    add_relative(rows)
+    add_relative(rows, sets, real_pool(reference, classifier), reference, args.bootstrap)
     for r in rows:
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
-    settings = {**common, "seeds": seeds}
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings}
+    settings = {**common, "seeds": seeds, "bootstrap": args.bootstrap}
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "protocol": PROTOCOL, "settings": settings}
     written = write_report(out, "hd", {"meta": meta, "rows": rows}, markdown(rows, settings), spectrum_figure(rows, class_names),
                            "hd-spectrum", 1300, 440, png=not args.no_png)  # fmt: skip
     maps = discriminator_maps(students)

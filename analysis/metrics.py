@@ -2,7 +2,7 @@
 
 - Fréchet distance between Gaussian fits of features (the FID formula, Heusel et al. 2017, in our features — not FID),
 - KID: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018),
-- precision / recall: k-NN manifold estimates (Kynkäänniemi et al. 2019, k = 3),
+- precision / recall: k-NN manifold estimates (Kynkäänniemi et al. 2019, k = 3) on equal-size real and generated sets,
 - class accuracy of conditional samples (guidance fidelity) and within-class diversity.
 """
 
@@ -85,6 +85,38 @@ def per_class_precision(real: torch.Tensor, real_labels: torch.Tensor, fake: tor
     return out
 
 
+def equal_size_subsample(real_labels: torch.Tensor | None, fake_labels: torch.Tensor | None, n_real: int, n_fake: int,
+                         seed: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(real indices, fake indices) of two sets of one size m = min(n_real, n_fake), drawn with a seeded generator.
+
+    With labels, real images are drawn class by class in the fake set's class counts (capped by what each class
+    has), so each class's real and generated sets match in size too.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    m = min(n_real, n_fake)
+    fake_idx = torch.arange(n_fake) if n_fake == m else torch.randperm(n_fake, generator=g)[:m].sort().values
+    if real_labels is None or fake_labels is None:
+        return torch.randperm(n_real, generator=g)[:m].sort().values, fake_idx
+    picks = []
+    for c in torch.unique(fake_labels[fake_idx]).tolist():
+        pool = (real_labels == c).nonzero()[:, 0]
+        want = int((fake_labels[fake_idx] == c).sum())
+        picks.append(pool[torch.randperm(len(pool), generator=g)[:want]])
+    real_idx = torch.cat(picks).sort().values if picks else torch.zeros(0, dtype=torch.long)
+    return real_idx, fake_idx
+
+
+def equal_size_precision_recall(real: torch.Tensor, real_labels, fake: torch.Tensor, fake_labels, seed: int = 0, k: int = PR_K):
+    """(precision, recall, per-class precision or None, m): k-NN precision/recall on equal-size real and fake sets."""
+    real_idx, fake_idx = equal_size_subsample(real_labels, fake_labels, len(real), len(fake), seed)
+    r, f = real[real_idx], fake[fake_idx]
+    precision, recall = precision_recall(r, f, k)
+    per_class = None
+    if real_labels is not None and fake_labels is not None:
+        per_class = per_class_precision(r, real_labels[real_idx], f, fake_labels[fake_idx], k=k)
+    return precision, recall, per_class, len(f)
+
+
 def within_class_diversity(feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """Mean pairwise feature distance within each class, [num_classes] (NaN for classes with < 2 samples)."""
     out = torch.full((num_classes,), float("nan"))
@@ -96,16 +128,23 @@ def within_class_diversity(feats: torch.Tensor, labels: torch.Tensor, num_classe
     return out
 
 
-def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor | None) -> dict:
-    """All metrics of a sample set against the shipped reference statistics."""
+def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor | None, pr_seed: int = 0) -> dict:
+    """All metrics of a sample set against the shipped reference statistics.
+
+    Precision/recall (and per-class precision) compare equal real and generated sets: the reference subset is
+    subsampled to the sample set's size (class by class when labels are given) with `pr_seed`; `pr_n` says how many
+    of each. The Fréchet distance uses the whole test set's statistics.
+    """
     mu, cov = gaussian_stats(feats)
     ref_f = reference["subset_feats"]
-    precision, recall = precision_recall(ref_f, feats)
+    ref_y = reference.get("subset_labels")
+    precision, recall, per_class, pr_n = equal_size_precision_recall(ref_f, ref_y, feats, labels, pr_seed)
     out = {
         "frechet_distance": frechet_distance(mu, cov, reference["mu"].numpy(), reference["cov"].numpy()),
         "kid": kid(ref_f, feats),
         "precision": precision,
         "recall": recall,
+        "pr_n": pr_n,
         "n": len(feats),
     }
     if labels is not None:
@@ -116,8 +155,8 @@ def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor,
         out["diversity"] = float(torch.nanmean(div))
         out["diversity_ratio"] = float(torch.nanmean(div / reference["diversity"]))
         out["per_class_accuracy"] = [float((pred[labels == c] == c).float().mean()) if (labels == c).any() else None for c in range(10)]
-        if "subset_labels" in reference:
-            out["per_class_precision"] = per_class_precision(ref_f, reference["subset_labels"], feats, labels)
+        if per_class is not None:
+            out["per_class_precision"] = per_class
     return out
 
 

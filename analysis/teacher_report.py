@@ -1,9 +1,12 @@
-"""`python -m analysis.teacher_report --model assets/models/fmnist-teacher [--n 2000] [--guidances 0,1,2,3] [--guidance-interval LO,HI]`
+"""`python -m analysis.teacher_report --model assets/models/fmnist-teacher [--n 2000] [--seeds 0,1] [--guidances 0,1,2,3] [--guidance-interval LO,HI]`
 
 Evaluates a teacher at 64 DDIM steps for several guidance scales (and, with `--guidance-interval`, each W > 1 again
-with guidance only inside the interval), writes `assets/results/<name>.json` and `.md` (a markdown table with the
+with guidance only inside the interval, beside the plain row: `fd_vs_plain` is its Fréchet distance over the plain
+row's, the mean of per-seed ratios with a paired bootstrap interval, `analysis.protocol`), every number the mean over
+`--seeds`, writes `assets/results/<name>.json` and `.md` (a markdown table with the
 real-train-vs-test floor and, once `analysis.floors` has run, the guided real-data floor at each W), per-class
-sample grid PNGs, and stores the measured metrics in the model's card.json. Rows are cached by weights and settings.
+sample grid PNGs, and stores the measured metrics in the model's card.json. Each (settings, seed, n) is sampled once:
+its features are cached (`analysis.protocol.FEATURES_DIR`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pathlib import Path
 import torch
 
 from analysis.classifier import CLASSIFIER_DIR, load_classifier
-from analysis.evaluate import evaluate_cached
+from analysis.evaluate import evaluate_seeds
 from analysis.metrics import load_reference
+from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
 from demo.data import to_uint8
 from demo.generate import generate
 from demo.guidance import parse_interval
@@ -27,7 +31,8 @@ from demo.models import load_model_folder
 from demo.sample import image_grid
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
-COLUMNS = ("guidance", "interval", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds")
+COLUMNS = ("guidance", "interval", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds",
+           "fd_vs_plain")  # fmt: skip
 FLOOR_COLUMNS = COLUMNS[3:10]  # n … diversity_ratio
 
 
@@ -36,13 +41,14 @@ def _fmt(v) -> str:
 
 
 def _reference_row(label: str, values: dict) -> str:
-    return f"| {label} | – | – | " + " | ".join(_fmt(values.get(c, "–")) for c in FLOOR_COLUMNS) + " | – | – |\n"
+    return f"| {label} | – | – | " + " | ".join(_fmt(values.get(c, "–")) for c in FLOOR_COLUMNS) + " | –" * len(COLUMNS[10:]) + " |\n"
 
 
 def markdown_table(rows: list[dict], floor: dict, guided_floors: list[dict] = ()) -> str:
     """Model rows, the real-train floor, and (when measured, `analysis.floors`) the guided real-data floor per W."""
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(_fmt(r.get(c, "–")) for c in COLUMNS) + " |\n" for r in rows)
+    cell = lambda r, c: with_interval(r[c], r.get(f"{c}_lo"), r.get(f"{c}_hi")) if c == "fd_vs_plain" and c in r else _fmt(r.get(c, "–"))
+    body = "".join("| " + " | ".join(cell(r, c) for c in COLUMNS) + " |\n" for r in rows)
     guided = "".join(_reference_row(f"real train, p(c\\|x)^(W−1)-resampled: guided floor at W = {f['guidance']:g}", f) for f in guided_floors)
     return head + body + _reference_row("real train images (floor)", floor) + guided
 
@@ -60,34 +66,47 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="assets/models/fmnist-teacher")
     p.add_argument("--n", type=int, default=2000, help="samples at W = 2")
     p.add_argument("--n-other", type=int, default=1000, help="samples at the other guidance scales")
+    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds; numbers are means over them")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--guidances", default="0,1,2,3")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="also evaluate each W > 1 with this guidance interval")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--cache", default=str(RESULTS / "teacher-rows"), help="rows cached by weights and settings (analysis.evaluate)")
+    p.add_argument("--cache", default=None, help="cached per-seed feature sets (default: analysis.protocol.FEATURES_DIR, runs/eval-features)")
     args = p.parse_args(argv)
     try:
         model = load_model_folder(args.model)
         interval = parse_interval(args.guidance_interval, model.schedule.num_train_timesteps)
         guidances = [float(g) for g in args.guidances.split(",")]
+        seeds = parse_seeds(args.seeds)
+        if args.bootstrap < 10:
+            raise ValueError(f"--bootstrap must be at least 10, got {args.bootstrap}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     classifier, reference = load_classifier(), load_reference()
     floor = json.loads((CLASSIFIER_DIR / "info.json").read_text())["floor"]
     plan = [(W, None) for W in guidances] + [(W, interval) for W in guidances if interval is not None and W > 1]
-    rows = []
+    rows, plain_sets = [], {}
+    log = lambda text: print(text, file=sys.stderr, flush=True)
     for W, iv in plan:
         n = args.n if W == 2.0 else args.n_other
-        r, _ = evaluate_cached(args.model, model, args.cache, n, args.steps, W, "ddim", 0, 250, args.bf16, classifier, reference, interval=iv)
+        r, sets = evaluate_seeds(args.model, model, seeds, n, args.steps, W, "ddim", "all", 250, classifier, reference, bf16=args.bf16,
+                                 interval=iv, cache_dir=args.cache, log=log)  # fmt: skip
         r = {**r, "interval": f"{iv[0]}–{iv[1]}" if iv else "–"}
+        if iv is None:
+            plain_sets[W] = sets
+        else:  # the interval row beside the plain one: how much the interval changes the distance, same seeds and noise
+            c = compare(sets, plain_sets[W], seeds, real_pool(reference, classifier), reference, args.bootstrap)
+            r["fd_vs_plain"], r["fd_vs_plain_lo"], r["fd_vs_plain_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
         rows.append(r)
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "bf16": args.bf16, "sampler": "ddim", "floor": floor}  # fmt: skip
+            "threads": torch.get_num_threads(), "bf16": args.bf16, "sampler": "ddim", "floor": floor, "protocol": PROTOCOL, "seeds": seeds,
+            "bootstrap": args.bootstrap}  # fmt: skip
     guided_floors = load_guided_floors(out / "floors.json", guidances)
     (out / f"{model.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "guided_floors": guided_floors}, indent=2) + "\n")
     (out / f"{model.name}.md").write_text(markdown_table(rows, floor, guided_floors))
@@ -100,7 +119,7 @@ def main(argv=None) -> int:
     card_path = Path(args.model) / "card.json"
     card = json.loads(card_path.read_text())
     tag = lambda r: f"ddim{args.steps}_W{r['guidance']:g}" + (f"_gi{r['interval'].replace('–', '-')}" if r["interval"] != "–" else "")
-    card["metrics"] = {**card.get("metrics", {}), **{tag(r): {k: r[k] for k in COLUMNS if k not in ("guidance", "steps", "interval")} for r in rows}}
+    card["metrics"] = {**card.get("metrics", {}), **{tag(r): {k: r[k] for k in (*COLUMNS, "fd_vs_plain_lo", "fd_vs_plain_hi") if k in r and k not in ("guidance", "steps", "interval")} for r in rows}}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps({"written": [str(out / f"{model.name}.json"), str(out / f"{model.name}.md")]}))
     return 0

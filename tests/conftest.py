@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Cached evaluation features (analysis.protocol) go to a temporary folder, never the repository's runs/.
+os.environ.setdefault("GDL_FEATURES_DIR", tempfile.mkdtemp(prefix="gdl-features-"))
 torch.set_num_threads(1)
 
 

@@ -42,7 +42,8 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     write_idx(data / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 16, dtype=np.uint8))
     student = student_copy(tiny_teacher_dir, tmp_path / "tiny-dash", "dash")
     args = ["--teacher", str(tiny_teacher_dir), "--students", str(student), "--n", "8", "--steps", "2", "--batch-size", "8",
-            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--latency-steps", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--latency-steps", "2", "--bootstrap", "20",
+            "--out", str(tmp_path / "out")]  # fmt: skip
     assert dash_report.main(args) == 0
     report = json.loads((tmp_path / "out" / "dash.json").read_text())
     teacher_row, student_row = report["rows"]
@@ -50,6 +51,7 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     assert teacher_row["rho"] == pytest.approx(1.0) and teacher_row["cos"] == pytest.approx(1.0) and teacher_row["gap_mse"] == 0
     assert student_row["rho"] == pytest.approx(1.0) and student_row["ratio"] == pytest.approx(1.0)
     assert len(student_row["curves"]["rho"]) == 3 and student_row["frechet_distance"] == teacher_row["frechet_distance"]
+    assert student_row["fd_vs_teacher"] == pytest.approx(1.0) and student_row["seeds"] == [0, 1] and len(student_row["fd_by_seed"]) == 2
     assert "| tiny-dash | dash |" in (tmp_path / "out" / "dash.md").read_text()
     lat = report["latency"]["rows"]  # the teacher and the dash student timed at 2-step CFG: 4 NFE
     assert [r["model"] for r in lat] == ["tiny-teacher", "tiny-dash"] and all(r["nfe"] == 4 for r in lat)
@@ -119,7 +121,7 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     out = tmp_path / "out"
     args = ["--teacher", str(tiny_teacher_dir), "--students", str(pd2), "--steps", "1,2", "--guidances", "1,3", "--n", "8",
             "--batch-size", "8", "--reference-steps", "3", "--reference-guidances", "3", "--student-samplers", "ddim,stochastic",
-            "--no-png", "--out", str(out)]  # fmt: skip
+            "--seeds", "0", "--bootstrap", "20", "--no-png", "--out", str(out)]  # fmt: skip
     assert guided_report.main(args) == 0
     rows = json.loads((out / "guided.json").read_text())["rows"]
     stochastic = [(r["model"], r["steps"], r["guidance"]) for r in rows if r["sampler"] == "stochastic"]
@@ -132,6 +134,9 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     ref = rows[4]["frechet_distance"]
     assert [r.get("fd_vs_reference") for r in rows if r["guidance"] == 3.0] == [pytest.approx(r["frechet_distance"] / ref) for r in rows if r["guidance"] == 3.0]
     assert all("fd_vs_reference" not in r for r in rows if r["guidance"] == 1.0)
+    for r in (r for r in rows if r["guidance"] == 3.0):  # each ratio with its bootstrap interval, printed in the table as "value [low, high]"
+        assert r["fd_vs_reference_lo"] <= r["fd_vs_reference_hi"] and "accuracy_diff_lo" in r and r["protocol"] == "eval-v2"
+        assert f"{r['fd_vs_reference']:.3g} [{r['fd_vs_reference_lo']:.3g}, {r['fd_vs_reference_hi']:.3g}]" in (out / "guided.md").read_text()
     metrics = json.loads((pd2 / "card.json").read_text())["metrics"]  # the students' rows land in their cards
     assert metrics["ddim2_W3_guided_report"]["frechet_distance"] == rows[-1]["frechet_distance"] and "stochastic2_W1_guided_report" in metrics
     teacher_card = json.loads((tiny_teacher_dir / "card.json").read_text())
@@ -145,29 +150,31 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
 
 
 def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher_dir, tmp_path, monkeypatch):
-    """A (model, steps, W) row the guided report sampled is not sampled again by the benchmark."""
-    from analysis import bench, evaluate, guided_report
+    """A (model, steps, W, seed) feature set the guided report sampled is not sampled again by the benchmark."""
+    import demo.generate
+    from analysis import bench, guided_report
     from analysis.classifier import load_classifier
     from analysis.metrics import load_reference
 
     cache = tmp_path / "cache"
     args = ["--teacher", str(tiny_teacher_dir), "--steps", "1", "--guidances", "2", "--reference-steps", "0", "--n", "8",
-            "--batch-size", "250", "--no-png", "--out", str(tmp_path / "out"), "--cache", str(cache)]  # fmt: skip
+            "--batch-size", "250", "--seeds", "0", "--no-png", "--out", str(tmp_path / "out"), "--cache", str(cache)]  # fmt: skip
     assert guided_report.main(args) == 0
     sampled = json.loads((tmp_path / "out" / "guided.json").read_text())["rows"][0]
 
     def no_sampling(*_, **__):
         raise AssertionError("the cached row should have been reused")
 
-    monkeypatch.setattr(evaluate, "evaluate_model", no_sampling)
+    monkeypatch.setattr(demo.generate, "generate", no_sampling)
     q = bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=False)
     assert q["frechet_distance"] == round(sampled["frechet_distance"], 4) and q["accuracy"] == round(sampled["accuracy"], 4)
     with pytest.raises(AssertionError, match="reused"):  # other settings are a different row
         bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=True)
 
 
-def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_dir, tmp_path):
-    """Teacher at its steps, sketch and refined students at 1 step; ratios against the teacher; one cached row each."""
+def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_dir, tmp_path, capsys):
+    """Teacher at its steps, sketch and refined students at 1 step; ratios against the teacher and the sketch with
+    intervals; one cached feature set per model and seed."""
     from analysis import hd_report
     from demo.distill.guided import GuidanceUNet, student_card
     from demo.models import default_scheduler, save_model_folder
@@ -179,21 +186,24 @@ def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_
     sketch, refined = one_step("tiny-sketch", "progressive"), one_step("tiny-hd", "hd")
     out = tmp_path / "out"
     args = ["--teacher", str(tiny_teacher_dir), "--teacher-steps", "3", "--sketch", str(sketch), "--students", str(refined),
-            "--n", "40", "--batch-size", "40", "--no-png", "--out", str(out)]  # fmt: skip
-    assert hd_report.main(args) == 0
+            "--n", "40", "--batch-size", "40", "--bootstrap", "20", "--no-png", "--out", str(out)]  # fmt: skip
+    assert hd_report.main([*args, "--seeds", "0"]) == 0
     rows = json.loads((out / "hd.json").read_text())["rows"]
     assert [(r["model"], r["steps"], r["nfe"]) for r in rows] == [("tiny-teacher", 3, 6), ("tiny-sketch", 1, 1), ("tiny-hd", 1, 1)]
     assert rows[0]["fd_vs_teacher"] == 1.0 and rows[0]["hf_gap"] == 0.0
     assert rows[1]["frechet_distance"] == rows[2]["frechet_distance"]  # equal weights, equal noise: equal samples
     assert all(len(r["class_recall"]) == 10 and 0 <= r["hf_share"] <= 1 for r in rows)
-    assert len(list((out / "hd-rows").glob("*.json"))) == 3 and "fd_vs_teacher" in (out / "hd.md").read_text()
+    assert rows[2]["fd_vs_sketch"] == pytest.approx(1.0) and rows[2]["fd_vs_sketch_lo"] == pytest.approx(1.0)  # equal samples: no spread
+    assert rows[1]["fd_vs_teacher_lo"] <= rows[1]["fd_vs_teacher"] <= rows[1]["fd_vs_teacher_hi"] and "fd_vs_teacher" in (out / "hd.md").read_text()
     fig = hd_report.spectrum_figure(rows)
     assert len(fig.data) == 2 * len(rows)  # a spectrum line and a coverage bar per model
     assert hd_report.main([*args[:4], "--sketch", str(tmp_path / "missing")]) == 2
     # Several seeds: seed 0's rows come from the cache, the table holds means, and each seed's FD is paired with the teacher's.
+    capsys.readouterr()
     assert hd_report.main([*args, "--seeds", "0,1"]) == 0
+    err = capsys.readouterr().err
     two = json.loads((out / "hd.json").read_text())["rows"]
-    assert len(list((out / "hd-rows").glob("*.json"))) == 6
+    assert err.count("seed 1 in") == 3 and "seed 0 in" not in err  # only the new seed is sampled
     for one, r in zip(rows, two):
         assert r["fd_by_seed"][0] == one["frechet_distance"] and r["fd_by_seed"][1] != one["frechet_distance"]
         assert r["frechet_distance"] == pytest.approx(sum(r["fd_by_seed"]) / 2)
@@ -220,7 +230,8 @@ def test_guided_report_plans_a_single_w_student_at_its_one_w(tiny_teacher):
 
 
 def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, tmp_path, monkeypatch, capsys):
-    from analysis import evaluate, teacher_report
+    import demo.generate
+    from analysis import teacher_report
 
     model_dir = tmp_path / "tiny-teacher"
     shutil.copytree(tiny_teacher_dir, model_dir)  # the report writes the card's metrics
@@ -229,19 +240,20 @@ def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, t
     floors = [{"guidance": W, "n": 100, "frechet_distance": 0.5 * W, "precision": 0.9} for W in (1.0, 2.0, 3.0)]
     (out / "floors.json").write_text(json.dumps({"rows": floors}))
     args = ["--model", str(model_dir), "--n", "20", "--n-other", "10", "--guidances", "1,2", "--steps", "2",
-            "--guidance-interval", "300,700", "--out", str(out), "--cache", str(cache)]  # fmt: skip
+            "--guidance-interval", "300,700", "--bootstrap", "20", "--out", str(out), "--cache", str(cache)]  # fmt: skip
     assert teacher_report.main(args) == 0
     md = (out / "tiny-teacher.md").read_text()
     rows = json.loads((out / "tiny-teacher.json").read_text())["rows"]
     assert [(r["guidance"], r["interval"], r["n"]) for r in rows] == [(1.0, "–", 10), (2.0, "–", 20), (2.0, "300–700", 20)]
     assert rows[2]["nfe"] < rows[1]["nfe"]  # outside the interval one NFE per step
+    assert rows[2]["fd_vs_plain_lo"] <= rows[2]["fd_vs_plain_hi"] and "fd_vs_plain" not in rows[1] and rows[1]["seeds"] == [0, 1]
     assert "guided floor at W = 2" in md and "W = 3" not in md and "W = 1 " not in md
     assert (out / "tiny-teacher-classes.png").is_file() and (out / "tiny-teacher-classes-interval.png").is_file()
     card = json.loads((model_dir / "card.json").read_text())
     assert {"ddim2_W1", "ddim2_W2", "ddim2_W2_gi300-700"} <= set(card["metrics"])
-    # A second run reuses every cached row (no sampling for the table) and gives the same numbers.
-    monkeypatch.setattr(evaluate, "evaluate_model", lambda *a, **k: pytest.fail("a cached row was recomputed"))
+    # A second run reuses every cached feature set (no sampling for the table) and gives the same numbers.
+    monkeypatch.setattr(demo.generate, "generate", lambda *a, **k: pytest.fail("a cached feature set was resampled"))
     assert teacher_report.main(args) == 0
     assert json.loads((out / "tiny-teacher.json").read_text())["rows"] == rows
-    assert teacher_report.main([*args[:-6], "--guidance-interval", "700,300", "--out", str(out)]) == 2
+    assert teacher_report.main([*args[:-8], "--guidance-interval", "700,300", "--out", str(out)]) == 2
     assert "guidance interval must satisfy" in capsys.readouterr().err
