@@ -15,6 +15,7 @@ and `save_pretrained` writes a folder the project's own loader reads, `card.json
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from demo.data import to_uint8
-from demo.models import Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
+from demo.models import _LAZY_CLASSES, Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
 from demo.schedule import NoiseSchedule
 
 CARD_FILE, TIRT_FILE = "card.json", "tirt.safetensors"
@@ -196,9 +197,13 @@ def _diffusers_callback(pipe, hook, tensor_inputs):
 
 
 # `DiffusionPipeline.from_pretrained` looks the `_class_name` of model_index.json up in the diffusers namespace; making
-# the class visible there (once this module is imported) lets a plain diffusers call load a model folder.
+# the class visible there (once this module is imported) lets a plain diffusers call load a model folder. diffusers
+# loads a component of another library (our students: `["demo.distill.guided", "GuidanceUNet"]`) only from a module
+# already imported, never by importing what a repository names, so the project's own student classes are imported here.
 if getattr(diffusers, GuidedPipeline.__name__, None) is None:
     setattr(diffusers, GuidedPipeline.__name__, GuidedPipeline)
+for _module in sorted(set(_LAZY_CLASSES.values())):
+    importlib.import_module(_module)
 
 
 def main(argv=None) -> int:

@@ -90,6 +90,18 @@ def test_diffusers_call_arguments(tiny_teacher_dir):
         pipe(num_images_per_prompt=1, num_inference_steps=1, callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["prompt_embeds"])
 
 
+def test_a_fresh_interpreter_loads_a_student_with_diffusers_after_importing_demo_pipeline(tiny_student_dir):
+    """diffusers imports no module a repository names: `import demo.pipeline` must bring the student classes along."""
+    code = (
+        "import demo.pipeline\nfrom diffusers import DiffusionPipeline\n"
+        f"pipe = DiffusionPipeline.from_pretrained({str(tiny_student_dir)!r})\n"
+        "print(type(pipe.unet).__name__, pipe(num_images_per_prompt=2, num_inference_steps=1, output_type='np').images.shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "GuidanceUNet (2, 28, 28)"
+
+
 def test_write_index_adds_model_index_json_to_an_older_folder(tiny_student_dir, tmp_path):
     import shutil
 
