@@ -14,8 +14,12 @@ import threading
 if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
     import spaces  # noqa: F401
 
-from demo.space import fetch_hub_models, on_zero_gpu, place_models
-from demo.ui import AppSettings, build_app, launch_kwargs
+# A Space caches every gr.Examples row at launch unless told otherwise, running each preset's sampling before the app
+# answers anyone; lazily, a row is cached on its first use instead (an explicit cache_mode still wins).
+os.environ.setdefault("GRADIO_CACHE_MODE", "lazy")
+
+from demo.space import fetch_hub_models, on_zero_gpu, place_models  # noqa: E402
+from demo.ui import AppSettings, build_app, launch_kwargs  # noqa: E402
 
 
 def _warm_imports() -> None:

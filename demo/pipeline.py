@@ -87,10 +87,12 @@ class GuidedPipeline(DiffusionPipeline):
 
         net = no_label_dropout(self.denoiser).float().eval().requires_grad_(False)  # shipped weights may be float16
         vae = self.vae.float().eval().requires_grad_(False) if self.vae is not None else None
-        folder = Path(str(getattr(self.config, "_name_or_path", None) or "."))
-        card_dict = json.loads((folder / CARD_FILE).read_text()) if (folder / CARD_FILE).is_file() else {}
+        source = getattr(self.config, "_name_or_path", None)  # set by from_pretrained; None for components built in memory
+        folder = Path(str(source)) if source else Path(type(self).__name__)
+        local = source is not None and folder.is_dir()
+        card_dict = json.loads((folder / CARD_FILE).read_text()) if local and (folder / CARD_FILE).is_file() else {}
         card = Card.from_dict({"name": folder.name, **_card_defaults(net, vae), **card_dict})
-        tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if (folder / TIRT_FILE).is_file() else None
+        tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if local and (folder / TIRT_FILE).is_file() else None
         scheduler = DDPMScheduler.from_config(self.scheduler.config)
         return LoadedModel(
             name=card.name, path=folder, net=net, schedule=NoiseSchedule.from_scheduler(scheduler), prediction_type=scheduler.config.prediction_type,

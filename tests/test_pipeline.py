@@ -65,6 +65,10 @@ def test_components_carry_diffusers_names_and_the_card_and_tirt_travel_along(tin
     assert torch.equal(back.loaded.tirt_logits, latent.loaded.tirt_logits)
     with pytest.raises(ValueError, match="exactly one denoiser"):
         GuidedPipeline(pixel.scheduler)
+    built = GuidedPipeline(pixel.scheduler, unet=pixel.unet)  # components in memory, no folder: the card's defaults
+    assert built.loaded.card.num_classes == 10 and built.loaded.tirt_logits is None
+    built.save_pretrained(tmp_path / "built")
+    assert json.loads((tmp_path / "built" / "card.json").read_text())["null_class"] == 10
 
 
 def test_diffusers_call_arguments(tiny_teacher_dir):

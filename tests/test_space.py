@@ -128,3 +128,21 @@ def test_a_shared_space_refuses_training_but_a_duplicate_may(monkeypatch, isolat
     assert any(isinstance(b, gr.DuplicateButton) for b in blocks.blocks.values())
     monkeypatch.setenv("GDL_ALLOW_TRAINING", "1")
     assert distill.training_allowed()
+
+
+def test_the_app_asks_for_lazy_example_caching_and_zero_gpu_places_every_model(tmp_path, tiny_teacher_dir):
+    code = "import os, app; print(os.environ['GRADIO_CACHE_MODE'])"
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_CACHE_MODE"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "lazy", result.stderr
+    import shutil
+
+    from demo.catalog import Catalog
+    from demo.space import place_models
+
+    for name in ("a", "b", "c"):
+        shutil.copytree(tiny_teacher_dir, tmp_path / "models" / name)
+        (tmp_path / "models" / name / "card.json").write_text(json.dumps({"name": name}))
+    catalog = Catalog([tmp_path / "models"], device="cpu", cache_size=1)
+    assert place_models(catalog) == ["a", "b", "c"]
+    assert catalog.cache_size == 3 and len(catalog._cache) == 3  # all placed at start, none evicted
