@@ -1,7 +1,8 @@
 """Guided Distillation Lab — the web app (also the Hugging Face Space entry point).
 
 `python app.py` serves on 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
-Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`); models load on first use.
+Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`); models load on first use, except
+on ZeroGPU, where they are placed at start as its guidance says (`demo.space.place_models`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ import os
 import sys
 import threading
 
-from demo.ui import AppSettings, build_app, launch_kwargs
+if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
+    import spaces  # noqa: F401
+
+# A Space caches every gr.Examples row at launch unless told otherwise, running each preset's sampling before the app
+# answers anyone; lazily, a row is cached on its first use instead (an explicit cache_mode still wins).
+os.environ.setdefault("GRADIO_CACHE_MODE", "lazy")
+
+from demo.space import fetch_hub_models, on_zero_gpu, place_models  # noqa: E402
+from demo.ui import AppSettings, build_app, launch_kwargs  # noqa: E402
 
 
 def _warm_imports() -> None:
@@ -19,10 +28,13 @@ def _warm_imports() -> None:
 
 
 def main() -> None:
-    settings = AppSettings.from_env()
     try:
+        fetch_hub_models()  # a Space written by `python -m demo.space` with pinned Hub names
+        settings = AppSettings.from_env()
         app = build_app(settings)
-    except ValueError as e:  # a bad GDL_* setting: one sentence, not a traceback
+        if on_zero_gpu():
+            place_models(app.ctx.catalog)
+    except ValueError as e:  # a bad GDL_* setting or an unreachable Hub model: one sentence, not a traceback
         sys.exit(f"error: {e}")
     app.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.concurrency)
     threading.Thread(target=_warm_imports, daemon=True).start()

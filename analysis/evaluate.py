@@ -124,6 +124,10 @@ def _distributed_gather():
     if world <= 1:
         return None
     if not dist.is_initialized():
+        if torch.cuda.is_available():
+            # NCCL runs its collectives (gather_object's too) on the current CUDA device: without this every rank would
+            # use cuda:0. LOCAL_RANK is set by torchrun and accelerate.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank()
 

@@ -56,7 +56,7 @@ def write_report(out, stem: str, payload: dict, markdown: str, fig, figure_stem:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown)
-    fig.write_html(out / f"{figure_stem}.html", include_plotlyjs="cdn")
+    fig.write_html(out / f"{figure_stem}.html", include_plotlyjs="directory")  # plotly.min.js beside it: readable offline
     written = [out / f"{stem}.md", out / f"{stem}.json", out / f"{figure_stem}.html"]
     if png and write_png(fig, out / f"{figure_stem}.png", width=width, height=height) is not None:
         written.append(out / f"{figure_stem}.png")

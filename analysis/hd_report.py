@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     maps = discriminator_maps(students)
     if maps:  # where each refined student's final discriminator looked (recorded at export)
         fig = plot_token_maps(maps, class_names)
-        fig.write_html(out / "hd-token-maps.html", include_plotlyjs=True)  # offline: plotly.js inside
+        fig.write_html(out / "hd-token-maps.html", include_plotlyjs="directory")  # plotly.min.js beside it: readable offline
         written.append(out / "hd-token-maps.html")
         if not args.no_png and (png := write_png(fig, out / "hd-token-maps.png", 1300)) is not None:
             written.append(png)

@@ -175,7 +175,35 @@ def save_model_folder(
     (folder / "card.json").write_text(json.dumps(card.__dict__, indent=2) + "\n")
     for fname, tensors in (extra or {}).items():
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / fname))
+    write_model_index(folder)
     return folder
+
+
+def _component_entry(config_file: Path) -> list[str]:
+    """`[library, class]` for model_index.json: diffusers' own classes by library name, ours by their module."""
+    class_name = json.loads(config_file.read_text()).get("_class_name", "")
+    if class_name in MODEL_CLASSES and not MODEL_CLASSES[class_name].__module__.startswith("diffusers"):
+        return [MODEL_CLASSES[class_name].__module__, class_name]
+    return [_LAZY_CLASSES.get(class_name, "diffusers"), class_name]
+
+
+def write_model_index(folder: str | os.PathLike) -> Path:
+    """Write `model_index.json` (DESIGN.md §7) from the component folders' configs alone, so
+    `DiffusionPipeline.from_pretrained(folder)` builds `demo.pipeline.GuidedPipeline`; returns its path."""
+    import diffusers
+
+    folder = Path(folder)
+    sub = denoiser_dir(folder)
+    if sub is None or not (folder / "scheduler" / "scheduler_config.json").is_file():
+        raise ModelFolderError(f"Model folder {folder} has no unet/ or transformer/ config and scheduler/ config to index.")
+    index = {"_class_name": "GuidedPipeline", "_diffusers_version": diffusers.__version__}
+    index["scheduler"] = ["diffusers", "DDPMScheduler"]  # the samplers read only the training schedule from it
+    for name in ("transformer", "unet"):
+        index[name] = _component_entry(sub / "config.json") if sub.name == name else [None, None]
+    vae_config = folder / VAE_DIR / "config.json"
+    index[VAE_DIR] = _component_entry(vae_config) if vae_config.is_file() else [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return folder / "model_index.json"
 
 
 class ModelFolderError(ValueError):

@@ -4,20 +4,35 @@ teacher or student — sampling with classifier-free guidance and a per-step cal
 diffusers' `DiTPipeline` hard-codes the null class at 1000 and has no step callback. This pipeline reads the null
 class from the folder's card, runs the project's samplers through `demo.generate.generate` (so its images equal the
 CLI's, the app's and the evaluation's for the same seed), and decodes latents with the folder's VAE.
+
+A model folder is a diffusers pipeline folder (DESIGN.md §7): `model_index.json` names this class and the components
+by diffusers' own names (`unet` or `transformer`, `scheduler`, `vae`), so after `import demo.pipeline`,
+`DiffusionPipeline.from_pretrained(DIR)` (or `GuidedPipeline.from_pretrained(DIR)`) loads what `demo.sample` samples,
+and `save_pretrained` writes a folder the project's own loader reads, `card.json` and `tirt.safetensors` included.
+`python -m demo.pipeline --write-index DIR...` adds `model_index.json` to folders written before it existed.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import json
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from demo.data import to_uint8
-from demo.models import LoadedModel, load_model_folder
+from demo.models import _LAZY_CLASSES, Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
+from demo.schedule import NoiseSchedule
+
+CARD_FILE, TIRT_FILE = "card.json", "tirt.safetensors"
 
 
 @dataclass
@@ -29,68 +44,182 @@ class GuidedPipelineOutput(BaseOutput):
 
 
 class GuidedPipeline(DiffusionPipeline):
-    """`GuidedPipeline.from_model_folder(DIR)(class_labels="all", n=10, guidance_scale=2, num_inference_steps=8)`."""
+    """`GuidedPipeline.from_pretrained(DIR)(class_labels="all", num_images_per_prompt=10, guidance_scale=2,
+    num_inference_steps=8)`; `from_model_folder` also takes a Hub name `owner/name@revision`."""
 
-    model_cpu_offload_seq = "denoiser->vae"
+    model_cpu_offload_seq = "transformer->unet->vae"
+    _optional_components = ["unet", "transformer", "vae"]  # a pixel model has a unet, a latent one a transformer and a vae
+    _callback_tensor_inputs = ["latents", "x0"]
 
-    def __init__(self, denoiser, scheduler, vae=None):
+    def __init__(self, scheduler, unet=None, transformer=None, vae=None):
         super().__init__()
-        self.register_modules(denoiser=denoiser, scheduler=scheduler, vae=vae)
-        self.loaded: LoadedModel | None = None
+        if (unet is None) == (transformer is None):
+            raise ValueError("a GuidedPipeline needs exactly one denoiser: a unet (pixel model) or a transformer (latent model)")
+        self.register_modules(scheduler=scheduler, unet=unet, transformer=transformer, vae=vae)
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet if self.unet is not None else self.transformer
 
     @classmethod
     def from_loaded(cls, model: LoadedModel) -> GuidedPipeline:
-        pipe = cls(model.net, DDPMScheduler.from_config(model.scheduler_config), model.vae)
-        pipe.loaded = model
+        key = "transformer" if model.is_latent or getattr(model.net, "is_transformer", False) else "unet"
+        pipe = cls(DDPMScheduler.from_config(model.scheduler_config), vae=model.vae, **{key: model.net})
+        pipe._loaded = model
         return pipe
 
     @classmethod
     def from_model_folder(cls, folder: str | os.PathLike, device: str = "cpu") -> GuidedPipeline:
-        """A model folder path or a Hub name `owner/name@revision`."""
+        """A model folder path or a Hub name `owner/name@revision` (fetched safely by `demo.hub`)."""
         return cls.from_loaded(load_model_folder(folder, device=device))
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The components as the project's samplers see them; after `from_pretrained` the card and TIRT logits are read
+        from the folder beside `model_index.json` (a Hub repository loaded by diffusers gets the card's defaults)."""
+        if self._loaded is None:
+            self._loaded = self._build_loaded()
+        return self._loaded
+
+    def _build_loaded(self) -> LoadedModel:
+        from safetensors.torch import load_file
+
+        net = no_label_dropout(self.denoiser).float().eval().requires_grad_(False)  # shipped weights may be float16
+        vae = self.vae.float().eval().requires_grad_(False) if self.vae is not None else None
+        source = getattr(self.config, "_name_or_path", None)  # set by from_pretrained; None for components built in memory
+        folder = Path(str(source)) if source else Path(type(self).__name__)
+        local = source is not None and folder.is_dir()
+        card_dict = json.loads((folder / CARD_FILE).read_text()) if local and (folder / CARD_FILE).is_file() else {}
+        card = Card.from_dict({"name": folder.name, **_card_defaults(net, vae), **card_dict})
+        tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if local and (folder / TIRT_FILE).is_file() else None
+        scheduler = DDPMScheduler.from_config(self.scheduler.config)
+        return LoadedModel(
+            name=card.name, path=folder, net=net, schedule=NoiseSchedule.from_scheduler(scheduler), prediction_type=scheduler.config.prediction_type,
+            card=card, scheduler_config=dict(scheduler.config), tirt_logits=tirt, vae=vae,
+        )  # fmt: skip
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """diffusers' folder (`model_index.json` and one folder per component) plus `card.json` and the TIRT logits."""
+        from safetensors.torch import save_file
+
+        super().save_pretrained(save_directory, **kwargs)
+        model = self.loaded
+        card = {**model.card.__dict__, "parameters": sum(p.numel() for p in model.net.parameters())}
+        (Path(save_directory) / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        if model.tirt_logits is not None:
+            save_file({"lambda_t": model.tirt_logits.detach().cpu().contiguous()}, str(Path(save_directory) / TIRT_FILE))
 
     @torch.no_grad()
     def __call__(
         self,
         class_labels="all",
-        n: int = 16,
+        num_images_per_prompt: int | None = None,
         guidance_scale: float = 2.0,
         num_inference_steps: int = 64,
         sampler: str = "ddim",
-        seed: int = 0,
+        seed: int | None = None,
         batch_size: int = 256,
-        callback=None,
+        *,
+        generator: torch.Generator | None = None,
         output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        callback=None,
+        n: int | None = None,
         **options,
-    ) -> GuidedPipelineOutput:
-        """Sample `n` images of `class_labels` ("all" cycles the classes, an int repeats one, a list gives each).
+    ) -> GuidedPipelineOutput | tuple:
+        """Sample images of `class_labels`: "all" cycles the classes for `num_images_per_prompt` images (default 16), an
+        int gives that many of one class, a list gives each label `num_images_per_prompt` times (default once).
 
-        `guidance_scale` is the project's W (diffusers' convention, `demo.guidance`); a w-conditioned student takes
-        it as an input instead of running two branches. `callback(dict)` is called once per step with the
-        sampler's `i`, `t`, `z` and the decoded `x0` (`demo.samplers`). `output_type`: "pil", "np" (uint8) or "pt".
+        `guidance_scale` is the project's W (diffusers' convention, `demo.guidance`); a w-conditioned student takes it
+        as an input instead of running two branches. The initial noise comes from `generator` (diffusers' way) or
+        `seed` (default 0; `seed=s` and `generator=torch.Generator().manual_seed(s)` give the same z_T).
+        `callback_on_step_end(pipe, i, t, {"latents": z_t, "x0": x0_hat})` is diffusers' per-step hook (what it returns
+        is not fed back: the samplers are pure functions); `callback(dict)` is the samplers' own (`demo.samplers`).
+        `output_type`: "pil", "np" (uint8) or "pt" (float in [-1, 1]); `return_dict=False` gives `(images, labels)`.
+        `n` is the older name of `num_images_per_prompt`.
         """
         from demo.generate import generate
+        from demo.samplers import initial_noise
 
-        if self.loaded is None:
-            raise ValueError("build the pipeline with GuidedPipeline.from_model_folder or from_loaded")
+        model = self.loaded
+        count = num_images_per_prompt if num_images_per_prompt is not None else n
         labels = None
         if isinstance(class_labels, list | tuple):
-            k = self.loaded.card.num_classes
+            k = model.card.num_classes
             if not class_labels or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k for c in class_labels):
                 raise ValueError(f"class labels must be integers in 0..{k - 1}, got {list(class_labels)!r}")
-            labels, n = torch.as_tensor(class_labels, dtype=torch.long), len(class_labels)
+            labels = torch.as_tensor(class_labels, dtype=torch.long).repeat_interleave(count or 1)
+            count = len(labels)
+        count = 16 if count is None else count
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if seed is not None and generator is not None:
+            raise ValueError("give either seed or generator, not both")
+        if generator is not None:  # z_T from the caller's generator, then a seed for the stochastic samplers' extra noise
+            noise = torch.randn((count, *model.sample_shape), generator=generator, device=generator.device).cpu()
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+        else:
+            seed = 0 if seed is None else seed
+            noise = initial_noise(seed, count, model.sample_shape) if isinstance(count, int) and count >= 1 else None
+        hooks = [h for h in (callback, _diffusers_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs)) if h is not None]
         gen = generate(
-            self.loaded, n, "all" if labels is not None else class_labels, num_inference_steps, guidance_scale, sampler, seed,
-            batch_size, callback=callback, labels=labels, **options,
+            model, count, "all" if labels is not None else class_labels, num_inference_steps, guidance_scale, sampler, seed, batch_size,
+            callback=(lambda info: [h(info) for h in hooks]) if hooks else None, noise=noise, labels=labels, **options,
         )  # fmt: skip
         if output_type == "pt":
             images = gen.images
-        elif output_type in ("np", "pil"):
+        else:
             images = to_uint8(gen.images)
             if output_type == "pil":
                 from PIL import Image
 
                 images = [Image.fromarray(a) for a in images]
-        else:
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if not return_dict:
+            return images, gen.labels
         return GuidedPipelineOutput(images=images, labels=gen.labels, nfe=gen.nfe, seconds=gen.seconds)
+
+
+def _diffusers_callback(pipe, hook, tensor_inputs):
+    """diffusers' `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)` over the samplers' `callback(dict)`."""
+    if hook is None:
+        return None
+    names = list(tensor_inputs or ["latents"])
+    unknown = [k for k in names if k not in GuidedPipeline._callback_tensor_inputs]
+    if unknown:
+        raise ValueError(f"callback_on_step_end_tensor_inputs must be among {GuidedPipeline._callback_tensor_inputs}, got {unknown!r}")
+
+    def on_step(info: dict) -> None:
+        tensors = {"latents": info["z"], "x0": info["x0"]}
+        hook(pipe, info["i"], info["t"], {k: tensors[k] for k in names})
+
+    return on_step
+
+
+# `DiffusionPipeline.from_pretrained` looks the `_class_name` of model_index.json up in the diffusers namespace; making
+# the class visible there (once this module is imported) lets a plain diffusers call load a model folder. diffusers
+# loads a component of another library (our students: `["demo.distill.guided", "GuidanceUNet"]`) only from a module
+# already imported, never by importing what a repository names, so the project's own student classes are imported here.
+if getattr(diffusers, GuidedPipeline.__name__, None) is None:
+    setattr(diffusers, GuidedPipeline.__name__, GuidedPipeline)
+for _module in sorted(set(_LAZY_CLASSES.values())):
+    importlib.import_module(_module)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m demo.pipeline", description="Add model_index.json to model folders written before it existed.")
+    p.add_argument("--write-index", nargs="+", metavar="DIR", required=True, help="model folders (e.g. assets/models/*)")
+    args = p.parse_args(argv)
+    try:
+        for folder in args.write_index:
+            print(write_model_index(folder))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -198,7 +198,7 @@ def train(
     opt = torch.optim.AdamW(param_groups, betas=(0.9, 0.99), eps=1e-8)
     ema = EMA(method.student, cfg.ema_decay)
     aux_opts = method.auxiliary_optimizers()
-    method.average_gradients = lambda params: _average_gradients(params, accelerator)  # for the method's inner updates
+    method.average_gradients = lambda params: _average_gradients(params, accelerator.num_processes)  # for the method's inner updates
     start = 0
     found = latest_valid_checkpoint(run_dir)
     if found is not None:
@@ -254,7 +254,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.float().backward()
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            _average_gradients(params, accelerator)
+            _average_gradients(params, accelerator.num_processes)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
             opt.step()
             method.after_step(step)
@@ -310,12 +310,24 @@ def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:
     method.student.load_state_dict(student_state)
 
 
-def _average_gradients(params: list, accelerator) -> None:
-    """Average the gradients of `params` over processes (a no-op in one process)."""
-    if accelerator.num_processes > 1:
-        for p in params:
-            if p.grad is not None:
-                p.grad = accelerator.reduce(p.grad, reduction="mean")
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Mean of every gradient over the processes in one all-reduce per (device, dtype) of one flat buffer, as DDP's
+    buckets do, instead of one collective (and one cloned tensor) per parameter."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    for p in (p for p in params if p.grad is not None):
+        buckets.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for grads in buckets.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])  # [sum of numels]
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
 
 def _broadcast_from_main(modules: dict) -> None:

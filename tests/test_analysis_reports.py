@@ -142,6 +142,8 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     teacher_card = json.loads((tiny_teacher_dir / "card.json").read_text())
     assert not any("guided_report" in k for k in teacher_card.get("metrics", {}))  # only students' cards are written
     assert "**W = 3**" in (out / "guided.md").read_text() and (out / "guided-nfe.html").is_file()
+    html = (out / "guided-nfe.html").read_text()  # readable offline: plotly.js beside the page, not from a CDN
+    assert 'src="plotly.min.js"' in html and "cdn.plot.ly" not in html and (out / "plotly.min.js").stat().st_size > 1_000_000
     fig = guided_report.quality_vs_nfe_figure(rows, [1.0, 3.0])
     assert {t.name for t in fig.data} == {"tiny-teacher", "progressive students"} and len(fig.data) == 4
     assert guided_report.series_name({"method": "progressive", "model": "x", "sampler": "stochastic"}) == "progressive students (stochastic)"

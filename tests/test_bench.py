@@ -82,6 +82,7 @@ def test_writes_markdown_json_and_chart(quick_run):
     assert {"fp32 eager", "bf16 autocast", "channels_last"} <= set(variants)
     assert variants["torch.compile"]["status"].startswith("skipped")
     assert (out / "pareto.html").stat().st_size > 1000
+    assert "cdn.plot.ly" not in (out / "pareto.html").read_text() and (out / "plotly.min.js").is_file()  # offline
 
 
 def test_rows_follow_the_cards(tmp_path):

@@ -77,3 +77,21 @@ def test_the_accelerate_config_example_is_two_gpu_processes():
 
     config = load_config_from_file(str(REPO / "configs" / "accelerate-2gpu.yaml"))
     assert config.num_processes == 2 and config.distributed_type.value == "MULTI_GPU" and config.num_machines == 1
+
+
+def test_each_nccl_rank_gathers_on_its_own_gpu(monkeypatch):
+    """On GPUs the gather binds the process to cuda:LOCAL_RANK before NCCL starts (a stand-in for CUDA and NCCL on CPU)."""
+    import torch.distributed as dist
+
+    from analysis.evaluate import _distributed_gather
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append(("init", backend)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    rank, world, _ = _distributed_gather()
+    assert (rank, world) == (1, 2) and calls == [("set_device", 1), ("init", "nccl")]

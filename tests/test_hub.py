@@ -50,13 +50,14 @@ def fake_hub(tiny_latent_dir, tmp_path, monkeypatch):
     import huggingface_hub
 
     remote = shutil.copytree(tiny_latent_dir, tmp_path / "remote")
+    (remote / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# a non-commercial teacher\n")
     (remote / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     (remote / "pipeline.py").write_text("raise SystemExit('remote code ran')\n")
     calls = []
 
     def snapshot_download(repo_id, revision, allow_patterns, cache_dir, etag_timeout):
         calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": list(allow_patterns)})
-        target = Path(cache_dir or tmp_path / "cache") / "snapshots" / revision
+        target = Path(cache_dir or tmp_path / "cache") / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision  # the Hub cache layout
         for f in remote.rglob("*"):
             rel = f.relative_to(remote).as_posix()
             if f.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
@@ -71,7 +72,7 @@ def fake_hub(tiny_latent_dir, tmp_path, monkeypatch):
 def test_a_hub_model_loads_at_a_pinned_revision_with_safetensors_only(fake_hub, tmp_path):
     model = load_model_folder(f"someone/tiny-dit@{SHA}")
     assert model.is_latent and model.sample_shape == (4, 16, 16)
-    assert fake_hub == [{"repo_id": "someone/tiny-dit", "revision": SHA, "allow_patterns": ["*.json", "*.safetensors"]}]
+    assert fake_hub == [{"repo_id": "someone/tiny-dit", "revision": SHA, "allow_patterns": ["*.json", "*.safetensors", "README.md"]}]
     files = {p.name for p in model.path.rglob("*")}
     assert "diffusion_pytorch_model.bin" not in files and "pipeline.py" not in files  # never downloaded
 
@@ -159,6 +160,49 @@ def test_distill_push_to_hub_uploads_the_student(tiny_latent_dir, tmp_path, monk
     assert {"config.json", "diffusion_pytorch_model.safetensors", "card.json", "scheduler_config.json", "README.md"} <= set(files)
     assert not any(f.endswith((".bin", ".pt", ".pkl", ".py")) for f in files)
     assert "library_name: diffusers" in fake_api["readme"] and "dash" in fake_api["readme"]
+    assert json.loads((tmp_path / "run" / "model" / "card.json").read_text())["hub"] == printed["pushed"]  # its students' base model
+
+
+def test_a_pushed_students_card_has_license_base_model_dataset_and_metrics(fake_hub, fake_api, tmp_path, monkeypatch):
+    """A student of a non-commercial Hub teacher keeps the teacher's license and names it as base model; the metrics an
+    evaluation wrote into card.json become model-index results (rendered from a mocked upload)."""
+    import demo.distill as registry
+    from huggingface_hub import ModelCard
+
+    from demo.data import BatchSampler
+    from demo.distill.__main__ import main
+    from demo.hub import model_card
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(registry, "_train_data", lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2))
+    argv = ["--method", "dash", "--teacher", f"someone/tiny-dit@{SHA}", "--iterations", "2", "--batch-size", "2", "--mixed-precision", "no",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    model = tmp_path / "run" / "model"
+    card = json.loads((model / "card.json").read_text())
+    card["metrics"] = {"ddim8_W2": {"frechet_distance": 9.5, "accuracy": 0.97, "precision": 0.7, "recall": 0.6, "nfe": 8}}
+    (model / "card.json").write_text(json.dumps(card))
+    assert push_model_folder(model, "someone/tiny-dash") == "someone/tiny-dash@" + "f" * 40
+    pushed = ModelCard(fake_api["readme"])
+    assert pushed.data.license == "cc-by-nc-4.0"  # the teacher's terms, from its Hub model card
+    assert pushed.data.base_model == "someone/tiny-dit" and pushed.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert pushed.data.library_name == "diffusers" and set(pushed.data.metrics) == {"fid", "accuracy", "precision", "recall"}
+    fid = next(r for r in pushed.data.eval_results if r.metric_type == "fid")
+    assert fid.metric_value == 9.5 and fid.metric_config == "ddim8_W2"
+    assert "DiffusionPipeline.from_pretrained(\"someone/tiny-dash\"" in pushed.text
+    made = model_card(model, command="python -m demo.distill --method dash --teacher someone/tiny-dit@x").text
+    assert "## How it was made" in made and "--method dash --teacher someone/tiny-dit@x" in made
+
+
+def test_the_lab_teachers_are_mit_and_a_lost_teacher_warns(tiny_teacher_dir, tmp_path):
+    from demo.hub import model_license
+
+    assert model_license(REPO / "assets" / "models" / "fmnist-teacher") == "mit"
+    assert model_license(REPO / "assets" / "models" / "fmnist-pd-4") == "mit"  # through its teacher fmnist-teacher-v1
+    orphan = shutil.copytree(tiny_teacher_dir, tmp_path / "orphan")
+    (orphan / "card.json").write_text(json.dumps({"name": "orphan", "kind": "student", "teacher": "nowhere"}))
+    with pytest.warns(UserWarning, match="license is unknown"):
+        model_license(orphan)
 
 
 def test_push_to_hub_checks_the_repo_id_before_training_and_refuses_offline(tiny_latent_dir, tmp_path, capsys, monkeypatch):

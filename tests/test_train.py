@@ -274,3 +274,39 @@ def test_teacher_training_continues_from_a_model_folder(tiny_teacher_dir, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(method.student.state_dict().values(), start.net.state_dict().values()))
     assert torch.equal(method.tirt.lambda_t.detach(), start.tirt_logits)
     assert method.student.training and all(p.requires_grad for p in method.student.parameters())
+
+
+def _average_on_rank(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from demo.train import _average_gradients
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    calls = []
+    reduce = dist.all_reduce
+    dist.all_reduce = lambda t, *a, **k: (calls.append(t.numel()), reduce(t, *a, **k))[1]
+    params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    for i, p in enumerate(params):
+        p.grad = torch.full_like(p, float(rank + 1) * (i + 1))
+    _average_gradients(params, world)
+    out.put((rank, calls, [p.grad.tolist() for p in params]))
+    dist.destroy_process_group()
+
+
+def test_gradients_are_averaged_in_one_all_reduce_per_dtype():
+    """Two CPU processes (gloo): every gradient becomes the mean over ranks, in one collective per flat buffer."""
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_average_on_rank, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    for _rank, calls, grads in results:
+        assert sorted(calls) == [2, 10]  # float32: 6 + 4 elements in one buffer; float64: 2
+        assert grads == [[[1.5] * 2] * 3, [3.0] * 4, [4.5] * 2]  # mean of (1, 2)·(i + 1)

@@ -11,6 +11,7 @@ import functools
 import html
 import inspect
 import math
+import os
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -21,6 +22,27 @@ from demo.ui.context import as_files
 
 RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
 METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-*/dash-*: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
+
+
+SHARED_SPACE_NOTE = (
+    "This is a shared Space: starting, cancelling or resuming training is switched off so that no visitor can stop "
+    "another's job. Duplicate the Space and set GDL_ALLOW_TRAINING=1 in its settings to train your own students."
+)
+
+
+def training_allowed() -> bool:
+    """False on a Hugging Face Space (SPACE_ID is set there) unless its owner set GDL_ALLOW_TRAINING=1."""
+    return not os.environ.get("SPACE_ID") or os.environ.get("GDL_ALLOW_TRAINING", "") == "1"
+
+
+def _refused(fn):
+    """`fn` with the same API signature that refuses with SHARED_SPACE_NOTE (the API, not only the buttons)."""
+
+    @functools.wraps(fn)
+    def refuse(*args, **kwargs):
+        raise ValueError(SHARED_SPACE_NOTE)
+
+    return refuse
 
 
 # ---- context: only ctx.jobs and ctx.model_choices() are read, each with a fallback ----
@@ -242,6 +264,11 @@ def build_distill_tab(ctx) -> None:
         "Fine-tune a student in the background: the job runs `python -m demo.distill …` in its own process, logs to "
         "`runs/NNNNN-method/`, survives an app restart and resumes from its last checkpoint after a crash or a cancel."
     )
+    allowed = training_allowed()
+    if not allowed:
+        with gr.Row():
+            gr.Markdown(f"**{SHARED_SPACE_NOTE}**")
+            gr.DuplicateButton()
     with gr.Row():
         method = gr.Dropdown(sorted(METHODS), value="dash" if "dash" in METHODS else None, label="Method", info=METHOD_INFO)
         teacher = gr.Dropdown(choices, value=teacher_default, label="Teacher", allow_custom_value=True)
@@ -253,9 +280,9 @@ def build_distill_tab(ctx) -> None:
         lr = gr.Number(1e-3, label="Learning rate")
         seed = gr.Number(0, precision=0, minimum=0, label="Seed")
     with gr.Row():
-        start = gr.Button("Start", variant="primary", elem_id="distill-start")
-        cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel")
-        resume = gr.Button("Resume", elem_id="distill-resume")
+        start = gr.Button("Start", variant="primary", elem_id="distill-start", interactive=allowed)
+        cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel", interactive=allowed)
+        resume = gr.Button("Resume", elem_id="distill-resume", interactive=allowed)
         job_id = gr.Number(None, precision=0, label="Job", elem_id="distill-job")
         refresh = gr.Button("Refresh status", size="sm")
     progress = gr.HTML(progress_html(None))
@@ -280,11 +307,12 @@ def build_distill_tab(ctx) -> None:
     view_fn = _adapter(view, jobs)
     view_io = dict(inputs=[job_id, drawn], outputs=[status_json, progress, loss_plot, runs, drawn], api_name="distill_view", **private)
     start_inputs = [method, iterations, teacher, init, batch_size, lr, seed]
-    start_fn = _adapter(distill_start, jobs, default_teacher=teacher_default)
+    gate = (lambda fn: fn) if allowed else _refused
+    start_fn = _adapter(gate(distill_start), jobs, default_teacher=teacher_default)
     start.click(start_fn, start_inputs, job_id, api_name="distill_start").then(view_fn, **view_io)
     refresh.click(_adapter(distill_status, jobs), job_id, status_json, api_name="distill_status").then(view_fn, **view_io)
-    cancel.click(_adapter(distill_cancel, jobs), job_id, status_json, api_name="distill_cancel").then(view_fn, **view_io)
-    resume.click(_adapter(distill_resume, jobs), job_id, job_id, api_name="distill_resume").then(view_fn, **view_io)
+    cancel.click(_adapter(gate(distill_cancel), jobs), job_id, status_json, api_name="distill_cancel").then(view_fn, **view_io)
+    resume.click(_adapter(gate(distill_resume), jobs), job_id, job_id, api_name="distill_resume").then(view_fn, **view_io)
     reload_runs.click(_adapter(distill_runs, jobs), None, runs, api_name="distill_runs")
     runs.select(select_run, runs, job_id, api_name="distill_select_run", **private)
     job_id.change(view_fn, **view_io)
