@@ -24,7 +24,7 @@ SEED_MAX = 2**31 - 1  # torch.manual_seed takes 64 bits, but numpy and the UI's 
 JOB_ID_MAX = 10**9
 NAME_MAX = 255  # one path component (NAME_MAX on Linux)
 PATH_MAX = 1024
-SHOW_MAX = 40  # longest echo of a bad value in a message
+SHOW_MAX = 100  # longest echo of a bad value in a message
 
 
 def show(value) -> str:
