@@ -13,6 +13,7 @@ import torch
 
 from demo.guidance import check_guidance, make_denoiser
 from demo.samplers import SAMPLERS, initial_noise, sample
+from demo.validate import check_time
 
 
 def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
@@ -54,6 +55,15 @@ def _decoding(callback, model):
     return decoded
 
 
+def _timed(callback):
+    def timed(info: dict) -> None:
+        check_time()
+        if callback is not None:
+            callback(info)
+
+    return timed
+
+
 def generate(
     model,
     n: int = 16,
@@ -83,10 +93,12 @@ def generate(
     z_T = initial_noise(seed, n, model.sample_shape) if noise is None else noise
     if callback is not None and model.is_latent:
         callback = _decoding(callback, model)
+    callback = _timed(callback)  # a request past its time limit (demo.validate.time_limit) stops at the next step
     gen = torch.Generator().manual_seed(int(seed) + 1)  # for stochastic samplers, separate from z_T
     out, nfe = [], 0
     start = time.perf_counter()
     for lo in range(0, n, batch_size):
+        check_time()
         y = labels[lo : lo + batch_size].to(model.device)
         denoiser = make_denoiser(model, y, guidance, **guidance_options)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
