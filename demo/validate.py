@@ -329,7 +329,8 @@ def check_tirt(path: Path, num_train_timesteps: int, where: str = "tirt.safetens
     except Exception as e:  # noqa: BLE001  (safetensors raises its own error types for a bad header)
         raise ValueError(f"{where} is not a readable safetensors file ({type(e).__name__}).") from None
     if shape is None:
-        raise ValueError(f"{where} must hold a tensor named lambda_t, found {', '.join(keys) or 'none'}.")
+        found = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        raise ValueError(f"{where} must hold a tensor named lambda_t, found {found or 'none'}.")
     if list(shape) != [num_train_timesteps]:
         raise ValueError(f"{where}: lambda_t must have shape [{num_train_timesteps}] (the schedule's timesteps), got {list(shape)}.")
 
