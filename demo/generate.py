@@ -13,7 +13,7 @@ import torch
 
 from demo.guidance import check_guidance, make_denoiser
 from demo.samplers import SAMPLERS, initial_noise, sample
-from demo.validate import check_time
+from demo.validate import check_time, show, whole
 
 
 def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
@@ -23,11 +23,11 @@ def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
         return torch.arange(n) % num_classes
     try:
-        k = int(class_label)
-    except (TypeError, ValueError):
-        raise ValueError(f"class label must be an integer in 0..{num_classes - 1} or 'all', got {class_label!r}") from None
+        k = whole("class label", class_label)  # 3.5 is refused, not truncated to 3
+    except ValueError:
+        raise ValueError(f"class label must be an integer in 0..{num_classes - 1} or 'all', got {show(class_label)}") from None
     if not 0 <= k < num_classes:
-        raise ValueError(f"class label must be in 0..{num_classes - 1} or 'all', got {class_label!r}")
+        raise ValueError(f"class label must be in 0..{num_classes - 1} or 'all', got {show(class_label)}")
     return torch.full((n,), k, dtype=torch.long)
 
 

@@ -117,8 +117,8 @@ def distill_preview(jobs, job_id, guidance=2.0, seed=0):
     from demo import lab
     from demo.generate import generate
 
-    status = jobs.status(_job_id(job_id))
     guidance, seed = check_guidance(validate.number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX)), validate.seed(seed)
+    status = jobs.status(_job_id(job_id))
     student = jobs.load_preview(status["job_id"])
     gen = generate(student, 10, "all", steps=lab.model_steps(student, 16), guidance=guidance, seed=seed)
     caption = f"**{student.name}** · {gen.nfe} NFE per image, {gen.seconds * 1000:.0f} ms for 10 images."
