@@ -18,8 +18,7 @@ if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: `spaces` must be imported befo
 # answers anyone; lazily, a row is cached on its first use instead (an explicit cache_mode still wins).
 os.environ.setdefault("GRADIO_CACHE_MODE", "lazy")
 
-from demo.space import fetch_hub_models, on_zero_gpu, place_models  # noqa: E402
-from demo.ui import AppSettings, build_app, launch_kwargs  # noqa: E402
+from demo.validate import env_int, show  # noqa: E402  (no gradio: it reads GRADIO_SERVER_PORT at import and fails on a bad one)
 
 
 def _warm_imports() -> None:
@@ -27,22 +26,38 @@ def _warm_imports() -> None:
     import demo.models  # noqa: F401
 
 
+def server_address() -> tuple[str, int]:
+    """GRADIO_SERVER_NAME and GRADIO_SERVER_PORT, checked before anything starts."""
+    name = os.environ.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1"
+    if len(name) > 253 or not all(c.isalnum() or c in ".-:[]" for c in name):
+        raise ValueError(f"GRADIO_SERVER_NAME must be a host name or IP address, got {show(name)}")
+    return name, env_int("GRADIO_SERVER_PORT", 7860, 1, 65535)
+
+
 def main() -> None:
-    try:
+    try:  # a bad setting or an unreachable Hub model is one sentence naming what is wrong, not a traceback
+        server_name, server_port = server_address()
+        from demo.space import fetch_hub_models, on_zero_gpu, place_models
+        from demo.ui import AppSettings, build_app, launch_kwargs
+
         fetch_hub_models()  # a Space written by `python -m demo.space` with pinned Hub names
         settings = AppSettings.from_env()
         app = build_app(settings)
         if on_zero_gpu():
             place_models(app.ctx.catalog)
-    except ValueError as e:  # a bad GDL_* setting or an unreachable Hub model: one sentence, not a traceback
+    except ValueError as e:
         sys.exit(f"error: {e}")
     app.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.concurrency)
     threading.Thread(target=_warm_imports, daemon=True).start()
-    app.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        **launch_kwargs(),
-    )
+    try:
+        app.launch(
+            server_name=server_name,
+            server_port=server_port,
+            max_file_size=int(settings.max_upload_mb * 2**20),  # /gradio_api/upload refuses anything larger
+            **launch_kwargs(),
+        )
+    except OSError as e:  # the port is taken, or the name does not resolve
+        sys.exit(f"error: cannot serve on {server_name}:{server_port} ({e.strerror or e}); set GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.")
 
 
 if __name__ == "__main__":

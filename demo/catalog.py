@@ -19,6 +19,7 @@ from pathlib import Path
 
 from demo.hub import parse_hub_spec
 from demo.layout import WEIGHTS_NAME, denoiser_dir, is_model_folder
+from demo.validate import model_text, show
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = REPO / "assets" / "models"
@@ -184,30 +185,32 @@ class Catalog:
 
     def resolve(self, name_or_path) -> Path:
         """A catalog name or a path inside an allowed root → the folder's resolved path; ValueError otherwise."""
-        text = str(name_or_path or "").strip()
-        if not text:
-            raise ValueError("Choose a model.")
+        text = model_text(name_or_path)  # a string without NUL or over-long names: OSError never reaches the user
         for e in self.entries():
             if e.name == text:
                 return e.path.resolve()
-        p = Path(text).expanduser()
+        p = Path(text)  # no `~`: a home folder is not a model root
         if ".." in p.parts:
-            raise ValueError(f"Model path {text!r} may not contain '..'.")
+            raise ValueError(f"Model path {show(text)} may not contain '..'.")
         candidates = [p] if p.is_absolute() else [r / p for r in self.roots]
         for c in candidates:
-            if c.exists():
-                resolved = c.resolve()
+            try:
+                exists = c.exists()
+                resolved = c.resolve() if exists else c
+            except (OSError, RuntimeError):  # a symlink loop, or a name the filesystem refuses
+                raise ValueError(f"Model path {show(text)} cannot be read.") from None
+            if exists:
                 if not self._inside_roots(resolved):
-                    raise ValueError(f"Model path {text!r} is outside the allowed model folders.")
+                    raise ValueError(f"Model path {show(text)} is outside the allowed model folders.")
                 if not is_model_folder(resolved):
-                    raise ValueError(f"{text!r} is not a model folder (it has no unet/config.json or transformer/config.json).")
+                    raise ValueError(f"{show(text)} is not a model folder (it has no unet/config.json or transformer/config.json).")
                 return resolved
         if p.is_absolute():
-            raise ValueError(f"Model path {text!r} is outside the allowed model folders or does not exist.")
+            raise ValueError(f"Model path {show(text)} is outside the allowed model folders or does not exist.")
         if self.allow_hub and parse_hub_spec(text) is not None:
             return self._from_hub(text)
         known = ", ".join(self.names()) or "none found"
-        raise ValueError(f"Unknown model {text!r} (available: {known}).")
+        raise ValueError(f"Unknown model {show(text)} (available: {known}).")
 
     def _from_hub(self, spec: str) -> Path:
         """Fetch a Hub model folder (`owner/name@revision`; JSON and safetensors only) into the hub root."""
@@ -222,18 +225,26 @@ class Catalog:
 
     def _check_files(self, folder: Path) -> None:
         """Every file the loader may read must stay inside the roots (no symlinked weights from elsewhere)."""
-        for dirpath, _dirs, files in os.walk(folder):
-            for f in files:
+        for dirpath, dirs, files in os.walk(folder):  # symlinked folders are not walked, so check them as entries too
+            for f in [*dirs, *files]:
                 if not self._inside_roots((Path(dirpath) / f).resolve()):
                     raise ValueError(f"Model folder {folder.name!r} links to a file outside the allowed model folders.")
+
+    def open_folder(self, name_or_path) -> Path:
+        """The one model-folder check every path that opens a folder uses (sampling, trajectories, branch gap, jobs,
+        the worker): inside the roots, no file linked from elsewhere, a valid layout, card, scheduler and TIRT file."""
+        from demo.models import check_model_folder
+
+        folder = self.resolve(name_or_path)
+        self._check_files(folder)
+        return check_model_folder(folder)
 
     # ---- loading (torch/diffusers imported here, not at import time) ----
     def load(self, name_or_path):
         """The loaded model (LRU-cached by folder and weights' modification time); ValueError / ModelFolderError."""
         from demo.models import load_model_folder
 
-        folder = self.resolve(name_or_path)
-        self._check_files(folder)
+        folder = self.open_folder(name_or_path)
         weights = (denoiser_dir(folder) or folder / "unet") / WEIGHTS_NAME
         key = (folder, weights.stat().st_mtime_ns if weights.is_file() else 0, self.device)
         with self._lock:

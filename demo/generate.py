@@ -13,6 +13,7 @@ import torch
 
 from demo.guidance import check_guidance, make_denoiser
 from demo.samplers import SAMPLERS, initial_noise, sample
+from demo.validate import check_time, show, whole
 
 
 def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
@@ -22,11 +23,11 @@ def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
         return torch.arange(n) % num_classes
     try:
-        k = int(class_label)
-    except (TypeError, ValueError):
-        raise ValueError(f"class label must be an integer in 0..{num_classes - 1} or 'all', got {class_label!r}") from None
+        k = whole("class label", class_label)  # 3.5 is refused, not truncated to 3
+    except ValueError:
+        raise ValueError(f"class label must be an integer in 0..{num_classes - 1} or 'all', got {show(class_label)}") from None
     if not 0 <= k < num_classes:
-        raise ValueError(f"class label must be in 0..{num_classes - 1} or 'all', got {class_label!r}")
+        raise ValueError(f"class label must be in 0..{num_classes - 1} or 'all', got {show(class_label)}")
     return torch.full((n,), k, dtype=torch.long)
 
 
@@ -52,6 +53,15 @@ def _decoding(callback, model):
         callback({**info, "x0": model.decode(info["x0"]), "x0_latent": info["x0"]})
 
     return decoded
+
+
+def _timed(callback):
+    def timed(info: dict) -> None:
+        check_time()
+        if callback is not None:
+            callback(info)
+
+    return timed
 
 
 def generate(
@@ -83,10 +93,12 @@ def generate(
     z_T = initial_noise(seed, n, model.sample_shape) if noise is None else noise
     if callback is not None and model.is_latent:
         callback = _decoding(callback, model)
+    callback = _timed(callback)  # a request past its time limit (demo.validate.time_limit) stops at the next step
     gen = torch.Generator().manual_seed(int(seed) + 1)  # for stochastic samplers, separate from z_T
     out, nfe = [], 0
     start = time.perf_counter()
     for lo in range(0, n, batch_size):
+        check_time()
         y = labels[lo : lo + batch_size].to(model.device)
         denoiser = make_denoiser(model, y, guidance, **guidance_options)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):

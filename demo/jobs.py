@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from demo.layout import is_model_folder
+from demo.validate import SEED_MAX, env_float, env_int, number, public_text, show, whole
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ENV = "GDL_RUNS_DIR"
@@ -74,11 +75,10 @@ class JobLimits:
     @classmethod
     def from_env(cls) -> JobLimits:
         """Defaults, overridden by GDL_MAX_JOBS, GDL_MAX_ITERATIONS and GDL_MIN_FREE_GB."""
-        env = os.environ
         return cls(
-            max_concurrent=int(env.get("GDL_MAX_JOBS", cls.max_concurrent)),
-            max_iterations=int(env.get("GDL_MAX_ITERATIONS", cls.max_iterations)),
-            min_free_bytes=int(float(env.get("GDL_MIN_FREE_GB", cls.min_free_bytes / 2**30)) * 2**30),
+            max_concurrent=env_int("GDL_MAX_JOBS", cls.max_concurrent, 1, 64),
+            max_iterations=env_int("GDL_MAX_ITERATIONS", cls.max_iterations, 1, 10_000_000),
+            min_free_bytes=int(env_float("GDL_MIN_FREE_GB", cls.min_free_bytes / 2**30, 0.0, 1e6) * 2**30),
         )
 
 
@@ -426,26 +426,44 @@ class JobManager:
         if isinstance(spec.iterations, bool) or not isinstance(spec.iterations, int) or not 1 <= spec.iterations <= self.limits.max_iterations:
             raise ValueError(f"iterations must be an integer in 1..{self.limits.max_iterations}, got {spec.iterations!r}")
         if isinstance(spec.batch_size, bool) or not isinstance(spec.batch_size, int) or not 1 <= spec.batch_size <= 4096:
-            raise ValueError(f"batch size must be an integer in 1..4096, got {spec.batch_size!r}")
-        if not 0 < spec.lr < 1:
-            raise ValueError(f"learning rate must be in (0, 1), got {spec.lr!r}")
-        if not 1 <= spec.num_processes <= 64:
-            raise ValueError(f"num_processes must be in 1..64, got {spec.num_processes!r}")
+            raise ValueError(f"batch size must be an integer in 1..4096, got {show(spec.batch_size)}")
+        lr = number("learning rate", spec.lr, 0.0, 1.0, open_lo=True, open_hi=True)
+        seed = whole("seed", spec.seed, 0, SEED_MAX)
+        whole("num_processes", spec.num_processes, 1, 64)
+        for key in ("log_every", "checkpoint_every"):
+            if getattr(spec, key) is not None:
+                whole(key.replace("_", " "), getattr(spec, key), 1, self.limits.max_iterations)
+        if spec.name is not None and (not isinstance(spec.name, str) or not 1 <= len(spec.name) <= 100 or "/" in spec.name):
+            raise ValueError(f"name must be 1..100 characters without '/', got {show(spec.name)}")
         if spec.method != "teacher" and not spec.teacher:
             raise ValueError(f"Method {spec.method} distils a teacher, so it needs a teacher model.")
         resolved = {}
         for key in ("teacher", "init"):
             value = getattr(spec, key)
             resolved[key] = str(self.resolve_model(value)) if value else None
-        return JobSpec(**{**asdict(spec), **resolved, "extra_args": tuple(spec.extra_args)})
+        return JobSpec(**{**asdict(spec), **resolved, "lr": lr, "seed": seed, "extra_args": tuple(spec.extra_args)})
 
     def resolve_model(self, name_or_path: str) -> Path:
         """A model folder from a catalog name or a path inside the allowed roots (shipped models, runs, model_roots)."""
-        from demo.catalog import Catalog, default_roots
-        from demo.models import check_model_folder
+        from demo.catalog import Catalog
 
-        catalog = Catalog(roots=[*default_roots(), self.runs_dir, *self.model_roots])
-        return check_model_folder(catalog.resolve(name_or_path))
+        catalog = Catalog(roots=self.allowed_roots())
+        return catalog.open_folder(name_or_path)  # the catalog's one check: roots, symlinks, layout, card, scheduler, TIRT
+
+    def allowed_roots(self) -> list[Path]:
+        from demo.catalog import default_roots
+
+        return [*default_roots(), self.runs_dir, *self.model_roots]
+
+    def public_status(self, status: dict) -> dict:
+        """A status for users: paths relative to the runs or model roots, no worker command line."""
+        roots = self.allowed_roots()
+        out = dict(status)
+        for key in ("run_dir", "model", "teacher", "error"):
+            if out.get(key):
+                out[key] = public_text(out[key], roots)
+        out.pop("pid", None)
+        return out
 
     def _next_id(self) -> int:
         last = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
@@ -457,7 +475,7 @@ class JobManager:
 
     def _row(self, job_id) -> sqlite3.Row:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (whole("job id", job_id, 1, 2**63 - 1),)).fetchone()
         if row is None:
             raise ValueError(f"There is no job with id {job_id!r}.")
         return row
@@ -482,6 +500,9 @@ class JobManager:
         try:
             check_disk_space(self.runs_dir, self.limits.min_free_bytes)
             spec = JobSpec(**{**json.loads(row["spec"]), "extra_args": tuple(json.loads(row["spec"]).get("extra_args", ()))})
+            for value in (spec.teacher, spec.init):  # checked again at start: a folder may have changed while queued
+                if value:
+                    self.resolve_model(value)
             port = _free_port() if spec.num_processes > 1 else None
             cmd = spec.argv(run_dir, run_dir.name, port)
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}

@@ -5,6 +5,7 @@ and the cards' metric rows. Every function validates through `demo.generate` and
 
 from __future__ import annotations
 
+import contextvars
 import math
 import queue
 import threading
@@ -16,6 +17,7 @@ import torch
 
 from demo.data import to_uint8
 from demo.generate import Generation, generate, parse_labels
+from demo.validate import show
 
 W_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 DISPLAY_PX = 280  # a single 28×28 image is shown at 10×
@@ -28,12 +30,15 @@ def model_steps(model, steps: int) -> int:
 
 def check_int(name: str, value, lo: int, hi: int) -> int:
     """Integers from the UI or a client may arrive as floats (3.0); anything else is a one-sentence error."""
+    bad = ValueError(f"{name} must be an integer in {lo}..{hi}, got {show(value)}")
+    if isinstance(value, bool):
+        raise bad
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}") from None
-    if v != int(v) or not lo <= v <= hi:
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise bad from None
+    if not math.isfinite(v) or v != int(v) or not lo <= v <= hi:  # NaN and inf: a sentence, not int()'s own error
+        raise bad
     return int(v)
 
 
@@ -111,7 +116,7 @@ def stream_steps(run, every: int = 1, stop: threading.Event | None = None) -> It
         except BaseException as e:  # noqa: BLE001 (re-raised in the consumer's thread)
             q.put(("error", e))
 
-    thread = threading.Thread(target=worker, daemon=True)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(worker,), daemon=True)  # keeps the time limit
     thread.start()
     try:
         while True:

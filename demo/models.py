@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from demo.data import CLASS_NAMES
 from demo.layout import VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.schedule import NoiseSchedule, to_x0
+from demo.validate import check_model_files
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ASSETS_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -234,6 +235,10 @@ def check_model_folder(folder: str | os.PathLike) -> Path:
         _check_weights(folder, vae)
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelFolderError(f"Model folder {folder} has no scheduler/scheduler_config.json.")
+    try:  # card, scheduler and TIRT contents, from JSON and headers: a malformed folder is a sentence, not a traceback
+        check_model_files(folder, sub)
+    except ValueError as e:
+        raise ModelFolderError(str(e)) from None
     return folder
 
 

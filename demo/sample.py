@@ -17,9 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from demo.guidance import parse_interval
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, parse_interval
 from demo.models import ModelFolderError
 from demo.samplers import SAMPLERS
+from demo.validate import MAX_TIMESTEPS, arg_float, arg_int, arg_seed, check_device, check_out_file, model_text
+
+MAX_SAMPLES = 100_000  # images per command (n = 10^8 would allocate 313 GB of noise before the first step)
+
+
+def arg_model(text: str) -> str:
+    """--model: a folder path or a Hub name, as text of a sane length (checked as a folder when it is loaded)."""
+    try:
+        return model_text(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("model ")) from None
 
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2):
@@ -41,14 +52,15 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2):
 
 def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> None:
     """The sampling flags DESIGN.md fixes, shared by `demo.sample` and `analysis.evaluate`."""
-    p.add_argument("--model", required=True)
-    p.add_argument("--n", "--num-samples", dest="n", type=int, default=n)  # torchrun's parser takes --n for an abbreviation
+    # Each flag's type checks its range (demo.validate), so a bad value is argparse's one line naming the flag.
+    p.add_argument("--model", required=True, type=arg_model)
+    p.add_argument("--n", "--num-samples", dest="n", type=arg_int(1, MAX_SAMPLES), default=n)  # torchrun's parser takes --n for an abbreviation
     p.add_argument("--class-label", default="all")
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--steps", type=arg_int(1, MAX_TIMESTEPS), default=64)
+    p.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0)
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--seed", type=arg_seed, default=0)
+    p.add_argument("--batch-size", type=arg_int(1, 4096), default=batch_size)
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="apply guidance only for timesteps LO <= t <= HI, the conditional model elsewhere (Kynkäänniemi et al. 2024)")
 
@@ -63,10 +75,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo.sample", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=16, batch_size=256)
     p.add_argument("--out", required=True)
-    p.add_argument("--cols", type=int, default=None, help="PNG grid columns")
+    p.add_argument("--cols", type=arg_int(1, 1024), default=None, help="PNG grid columns")
     p.add_argument("--clip-x0", action="store_true", help="clamp x0 predictions to [-1, 1]")
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
+    try:  # the device and the output are checked before the model loads and samples, not after
+        args.device = check_device(args.device)
+        check_out_file(args.out)
+    except ValueError as e:
+        p.error(f"argument --{'device' if str(e).startswith('device') else 'out'}: {str(e).removeprefix('device ').removeprefix('--out ')}")
     try:
         pipe = GuidedPipeline.from_model_folder(args.model, device=args.device)
         interval = parse_interval(args.guidance_interval, pipe.loaded.schedule.num_train_timesteps)
@@ -77,12 +94,16 @@ def main(argv=None) -> int:
         return 2
     model, images = pipe.loaded, gen.images
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".png":
-        image_grid(images, args.cols or (model.card.num_classes if args.class_label == "all" else None)).save(out)
-    else:
-        out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
-        np.savez_compressed(out, images=images, labels=gen.labels.numpy().astype(np.int64))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".png":
+            image_grid(images, args.cols or (model.card.num_classes if args.class_label == "all" else None)).save(out)
+        else:
+            out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+            np.savez_compressed(out, images=images, labels=gen.labels.numpy().astype(np.int64))
+    except OSError as e:
+        print(f"error: --out {args.out} could not be written ({e.strerror or type(e).__name__}).", file=sys.stderr)
+        return 2
     print(json.dumps({"out": str(out), "n": args.n, "nfe": gen.nfe, "seconds": round(gen.seconds, 4), "steps": args.steps,
                       "guidance": args.guidance, "guidance_interval": interval and list(interval), "sampler": args.sampler, "model": model.name}))
     return 0

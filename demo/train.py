@@ -139,9 +139,27 @@ def save_checkpoint(run_dir: Path, step: int, modules: dict, ema: EMA, opt, extr
         os.fsync(f.fileno())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # atomic: a reader sees the old checkpoint or the whole new one
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(run_dir, keep, known_valid=final)
     return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int, known_valid: Path | None = None) -> None:
+    """Keep the newest `keep` *valid* checkpoints; corrupt ones never count towards `keep` and are removed, so a
+    truncated write can never cost the older valid checkpoint a resume would need."""
+    kept = 0
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        if kept < keep and (ckpt == known_valid or _checkpoint_valid(ckpt)):
+            kept += 1
+        else:
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def _checkpoint_valid(ckpt: Path) -> bool:
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+        return isinstance(meta, dict) and _sha256(ckpt / "state.safetensors") == meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -206,7 +206,7 @@ def test_w_sweep_tab(ctx):
     img, fig = call(ctx, branches.w_sweep, ["tiny-teacher", "tiny-student"], "4", 0, 3)
     assert img.height > 2 * 28 * 3 and [t.name for t in fig.data] == ["tiny-teacher", "tiny-student"]
     assert list(fig.data[0].x) == [0, 1, 2, 3, 5, 8]
-    with pytest.raises(gr.Error, match="Choose at least one model"):
+    with pytest.raises(gr.Error, match="Choose at least one"):
         call(ctx, branches.w_sweep, [], "4", 0, 3)
 
 

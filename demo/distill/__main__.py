@@ -14,7 +14,25 @@ import os
 import sys
 
 from demo.distill import METHODS
-from demo.train import TrainConfig, train
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN
+from demo.train import TrainConfig, latest_valid_checkpoint, train
+from demo.validate import SEED_MAX, arg_float, arg_int, check_out_dir
+
+STEPS = 10_000_000  # the longest a flag that counts iterations may be
+
+
+def arg_channels(text: str) -> str:
+    """--channels: comma-separated UNet widths, each a whole number in 1..2048 (e.g. 32,64,128)."""
+    parts = str(text).split(",")
+    if not 1 <= len(parts) <= 8 or not all(p.strip().isdigit() and 1 <= int(p) <= 2048 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be 1 to 8 comma-separated whole numbers in 1..2048, got {text!r:.60}")
+    return text
+
+
+def arg_name(text: str) -> str:
+    if not 1 <= len(text) <= 100 or "/" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be 1..100 characters without '/', got {text!r:.60}")
+    return text
 
 
 def parse_args(argv=None):
@@ -23,33 +41,43 @@ def parse_args(argv=None):
     p.add_argument("--teacher", default=None, help="teacher model folder (distillation methods)")
     p.add_argument("--init", default=None, help="student initialisation folder, where the method takes one")
     p.add_argument("--out", required=True, help="run folder (checkpoints, stats.jsonl, model/)")
-    p.add_argument("--name", default=None, help="model name written to card.json")
+    p.add_argument("--name", default=None, type=arg_name, help="model name written to card.json")
     p.add_argument("--data", default=None, metavar="FILE.npz", help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)")
     p.add_argument("--hflip", action="store_true", help="augment with random horizontal flips (off by default: every Fashion-MNIST shoe points left, so a flipped shoe is off the data distribution)")
-    p.add_argument("--iterations", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--lr-final", type=float, default=0.1)
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--seed", type=int, default=0)
+    # Each numeric flag's type checks its range (demo.validate): a bad value is one line naming the flag, exit code 2.
+    p.add_argument("--iterations", type=arg_int(1, STEPS), default=1000)
+    p.add_argument("--batch-size", type=arg_int(1, 4096), default=64)
+    p.add_argument("--lr", type=arg_float(0.0, 1.0, open_lo=True, open_hi=True), default=1e-3)
+    p.add_argument("--warmup", type=arg_int(0, STEPS), default=None)
+    p.add_argument("--lr-final", type=arg_float(0.0, 1.0), default=0.1)
+    p.add_argument("--ema-decay", type=arg_float(0.0, 1.0, open_hi=True), default=0.999)
+    p.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0)
     p.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"])
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--channels", default="32,64,128", help="teacher/student UNet widths")
-    p.add_argument("--layers-per-block", type=int, default=2)
-    p.add_argument("--guidance", type=float, default=2.0, help="W for methods with one fixed guidance scale")
-    p.add_argument("--w-min", type=float, default=1.0, help="lowest W of a w-conditioned student")
-    p.add_argument("--w-max", type=float, default=5.0, help="highest W of a w-conditioned student")
-    p.add_argument("--steps", type=int, default=None, help="student sampling steps (progressive rounds)")
-    p.add_argument("--fake-warmup", type=int, default=0, help="DMD/HD: first iterations that train only the fake score, not the generator")
-    p.add_argument("--fake-updates", type=int, default=None, help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)")
-    p.add_argument("--adv-weight", type=float, default=None, help="HD: weight of the generator's adversarial term against DMD (default 3e-3, DMD2's)")
-    p.add_argument("--d-weight", type=float, default=None, help="HD: weight of the discriminator loss in the fake-score network's update (default 1e-2, DMD2's)")
+    p.add_argument("--log-every", type=arg_int(1, STEPS), default=25)
+    p.add_argument("--checkpoint-every", type=arg_int(1, STEPS), default=500)
+    p.add_argument("--channels", type=arg_channels, default="32,64,128", help="teacher/student UNet widths")
+    p.add_argument("--layers-per-block", type=arg_int(1, 8), default=2)
+    p.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0, help="W for methods with one fixed guidance scale")
+    p.add_argument("--w-min", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=1.0, help="lowest W of a w-conditioned student")
+    p.add_argument("--w-max", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=5.0, help="highest W of a w-conditioned student")
+    p.add_argument("--steps", type=arg_int(1, 1000), default=None, help="student sampling steps (progressive rounds)")
+    p.add_argument("--fake-warmup", type=arg_int(0, STEPS), default=0, help="DMD/HD: first iterations that train only the fake score, not the generator")
+    p.add_argument("--fake-updates", type=arg_int(1, 100), default=None, help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)")
+    p.add_argument("--adv-weight", type=arg_float(0.0, 1000.0), default=None, help="HD: weight of the generator's adversarial term against DMD (default 3e-3, DMD2's)")
+    p.add_argument("--d-weight", type=arg_float(0.0, 1000.0), default=None, help="HD: weight of the discriminator loss in the fake-score network's update (default 1e-2, DMD2's)")
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")
     p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload OUT/model to this Hub repository when done")
     p.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.w_min > args.w_max:
+        p.error(f"argument --w-min: must be at most --w-max ({args.w_max:g}), got {args.w_min:g}")
+    try:
+        check_out_dir(args.out)
+    except ValueError as e:
+        p.error(f"argument --out: {str(e).removeprefix('--out ')}")
+    if args.export_only and latest_valid_checkpoint(args.out) is None:
+        p.error(f"argument --export-only: needs a run folder holding a valid checkpoint, and {args.out} has none")
+    return args
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ import gradio as gr
 
 from demo.ui import branches, compare, embedding, grid, metrics, trajectory
 from demo.ui.context import AppSettings, Context
+from demo.ui.inputs import harden_inputs
 
 __all__ = ["API_NAMES", "AppSettings", "Context", "build_app", "launch_kwargs"]
 
@@ -97,6 +98,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
             return [gr.Dropdown(choices=names) for _ in dropdowns] + [model_summary(ctx)]
 
         gr.on([app.load, refresh.click], refresh_models, None, [*dropdowns, summary], api_name="refresh_models", queue=False)
+    harden_inputs(app)  # every input checked before Gradio converts it: one sentence, no traceback
     app.ctx = ctx
     return app
 

@@ -10,14 +10,13 @@ from analysis.branches import branch_gap_curve, branch_timesteps
 from analysis.plots import plot_branch_gap, plot_effective_guidance, plot_w_sweep
 from demo import lab
 from demo.generate import generate
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
 from demo.ui.compare import sampler_dropdown
+from demo.validate import model_list, model_nfe, number
 
 
 def _models(ctx, names) -> list:
-    names = [names] if isinstance(names, str) else list(names or [])
-    if not names:
-        raise ValueError("Choose at least one model.")
-    return [ctx.catalog.load(n) for n in names]
+    return [ctx.catalog.load(n) for n in model_list(names)]
 
 
 def branch_gap(ctx, teacher, models, n_images=32, n_timesteps=10, seed=0, guidance=2.0):
@@ -27,6 +26,8 @@ def branch_gap(ctx, teacher, models, n_images=32, n_timesteps=10, seed=0, guidan
     n = lab.check_int("number of images", n_images, 2, 512)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
     ts = branch_timesteps(lab.check_int("number of timesteps", n_timesteps, 1, 50), t_model.schedule.num_train_timesteps)
+    guidance = check_guidance(number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX))
+    ctx.check_work(n * len(ts) * 2 * (1 + len(students)), f"{n} images × {len(ts)} timesteps × 2 branches × (teacher + models)")
     real = ctx.real_images(n, seed)
     if real is None:
         g = generate(t_model, n, "all", 16, 1.0, "ddim", seed)
@@ -46,10 +47,11 @@ def branch_gap(ctx, teacher, models, n_images=32, n_timesteps=10, seed=0, guidan
 def w_sweep(ctx, models, class_label="0", seed=0, steps=16, sampler="ddim"):
     """(one image row per model across W = 0, 1, 2, 3, 5, 8; change-versus-W figure)."""
     rows, sweeps = [], {}
-    for m in _models(ctx, models):
-        ws, images, change = lab.w_sweep(
-            m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), lab.model_steps(m, lab.check_int("steps", steps, 1, 1000)), sampler
-        )
+    loaded = _models(ctx, models)
+    steps = lab.check_int("steps", steps, 1, 1000)
+    ctx.check_work(sum(len(lab.W_SWEEP) * lab.model_steps(m, steps) * model_nfe(m.card) for m in loaded), "6 guidance scales × steps × NFE per step per model")
+    for m in loaded:
+        ws, images, change = lab.w_sweep(m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), lab.model_steps(m, steps), sampler)
         rows.append(lab.w_sweep_strip(m.name, ws, images, change))
         sweeps[m.name] = (ws, change)
     return lab.stack_rows(rows), plot_w_sweep(sweeps)

@@ -9,6 +9,7 @@ from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spec
 from demo import lab
 from demo.guidance import parse_interval
 from demo.samplers import SAMPLERS
+from demo.validate import model_nfe
 
 
 def compare(
@@ -29,6 +30,9 @@ def compare(
     """Stream (teacher image, student image, summary, spectrum figure); the last yield holds the final results."""
     n = lab.check_int("batch size", n, 1, ctx.settings.max_batch)
     t_model, s_model = ctx.catalog.load(teacher), ctx.catalog.load(student)
+    t_steps = lab.check_int("teacher steps", teacher_steps, 1, t_model.schedule.num_train_timesteps)
+    s_steps = lab.check_int("student steps", student_steps, 1, s_model.schedule.num_train_timesteps)
+    ctx.check_work(n * (t_steps * model_nfe(t_model.card) + s_steps * model_nfe(s_model.card)), f"{n} images × (teacher + student steps × NFE per step)")
     options = {"interval": parse_interval(guidance_interval, t_model.schedule.num_train_timesteps), "clip_x0": bool(clip_x0)}
     stop = ctx.stop_flag(request)
     try:
@@ -131,6 +135,7 @@ def build(ctx) -> None:
                 "167,882 is their EDM σ range 0.28–5.42 on this cosine schedule",
             )
             clip_x0 = gr.Checkbox(False, label="Clip x0", info="clamp each x0 prediction to [-1, 1] (static thresholding)")
+    gr.Markdown(ctx.settings.budget_note(), elem_id="compare-budget")
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="compare-button")
         stop = gr.Button("Stop", variant="stop")

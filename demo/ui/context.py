@@ -19,17 +19,22 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.catalog import REPO, Catalog
+from demo.catalog import REPO, RUNS_ENV, Catalog, DEFAULT_RUNS, PRECISIONS
+from demo.validate import (
+    DEFAULT_MAX_WORK,
+    DEFAULT_TIMEOUT_S,
+    check_device,
+    check_work,
+    env_choice,
+    env_float,
+    env_folder,
+    env_int,
+    public_text,
+    time_limit,
+)
 
 CLASSIFIER_DIR = REPO / "assets" / "classifier"
 USER_ERRORS = (ValueError,)  # ModelFolderError is a ValueError
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 @dataclass(frozen=True)
@@ -46,19 +51,61 @@ class AppSettings:
     max_batch: int = 64
     allow_hub: bool = False
     precision: str = "fp32"  # "bf16": sample under bfloat16 autocast, ~1.6x faster on a CPU, not bit-identical to fp32
+    max_work: int = DEFAULT_MAX_WORK  # network evaluations × images per request (raise it on a GPU host)
+    request_timeout: float = DEFAULT_TIMEOUT_S  # seconds before a sampling request is stopped and its slot freed
+    max_upload_mb: float = 5.0  # largest file /gradio_api/upload accepts
+
+    def __post_init__(self):
+        for name, value, lo, hi in (
+            ("cache_size (GDL_CACHE_SIZE)", self.cache_size, 1, 64),
+            ("concurrency (GDL_CONCURRENCY)", self.concurrency, 1, 64),
+            ("queue_max_size (GDL_QUEUE_MAX_SIZE)", self.queue_max_size, 1, 10_000),
+            ("max_batch (GDL_MAX_BATCH)", self.max_batch, 1, 256),
+            ("max_work (GDL_MAX_WORK)", self.max_work, 1, 10**9),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be a whole number in {lo}..{hi}, got {value!r}")
+        if not 1 <= self.request_timeout <= 86_400:
+            raise ValueError(f"request_timeout (GDL_REQUEST_TIMEOUT) must be in 1..86400 seconds, got {self.request_timeout!r}")
+        if not 0.001 <= self.max_upload_mb <= 10_000:
+            raise ValueError(f"max_upload_mb (GDL_MAX_UPLOAD_MB) must be in 0.001..10000, got {self.max_upload_mb!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision (GDL_PRECISION) must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_env(cls) -> AppSettings:
+        """The settings from GDL_* variables; a bad one is a ValueError naming the variable and its accepted values."""
+        env = os.environ
+        device = env.get("GDL_DEVICE", "").strip() or None
+        if device is not None:
+            try:
+                device = check_device(device)
+            except ValueError as e:
+                raise ValueError(f"GDL_DEVICE: {e}") from None
+        env_folder(RUNS_ENV, DEFAULT_RUNS)  # the job store and finished runs live here: it must be writable
+        for root in env.get("GDL_MODEL_ROOTS", "").split(os.pathsep):
+            if "\0" in root or len(root) > 4096:
+                raise ValueError("GDL_MODEL_ROOTS must be folder paths separated by the OS path separator.")
         return cls(
-            device=os.environ.get("GDL_DEVICE") or None,
-            classifier_dir=os.environ.get("GDL_CLASSIFIER_DIR", str(CLASSIFIER_DIR)),
-            data_dir=os.environ.get("GDL_DATA_DIR") or None,
-            cache_size=_env_int("GDL_CACHE_SIZE", 4),
-            concurrency=_env_int("GDL_CONCURRENCY", 2),
-            queue_max_size=_env_int("GDL_QUEUE_MAX_SIZE", 32),
-            max_batch=_env_int("GDL_MAX_BATCH", 64),
-            allow_hub=os.environ.get("GDL_ALLOW_HUB", "") == "1",
-            precision=os.environ.get("GDL_PRECISION", "fp32").strip().lower() or "fp32",
+            device=device,
+            classifier_dir=env.get("GDL_CLASSIFIER_DIR", str(CLASSIFIER_DIR)),
+            data_dir=env.get("GDL_DATA_DIR") or None,
+            cache_size=env_int("GDL_CACHE_SIZE", 4, 1, 64),
+            concurrency=env_int("GDL_CONCURRENCY", 2, 1, 64),
+            queue_max_size=env_int("GDL_QUEUE_MAX_SIZE", 32, 1, 10_000),
+            max_batch=env_int("GDL_MAX_BATCH", 64, 1, 256),
+            allow_hub=env_choice("GDL_ALLOW_HUB", "0", ("0", "1")) == "1",
+            precision=env_choice("GDL_PRECISION", "fp32", PRECISIONS),
+            max_work=env_int("GDL_MAX_WORK", DEFAULT_MAX_WORK, 1, 10**9),
+            request_timeout=env_float("GDL_REQUEST_TIMEOUT", DEFAULT_TIMEOUT_S, 1.0, 86_400.0),
+            max_upload_mb=env_float("GDL_MAX_UPLOAD_MB", 5.0, 0.001, 10_000.0),
+        )
+
+    def budget_note(self) -> str:
+        """The per-request limits, stated next to the controls they bound."""
+        return (
+            f"Limit per request: {self.max_work:,} network evaluations × images (GDL_MAX_WORK; a guided teacher step is 2, "
+            f"a w-conditioned student step 1) and {self.request_timeout:g} s (GDL_REQUEST_TIMEOUT)."
         )
 
 
@@ -210,31 +257,51 @@ class Context:
         self.model_dropdowns.append(dd)
         return dd
 
+    def check_work(self, cost: int, what: str) -> None:
+        """Refuse a request above the per-request budget (`AppSettings.max_work`) before any model runs."""
+        check_work(int(cost), self.settings.max_work, what)
+
+    def public_error(self, e: Exception) -> gr.Error:
+        """A library error as the user sees it: its sentence, with server paths relative to the model or runs roots."""
+        return gr.Error(public_text(str(e), [*self.catalog.roots, IMAGE_DIR]), print_exception=False)
+
     def handler(self, fn, gpu: bool = False):
-        """`fn(ctx, *inputs)` → a Gradio event function: ctx bound, library errors turned into `gr.Error`, PIL
-        images handed to Gradio as content-named PNG files (`image_file`).
+        """`fn(ctx, *inputs)` → a Gradio event function: ctx bound, library errors turned into `gr.Error` (without
+        server paths), PIL images handed to Gradio as content-named PNG files (`image_file`), and sampling stopped
+        after `settings.request_timeout` seconds (`demo.validate.time_limit`; the slot is freed at once).
 
         The returned function keeps `fn`'s parameter names (minus `ctx`), which become the API's keyword names.
         """
         bound = functools.partial(fn, self)
+        timeout = self.settings.request_timeout
         if inspect.isgeneratorfunction(fn):
 
             @functools.wraps(fn)
             def wrapped(*args, **kwargs):
+                end = time.monotonic() + timeout
                 try:
-                    for out in bound(*args, **kwargs):
-                        yield as_files(out)
+                    outputs = bound(*args, **kwargs)
+                    try:
+                        while True:
+                            with time_limit(timeout, end):  # each step may run in another worker thread
+                                out = next(outputs, StopIteration)
+                            if out is StopIteration:
+                                return
+                            yield as_files(out)
+                    finally:
+                        outputs.close()  # a cancelled request stops its sampling thread now, not at garbage collection
                 except USER_ERRORS as e:
-                    raise gr.Error(str(e), print_exception=False) from None
+                    raise self.public_error(e) from None
 
         else:
 
             @functools.wraps(fn)
             def wrapped(*args, **kwargs):
                 try:
-                    return as_files(bound(*args, **kwargs))
+                    with time_limit(timeout):
+                        return as_files(bound(*args, **kwargs))
                 except USER_ERRORS as e:
-                    raise gr.Error(str(e), print_exception=False) from None
+                    raise self.public_error(e) from None
 
         sig = inspect.signature(fn)
         wrapped.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])

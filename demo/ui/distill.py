@@ -16,9 +16,12 @@ import os
 import gradio as gr
 import plotly.graph_objects as go
 
+from demo import validate
 from demo.distill import METHODS
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
 from demo.jobs import JobManager
 from demo.ui.context import as_files
+from demo.validate import public_text
 
 RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
 METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-*/dash-*: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
@@ -83,8 +86,8 @@ def _adapter(fn, jobs: JobManager, **bound):
     def wrapped(*args, **kwargs):
         try:
             return as_files(fn(jobs, *args, **bound, **kwargs))
-        except ValueError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        except ValueError as e:  # one sentence, with paths relative to the runs or model roots
+            raise gr.Error(public_text(str(e), jobs.allowed_roots()), print_exception=False) from None
 
     sig = inspect.signature(fn)
     wrapped.__signature__ = sig.replace(parameters=[p for p in list(sig.parameters.values())[1:] if p.name not in bound])
@@ -92,12 +95,7 @@ def _adapter(fn, jobs: JobManager, **bound):
 
 
 def _job_id(job_id) -> int:
-    if job_id is None or job_id == "" or (isinstance(job_id, float) and math.isnan(job_id)):
-        raise ValueError("Choose a job first (start one, or click a row of the runs table).")
-    try:
-        return int(job_id)
-    except (TypeError, ValueError):
-        raise ValueError(f"A job id is a whole number, got {job_id!r}.") from None
+    return validate.job_id(job_id)  # 1.5, NaN, 10**30 and text are refused, not rounded or overflowed
 
 
 # ---- event functions (library calls and formatting only) ----
@@ -106,24 +104,24 @@ def _job_id(job_id) -> int:
 def distill_start(jobs, method="dash", iterations=200, teacher=None, init=None, batch_size=32, lr=1e-3, seed=0, default_teacher=None):
     """Queue a job; returns its id (it starts as soon as a slot is free)."""
     return jobs.start(
-        method,
+        validate.choice("method", method, sorted(METHODS)),
         _whole("iterations", iterations),
-        teacher=teacher or default_teacher,
-        init=init or None,
+        teacher=validate.model_text(teacher, "teacher") if teacher else default_teacher,
+        init=validate.model_text(init, "student initialisation") if init else None,
         batch_size=_whole("batch size", batch_size),
-        lr=float(lr),
-        seed=_whole("seed", seed),
+        lr=validate.number("learning rate", lr, 0.0, 1.0, open_lo=True, open_hi=True),
+        seed=validate.seed(seed),
     )
 
 
 def distill_status(jobs, job_id):
-    """The job's state, step, iterations, loss, eta_s, img_per_s, elapsed_s, error and model path."""
-    return jobs.status(_job_id(job_id))
+    """The job's state, step, iterations, loss, eta_s, img_per_s, elapsed_s, error and model path (relative)."""
+    return jobs.public_status(jobs.status(_job_id(job_id)))
 
 
 def distill_cancel(jobs, job_id):
     """Cancel a queued or running job (it checkpoints first, so it stays resumable); returns its status."""
-    return jobs.cancel(_job_id(job_id))
+    return jobs.public_status(jobs.cancel(_job_id(job_id)))
 
 
 def distill_resume(jobs, job_id):
@@ -141,9 +139,10 @@ def distill_preview(jobs, job_id, guidance=2.0, seed=0):
     from demo import lab
     from demo.generate import generate
 
+    guidance, seed = check_guidance(validate.number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX)), validate.seed(seed)
     status = jobs.status(_job_id(job_id))
     student = jobs.load_preview(status["job_id"])
-    gen = generate(student, 10, "all", steps=lab.model_steps(student, 16), guidance=float(guidance), seed=_whole("seed", seed))
+    gen = generate(student, 10, "all", steps=lab.model_steps(student, 16), guidance=guidance, seed=seed)
     caption = f"**{student.name}** · {gen.nfe} NFE per image, {gen.seconds * 1000:.0f} ms for 10 images."
     return lab.display_grid(gen.images, ncols=10), caption + _rho_sentence(student, status["teacher"])
 
@@ -160,7 +159,7 @@ def _rho_sentence(student, teacher_dir) -> str:
         teacher = load_model_folder(teacher_dir)
         rho = branch_gap_curve(student, teacher, x0, labels, branch_timesteps(4)).summary()["rho"]
     except (ImportError, FileNotFoundError, ValueError) as e:
-        return f" Branch gap not measured ({e})."
+        return f" Branch gap not measured ({public_text(str(e))})."
     return f" Branch gap **ρ = {rho:.2f}** (‖Δ_S‖/‖Δ_T‖ on 32 test images; 1 is ideal, near 0 means guidance collapsed)."
 
 
@@ -170,9 +169,9 @@ def view(jobs, job_id, last_key=None):
     if job_id is None or job_id == "" or (isinstance(job_id, float) and math.isnan(job_id)):
         return None, progress_html(None), gr.skip(), rows, last_key
     try:
-        status = jobs.status(int(job_id))
+        status = jobs.public_status(jobs.status(_job_id(job_id)))
     except ValueError as e:
-        return {"error": str(e)}, progress_html(None), gr.skip(), rows, last_key
+        return {"error": public_text(str(e), jobs.allowed_roots())}, progress_html(None), gr.skip(), rows, last_key
     key = f"{status['job_id']}:{status['step']}:{status['state']}"
     figure = gr.skip() if key == last_key else loss_figure(jobs.stats(status["job_id"]), status["name"])
     return status, progress_html(status), figure, rows, key
@@ -191,13 +190,7 @@ def select_run(evt: gr.SelectData, table):
 
 
 def _whole(name: str, value) -> int:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-    if not math.isfinite(v) or v != int(v):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    return int(v)
+    return validate.whole(name, value)
 
 
 def _fmt(x) -> str:

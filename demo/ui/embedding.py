@@ -7,19 +7,21 @@ import gradio as gr
 from analysis.plots import plot_embedding
 from analysis.projection import umap_embedding
 from demo import lab
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
+from demo.validate import model_list, model_nfe, number
 
 
 def embedding(ctx, models, n_per_model=64, steps=16, guidance=2.0, seed=0, include_real=True, color_by="model"):
     """(scatter figure, note). Models distilled for a fixed step count use their own steps."""
-    names = [models] if isinstance(models, str) else list(models or [])
-    if not names:
-        raise ValueError("Choose at least one model.")
-    loaded = [ctx.catalog.load(n) for n in names]
+    loaded = [ctx.catalog.load(n) for n in model_list(models)]
     n = lab.check_int("samples per model", n_per_model, 4, 512)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
+    steps = lab.check_int("steps", steps, 1, 1000)
+    guidance = check_guidance(number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX))
+    ctx.check_work(n * sum(lab.model_steps(m, steps) * model_nfe(m.card) for m in loaded), f"{n} samples × steps × NFE per step per model")
     classifier, missing = ctx.classifier()
     real = ctx.real_images(n, seed) if include_real else None
-    data = lab.embedding_data(loaded, n, lab.check_int("steps", steps, 1, 1000), float(guidance), seed, "ddim", classifier, real)
+    data = lab.embedding_data(loaded, n, steps, guidance, seed, "ddim", classifier, real)
     xy = umap_embedding(data.features, random_state=seed)
     class_names = loaded[0].card.class_names
     classes = [class_names[int(y)] if int(y) < len(class_names) else str(int(y)) for y in data.labels]
@@ -44,6 +46,7 @@ def build(ctx) -> None:
         guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         include_real = gr.Checkbox(True, label="Include real data")
+    gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Embed", variant="primary")
     note = gr.Markdown()
     fig = gr.Plot(label="Embedding")

@@ -7,6 +7,7 @@ import gradio as gr
 from analysis.plots import plot_image_grid
 from demo import lab
 from demo.ui.compare import sampler_dropdown
+from demo.validate import model_nfe
 
 STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64]
 W_CHOICES = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0]
@@ -15,6 +16,10 @@ W_CHOICES = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0]
 def grid(ctx, model, class_label="0", seed=0, steps=(1, 4, 16), guidances=(1.0, 2.0, 3.0, 5.0), sampler="ddim"):
     """(figure of the grid, note)."""
     m = ctx.catalog.load(model)
+    if not isinstance(steps, list | tuple) or not isinstance(guidances, list | tuple):
+        raise ValueError("steps and guidances must be lists of values")
+    ctx.check_work(sum(lab.check_int("steps", s, 1, m.schedule.num_train_timesteps) for s in set(steps)) * len(set(guidances)) * model_nfe(m.card),
+                   "steps × guidance scales × NFE per step")  # fmt: skip
     classifier, missing = ctx.classifier()
     res = lab.steps_guidance_grid(m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), steps, guidances, sampler, classifier)
     fig = plot_image_grid(

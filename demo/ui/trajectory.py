@@ -15,6 +15,7 @@ from analysis.spectrum import (
 from demo import lab
 from demo.generate import generate
 from demo.ui.compare import sampler_dropdown
+from demo.validate import SEED_MAX, model_nfe
 
 SPECTRUM_BATCH = 16  # spectra of single 28×28 images are noisy; the sketch view averages 16
 
@@ -22,9 +23,12 @@ SPECTRUM_BATCH = 16  # spectra of single 28×28 images are noisy; the sketch vie
 def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim"):
     """(teacher filmstrip, student filmstrip, HF-share timeline, teacher heatmap, student heatmap)."""
     strips, timelines = [], {}
-    for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps)):
-        model = ctx.catalog.load(name)
-        traj = lab.trajectory(model, class_label, guidance, lab.check_int(f"{role} steps", steps, 1, 1000), seed, sampler)
+    seed = lab.check_int("seed", seed, 0, SEED_MAX)
+    models = [(role, ctx.catalog.load(name), lab.check_int(f"{role} steps", steps, 1, 1000))
+              for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps))]  # fmt: skip
+    ctx.check_work(sum(s * model_nfe(m.card) for _, m, s in models), "teacher + student steps × NFE per step")
+    for role, model, steps in models:
+        traj = lab.trajectory(model, class_label, guidance, steps, seed, sampler)
         strips.append(lab.filmstrip(traj))
         timelines[f"{role}: {model.name}"] = spectrum_timeline(traj.x0s, traj.t)
     (t_name, t_tl), (s_name, s_tl) = timelines.items()
@@ -40,9 +44,10 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
 def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim"):
     """(sketch grid, refined grid, their radial spectra, HF-share summary) from the same noise."""
     outputs, spectra, shares = [], {}, []
-    for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps)):
-        model = ctx.catalog.load(name)
-        steps = lab.check_int(f"{role} steps", steps, 1, 1000)
+    models = [(role, ctx.catalog.load(name), lab.check_int(f"{role} steps", steps, 1, 1000))
+              for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps))]  # fmt: skip
+    ctx.check_work(SPECTRUM_BATCH * sum(s * model_nfe(m.card) for _, m, s in models), f"{SPECTRUM_BATCH} images × steps × NFE per step")
+    for role, model, steps in models:
         g = generate(model, SPECTRUM_BATCH, class_label, steps, guidance, sampler, lab.check_int("seed", seed, 0, 2**31 - 1))
         share = high_frequency_share(g.images)
         outputs.append(lab.display_grid(g.images))
@@ -68,6 +73,7 @@ def build(ctx) -> None:
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         teacher_steps = gr.Slider(1, 250, value=32, step=1, label="Teacher steps")
         student_steps = gr.Slider(1, 64, value=4, step=1, label="Student steps")
+    gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Record trajectories", variant="primary")
     teacher_strip = gr.Image(label="Teacher: x0 prediction per step", type="pil", format="png")
     student_strip = gr.Image(label="Student: x0 prediction per step", type="pil", format="png")
