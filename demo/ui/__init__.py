@@ -19,7 +19,7 @@ __all__ = ["API_NAMES", "AppSettings", "Context", "build_app", "launch_kwargs"]
 
 API_NAMES = (
     "refresh_models", "compare", "stop_compare", "student_defaults", "trajectory", "sketch_refined",
-    "branch_gap", "w_sweep", "grid", "embedding", "metrics", "loss_curves", "list_runs",
+    "branch_gap", "w_sweep", "grid", "embedding", "metrics", "loss_curves", "list_runs", "settings_from_url",
 )  # fmt: skip
 
 HEADER = """
@@ -97,6 +97,8 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
             return [gr.Dropdown(choices=names) for _ in dropdowns] + [model_summary(ctx)]
 
         gr.on([app.load, refresh.click], refresh_models, None, [*dropdowns, summary], api_name="refresh_models", queue=False)
+        for fn, outputs in ctx.on_load:
+            app.load(fn, None, outputs, queue=False, api_name="settings_from_url")
     app.ctx = ctx
     return app
 
