@@ -132,6 +132,7 @@ class Context:
         self._classifier = None
         self._stops: dict[str, threading.Event] = {}  # session → the stop flag of its running comparison
         self._load_locks: dict[str, threading.Lock] = {}  # one per model name: a request waits for the preload
+        self._seen: dict[int, str] = {}  # ids of the model objects load_timed has returned
         self.preloaded = threading.Event()  # cleared while `start_preload`'s thread runs
         self.preloaded.set()
 
@@ -146,7 +147,9 @@ class Context:
             start = time.perf_counter()
             model = self.catalog.load(name)
             elapsed = time.perf_counter() - start
-        return model, (elapsed if elapsed > 0.05 else 0.0)  # a cache hit costs a directory scan, not a load
+            new = id(model) not in self._seen  # a model object not met before was loaded by this call
+            self._seen[id(model)] = model.name
+        return model, (elapsed if new else 0.0)
 
     def start_preload(self, then=None) -> threading.Thread:
         """Run `preload` in a daemon thread (`then(spent)` afterwards); comparisons wait for it (`wait_for_preload`)
