@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import queue
+import re
 import statistics
 import threading
 import time
@@ -386,8 +387,36 @@ def embedding_data(
     return EmbeddingData(feats, groups, torch.cat(ys), to_uint8(x), "classifier features" if classifier is not None else "raw pixels")
 
 
+def merge_embedding_data(parts: list[EmbeddingData], real=None, classifier=None) -> EmbeddingData:
+    """Join per-model `embedding_data` results (sampled one model at a time, for progress) and optional real images."""
+    from analysis.classifier import classify
+
+    feats, groups, labels, images = [p.features for p in parts], sum((p.groups for p in parts), []), [p.labels for p in parts], [p.images for p in parts]
+    if real is not None:
+        x = real[0].float()
+        feats.append(classify(classifier, x)[0] if classifier is not None else x.flatten(1))
+        groups += ["real data"] * len(x)
+        labels.append(real[1].long())
+        images.append(to_uint8(x))
+    space = "classifier features" if classifier is not None else "raw pixels"
+    return EmbeddingData(torch.cat(feats), groups, torch.cat(labels), np.concatenate(images), space)
+
+
+SETTING_PATTERN = re.compile(r"(?:ddim|steps?)\s*(?P<steps>\d+).*?W\s*=?\s*(?P<w>\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_setting(setting) -> dict:
+    """Steps, W and whether a guidance interval was used, read from a card's setting name ("ddim4_W2_guided_report",
+    "ddim64_W2_gi167-882"); {} when the name says nothing."""
+    m = SETTING_PATTERN.search(str(setting or ""))
+    if not m:
+        return {}
+    return {"steps": int(m["steps"]), "guidance": float(m["w"]), "interval": "_gi" in str(setting)}
+
+
 def metrics_rows(cards) -> list[dict]:
-    """One row per (model, measured setting) from the cards' `metrics`.
+    """One row per (model, measured setting) from the cards' `metrics`; steps, W and interval are filled in from the
+    setting's name where the row does not record them.
 
     A card's metrics are either one flat dict or a dict of named settings (e.g. {"64 steps, W=2": {...}}).
     """
@@ -400,5 +429,23 @@ def metrics_rows(cards) -> list[dict]:
         if flat or not settings:
             rows.append({**base, **flat})
         for key, v in settings.items():
-            rows.append({**base, "setting": key, **{k: x for k, x in v.items() if not isinstance(x, (dict, list))}})
+            parsed = parse_setting(key)
+            rows.append({**base, "setting": key, **parsed, **{k: x for k, x in v.items() if not isinstance(x, (dict, list))}})
     return rows
+
+
+def bench_latency(rows: list[dict], bench: dict | None) -> list[dict]:
+    """Add `latency_ms`: per-image latency at batch 1 from the benchmark (`analysis.bench`'s bench.json), its forward
+    time per NFE times the row's NFE and the sampler overhead; rows of models the benchmark did not measure get none."""
+    per_nfe = {}
+    for b in (bench or {}).get("rows", []):
+        if b.get("forward_ms_per_nfe_b1") and b.get("model"):
+            per_nfe.setdefault(b["model"], (float(b["forward_ms_per_nfe_b1"]), float(b.get("overhead_b1") or 1.0)))
+    out = []
+    for r in rows:
+        r = dict(r)
+        if r.get("model") in per_nfe and isinstance(r.get("nfe"), int | float):
+            ms, overhead = per_nfe[r["model"]]
+            r["latency_ms"] = round(ms * r["nfe"] * overhead, 1)
+        out.append(r)
+    return out

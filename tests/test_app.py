@@ -280,7 +280,8 @@ def test_embedding_tab(ctx):
 def test_metrics_tab(ctx):
     table, fig = call(ctx, metrics.metrics, "nfe", "frechet_distance")
     assert list(table["model"]) == ["tiny-student", "tiny-teacher"] and list(table["nfe"]) == [4, 128]
-    assert list(fig.data[0].x) == [4, 128]
+    assert list(fig.data[0].x) == [4, 128]  # no card names its W: every row is drawn
+    assert "latency_ms" in table.columns or "seconds" not in table.columns  # the evaluation wall time is not the cost axis
     curves = call(ctx, metrics.loss_curves, "run-kd")
     assert [t.name for t in curves.data] == ["loss"]
     assert call(ctx, metrics.list_runs).choices == [("run-kd", "run-kd")]
@@ -289,6 +290,22 @@ def test_metrics_tab(ctx):
 
 
 # ---- hooks ----
+def test_metrics_separates_guidance_weights_and_hides_minor_columns(tmp_path):
+    root = make_model_root(tmp_path / "models")
+    card = json.loads((root / "tiny-student" / "card.json").read_text())
+    card["metrics"] = {
+        "ddim2_W2_report": {"nfe": 2, "frechet_distance": 12.0, "params": 1, "diversity": 0.3},
+        "ddim2_W5_report": {"nfe": 2, "frechet_distance": 1323.0},
+    }
+    (root / "tiny-student" / "card.json").write_text(json.dumps(card))
+    c = Context(settings_for(root, tmp_path))
+    table, fig = call(c, metrics.metrics, "nfe", "frechet_distance", 2.0)
+    assert list(fig.data[0].y) == [12.0] and fig.layout.yaxis.type == "log"  # the W = 5 outlier is in its own chart
+    assert "params" not in table.columns and "diversity" not in table.columns and "guidance" in table.columns
+    full, _ = call(c, metrics.metrics, "nfe", "frechet_distance", 5.0, True)
+    assert "diversity" in full.columns and "params" not in full.columns
+
+
 def test_distill_tab_hook(monkeypatch, ctx):
     module = types.ModuleType("demo.ui.distill")
     module.__spec__ = importlib.machinery.ModuleSpec("demo.ui.distill", None)

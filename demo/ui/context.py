@@ -25,6 +25,7 @@ CLASSIFIER_DIR = REPO / "assets" / "classifier"
 DATASET_PACKAGE = "dataset-fashion-mnist"
 DATASET_COMMAND = f"sudo apt-get install -y {DATASET_PACKAGE}"
 USER_ERRORS = (ValueError,)  # ModelFolderError is a ValueError
+ERROR_SECONDS = 8  # an error toast fades instead of outliving a later success
 
 
 def _env_int(name: str, default: int) -> int:
@@ -268,6 +269,19 @@ class Context:
         student = self.default_model("student", steps=steps)
         return self.teacher_of(student) or self.default_model("teacher"), student
 
+    def default_teacher(self) -> str | None:
+        """The teacher every tab opens on: the one the default student's card names (`default_pair`), so no tab
+        measures students against a teacher they were not distilled from."""
+        return self.default_pair()[0]
+
+    def telling_students(self, methods=("dash", "kd-cond", "kd-composite"), limit: int = 3) -> list[str]:
+        """A small default selection for the analysis tabs: one installed student per method in `methods` (DASH and
+        its baselines show branch collapse best), else the first students; at most `limit`."""
+        entries = [e for e in self.catalog.entries() if e.kind == "student"]
+        picked = [next(e.name for e in entries if e.method == m) for m in methods if any(e.method == m for e in entries)]
+        picked += [e.name for e in entries if e.name not in picked]
+        return picked[:limit]
+
     def has_method(self, method: str) -> bool:
         return any(e.method == method for e in self.catalog.entries())
 
@@ -299,7 +313,7 @@ class Context:
                     for out in bound(*args, **kwargs):
                         yield as_files(out)
                 except USER_ERRORS as e:
-                    raise gr.Error(str(e), print_exception=False) from None
+                    raise gr.Error(str(e), duration=ERROR_SECONDS, print_exception=False) from None
 
         else:
 
@@ -308,7 +322,7 @@ class Context:
                 try:
                     return as_files(bound(*args, **kwargs))
                 except USER_ERRORS as e:
-                    raise gr.Error(str(e), print_exception=False) from None
+                    raise gr.Error(str(e), duration=ERROR_SECONDS, print_exception=False) from None
 
         sig = inspect.signature(fn)
         wrapped.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
