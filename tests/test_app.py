@@ -306,6 +306,55 @@ def test_metrics_separates_guidance_weights_and_hides_minor_columns(tmp_path):
     assert "diversity" in full.columns and "params" not in full.columns
 
 
+def _components(app, **props) -> list[dict]:
+    return [c for c in app.config["components"] if all(c.get("props", {}).get(k) == v for k, v in props.items())]
+
+
+def test_readiness_without_and_with_the_dataset(model_root, tmp_path, monkeypatch):
+    """No dataset (settings_for points the data dir at a missing folder): each view says so with the install command,
+    Distill's Start is disabled and its API refuses at once; with the IDX files present none of that appears."""
+    from demo.ui import distill
+    from demo.ui.context import DATASET_COMMAND
+
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    missing = Context(settings_for(model_root, tmp_path))
+    assert DATASET_COMMAND in missing.data_missing() and "no-data" in missing.data_missing()
+    app = build_app(missing.settings)
+    assert sum(DATASET_COMMAND in json.dumps(c.get("props", {}).get("value", "")) for c in app.config["components"]) >= 3
+    (start,) = _components(app, elem_id="distill-start")
+    assert start["props"]["interactive"] is False
+    with pytest.raises(ValueError, match="not installed"):
+        distill.distill_start(None, "dash", 2, data_missing=missing.data_missing())
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte"):
+        (data / f"{stem}.gz").write_bytes(b"")
+    import dataclasses
+
+    present = Context(dataclasses.replace(settings_for(model_root, tmp_path), data_dir=str(data)))
+    assert present.data_missing() is None
+    app = build_app(present.settings)
+    assert not any(DATASET_COMMAND in json.dumps(c.get("props", {}).get("value", "")) for c in app.config["components"])
+    (start,) = _components(app, elem_id="distill-start")
+    assert start["props"].get("interactive") is not False
+
+
+def test_distill_panel_says_what_failed_and_only_offers_real_resumes():
+    from demo.ui import distill
+
+    status = {"name": "00001-dash", "state": "failed", "step": 0, "iterations": 200, "loss": None, "img_per_s": None,
+              "eta_s": None, "resumable": True, "model": None,
+              "error": "exit code 1\n$ /usr/bin/python -m demo.distill --method dash --out runs/x\nFileNotFoundError: dataset missing"}  # fmt: skip
+    html = distill.progress_html(status)
+    assert "resumable" not in html  # it failed at step 0: nothing to resume from
+    first = html.split("<details>")[0]
+    assert "FileNotFoundError: dataset missing" in first and "-m demo.distill" not in first  # the command line is in the log only
+    assert distill._no_job(0) and not distill._no_job(1)  # an empty job box (0) is no job, not "no job with id 0"
+    with pytest.raises(ValueError, match="Choose a job first"):
+        distill._job_id(0)
+
+
 def test_distill_tab_hook(monkeypatch, ctx):
     module = types.ModuleType("demo.ui.distill")
     module.__spec__ = importlib.machinery.ModuleSpec("demo.ui.distill", None)
