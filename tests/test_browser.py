@@ -197,3 +197,67 @@ def test_first_compare_on_a_cold_server_shows_the_warm_speedup(cold_app):
             assert (teacher_width - 4) // (28 * 4 + 4) == FILMSTRIP_FRAMES + 1  # 32 steps: capped, evenly spaced
         finally:
             browser.close()
+
+
+TABS = ("Compare", "Trajectory", "Guidance branches", "Grid", "Embedding", "Metrics", "Distill")
+
+
+def _both_widths(page, name: str) -> None:
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1000 if width > 500 else 844})
+        page.wait_for_timeout(400)
+        _shot(page, f"{name}-{width}")
+    page.set_viewport_size({"width": WIDTHS[0], "height": 1000})
+
+
+@pytest.mark.skipif(not os.environ.get("GDL_SCREENSHOT_DIR"), reason="set GDL_SCREENSHOT_DIR=assets/screenshots to take the screenshots")
+def test_screenshots_of_the_landing_page_presets_and_tabs(cold_app):
+    """The README's pictures: landing page, each preset's result and each tab, at 1400 px and 390 px."""
+    from playwright.sync_api import sync_playwright
+
+    from demo.ui import AppSettings, Context
+    from demo.ui.compare import presets
+
+    url, _ = cold_app
+    labels = [label for label, _ in presets(Context(AppSettings.from_env()))]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Guided Distillation Lab").first.wait_for(timeout=90_000)
+            page.wait_for_timeout(1500)
+            _both_widths(page, "landing")
+            previous = None
+            for i, label in enumerate(labels):
+                page.get_by_text(label, exact=True).first.click()
+                page.wait_for_function(
+                    "prev => { const e = document.querySelector('#compare-summary');"
+                    " return e && e.innerText.includes('Speedup') && e.innerText !== prev; }",
+                    arg=previous or "",
+                    timeout=600_000,
+                )
+                previous = page.locator("#compare-summary").inner_text()
+                page.locator("#teacher-image").scroll_into_view_if_needed()
+                _both_widths(page, f"preset-compare-{i + 1}")
+            for tab in TABS:
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(1500)
+                page.evaluate("window.scrollTo(0, 0)")
+                _both_widths(page, f"tab-{tab.lower().replace(' ', '-')}")
+                if tab == "Trajectory" and page.get_by_text("one-step sketch vs refined (sneakers)").count():
+                    page.get_by_text("one-step sketch vs refined (sneakers)").first.click()
+                    page.get_by_text("high-frequency share").first.wait_for(timeout=600_000)
+                    page.get_by_text("high-frequency share").first.scroll_into_view_if_needed()
+                    _both_widths(page, "preset-sketch-refined")
+                if tab == "Guidance branches" and page.get_by_text("DASH vs cond-only KD across W (look at W = 5)").count():
+                    page.get_by_text("DASH vs cond-only KD across W (look at W = 5)").first.click()
+                    page.get_by_text("Change against W").first.scroll_into_view_if_needed()
+                    page.wait_for_function(
+                        "() => [...document.querySelectorAll('img')].some(i => i.alt !== undefined && i.naturalWidth > 300 && i.src.includes('gdl-images'))",
+                        timeout=600_000,
+                    )
+                    _both_widths(page, "preset-w-sweep")
+        finally:
+            browser.close()
+    assert len(list(Path(os.environ["GDL_SCREENSHOT_DIR"]).glob("*.png"))) >= 2 * (1 + len(labels) + len(TABS))
