@@ -1,8 +1,10 @@
 """Guided Distillation Lab — the web app (also the Hugging Face Space entry point).
 
 `python app.py` serves on 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
-Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`); models load on first use, except
-on ZeroGPU, where they are placed at start as its guidance says (`demo.space.place_models`).
+Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`). The models the default
+Compare view needs are loaded and warmed in the background while the server starts (`Context.preload`), so the
+first comparison a visitor runs is timed on warm models; other models load on first use (`GDL_PRELOAD=0`: none).
+On ZeroGPU, models are placed at start as its guidance says (`demo.space.place_models`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def server_address() -> tuple[str, int]:
     return name, env_int("GRADIO_SERVER_PORT", 7860, 1, 65535)
 
 
+def _report(spent: dict) -> None:
+    print("preloaded " + (", ".join(f"{name} ({sec:.1f} s)" for name, sec in spent.items()) or "nothing"), flush=True)
+
+
 def main() -> None:
     try:  # a bad setting or an unreachable Hub model is one sentence naming what is wrong, not a traceback
         server_name, server_port = server_address()
@@ -48,7 +54,10 @@ def main() -> None:
     except ValueError as e:
         sys.exit(f"error: {e}")
     app.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.concurrency)
-    threading.Thread(target=_warm_imports, daemon=True).start()
+    if os.environ.get("GDL_PRELOAD", "1") != "0":
+        app.ctx.start_preload(then=_report)  # imports diffusers, then loads and warms the default pair
+    else:
+        threading.Thread(target=_warm_imports, daemon=True).start()
     try:
         app.launch(
             server_name=server_name,

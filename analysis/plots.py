@@ -126,25 +126,37 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def plot_pareto(
-    rows: Sequence[Mapping], x: str = "nfe", y: str = "frechet_distance", label: str = "model", log_x: bool = True, title: str | None = None
+    rows: Sequence[Mapping],
+    x: str = "nfe",
+    y: str = "frechet_distance",
+    label: str = "model",
+    log_x: bool = True,
+    title: str | None = None,
+    log_y: bool = False,
+    label_front_only: bool = False,
+    x_title: str | None = None,
 ) -> go.Figure:
-    """Quality (y, lower is better) against cost (x: NFE or seconds), one marker per row, the Pareto front joined."""
+    """Quality (y, lower is better) against cost (x: NFE or seconds), one marker per row, the Pareto front joined.
+
+    `label_front_only` writes names beside the Pareto-front points only (the rest show theirs on hover), so labels of
+    a crowded chart do not collide; `log_y` keeps one outlier from flattening the others."""
     pts = [(float(r[x]), float(r[y]), str(r.get(label, ""))) for r in rows if _is_number(r.get(x)) and _is_number(r.get(y))]
     if not pts:
         return empty_figure(f"No model card records both {x!r} and {y!r} yet.")
+    front = pareto_front([(p[0], p[1]) for p in pts])
+    shown = set(front) if label_front_only else set(range(len(pts)))
     fig = go.Figure(
         go.Scatter(
-            x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] for p in pts], mode="markers+text",
-            textposition="top center", marker={"size": 11}, name="models",
-            hovertemplate=f"%{{text}}<br>{x} = %{{x}}<br>{y} = %{{y:.4g}}<extra></extra>",
+            x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] if i in shown else "" for i, p in enumerate(pts)],
+            customdata=[p[2] for p in pts], mode="markers+text", textposition="top center", marker={"size": 11}, name="models",
+            hovertemplate=f"%{{customdata}}<br>{x} = %{{x:.4g}}<br>{y} = %{{y:.4g}}<extra></extra>",
         )
     )  # fmt: skip
-    front = pareto_front([(p[0], p[1]) for p in pts])
     fig.add_trace(
         go.Scatter(x=[pts[i][0] for i in front], y=[pts[i][1] for i in front], mode="lines", line={"dash": "dash"}, name="Pareto front")
     )
-    fig.update_xaxes(title=x, type="log" if log_x and all(p[0] > 0 for p in pts) else "linear")
-    fig.update_yaxes(title=f"{y} (lower is better)")
+    fig.update_xaxes(title=x_title or x, type="log" if log_x and all(p[0] > 0 for p in pts) else "linear")
+    fig.update_yaxes(title=f"{y} (lower is better)", type="log" if log_y and all(p[1] > 0 for p in pts) else "linear")
     return _layout(fig, title or f"{y} against {x}")
 
 

@@ -103,7 +103,8 @@ def test_build_app_builds_without_launching(ctx):
     assert isinstance(app, gr.Blocks)
     names = {f.api_name for f in app.fns.values() if f.fn is not None}  # (Stop's cancel adds a private fn-less event)
     assert set(API_NAMES) <= names
-    assert all(n in API_NAMES or n.startswith("distill_") for n in names), names  # the Distill tab's own events
+    # the Distill tab's own events, and the preset Examples' (Gradio names them load_example*)
+    assert all(n in API_NAMES or n.startswith(("distill_", "load_example")) for n in names), names
     assert not app.ctx.catalog._cache  # nothing loaded while building
     assert "tiny-teacher" in json.dumps(app.config, default=str)
 
@@ -127,11 +128,51 @@ def test_header_and_summary(ctx, tmp_path):
 def test_compare_streams_then_finishes(ctx):
     outs = [opened(o) for o in ctx.handler(compare.compare)("tiny-teacher", "tiny-student", "3", 2.0, 8, 2, 0, "ddim", 4)]
     assert len(outs) >= 3  # the student, teacher previews, the final result
-    assert all(o[1] == gr.skip() for o in outs[1:-1])  # the student's picture is sent once while the teacher steps
-    teacher, student, summary, fig = outs[-1]
-    assert isinstance(teacher, Image.Image) and teacher.size == student.size
-    assert "Speedup" in summary and "| student | tiny-student | 2 | 4 |" in summary
-    assert len(fig.data) == 2 and "Teacher step" in outs[1][2]
+    first = next(i for i, o in enumerate(outs) if o[1] != gr.skip())
+    assert all(o[1] == gr.skip() for o in outs[first + 1 : -1])  # the student's picture is sent once while the teacher steps
+    teacher, student, summary, fig, download, code = outs[-1]
+    assert teacher.label == "tiny-teacher · 8 steps · 16 NFE" and student.label == "tiny-student · 2 steps · 4 NFE"
+    t_img, s_img = Image.open(teacher.value["path"]), Image.open(student.value["path"])
+    assert t_img.size == s_img.size and t_img.width >= 4 * 28
+    assert "Speedup" in summary and "| student | tiny-student | 2 | 4 |" in summary and "warm sampling" in summary
+    assert len(fig.data) == 2 and any("Teacher step" in o[2] for o in outs if isinstance(o[2], str))
+    import zipfile
+
+    with zipfile.ZipFile(download) as z:
+        assert sorted(z.namelist()) == ["settings.json", "student.png", "teacher.png"]
+        record = json.loads(z.read("settings.json"))
+    assert record["settings"]["student"] == "tiny-student" and record["timings"]["student_nfe"] == 4
+    assert "python -m demo.sample --model" in code and "--steps 2 --guidance 2 --sampler ddim --seed 0" in code
+
+
+def test_first_compare_times_warm_sampling_only(model_root, tmp_path):
+    """A fresh context (a cold server): loading and warm-up are reported apart, and the speed-up of the first comparison
+    is the warm one, not one that counts the model's first-call costs."""
+    fresh = Context(settings_for(model_root, tmp_path))
+    run = fresh.handler(compare.compare)
+    first = list(run("tiny-teacher", "tiny-student", "0", 2.0, 8, 2, 0))
+    assert any("Warming up" in o[2] for o in first if isinstance(o[2], str))
+    summary = first[-1][2]
+    assert "First use, not counted above: loading the teacher" in summary and "warming up the student" in summary
+    again = list(run("tiny-teacher", "tiny-student", "0", 2.0, 8, 2, 1))[-1][2]
+    assert "First use" not in again  # warm now: nothing one-off left to report
+    assert "median of 3 runs" in again  # a fast student is timed three times
+
+
+def test_preload_warms_the_default_pair(model_root, tmp_path):
+    fresh = Context(settings_for(model_root, tmp_path))
+    fresh.start_preload().join(60)
+    assert fresh.preloaded.is_set()
+    model, seconds = fresh.load_timed("tiny-student")
+    assert seconds == 0.0 and model.__dict__.get("_warm_keys")  # in memory and warmed: nothing left for the visitor
+
+
+def test_settings_from_the_url(ctx):
+    req = types.SimpleNamespace(query_params={"student": "tiny-student", "w": "5", "ssteps": "2", "seed": "x"})
+    out = ctx.handler(compare.from_url)(req)
+    assert out[1] == "tiny-student" and out[3] == 5.0 and out[5] == 2
+    assert out[0] == gr.skip() and out[6] == gr.skip()  # absent, or not a number: left as it is
+    assert compare.URL_KEYS[: len(out)] == compare.URL_KEYS
 
 
 def test_teacher_of_reads_the_card_and_needs_the_teacher_installed(ctx, tmp_path):
@@ -152,6 +193,9 @@ def test_student_defaults_and_stop(ctx):
     assert call(ctx, compare.student_defaults, "tiny-teacher", 32) == (32, gr.skip())
     assert call(ctx, compare.student_defaults, "no-such-model") == (gr.skip(), gr.skip())
     assert call(ctx, compare.stop_compare) == "Nothing is running."
+    flag = ctx.stop_flag(types.SimpleNamespace(session_hash="s1"))
+    stopped = call(ctx, compare.stop_compare, request=types.SimpleNamespace(session_hash="s1"))
+    assert flag.is_set() and stopped.startswith("Stopped")  # the final word: the cancelled event sends no later one
 
 
 @pytest.mark.parametrize(
@@ -236,7 +280,8 @@ def test_embedding_tab(ctx):
 def test_metrics_tab(ctx):
     table, fig = call(ctx, metrics.metrics, "nfe", "frechet_distance")
     assert list(table["model"]) == ["tiny-student", "tiny-teacher"] and list(table["nfe"]) == [4, 128]
-    assert list(fig.data[0].x) == [4, 128]
+    assert list(fig.data[0].x) == [4, 128]  # no card names its W: every row is drawn
+    assert "latency_ms" in table.columns or "seconds" not in table.columns  # the evaluation wall time is not the cost axis
     curves = call(ctx, metrics.loss_curves, "run-kd")
     assert [t.name for t in curves.data] == ["loss"]
     assert call(ctx, metrics.list_runs).choices == [("run-kd", "run-kd")]
@@ -245,6 +290,71 @@ def test_metrics_tab(ctx):
 
 
 # ---- hooks ----
+def test_metrics_separates_guidance_weights_and_hides_minor_columns(tmp_path):
+    root = make_model_root(tmp_path / "models")
+    card = json.loads((root / "tiny-student" / "card.json").read_text())
+    card["metrics"] = {
+        "ddim2_W2_report": {"nfe": 2, "frechet_distance": 12.0, "params": 1, "diversity": 0.3},
+        "ddim2_W5_report": {"nfe": 2, "frechet_distance": 1323.0},
+    }
+    (root / "tiny-student" / "card.json").write_text(json.dumps(card))
+    c = Context(settings_for(root, tmp_path))
+    table, fig = call(c, metrics.metrics, "nfe", "frechet_distance", 2.0)
+    assert list(fig.data[0].y) == [12.0] and fig.layout.yaxis.type == "log"  # the W = 5 outlier is in its own chart
+    assert "params" not in table.columns and "diversity" not in table.columns and "guidance" in table.columns
+    full, _ = call(c, metrics.metrics, "nfe", "frechet_distance", 5.0, True)
+    assert "diversity" in full.columns and "params" not in full.columns
+
+
+def _components(app, **props) -> list[dict]:
+    return [c for c in app.config["components"] if all(c.get("props", {}).get(k) == v for k, v in props.items())]
+
+
+def test_readiness_without_and_with_the_dataset(model_root, tmp_path, monkeypatch):
+    """No dataset (settings_for points the data dir at a missing folder): each view says so with the install command,
+    Distill's Start is disabled and its API refuses at once; with the IDX files present none of that appears."""
+    from demo.ui import distill
+    from demo.ui.context import DATASET_COMMAND
+
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    missing = Context(settings_for(model_root, tmp_path))
+    assert DATASET_COMMAND in missing.data_missing() and "no-data" in missing.data_missing()
+    app = build_app(missing.settings)
+    assert sum(DATASET_COMMAND in json.dumps(c.get("props", {}).get("value", "")) for c in app.config["components"]) >= 3
+    (start,) = _components(app, elem_id="distill-start")
+    assert start["props"]["interactive"] is False
+    with pytest.raises(ValueError, match="not installed"):
+        distill.distill_start(None, "dash", 2, data_missing=missing.data_missing())
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte"):
+        (data / f"{stem}.gz").write_bytes(b"")
+    import dataclasses
+
+    present = Context(dataclasses.replace(settings_for(model_root, tmp_path), data_dir=str(data)))
+    assert present.data_missing() is None
+    app = build_app(present.settings)
+    assert not any(DATASET_COMMAND in json.dumps(c.get("props", {}).get("value", "")) for c in app.config["components"])
+    (start,) = _components(app, elem_id="distill-start")
+    assert start["props"].get("interactive") is not False
+
+
+def test_distill_panel_says_what_failed_and_only_offers_real_resumes():
+    from demo.ui import distill
+
+    status = {"name": "00001-dash", "state": "failed", "step": 0, "iterations": 200, "loss": None, "img_per_s": None,
+              "eta_s": None, "resumable": True, "model": None,
+              "error": "exit code 1\n$ /usr/bin/python -m demo.distill --method dash --out runs/x\nFileNotFoundError: dataset missing"}  # fmt: skip
+    html = distill.progress_html(status)
+    assert "resumable" not in html  # it failed at step 0: nothing to resume from
+    first = html.split("<details>")[0]
+    assert "FileNotFoundError: dataset missing" in first and "-m demo.distill" not in first  # the command line is in the log only
+    assert distill._no_job(0) and not distill._no_job(1)  # an empty job box (0) is no job, not "no job with id 0"
+    with pytest.raises(ValueError, match="Choose a job first"):
+        distill._job_id(0)
+
+
 def test_distill_tab_hook(monkeypatch, ctx):
     module = types.ModuleType("demo.ui.distill")
     module.__spec__ = importlib.machinery.ModuleSpec("demo.ui.distill", None)
@@ -287,7 +397,7 @@ def test_w_conditioned_student_in_the_views(tmp_path, tiny_teacher):
         root / "tiny-guided", net, default_scheduler(), student_card(tiny_teacher, "tiny-guided", "guided", None, (1.0, 5.0), {})
     )
     c = Context(settings_for(root, tmp_path))
-    teacher_img, student_img, summary, _ = call(c, compare.compare, "tiny-teacher", "tiny-guided", "1", 3.0, 4, 4, 0)
+    teacher_img, student_img, summary, *_ = call(c, compare.compare, "tiny-teacher", "tiny-guided", "1", 3.0, 4, 4, 0)
     assert "| student | tiny-guided | 4 | 4 |" in summary  # one network evaluation per step
     _, _, table, _ = call(c, branches.branch_gap, "tiny-teacher", ["tiny-guided"], 6, 3, 0, 2.0)
     assert table["rho"][0] == pytest.approx(0.0, abs=1e-3) and table["effective_guidance"][0] == pytest.approx(0.0, abs=1e-2)

@@ -14,7 +14,7 @@ from demo.models import Card
 
 
 def test_compare_stream_uses_the_same_noise(tiny_teacher):
-    events = list(lab.compare_stream(tiny_teacher, tiny_teacher, "all", 2.0, 4, 4, seed=5, n=3, previews=2))
+    events = [e for e in lab.compare_stream(tiny_teacher, tiny_teacher, "all", 2.0, 4, 4, seed=5, n=3, previews=2) if e[0] != "warm"]
     kinds = [k for k, _ in events]
     assert kinds[0] == "student" and kinds[-1] == "done" and kinds.count("step") == 3  # steps 0, 2 and the last
     c = events[-1][1]
@@ -22,6 +22,30 @@ def test_compare_stream_uses_the_same_noise(tiny_teacher):
     assert c.teacher.labels.tolist() == [0, 1, 2]
     assert c.summary()["teacher_nfe"] == 8 and c.speedup > 0
     assert events[1][1]["x0"].shape == (3, 1, 28, 28)
+
+
+def test_compare_stream_warms_up_once_and_times_warm_runs(tiny_teacher):
+    """The first comparison at a batch size warms both models before timing; the next one has nothing to warm, and a
+    fast student is timed as the median of FAST_REPEATS runs."""
+    tiny_teacher.__dict__.pop("_warm_keys", None)
+    first = list(lab.compare_stream(tiny_teacher, tiny_teacher, 0, 2.0, 4, 1, seed=0, n=5))
+    assert first[0][0] == "warm" and set(first[0][1]) == {"student", "teacher"}
+    again = list(lab.compare_stream(tiny_teacher, tiny_teacher, 0, 2.0, 4, 1, seed=0, n=5))
+    assert again[0][0] == "student"
+    c = again[-1][1]
+    assert len(c.student_runs) == lab.FAST_REPEATS and c.student.seconds == sorted(c.student_runs)[1]
+    assert c.warmup_seconds == {} and first[-1][1].summary()["warmup_seconds"].keys() == {"student", "teacher"}
+
+
+@pytest.mark.parametrize("steps, frames", [(1, 1), (2, 2), (4, 4), (8, 8), (16, 16), (64, 16)])
+def test_filmstrip_shows_every_step_up_to_the_cap(tiny_teacher, steps, frames):
+    """4 steps used to show t = 999, t = 749 and the sample: every step's frame is there now, up to the cap."""
+    idx = lab.filmstrip_indices(steps)
+    assert len(idx) == frames and idx[0] == 0 and idx[-1] == steps - 1
+    if steps <= 4:
+        traj = lab.trajectory(tiny_teacher, 0, 2.0, steps, 0)
+        strip = lab.filmstrip(traj, scale=2)
+        assert strip.width == (frames + 1) * (28 * 2 + 4) + 4  # every step, and the sample
 
 
 def test_compare_stream_validates(tiny_teacher):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import gradio as gr
 
 from analysis.plots import plot_spectrum
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo import lab
 from demo.guidance import parse_interval
+from demo.catalog import REPO
 from demo.samplers import SAMPLERS
 from demo.validate import model_nfe
+from demo.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, image_file
+
+DOWNLOAD_DIR = IMAGE_DIR.parent / "gdl-downloads"
 
 
 def compare(
@@ -27,51 +34,78 @@ def compare(
     clip_x0=False,
     request: gr.Request = None,
 ):
-    """Stream (teacher image, student image, summary, spectrum figure); the last yield holds the final results."""
+    """Stream (teacher image, student image, summary, spectrum figure, download, code); the last yield holds the final
+    results. Loading and warm-up are timed apart and shown on their own line; the speed-up is warm sampling only."""
     n = lab.check_int("batch size", n, 1, ctx.settings.max_batch)
-    t_model, s_model = ctx.catalog.load(teacher), ctx.catalog.load(student)
+    ctx.wait_for_preload()  # a start-up warm-up still running would share the CPU with the timed runs
+    (t_model, t_load), (s_model, s_load) = ctx.load_timed(teacher), ctx.load_timed(student)
+    loads = {role: sec for role, sec in (("teacher", t_load), ("student", s_load)) if sec > 0}
     t_steps = lab.check_int("teacher steps", teacher_steps, 1, t_model.schedule.num_train_timesteps)
     s_steps = lab.check_int("student steps", student_steps, 1, s_model.schedule.num_train_timesteps)
     ctx.check_work(n * (t_steps * model_nfe(t_model.card) + s_steps * model_nfe(s_model.card)), f"{n} images × (teacher + student steps × NFE per step)")
     options = {"interval": parse_interval(guidance_interval, t_model.schedule.num_train_timesteps), "clip_x0": bool(clip_x0)}
+    settings = {
+        "teacher": t_model.name, "student": s_model.name, "class_label": str(class_label), "guidance": float(guidance),
+        "teacher_steps": int(teacher_steps), "student_steps": int(student_steps), "seed": int(seed), "sampler": sampler,
+        "n": n, "guidance_interval": guidance_interval or "", "clip_x0": bool(clip_x0),
+    }  # fmt: skip
     stop = ctx.stop_flag(request)
     try:
         events = lab.compare_stream(t_model, s_model, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, stop=stop, **options)
-        yield from _outputs(events, t_model.name, s_model.name)
+        yield from _outputs(events, t_model, s_model, loads, settings)
     finally:
         ctx.release_stop(request, stop)
 
 
-def _outputs(events, teacher_name: str, student_name: str):
-    """Library events → (teacher image, student image, summary, figure) updates."""
-    student_img, step = None, 0
+def _caption(model, steps: int, nfe: int) -> str:
+    return f"{model.name} · {steps} step{'s' * (steps != 1)} · {nfe} NFE"
+
+
+def _outputs(events, t_model, s_model, loads: dict, settings: dict):
+    """Library events → (teacher image, student image, summary, figure, download, code) updates."""
+    student_img, step, warm = None, 0, {}
+    skip2 = (gr.skip(), gr.skip())
     for kind, value in events:
-        if kind == "student":
+        if kind == "warm":
+            warm = value
+            yield gr.skip(), gr.skip(), "Warming up the models (first use at this batch size; not counted)…", gr.skip(), *skip2
+        elif kind == "student":
             student_img = lab.display_grid(value.images)
-            yield gr.skip(), student_img, f"Student: {value.nfe} NFE in {value.seconds * 1000:.0f} ms. Teacher sampling…", gr.skip()
+            status = f"Student: {value.nfe} NFE in {value.seconds * 1000:.0f} ms. Teacher sampling…"
+            yield gr.skip(), gr.Image(image_file(student_img), label=_caption(s_model, settings["student_steps"], value.nfe)), status, gr.skip(), *skip2
         elif kind == "step":
             step = value["i"] + 1
             status = f"Teacher step {value['i'] + 1}/{value['steps']} (t = {value['t']}): showing its x0 prediction."
-            yield lab.display_grid(value["x0"]), gr.skip(), status, gr.skip()  # the student's image stays on screen
+            yield lab.display_grid(value["x0"]), gr.skip(), status, gr.skip(), *skip2  # the student's image stays on screen
         elif kind == "stopped":
-            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip()
+            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip(), *skip2
         else:
+            teacher_img = lab.display_grid(value.teacher.images)
+            record = {"settings": settings, "timings": {**value.summary(), "load_seconds": {k: round(v, 3) for k, v in loads.items()}}}
             yield (
-                lab.display_grid(value.teacher.images),
-                student_img,
-                summary_markdown(value, teacher_name, student_name),
+                gr.Image(image_file(teacher_img), label=_caption(t_model, settings["teacher_steps"], value.teacher.nfe)),
+                gr.Image(image_file(student_img), label=_caption(s_model, settings["student_steps"], value.student.nfe)),
+                summary_markdown(value, t_model.name, s_model.name, loads),
                 spectrum_figure(value),
+                bundle({"teacher.png": teacher_img, "student.png": student_img}, record),
+                code_for(settings, t_model, s_model),
             )
 
 
-def summary_markdown(c, teacher_name: str, student_name: str) -> str:
+def summary_markdown(c, teacher_name: str, student_name: str, loads: dict | None = None) -> str:
     s = c.summary()
-    return (
+    repeats = f" (median of {s['student_runs']} runs)" if s["student_runs"] > 1 else ""
+    text = (
         f"| | model | steps | NFE / image | latency |\n|---|---|---|---|---|\n"
         f"| teacher | {teacher_name} | {c.teacher_steps} | {s['teacher_nfe']} | {s['teacher_seconds'] * 1000:.0f} ms |\n"
-        f"| student | {student_name} | {c.student_steps} | {s['student_nfe']} | {s['student_seconds'] * 1000:.0f} ms |\n\n"
-        f"**Speedup {s['speedup']:.1f}×** in wall-clock time ({s['nfe_ratio']:g}× fewer network evaluations)."
+        f"| student | {student_name} | {c.student_steps} | {s['student_nfe']} | {s['student_seconds'] * 1000:.0f} ms{repeats} |\n\n"
+        f"**Speedup {s['speedup']:.1f}×** in warm sampling time ({s['nfe_ratio']:g}× fewer network evaluations)."
     )
+    one_off = [f"loading the {role} {sec:.1f} s" for role, sec in (loads or {}).items()]
+    one_off += [f"warming up the {role} {sec:.2f} s" for role, sec in c.warmup_seconds.items()]
+    if one_off:
+        text += f"  \nFirst use, not counted above: {', '.join(one_off)}."
+    return text
 
 
 def spectrum_figure(c):
@@ -82,9 +116,57 @@ def spectrum_figure(c):
     return plot_spectrum(spectra, cutoff=HF_CUTOFF, title="Radial power spectrum of the outputs")
 
 
+def bundle(images: dict, record: dict) -> str:
+    """A zip of the shown images (PNG) and `settings.json` (settings and timings), beside the app's image folder."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, img in images.items():
+            if img is not None:
+                png = io.BytesIO()
+                img.save(png, format="PNG")
+                z.writestr(name, png.getvalue())
+        z.writestr("settings.json", json.dumps(record, indent=2))
+    data = buf.getvalue()
+    DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    for old in DOWNLOAD_DIR.glob("*.zip"):  # kept an hour, like the images
+        if time.time() - old.stat().st_mtime > IMAGE_MAX_AGE:
+            old.unlink(missing_ok=True)
+    path = DOWNLOAD_DIR / f"compare-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    path.write_bytes(data)
+    return str(path)
+
+
+def code_for(settings: dict, t_model, s_model) -> str:
+    """The `python -m demo.sample` commands that produce the two images shown (same seed, same noise)."""
+    extra = (f" --guidance-interval {settings['guidance_interval']}" if settings["guidance_interval"] else "") + (" --clip-x0" if settings["clip_x0"] else "")
+    lines = ["# the same images from the command line (DESIGN.md: demo.sample)"]
+    for role, model, steps in (("teacher", t_model, settings["teacher_steps"]), ("student", s_model, settings["student_steps"])):
+        lines.append(
+            f"python -m demo.sample --model {_model_path(model)} --n {settings['n']} --class-label {settings['class_label']} "
+            f"--steps {steps} --guidance {settings['guidance']:g} --sampler {settings['sampler']} --seed {settings['seed']}{extra} --out {role}.png"
+        )
+    return "\n".join(lines)
+
+
+def _model_path(model) -> str:
+    folder = getattr(model, "folder", None) or getattr(model, "path", None)
+    if folder is None:
+        return f"assets/models/{model.name}"
+    try:
+        return str(Path(folder).resolve().relative_to(REPO))
+    except ValueError:
+        return str(folder)
+
+
 def stop_compare(ctx, request: gr.Request = None):
     """Stop this session's running comparison (the button also cancels the event in the browser)."""
-    return "Stopping…" if ctx.request_stop(request) else "Nothing is running."
+    # The button also cancels the event, so no later message replaces this one: it must say the final state.
+    return "Stopped; the last teacher preview stays on screen." if ctx.request_stop(request) else "Nothing is running."
 
 
 def _student_steps(ctx, student, teacher_steps: int) -> int | None:
@@ -111,7 +193,65 @@ def sampler_dropdown() -> gr.Dropdown:
     return gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler", info=info)
 
 
+LOOK_FOR = """
+**What to look for.** Both models start from the same noise, so differences are the student's doing. A
+step-distilled student (Meng et al., [arXiv 2210.03142](https://arxiv.org/abs/2210.03142)) should draw the same
+garment in 1–8 steps; watch the fine texture (stripes, laces, knit) that goes first as steps shrink, and whether it
+still follows W. The speed-up is warm sampling time: loading and first-call warm-up are timed apart and never counted.
+A compact student such as DASH (Al Shafi et al., [arXiv 2606.00798](https://arxiv.org/abs/2606.00798)) takes as many
+steps as its teacher and saves time per step instead.
+"""
+
+URL_KEYS = ("teacher", "student", "class", "w", "tsteps", "ssteps", "seed", "sampler", "n")
+# Runs in the browser before the event: mirrors the settings into the address bar (reload or share reproduces them).
+URL_JS = (
+    "(...args) => { const keys = " + str(list(URL_KEYS)).replace("'", '"') + "; const u = new URL(window.location.href);"
+    " keys.forEach((k, i) => { if (args[i] !== null && args[i] !== undefined) u.searchParams.set(k, args[i]); });"
+    " window.history.replaceState(null, '', u); return args; }"
+)
+
+
+def from_url(ctx, request: gr.Request = None):
+    """Compare settings from the page's query string (`?teacher=…&student=…&w=…`), each one left as it is when absent;
+    values are checked when Compare runs, like typed ones."""
+    params = dict(getattr(request, "query_params", None) or {})
+    casts = {"w": float, "tsteps": int, "ssteps": int, "seed": int, "n": int}
+    out = []
+    for key in URL_KEYS:
+        value = params.get(key)
+        if value is None:
+            out.append(gr.skip())
+            continue
+        try:
+            out.append(casts.get(key, str)(value))
+        except ValueError:
+            out.append(gr.skip())
+    return tuple(out)
+
+
+def presets(ctx) -> list[tuple[str, list]]:
+    """(label, Compare inputs) for the telling comparisons whose models are installed, each resolved from the cards:
+    a student and the teacher its card names."""
+    out = []
+    pd4 = ctx.default_model("student", steps=4, method="progressive")
+    if pd4 and ctx.catalog.entry(pd4).steps == 4:
+        out.append(("4-step student vs teacher", pd4, 2.0, 64, 4))
+    pd1 = ctx.default_model("student", steps=1, method="progressive")
+    if pd1 and ctx.catalog.entry(pd1).steps == 1:
+        out.append(("1-step student vs teacher", pd1, 2.0, 64, 1))
+    if ctx.has_method("dash"):
+        out.append(("DASH (5.9x smaller) vs teacher at W = 5", ctx.default_model("student", method="dash"), 5.0, 32, 32))
+    if ctx.has_method("kd-cond"):
+        out.append(("cond-only KD vs teacher at W = 5", ctx.default_model("student", method="kd-cond"), 5.0, 32, 32))
+    rows = []
+    for label, student, w, t_steps, s_steps in out:
+        teacher = ctx.teacher_of(student) or ctx.default_model("teacher")
+        rows.append((label, [teacher, student, "9", w, t_steps, s_steps, 0, "ddim", 1]))
+    return rows
+
+
 def build(ctx) -> None:
+    gr.Markdown(LOOK_FOR)
     with gr.Row():
         default_teacher, default_student = ctx.default_pair()
         teacher = ctx.model_dropdown("Teacher", default_teacher, info="a model folder name or a path inside the model roots")
@@ -140,18 +280,34 @@ def build(ctx) -> None:
         run = gr.Button("Compare", variant="primary", elem_id="compare-button")
         stop = gr.Button("Stop", variant="stop")
     with gr.Row(equal_height=True):
-        teacher_img = gr.Image(label="Teacher", type="pil", format="png", elem_id="teacher-image", height=320)
-        student_img = gr.Image(label="Student", type="pil", format="png", elem_id="student-image", height=320)
-    summary = gr.Markdown("Choose two models and press **Compare**: both start from the same noise.")
+        teacher_img = gr.Image(label="Teacher", type="pil", format="png", elem_id="teacher-image", height=448)
+        student_img = gr.Image(label="Student", type="pil", format="png", elem_id="student-image", height=448)
+    summary = gr.Markdown("Choose two models and press **Compare**: both start from the same noise.", elem_id="compare-summary")
     spectrum = gr.Plot(label="Spectra")
+    with gr.Accordion("Keep and share: download, code for this", open=False):
+        gr.Markdown("The address bar holds the current settings after each run: reload or share it to reproduce the view.")
+        download = gr.File(label="Images and settings.json (settings and timings)", elem_id="compare-download")
+        code = gr.Code(label="Code for this", language="shell", elem_id="compare-code")
 
+    inputs = [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0]
+    outputs = [teacher_img, student_img, summary, spectrum, download, code]
+    handler = ctx.handler(compare, gpu=True)
+    rows = presets(ctx)
+    if rows:
+        # One click loads a telling comparison; its first result is cached on first use (lazy), then instant.
+        gr.Examples(
+            [r[1] for r in rows], inputs[:9], outputs, fn=handler, cache_examples=True, cache_mode="lazy",
+            example_labels=[r[0] for r in rows], label="Presets", elem_id="compare-presets",
+        )  # fmt: skip
     event = run.click(
-        ctx.handler(compare, gpu=True),
-        [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0],
-        [teacher_img, student_img, summary, spectrum],
+        handler,
+        inputs,
+        outputs,
         api_name="compare",
         concurrency_limit=ctx.settings.concurrency,
         concurrency_id="sampling",
+        js=URL_JS,
     )
     stop.click(ctx.handler(stop_compare), None, summary, cancels=[event], api_name="stop_compare", queue=False)
     student.change(ctx.handler(student_defaults), [student, teacher_steps], [student_steps, teacher], api_name="student_defaults", queue=False)
+    ctx.on_load.append((ctx.handler(from_url), [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n]))

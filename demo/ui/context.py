@@ -34,7 +34,10 @@ from demo.validate import (
 )
 
 CLASSIFIER_DIR = REPO / "assets" / "classifier"
+DATASET_PACKAGE = "dataset-fashion-mnist"
+DATASET_COMMAND = f"sudo apt-get install -y {DATASET_PACKAGE}"
 USER_ERRORS = (ValueError,)  # ModelFolderError is a ValueError
+ERROR_SECONDS = 8  # an error toast fades instead of outliving a later success
 
 
 @dataclass(frozen=True)
@@ -172,9 +175,81 @@ class Context:
         self.catalog = Catalog(s.model_roots, device=s.device, cache_size=s.cache_size, allow_hub=s.allow_hub, precision=s.precision)
         self.gpu = _gpu_decorator()
         self.model_dropdowns: list[gr.Dropdown] = []  # refreshed together when the model folders change
+        self.on_load: list[tuple] = []  # (event function, outputs) a tab wants run when the page loads
         self._lock = threading.Lock()
         self._classifier = None
         self._stops: dict[str, threading.Event] = {}  # session → the stop flag of its running comparison
+        self._load_locks: dict[str, threading.Lock] = {}  # one per model name: a request waits for the preload
+        self._seen: dict[int, str] = {}  # ids of the model objects load_timed has returned
+        self.preloaded = threading.Event()  # cleared while `start_preload`'s thread runs
+        self.preloaded.set()
+
+    # ---- loading, timed apart from sampling ----
+    def load_timed(self, name) -> tuple[object, float]:
+        """(model, seconds this call spent loading it; 0.0 when it was already in memory). Loads of one name are
+        serialised, so a request that arrives while `preload` is loading that model waits for it instead of loading
+        it a second time."""
+        with self._lock:
+            lock = self._load_locks.setdefault(str(name), threading.Lock())
+        with lock:
+            start = time.perf_counter()
+            model = self.catalog.load(name)
+            elapsed = time.perf_counter() - start
+            new = id(model) not in self._seen  # a model object not met before was loaded by this call
+            self._seen[id(model)] = model.name
+        return model, (elapsed if new else 0.0)
+
+    def start_preload(self, then=None) -> threading.Thread:
+        """Run `preload` in a daemon thread (`then(spent)` afterwards); comparisons wait for it (`wait_for_preload`)
+        so that no timed run shares the CPU with a warm-up."""
+        self.preloaded.clear()
+
+        def run():
+            spent = self.preload()
+            if then is not None:
+                then(spent)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def wait_for_preload(self, timeout: float = 120.0) -> None:
+        self.preloaded.wait(timeout)
+
+    def preload(self, guidance: float = 2.0) -> dict[str, float]:
+        """Load and warm the models the default Compare view needs (`default_pair`), so the first visitor's first
+        comparison meets warm models; returns name → seconds. Run it in a background thread after launch: the
+        server already answers while this runs."""
+        from demo import lab
+
+        spent = {}
+        try:
+            teacher, student = self.default_pair()
+            for name, steps in ((student, (self.catalog.entry(student).steps or 64) if student else 0), (teacher, 64)):
+                if name:
+                    start = time.perf_counter()
+                    model, _ = self.load_timed(name)
+                    lab.warm_up(model, 1, steps, guidance, "ddim")
+                    spent[name] = time.perf_counter() - start
+        finally:
+            self.preloaded.set()
+        return spent
+
+    def data_missing(self) -> str | None:
+        """None when the Fashion-MNIST IDX files are installed; otherwise one sentence naming what is missing and the
+        command that installs it."""
+        from demo.data import DEFAULT_DIR, ENV_VAR
+
+        folder = Path(self.settings.data_dir or os.environ.get(ENV_VAR) or DEFAULT_DIR)
+        needed = ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte")
+        found = all(any(folder.glob(f"{stem}*")) for stem in needed) if folder.is_dir() else False
+        if found:
+            return None
+        return (
+            f"The Fashion-MNIST dataset is not installed (looked in {folder}). Install it with "
+            f"`{DATASET_COMMAND}` (Debian's `{DATASET_PACKAGE}` package, listed in packages.txt), or point "
+            f"GDL_DATA_DIR at a folder holding the IDX files, then restart the app."
+        )
 
     # ---- stopping a streamed run from another request of the same session (the API's /stop_compare) ----
     def stop_flag(self, request) -> threading.Event:
@@ -241,6 +316,19 @@ class Context:
         student = self.default_model("student", steps=steps)
         return self.teacher_of(student) or self.default_model("teacher"), student
 
+    def default_teacher(self) -> str | None:
+        """The teacher every tab opens on: the one the default student's card names (`default_pair`), so no tab
+        measures students against a teacher they were not distilled from."""
+        return self.default_pair()[0]
+
+    def telling_students(self, methods=("dash", "kd-cond", "kd-composite"), limit: int = 3) -> list[str]:
+        """A small default selection for the analysis tabs: one installed student per method in `methods` (DASH and
+        its baselines show branch collapse best), else the first students; at most `limit`."""
+        entries = [e for e in self.catalog.entries() if e.kind == "student"]
+        picked = [next(e.name for e in entries if e.method == m) for m in methods if any(e.method == m for e in entries)]
+        picked += [e.name for e in entries if e.name not in picked]
+        return picked[:limit]
+
     def has_method(self, method: str) -> bool:
         return any(e.method == method for e in self.catalog.entries())
 
@@ -263,7 +351,7 @@ class Context:
 
     def public_error(self, e: Exception) -> gr.Error:
         """A library error as the user sees it: its sentence, with server paths relative to the model or runs roots."""
-        return gr.Error(public_text(str(e), [*self.catalog.roots, IMAGE_DIR]), print_exception=False)
+        return gr.Error(public_text(str(e), [*self.catalog.roots, IMAGE_DIR]), duration=ERROR_SECONDS, print_exception=False)
 
     def handler(self, fn, gpu: bool = False):
         """`fn(ctx, *inputs)` → a Gradio event function: ctx bound, library errors turned into `gr.Error` (without

@@ -24,7 +24,7 @@ from demo.ui.context import as_files
 from demo.validate import public_text
 
 RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
-METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-*/dash-*: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
+METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-… and dash-…: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
 
 
 SHARED_SPACE_NOTE = (
@@ -87,22 +87,32 @@ def _adapter(fn, jobs: JobManager, **bound):
         try:
             return as_files(fn(jobs, *args, **bound, **kwargs))
         except ValueError as e:  # one sentence, with paths relative to the runs or model roots
-            raise gr.Error(public_text(str(e), jobs.allowed_roots()), print_exception=False) from None
+            raise gr.Error(public_text(str(e), jobs.allowed_roots()), duration=8, print_exception=False) from None
 
     sig = inspect.signature(fn)
     wrapped.__signature__ = sig.replace(parameters=[p for p in list(sig.parameters.values())[1:] if p.name not in bound])
     return wrapped
 
 
+def _no_job(job_id) -> bool:
+    """None, empty, NaN or 0 (an empty Number box sends 0; job ids start at 1) mean no job is chosen."""
+    return job_id is None or job_id == "" or job_id == 0 or (isinstance(job_id, float) and math.isnan(job_id))
+
+
 def _job_id(job_id) -> int:
-    return validate.job_id(job_id)  # 1.5, NaN, 10**30 and text are refused, not rounded or overflowed
+    if _no_job(job_id):
+        raise ValueError("Choose a job first (start one, or click a row of the runs table).")
+    return validate.job_id(job_id)  # 1.5, 10**30 and text are refused, not rounded or overflowed
 
 
 # ---- event functions (library calls and formatting only) ----
 
 
-def distill_start(jobs, method="dash", iterations=200, teacher=None, init=None, batch_size=32, lr=1e-3, seed=0, default_teacher=None):
-    """Queue a job; returns its id (it starts as soon as a slot is free)."""
+def distill_start(jobs, method="dash", iterations=200, teacher=None, init=None, batch_size=32, lr=1e-3, seed=0, default_teacher=None, data_missing=None):
+    """Queue a job; returns its id (it starts as soon as a slot is free). Without the training data it refuses at once
+    (`data_missing` says why and how to install it) instead of starting a worker that fails ten seconds later."""
+    if data_missing:
+        raise ValueError(data_missing)
     return jobs.start(
         validate.choice("method", method, sorted(METHODS)),
         _whole("iterations", iterations),
@@ -166,7 +176,7 @@ def _rho_sentence(student, teacher_dir) -> str:
 def view(jobs, job_id, last_key=None):
     """Periodic refresh: (status JSON, progress bar, loss figure or skip, runs table, key of what is drawn)."""
     rows = distill_runs(jobs)
-    if job_id is None or job_id == "" or (isinstance(job_id, float) and math.isnan(job_id)):
+    if _no_job(job_id):
         return None, progress_html(None), gr.skip(), rows, last_key
     try:
         status = jobs.public_status(jobs.status(_job_id(job_id)))
@@ -223,14 +233,25 @@ def progress_html(status: dict | None) -> str:
         parts.append(f"ETA {_duration(status['eta_s'])}")
     if status["state"] == "done":
         parts.append(f"model: <code>{html.escape(status['model'])}</code> (now in the Compare dropdowns)")
-    if status["resumable"]:
+    if status["resumable"] and status["step"] > 0:  # a job that failed at step 0 has nothing to resume from
         parts.append("resumable from its last checkpoint")
     bar = (
         f"<div style='background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden'>"
         f"<div style='width:{pct:.1f}%;background:{colour};height:100%;transition:width .5s'></div></div>"
     )
-    error = f"<pre style='white-space:pre-wrap;font-size:12px'>{html.escape(status['error'])}</pre>" if status["error"] else ""
+    error = _error_html(status["error"]) if status["error"] else ""
     return f"<div id='distill-progress'>{bar}<div style='margin-top:4px'>{' · '.join(parts)}</div>{error}</div>"
+
+
+def _error_html(error: str) -> str:
+    """The worker's last meaningful line up front (not its command line), the full log tail behind a toggle."""
+    lines = [ln for ln in error.splitlines() if ln.strip() and not ln.startswith("$ ")]
+    first = lines[-1] if lines else error.strip()
+    return (
+        f"<div style='color:#b91c1c;margin-top:4px'>{html.escape(first)}</div>"
+        f"<details><summary style='font-size:12px'>worker log</summary>"
+        f"<pre style='white-space:pre-wrap;font-size:12px'>{html.escape(error)}</pre></details>"
+    )
 
 
 def loss_figure(rows: list[dict], name: str = "") -> go.Figure:
@@ -252,7 +273,13 @@ def loss_figure(rows: list[dict], name: str = "") -> go.Figure:
 def build_distill_tab(ctx) -> None:
     jobs = _jobs(ctx)
     choices = _model_choices(ctx)
-    teacher_default = _default_teacher(choices)
+    # The teacher the default students were distilled from (Context.default_teacher), so Compare, Branches and Distill
+    # open on the same one; a context without it falls back to the first teacher-like name.
+    teacher_default = ctx.default_teacher() if hasattr(ctx, "default_teacher") else None
+    teacher_default = teacher_default or _default_teacher(choices)
+    missing = ctx.data_missing() if hasattr(ctx, "data_missing") else None
+    if missing:
+        gr.Markdown(f"⚠️ **Distillation needs the training data.** {missing}", elem_id="distill-missing-data")
     gr.Markdown(
         "Fine-tune a student in the background: the job runs `python -m demo.distill …` in its own process, logs to "
         "`runs/NNNNN-method/`, survives an app restart and resumes from its last checkpoint after a crash or a cancel."
@@ -273,9 +300,9 @@ def build_distill_tab(ctx) -> None:
         lr = gr.Number(1e-3, label="Learning rate")
         seed = gr.Number(0, precision=0, minimum=0, label="Seed")
     with gr.Row():
-        start = gr.Button("Start", variant="primary", elem_id="distill-start", interactive=allowed)
+        start = gr.Button("Start", variant="primary", elem_id="distill-start", interactive=allowed and not missing)
         cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel", interactive=allowed)
-        resume = gr.Button("Resume", elem_id="distill-resume", interactive=allowed)
+        resume = gr.Button("Resume", elem_id="distill-resume", interactive=allowed and not missing)
         job_id = gr.Number(None, precision=0, label="Job", elem_id="distill-job")
         refresh = gr.Button("Refresh status", size="sm")
     progress = gr.HTML(progress_html(None))
@@ -301,7 +328,7 @@ def build_distill_tab(ctx) -> None:
     view_io = dict(inputs=[job_id, drawn], outputs=[status_json, progress, loss_plot, runs, drawn], api_name="distill_view", **private)
     start_inputs = [method, iterations, teacher, init, batch_size, lr, seed]
     gate = (lambda fn: fn) if allowed else _refused
-    start_fn = _adapter(gate(distill_start), jobs, default_teacher=teacher_default)
+    start_fn = _adapter(gate(distill_start), jobs, default_teacher=teacher_default, data_missing=missing)
     start.click(start_fn, start_inputs, job_id, api_name="distill_start").then(view_fn, **view_io)
     refresh.click(_adapter(distill_status, jobs), job_id, status_json, api_name="distill_status").then(view_fn, **view_io)
     cancel.click(_adapter(gate(distill_cancel), jobs), job_id, status_json, api_name="distill_cancel").then(view_fn, **view_io)

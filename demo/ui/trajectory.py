@@ -29,7 +29,9 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
     ctx.check_work(sum(s * model_nfe(m.card) for _, m, s in models), "teacher + student steps × NFE per step")
     for role, model, steps in models:
         traj = lab.trajectory(model, class_label, guidance, steps, seed, sampler)
-        strips.append(lab.filmstrip(traj))
+        shown = len(lab.filmstrip_indices(steps))
+        every = "every step" if shown == steps else f"{shown} of {steps} steps"
+        strips.append(lab.filmstrip(traj, title=f"{role}: {model.name} · {steps} step{'s' * (steps != 1)} · {traj.nfe} NFE · {every}"))
         timelines[f"{role}: {model.name}"] = spectrum_timeline(traj.x0s, traj.t)
     (t_name, t_tl), (s_name, s_tl) = timelines.items()
     return (
@@ -60,7 +62,18 @@ def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_labe
     return outputs[0], outputs[1], plot_spectrum(spectra, cutoff=HF_CUTOFF, title="Sketch against refined: radial power spectrum"), note
 
 
+LOOK_FOR = """
+**What to look for.** Each frame is the model's estimate of the clean image at that step. The teacher's estimate
+starts as a blurry class average and sharpens slowly; a progressively distilled student (Meng et al.,
+[arXiv 2210.03142](https://arxiv.org/abs/2210.03142)) must commit to the layout in its first step, so compare the
+first frames. In the spectrum views, energy above the dashed cut-off is detail: a one-step *sketch* (Cheng et al.,
+[arXiv 2511.08930](https://arxiv.org/abs/2511.08930)) keeps the coarse structure but little of it, and refinement
+should bring it back.
+"""
+
+
 def build(ctx) -> None:
+    gr.Markdown(LOOK_FOR)
     gr.Markdown("### x0 predictions along the sampling path\nEach frame is the model's estimate of the clean image at that step.")
     with gr.Row():
         default_teacher, default_student = ctx.default_pair()
@@ -72,11 +85,12 @@ def build(ctx) -> None:
         guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         teacher_steps = gr.Slider(1, 250, value=32, step=1, label="Teacher steps")
-        student_steps = gr.Slider(1, 64, value=4, step=1, label="Student steps")
+        distilled = default_student and ctx.catalog.entry(default_student).steps
+        student_steps = gr.Slider(1, 64, value=int(distilled or 4), step=1, label="Student steps")
     gr.Markdown(ctx.settings.budget_note())
-    run = gr.Button("Record trajectories", variant="primary")
-    teacher_strip = gr.Image(label="Teacher: x0 prediction per step", type="pil", format="png")
-    student_strip = gr.Image(label="Student: x0 prediction per step", type="pil", format="png")
+    run = gr.Button("Record trajectories", variant="primary", elem_id="trajectory-button")
+    teacher_strip = gr.Image(label="Teacher: x0 prediction per step", type="pil", format="png", elem_id="teacher-strip")
+    student_strip = gr.Image(label="Student: x0 prediction per step", type="pil", format="png", elem_id="student-strip")
     timeline = gr.Plot(label="Spectrum timeline")
     with gr.Row():
         heat_t = gr.Plot(label="Teacher spectrum per step")
@@ -96,10 +110,17 @@ def build(ctx) -> None:
         refined_steps = gr.Slider(1, 250, value=1 if has_hd else 32, step=1, label="Refined steps")
     run_hd = gr.Button("Compare sketch and refined", variant="primary")
     with gr.Row(equal_height=True):
-        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=320)
-        refined_img = gr.Image(label="Refined", type="pil", format="png", height=320)
+        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=448)
+        refined_img = gr.Image(label="Refined", type="pil", format="png", height=448)
     hd_note = gr.Markdown()
     hd_plot = gr.Plot(label="Radial spectra")
+    hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]
+    if has_hd and ctx.has_method("hd-sketch"):
+        gr.Examples(
+            [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]], hd_inputs, [sketch_img, refined_img, hd_plot, hd_note],
+            fn=ctx.handler(sketch_refined, gpu=True), cache_examples=True, cache_mode="lazy",
+            example_labels=["one-step sketch vs refined (sneakers)"], label="Preset",
+        )  # fmt: skip
 
     run.click(
         ctx.handler(trajectory, gpu=True),
@@ -111,7 +132,7 @@ def build(ctx) -> None:
     )
     run_hd.click(
         ctx.handler(sketch_refined, gpu=True),
-        [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler],
+        hd_inputs,
         [sketch_img, refined_img, hd_plot, hd_note],
         api_name="sketch_refined",
         concurrency_limit=ctx.settings.concurrency,
