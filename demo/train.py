@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 CHECKPOINT_PREFIX = "checkpoint-"
+PRECISION_CHOICES = ("auto", "bf16", "no")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # upper bound; EMA warms up as min(decay, (1 + k) / (10 + k))
     grad_clip: float = 1.0
     seed: int = 0
-    mixed_precision: str = "bf16"  # "bf16" (autocast) or "no"
+    mixed_precision: str = "auto"  # "bf16" (autocast), "no", or "auto": bf16 where the hardware has it (bf16_is_fast)
     log_every: int = 25
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -47,8 +48,30 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size!r}")
         if not (0 < self.lr < 1):
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
-        if self.mixed_precision not in ("bf16", "no"):
-            raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {self.mixed_precision!r}")
+        if self.mixed_precision not in PRECISION_CHOICES:
+            raise ValueError(f"mixed_precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.mixed_precision!r}")
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bfloat16 autocast speeds training up here: a CUDA device that supports it, or a CPU with bfloat16
+    instructions (AVX512-BF16 or AMX). Without them the CPU emulates bf16 and is slower than float32 — measured on an
+    AVX2-only 2-core EPYC: about 1 img/s under bf16 against 12 img/s in float32 for the 3.9M-parameter guided student."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: no cheap way to tell, so keep float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(mixed_precision: str, device: torch.device) -> str:
+    """"auto" → "bf16" where `bf16_is_fast`, else "no"; an explicit choice is kept."""
+    if mixed_precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "no"
+    return mixed_precision
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -254,7 +277,10 @@ def train(
             old_handlers[sig] = signal.signal(sig, _request_stop)
 
     ckpt_extra = {"method": method.name, "student_config": _student_config(method.student)}  # lets a preview rebuild the student
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+    precision = resolve_precision(cfg.mixed_precision, device)
+    if is_main and cfg.mixed_precision == "auto":
+        print(f"mixed precision: {'bf16 autocast' if precision == 'bf16' else 'float32 (no fast bfloat16 on this device)'}", flush=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     stats_path = run_dir / "stats.jsonl"
     t_start, last = time.time(), {}
     window: dict[str, float] = {}

@@ -310,3 +310,18 @@ def test_gradients_are_averaged_in_one_all_reduce_per_dtype():
     for _rank, calls, grads in results:
         assert sorted(calls) == [2, 10]  # float32: 6 + 4 elements in one buffer; float64: 2
         assert grads == [[[1.5] * 2] * 3, [3.0] * 4, [4.5] * 2]  # mean of (1, 2)·(i + 1)
+
+
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_bfloat16_instructions(monkeypatch, tmp_path):
+    """Without AVX512-BF16/AMX a CPU emulates bf16 autocast, which trained ~10x slower than float32 here."""
+    import demo.train as tr
+
+    cpu = torch.device("cpu")
+    assert tr.resolve_precision("no", cpu) == "no" and tr.resolve_precision("bf16", cpu) == "bf16"
+    for flags, expected in (("fpu sse2 avx avx2 fma", "no"), ("fpu avx2 avx512f avx512_bf16", "bf16"), ("fpu avx2 amx_bf16 amx_tile", "bf16")):
+        info = tmp_path / f"cpuinfo-{expected}-{len(flags)}"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(tr, "Path", lambda p, info=info: info if p == "/proc/cpuinfo" else Path(p))
+        assert tr.resolve_precision("auto", cpu) == expected, flags
+    with pytest.raises(ValueError, match="mixed_precision must be one of auto, bf16, no"):
+        tr.TrainConfig(mixed_precision="fp16")

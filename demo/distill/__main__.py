@@ -15,7 +15,7 @@ import sys
 
 from demo.distill import METHODS
 from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN
-from demo.train import TrainConfig, latest_valid_checkpoint, train
+from demo.train import PRECISION_CHOICES, TrainConfig, latest_valid_checkpoint, train
 from demo.validate import SEED_MAX, arg_float, arg_int, check_out_dir
 
 STEPS = 10_000_000  # the longest a flag that counts iterations may be
@@ -52,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--lr-final", type=arg_float(0.0, 1.0), default=0.1)
     p.add_argument("--ema-decay", type=arg_float(0.0, 1.0, open_hi=True), default=0.999)
     p.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0)
-    p.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"])
+    p.add_argument("--mixed-precision", default="auto", choices=list(PRECISION_CHOICES),
+                   help="bf16 autocast, float32 (no), or auto: bf16 on a GPU or a CPU with bfloat16 instructions, where it is faster")
     p.add_argument("--log-every", type=arg_int(1, STEPS), default=25)
     p.add_argument("--checkpoint-every", type=arg_int(1, STEPS), default=500)
     p.add_argument("--channels", type=arg_channels, default="32,64,128", help="teacher/student UNet widths")
