@@ -101,8 +101,8 @@ def test_images_reach_gradio_as_content_named_files(ctx):
 def test_build_app_builds_without_launching(ctx):
     app = build_app(ctx.settings)
     assert isinstance(app, gr.Blocks)
-    names = {f.api_name for f in app.fns.values() if f.fn is not None}  # (Stop's cancel adds a private fn-less event)
-    assert set(API_NAMES) <= names
+    names = {f.api_name for f in app.fns.values() if f.fn is not None and f.api_visibility != "private"}  # (Stop's cancel
+    assert set(API_NAMES) <= names  # adds a fn-less event; the image captions and the Distill timers are private)
     # the Distill tab's own events, and the preset Examples' (Gradio names them load_example*)
     assert all(n in API_NAMES or n.startswith(("distill_", "load_example")) for n in names), names
     assert not app.ctx.catalog._cache  # nothing loaded while building
@@ -130,9 +130,10 @@ def test_compare_streams_then_finishes(ctx):
     assert len(outs) >= 3  # the student, teacher previews, the final result
     first = next(i for i, o in enumerate(outs) if o[1] != gr.skip())
     assert all(o[1] == gr.skip() for o in outs[first + 1 : -1])  # the student's picture is sent once while the teacher steps
-    teacher, student, summary, fig, download, code = outs[-1]
-    assert teacher.label == "tiny-teacher · 8 steps · 16 NFE" and student.label == "tiny-student · 2 steps · 4 NFE"
-    t_img, s_img = Image.open(teacher.value["path"]), Image.open(student.value["path"])
+    t_img, s_img, summary, fig, download, code, captions = outs[-1]
+    assert captions == {"teacher": "tiny-teacher · 8 steps · 16 NFE", "student": "tiny-student · 2 steps · 4 NFE"}
+    labels = compare.label_images(captions)  # the chained private event that writes them into the image labels
+    assert labels[0].label == "Teacher: tiny-teacher · 8 steps · 16 NFE" and labels[1].label == "Student: tiny-student · 2 steps · 4 NFE"
     assert t_img.size == s_img.size and t_img.width >= 4 * 28
     assert "Speedup" in summary and "| student | tiny-student | 2 | 4 |" in summary and "warm sampling" in summary
     assert len(fig.data) == 2 and any("Teacher step" in o[2] for o in outs if isinstance(o[2], str))

@@ -54,7 +54,7 @@ def test_app_lists_and_compares_a_latent_dit_teacher_and_student(served):
     assert summary.startswith("2 model folders")
     listed = {c[0] for u in updates for c in u["choices"]}
     assert {"tiny-dit-teacher", "tiny-dit-student"} <= listed
-    teacher, student, table, _fig = served.predict(**COMPARE, api_name="/compare")
+    teacher, student, table, _fig, *_ = served.predict(**COMPARE, api_name="/compare")
     assert decoded_png(teacher) and decoded_png(student) and "Speedup" in table
     strip_t, strip_s, *figs = served.predict(**COMPARE, api_name="/trajectory")
     assert decoded_png(strip_t) and decoded_png(strip_s) and len(figs) == 3

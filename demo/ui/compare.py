@@ -34,7 +34,7 @@ def compare(
     clip_x0=False,
     request: gr.Request = None,
 ):
-    """Stream (teacher image, student image, summary, spectrum figure, download, code); the last yield holds the final
+    """Stream (teacher image, student image, summary, spectrum figure, download, code, captions); the last yield holds the
     results. Loading and warm-up are timed apart and shown on their own line; the speed-up is warm sampling only."""
     n = lab.check_int("batch size", n, 1, ctx.settings.max_batch)
     ctx.wait_for_preload()  # a start-up warm-up still running would share the CPU with the timed runs
@@ -62,34 +62,45 @@ def _caption(model, steps: int, nfe: int) -> str:
 
 
 def _outputs(events, t_model, s_model, loads: dict, settings: dict):
-    """Library events → (teacher image, student image, summary, figure, download, code) updates."""
+    """Library events → (teacher image, student image, summary, figure, download, code, captions) updates. The images
+    are plain files, so an API client gets paths; the captions (model · steps · NFE) go to a State that a chained,
+    private event writes into the image labels."""
     student_img, step, warm = None, 0, {}
     skip2 = (gr.skip(), gr.skip())
     for kind, value in events:
         if kind == "warm":
             warm = value
-            yield gr.skip(), gr.skip(), "Warming up the models (first use at this batch size; not counted)…", gr.skip(), *skip2
+            yield gr.skip(), gr.skip(), "Warming up the models (first use at this batch size; not counted)…", gr.skip(), *skip2, gr.skip()
         elif kind == "student":
             student_img = lab.display_grid(value.images)
             status = f"Student: {value.nfe} NFE in {value.seconds * 1000:.0f} ms. Teacher sampling…"
-            yield gr.skip(), gr.Image(image_file(student_img), label=_caption(s_model, settings["student_steps"], value.nfe)), status, gr.skip(), *skip2
+            yield gr.skip(), image_file(student_img), status, gr.skip(), *skip2, gr.skip()
         elif kind == "step":
             step = value["i"] + 1
             status = f"Teacher step {value['i'] + 1}/{value['steps']} (t = {value['t']}): showing its x0 prediction."
-            yield lab.display_grid(value["x0"]), gr.skip(), status, gr.skip(), *skip2  # the student's image stays on screen
+            yield lab.display_grid(value["x0"]), gr.skip(), status, gr.skip(), *skip2, gr.skip()  # the student's image stays on screen
         elif kind == "stopped":
-            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip(), *skip2
+            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip(), *skip2, gr.skip()
         else:
             teacher_img = lab.display_grid(value.teacher.images)
             record = {"settings": settings, "timings": {**value.summary(), "load_seconds": {k: round(v, 3) for k, v in loads.items()}}}
             yield (
-                gr.Image(image_file(teacher_img), label=_caption(t_model, settings["teacher_steps"], value.teacher.nfe)),
-                gr.Image(image_file(student_img), label=_caption(s_model, settings["student_steps"], value.student.nfe)),
+                image_file(teacher_img),
+                image_file(student_img),
                 summary_markdown(value, t_model.name, s_model.name, loads),
                 spectrum_figure(value),
                 bundle({"teacher.png": teacher_img, "student.png": student_img}, record),
                 code_for(settings, t_model, s_model),
-            )
+                {"teacher": _caption(t_model, settings["teacher_steps"], value.teacher.nfe),
+                 "student": _caption(s_model, settings["student_steps"], value.student.nfe)},
+            )  # fmt: skip
+
+
+def label_images(captions: dict):
+    """Write a finished comparison's captions (model · steps · NFE) into the two image labels."""
+    if not captions:
+        return gr.skip(), gr.skip()
+    return gr.Image(label=f"Teacher: {captions['teacher']}"), gr.Image(label=f"Student: {captions['student']}")
 
 
 def summary_markdown(c, teacher_name: str, student_name: str, loads: dict | None = None) -> str:
@@ -290,7 +301,8 @@ def build(ctx) -> None:
         code = gr.Code(label="Code for this", language="shell", elem_id="compare-code")
 
     inputs = [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0]
-    outputs = [teacher_img, student_img, summary, spectrum, download, code]
+    captions = gr.State({})  # not part of the API: /compare returns the six outputs above
+    outputs = [teacher_img, student_img, summary, spectrum, download, code, captions]
     handler = ctx.handler(compare, gpu=True)
     rows = presets(ctx)
     if rows:
@@ -308,6 +320,7 @@ def build(ctx) -> None:
         concurrency_id="sampling",
         js=URL_JS,
     )
+    event.success(label_images, captions, [teacher_img, student_img], api_name="compare_labels", api_visibility="private", queue=False)
     stop.click(ctx.handler(stop_compare), None, summary, cancels=[event], api_name="stop_compare", queue=False)
     student.change(ctx.handler(student_defaults), [student, teacher_steps], [student_steps, teacher], api_name="student_defaults", queue=False)
     ctx.on_load.append((ctx.handler(from_url), [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n]))
