@@ -1,7 +1,7 @@
 """Issue 22's probe families against a really served app: `python app.py` with the shipped models, plus the CLIs and
 the start-up settings, each probe classified as handled or not. Not collected by pytest (no `test_` prefix).
 
-    python tests/probe_app.py            # about 10 minutes on 2 CPU cores; exit code 0 only when every probe is handled
+    python tests/probe_app.py            # about 30 minutes on 2 CPU cores (one busy); exit code 0 only when every probe is handled
 
 What it does:
 1. starts `python app.py` on a free loopback port with a temporary GDL_RUNS_DIR and an extra GDL_MODEL_ROOTS root of
