@@ -62,6 +62,17 @@ def _read_card(folder: Path) -> dict:
         return {}
 
 
+def _listed_name(card_name, folder_name: str) -> str:
+    """The card's name when a request could name it back (`model_text`), else the folder's: a 300-character or
+    non-string card name would list a model that every request then refuses."""
+    if isinstance(card_name, str) and card_name.strip() == card_name:
+        try:
+            return model_text(card_name)
+        except ValueError:
+            pass
+    return folder_name
+
+
 def named_teacher(folders, fallback: str | os.PathLike = "assets/models/fmnist-teacher") -> Path:
     """The teacher the model folders' cards name (`"teacher"`: a path, or a folder name beside the student), so a report
     measures students against the model they were distilled from; `fallback` when no card names one."""
@@ -132,7 +143,7 @@ class Catalog:
             for folder in self._walk(root):
                 card = _read_card(folder)
                 rel = folder.relative_to(root).as_posix()
-                name = str(card.get("name") or (folder.parent.name if folder.name == "model" else folder.name))
+                name = _listed_name(card.get("name"), folder.parent.name if folder.name == "model" else folder.name)
                 if name in found:
                     name = f"{root.name}/{rel}"
                 found[name] = Entry(

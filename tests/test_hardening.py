@@ -134,6 +134,18 @@ def test_model_names_are_checked_before_the_filesystem(root, bad):
     assert one_sentence(str(e.value)) and "File name too long" not in str(e.value)
 
 
+@pytest.mark.parametrize("card_name", ["n" * 300, ["a"], "", " padded", "x\0y"])
+def test_catalog_lists_only_names_a_request_can_use(root, card_name):
+    """A card name no request could carry back (too long, not text) is listed under its folder's name instead, so
+    the model a dropdown offers is the model a request can load (probe_app found a 300-character card name listed
+    and then refused)."""
+    folder = broken_copy(root, f"card-name-{abs(hash(str(card_name)))}", _card_update(name=card_name))
+    cat = Catalog([folder.parent], device="cpu")
+    (entry,) = [e for e in cat.entries() if e.path == folder]
+    assert entry.name == folder.name
+    assert cat.resolve(entry.name) == folder.resolve()
+
+
 @pytest.mark.parametrize("bad", [1.5, 10**30, float("nan"), float("inf"), -1, 0, "abc", True])
 def test_job_ids(bad, tmp_path):
     jobs = JobManager(tmp_path / "runs", limits=JobLimits(min_free_bytes=0), monitor=False)
