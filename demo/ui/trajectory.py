@@ -117,8 +117,8 @@ def build(ctx) -> None:
     examples = gr.Examples(preset_rows, hd_inputs, example_labels=["one-step sketch vs refined (sneakers)"], label=PRESET_NOTE,
                            elem_id="sketch-refined-presets") if preset_rows else None  # fmt: skip
     with gr.Row(equal_height=True):
-        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=472)
-        refined_img = gr.Image(label="Refined", type="pil", format="png", height=472)
+        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=472, elem_id="sketch-image")
+        refined_img = gr.Image(label="Refined", type="pil", format="png", height=472, elem_id="refined-image")
     hd_note = gr.Markdown()
     hd_plot = gr.Plot(label="Radial spectra")
     hd_outputs = [sketch_img, refined_img, hd_plot, hd_note]
