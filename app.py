@@ -18,6 +18,11 @@ import threading
 if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
     import spaces  # noqa: F401
 
+# A Space caches every gr.Examples row that has a function at launch unless told otherwise, sampling before the app
+# answers anyone. The presets here have none (their results are precomputed in the background, `Context.precompute`);
+# lazily is the safe default should one get a function (an explicit cache_mode still wins).
+os.environ.setdefault("GRADIO_CACHE_MODE", "lazy")
+
 from demo.validate import env_int, show  # noqa: E402  (no gradio: it reads GRADIO_SERVER_PORT at import and fails on a bad one)
 
 
