@@ -3,7 +3,9 @@
 `python app.py` serves on 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
 Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`). The models the default
 Compare view needs are loaded and warmed in the background while the server starts (`Context.preload`), so the
-first comparison a visitor runs is timed on warm models; other models load on first use (`GDL_PRELOAD=0`: none).
+first comparison a visitor runs is timed on warm models; then the presets' first results are computed whenever no
+request is running (`Context.precompute`), so a preset answers at once; other models load on first use
+(`GDL_PRELOAD=0`: none of this).
 On ZeroGPU, models are placed at start as its guidance says (`demo.space.place_models`).
 """
 
@@ -16,8 +18,9 @@ import threading
 if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
     import spaces  # noqa: F401
 
-# A Space caches every gr.Examples row at launch unless told otherwise, running each preset's sampling before the app
-# answers anyone; lazily, a row is cached on its first use instead (an explicit cache_mode still wins).
+# A Space caches every gr.Examples row that has a function at launch unless told otherwise, sampling before the app
+# answers anyone. The presets here have none (their results are precomputed in the background, `Context.precompute`);
+# lazily is the safe default should one get a function (an explicit cache_mode still wins).
 os.environ.setdefault("GRADIO_CACHE_MODE", "lazy")
 
 from demo.validate import env_int, show  # noqa: E402  (no gradio: it reads GRADIO_SERVER_PORT at import and fails on a bad one)
@@ -40,6 +43,10 @@ def _report(spent: dict) -> None:
     print("preloaded " + (", ".join(f"{name} ({sec:.1f} s)" for name, sec in spent.items()) or "nothing"), flush=True)
 
 
+def _report_presets(spent: dict) -> None:
+    print(f"precomputed {len(spent)} presets ({sum(spent.values()):.1f} s)", flush=True)
+
+
 def main() -> None:
     try:  # a bad setting or an unreachable Hub model is one sentence naming what is wrong, not a traceback
         server_name, server_port = server_address()
@@ -55,7 +62,7 @@ def main() -> None:
         sys.exit(f"error: {e}")
     app.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.concurrency)
     if os.environ.get("GDL_PRELOAD", "1") != "0":
-        app.ctx.start_preload(then=_report)  # imports diffusers, then loads and warms the default pair
+        app.ctx.start_preload(then=_report, presets_done=_report_presets)  # diffusers, the default pair, then the presets
     else:
         threading.Thread(target=_warm_imports, daemon=True).start()
     try:

@@ -145,10 +145,11 @@ def plot_pareto(
         return empty_figure(f"No model card records both {x!r} and {y!r} yet.")
     front = pareto_front([(p[0], p[1]) for p in pts])
     shown = set(front) if label_front_only else set(range(len(pts)))
+    positions = _label_positions([p[0] for p in pts], [p[1] for p in pts], shown, log_x and all(p[0] > 0 for p in pts))
     fig = go.Figure(
         go.Scatter(
             x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] if i in shown else "" for i, p in enumerate(pts)],
-            customdata=[p[2] for p in pts], mode="markers+text", textposition="top center", marker={"size": 11}, name="models",
+            customdata=[p[2] for p in pts], mode="markers+text", textposition=positions, marker={"size": 11}, name="models",
             hovertemplate=f"%{{customdata}}<br>{x} = %{{x:.4g}}<br>{y} = %{{y:.4g}}<extra></extra>",
         )
     )  # fmt: skip
@@ -158,6 +159,25 @@ def plot_pareto(
     fig.update_xaxes(title=x_title or x, type="log" if log_x and all(p[0] > 0 for p in pts) else "linear")
     fig.update_yaxes(title=f"{y} (lower is better)", type="log" if log_y and all(p[1] > 0 for p in pts) else "linear")
     return _layout(fig, title or f"{y} against {x}")
+
+
+def _label_positions(xs: Sequence[float], ys: Sequence[float], shown: set, log: bool, near: float = 0.2) -> list[str]:
+    """Text positions for the labelled points: alternately above and below along the x axis, so neighbours' names do
+    not run into each other; of two points within `near` decades (a 1/10 of the range on a linear axis), the left one's
+    name goes to its left and the right one's to its right, the higher one's above and the lower one's below."""
+    pos = {i: (math.log10(xs[i]) if log else xs[i]) for i in shown}
+    span = near if log else near / 2 * ((max(pos.values()) - min(pos.values())) if pos else 0)
+    order = sorted(shown, key=lambda i: (pos[i], i))
+    out = ["top center"] * len(xs)
+    for k, i in enumerate(order):
+        close = [j for j in order[max(0, k - 1) : k + 2] if j != i and abs(pos[i] - pos[j]) <= span]
+        if not close:
+            out[i] = "top center" if k % 2 == 0 else "bottom center"
+            continue
+        j = close[0]
+        side = "left" if (pos[i], i) < (pos[j], j) else "right"
+        out[i] = f"{'top' if ys[i] >= ys[j] else 'bottom'} {side}"
+    return out
 
 
 def plot_loss_curves(

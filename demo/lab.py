@@ -23,8 +23,10 @@ from demo.generate import Generation, generate, parse_labels
 from demo.validate import show
 
 W_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
-DISPLAY_PX = 280  # a single 28×28 image is shown at 10×
+DISPLAY_PX = 392  # a single 28×28 image is shown at 14×
+GRID_PX = 560  # a batch's grid is drawn at least this large (a 64-image grid at 3×, 726 px)
 FILMSTRIP_FRAMES = 16  # a filmstrip shows every step up to this many, then evenly spaced ones
+FILMSTRIP_ROW = 9  # frames per row: 9 × 116 px fits the page's width, so frames are shown at their 4× size
 FAST_REPEATS = 3  # a sampling run shorter than FAST_SECONDS is timed this many times (median): one run is all noise
 FAST_SECONDS = 0.5
 
@@ -49,35 +51,52 @@ def check_int(name: str, value, lo: int, hi: int) -> int:
 
 
 # ---- images for display ----
-def display_grid(images: torch.Tensor, ncols: int | None = None, target_px: int = DISPLAY_PX * 2, pad: int = 2):
-    """[N,C,H,W] in [-1, 1] → one PIL grid, scaled up with nearest-neighbour so pixels stay crisp."""
+def display_grid(images: torch.Tensor, ncols: int | None = None, target_px: int | None = None, pad: int = 2):
+    """[N,C,H,W] in [-1, 1] → one PIL grid at least `target_px` on its long side (DISPLAY_PX for one image, GRID_PX
+    for several; at most 1024), scaled up by a whole factor with nearest-neighbour so pixels stay crisp."""
     from PIL import Image
 
     from demo.sample import image_grid
 
     n = len(images)
     grid = image_grid(to_uint8(images), ncols or math.ceil(math.sqrt(n)), pad=pad if n > 1 else 0)
-    scale = max(1, round(min(target_px if n > 1 else DISPLAY_PX, 1024) / max(grid.size)))
+    target = target_px or (DISPLAY_PX if n == 1 else GRID_PX)
+    scale = max(1, min(math.ceil(target / max(grid.size)), 1024 // max(grid.size)))
     return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
 
 
-def labelled_strip(frames: list[torch.Tensor], labels: list[str], scale: int = 3, title: str | None = None):
-    """A row of [1,C,H,W] frames with a caption under each and an optional title above (filmstrips, W sweeps)."""
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's built-in scalable font (needs FreeType)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def labelled_strip(frames: list[torch.Tensor], labels: list[str], scale: int = 3, title: str | None = None, per_row: int | None = None):
+    """Frames [1,C,H,W] with a caption under each and an optional title above (filmstrips, W sweeps, previews), in
+    rows of at most `per_row` frames, so a long strip keeps its frames large instead of being shrunk to the page's
+    width. Captions sit below their frame and the title above the first row: no text covers a picture."""
     from PIL import Image, ImageDraw
 
     tiles = to_uint8(torch.cat(frames))  # [F, H, W] or [F, H, W, 3]
     h, w = tiles.shape[1:3]
-    H, Wd, cap, pad = h * scale, w * scale, 14, 4
-    top = pad + (cap if title else 0)
-    canvas = Image.new("RGB", (len(tiles) * (Wd + pad) + pad, top + H + cap + pad), "white")
+    H, Wd, cap, pad = h * scale, w * scale, 18, 4
+    cols = max(1, min(len(tiles), per_row or len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    top = pad + (22 if title else 0)
+    canvas = Image.new("RGB", (cols * (Wd + pad) + pad, top + rows * (H + cap + pad)), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad + 2, 2), title, fill=(20, 20, 20))
+        draw.text((pad + 2, 3), title, fill=(20, 20, 20), font=_font(15))
+    small = _font(13)
     for i, (tile, text) in enumerate(zip(tiles, labels)):
+        r, c = divmod(i, cols)
         img = Image.fromarray(tile).convert("RGB").resize((Wd, H), Image.NEAREST)
-        x = pad + i * (Wd + pad)
-        canvas.paste(img, (x, top))
-        draw.text((x + 2, top + H + 1), text, fill=(40, 40, 40))
+        x, y = pad + c * (Wd + pad), top + r * (H + cap + pad)
+        canvas.paste(img, (x, y))
+        draw.text((x + 2, y + H + 2), text, fill=(40, 40, 40), font=small)
     return canvas
 
 
@@ -115,10 +134,13 @@ def warm_up(model, n: int = 1, steps: int = 1, guidance: float = 2.0, sampler: s
     return time.perf_counter() - start
 
 
-def timed_generate(model, n: int, steps: int, guidance: float, sampler: str, seed: int, labels, **guidance_options) -> tuple[Generation, list[float]]:
+def timed_generate(
+    model, n: int, steps: int, guidance: float, sampler: str, seed: int, labels, first: Generation | None = None, **guidance_options
+) -> tuple[Generation, list[float]]:
     """`generate`, repeated (same seed, same images) while a run is shorter than FAST_SECONDS, up to FAST_REPEATS runs;
-    the Generation carries the median time, and the list holds every run's seconds."""
-    g = generate(model, n, steps=steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options)
+    the Generation carries the median time, and the list holds every run's seconds. `first`: a run already made (its
+    images may be on screen already), counted as the first."""
+    g = first or generate(model, n, steps=steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options)
     runs = [g.seconds]
     while len(runs) < FAST_REPEATS and g.seconds < FAST_SECONDS:
         runs.append(generate(model, n, steps=steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options).seconds)
@@ -165,6 +187,7 @@ def stream_steps(run, every: int = 1, stop: threading.Event | None = None) -> It
                 return
     finally:
         stop.set()
+        thread.join(30)  # the step in flight ends before the caller goes on: whoever samples next is timed alone
 
 
 @dataclass
@@ -211,8 +234,9 @@ def compare_stream(
     warmed up first (`warm_up`, once per model and setting) and a fast student is timed as the median of a few runs
     (`timed_generate`), so the speed-up compares warm sampling only.
 
-    Yields ("warm", {role: seconds}) when a warm-up ran, ("student", Generation), ("step", callback info of the
-    teacher) … and finally ("done", Comparison), or ("stopped", None) when `stop` was set during the teacher's sampling.
+    Yields ("warm", {role: seconds}) when a warm-up ran, ("student", Generation of its first run), ("step", callback
+    info of the teacher) … and finally ("done", Comparison), or ("stopped", None) when `stop` was set during the
+    teacher's sampling.
     """
     n = check_int("batch size", n, 1, 256)
     seed = check_int("seed", seed, 0, 2**31 - 1)
@@ -226,8 +250,10 @@ def compare_stream(
     warm = {k: v for k, v in warm.items() if v > 0}
     if warm:
         yield "warm", warm
-    s, runs = timed_generate(student, n, student_steps, guidance, sampler, seed, labels, **guidance_options)
-    yield "student", s
+    # The student's picture is shown after its first run; the repeats that time a fast student come after it.
+    first = generate(student, n, steps=student_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options)
+    yield "student", first
+    s, runs = timed_generate(student, n, student_steps, guidance, sampler, seed, labels, first=first, **guidance_options)
     every = max(1, teacher_steps // previews)
     for kind, value in stream_steps(
         lambda cb: generate(teacher, n, steps=teacher_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, callback=cb, **guidance_options),
@@ -268,24 +294,33 @@ def filmstrip_indices(k: int, max_frames: int = FILMSTRIP_FRAMES) -> list[int]:
     return sorted({round(i * (k - 1) / (m - 1)) for i in range(m)})
 
 
-def filmstrip(traj: Trajectory, max_frames: int = FILMSTRIP_FRAMES, scale: int = 4, title: str | None = None):
+def filmstrip(traj: Trajectory, max_frames: int = FILMSTRIP_FRAMES, scale: int = 4, title: str | None = None, per_row: int = FILMSTRIP_ROW):
     """The x0 prediction of every step (up to `max_frames`, see `filmstrip_indices`) and the final sample, captioned
-    with t; `title` goes above (the model, its steps and NFE)."""
+    with t, in rows of `per_row` frames; `title` goes above (the model, its steps and NFE)."""
     idx = filmstrip_indices(len(traj.x0s), max_frames)
     frames = [traj.x0s[i][:1] for i in idx] + [traj.final[:1]]
-    return labelled_strip(frames, [f"t={traj.t[i]}" for i in idx] + ["sample"], scale, title)
+    return labelled_strip(frames, [f"t={traj.t[i]}" for i in idx] + ["sample"], scale, title, per_row)
 
 
-def w_sweep(
-    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP
-) -> tuple[list[float], torch.Tensor, list[float]]:
-    """The same noise at each W: (W list, images [G,C,H,W], mean |x(W) − x(W_first)| per W)."""
+def w_sweep_iter(model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP) -> Iterator[tuple[list[float], torch.Tensor, list[float]]]:
+    """`w_sweep` one guidance weight at a time: yields the sweep so far after each W (for progress, and so that a
+    caller can stop between two samplings)."""
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
         class_label = 0  # one image per W: the sweep shows one class
     ws = [float(w) for w in guidances]
-    images = torch.cat([generate(model, 1, class_label, steps, w, sampler, seed).images for w in ws])
-    change = [float((images[i] - images[0]).abs().mean()) for i in range(len(ws))]
-    return ws, images, change
+    images = []
+    for i, w in enumerate(ws):
+        images.append(generate(model, 1, class_label, steps, w, sampler, seed).images)
+        x = torch.cat(images)  # [i + 1, C, H, W]
+        yield ws[: i + 1], x, [float((x[k] - x[0]).abs().mean()) for k in range(i + 1)]
+
+
+def w_sweep(model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP) -> tuple[list[float], torch.Tensor, list[float]]:
+    """The same noise at each W: (W list, images [G,C,H,W], mean |x(W) − x(W_first)| per W)."""
+    out = None
+    for out in w_sweep_iter(model, class_label, seed, steps, sampler, guidances):
+        pass
+    return out
 
 
 @dataclass
@@ -318,7 +353,7 @@ def w_sweep_strip(name: str, ws: list[float], images: torch.Tensor, change: list
     return labelled_strip(
         [images[i : i + 1] for i in range(len(ws))],
         [f"W={w:g}" for w in ws],
-        scale=3,
+        scale=4,
         title=f"{name}   (change at W={ws[-1]:g}: {change[-1]:.3f})",
     )
 
@@ -338,7 +373,7 @@ def steps_guidance_grid(model, class_label, seed: int, steps_list, guidance_list
     for r, s in enumerate(steps_list):
         row = []
         for c, w in enumerate(guidance_list):
-            g = generate(model, 1, steps=s, guidance=w, sampler=sampler, seed=seed, labels=labels)
+            g, _ = timed_generate(model, 1, s, w, sampler, seed, labels)  # fast cells: the median of a few runs
             row.append(g.images)
             secs[r, c] = g.seconds
         imgs.append(torch.stack(row))

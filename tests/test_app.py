@@ -101,10 +101,10 @@ def test_images_reach_gradio_as_content_named_files(ctx):
 def test_build_app_builds_without_launching(ctx):
     app = build_app(ctx.settings)
     assert isinstance(app, gr.Blocks)
-    names = {f.api_name for f in app.fns.values() if f.fn is not None and f.api_visibility != "private"}  # (Stop's cancel
-    assert set(API_NAMES) <= names  # adds a fn-less event; the image captions and the Distill timers are private)
-    # the Distill tab's own events, and the preset Examples' (Gradio names them load_example*)
-    assert all(n in API_NAMES or n.startswith(("distill_", "load_example")) for n in names), names
+    names = {f.api_name for f in app.fns.values() if f.fn is not None}  # (Stop's cancel adds a private fn-less event)
+    assert set(API_NAMES) <= names
+    # the Distill tab's own events, the preset Examples' (Gradio names them load_example*) and the runs they start
+    assert all(n in API_NAMES or n.startswith(("distill_", "load_example")) or n.endswith("_preset") for n in names), names
     assert not app.ctx.catalog._cache  # nothing loaded while building
     assert "tiny-teacher" in json.dumps(app.config, default=str)
 
@@ -130,12 +130,14 @@ def test_compare_streams_then_finishes(ctx):
     assert len(outs) >= 3  # the student, teacher previews, the final result
     first = next(i for i, o in enumerate(outs) if o[1] != gr.skip())
     assert all(o[1] == gr.skip() for o in outs[first + 1 : -1])  # the student's picture is sent once while the teacher steps
-    t_img, s_img, summary, fig, download, code, captions = outs[-1]
-    assert captions == {"teacher": "tiny-teacher · 8 steps · 16 NFE", "student": "tiny-student · 2 steps · 4 NFE"}
-    labels = compare.label_images(captions)  # the chained private event that writes them into the image labels
-    assert labels[0].label == "Teacher: tiny-teacher · 8 steps · 16 NFE" and labels[1].label == "Student: tiny-student · 2 steps · 4 NFE"
+    teacher, student, summary, fig, download, code = outs[-1]
+    assert teacher.label == "tiny-teacher · 8 steps · 16 NFE" and student.label == "tiny-student · 2 steps · 4 NFE"
+    t_img, s_img = Image.open(teacher.value["path"]), Image.open(student.value["path"])
     assert t_img.size == s_img.size and t_img.width >= 4 * 28
-    assert "Speedup" in summary and "| student | tiny-student | 2 | 4 |" in summary and "warm sampling" in summary
+    assert "Speedup" in summary and "warm sampling" in summary
+    # teacher and student are the table's columns: four short rows, narrow enough for a 390 px phone
+    assert "| model | tiny-teacher | tiny-student |" in summary and "| steps | 8 | 2 |" in summary and "| NFE / image | 16 | 4 |" in summary
+    assert teacher.height == min(t_img.height, 640) + 80  # the box fits the picture and leaves the label room above it
     assert len(fig.data) == 2 and any("Teacher step" in o[2] for o in outs if isinstance(o[2], str))
     import zipfile
 
@@ -237,7 +239,8 @@ def test_trajectory_tab(ctx):
 
 def test_sketch_refined_tab(ctx):
     sketch, refined, fig, note = call(ctx, trajectory.sketch_refined, "tiny-student", 1, "tiny-teacher", 4, "all", 2.0, 0)
-    assert sketch.size == refined.size and len(fig.data) == 2
+    assert sketch.label == "sketch: tiny-student · 1 step · 2 NFE" and refined.label == "refined: tiny-teacher · 4 steps · 8 NFE"
+    assert Image.open(sketch.value["path"]).size == Image.open(refined.value["path"]).size and len(fig.data) == 2
     assert note.count("high-frequency share") == 2 and "0.25 cycles/pixel" in note
 
 
@@ -261,6 +264,7 @@ def test_w_sweep_tab(ctx):
 def test_grid_tab_without_and_with_classifier(ctx, tmp_path):
     fig, note = call(ctx, grid.grid, "tiny-teacher", "2", 0, [1, 2], [1.0, 3.0])
     assert len(fig.data) == 4 and "classifier is missing" in note
+    assert "distilled" not in note and fig.layout.yaxis.title.text == "1 step · 2 NFE"  # a teacher has no distilled count
     assert all("p=" not in a.text for a in fig.layout.annotations)
 
     from analysis.classifier import FashionClassifier, save_classifier
@@ -293,6 +297,17 @@ def test_metrics_tab(ctx):
         call(ctx, metrics.loss_curves, "nope")
 
 
+def test_grid_says_when_a_step_distilled_student_runs_off_its_step_count(ctx):
+    """tiny-student's card says it was distilled for 2 steps: the other rows are marked and the note names them."""
+    fig, note = call(ctx, grid.grid, "tiny-student", "2", 0, [1, 2, 4], [2.0])
+    assert "was distilled for 2 steps: the rows at 1, 4 steps run it at step counts it was not distilled for" in note
+    rows = [fig.layout[f"yaxis{'' if i == 1 else i}"].title.text for i in (1, 2, 3)]
+    assert rows == ["1 step · 2 NFE<br>(not distilled for)", "2 steps · 4 NFE<br>(its distilled count)", "4 steps · 8 NFE<br>(not distilled for)"]
+    assert "distilled for 2 steps" in fig.layout.title.text
+    _, own = call(ctx, grid.grid, "tiny-student", "2", 0, [2], [2.0])
+    assert "not distilled" not in own  # only its own row: nothing to warn about
+
+
 # ---- hooks ----
 def test_metrics_separates_guidance_weights_and_hides_minor_columns(tmp_path):
     root = make_model_root(tmp_path / "models")
@@ -308,6 +323,24 @@ def test_metrics_separates_guidance_weights_and_hides_minor_columns(tmp_path):
     assert "params" not in table.columns and "diversity" not in table.columns and "guidance" in table.columns
     full, _ = call(c, metrics.metrics, "nfe", "frechet_distance", 5.0, True)
     assert "diversity" in full.columns and "params" not in full.columns
+
+
+def test_metrics_table_rounds_and_front_labels_alternate(tmp_path):
+    from analysis.plots import plot_pareto
+
+    root = make_model_root(tmp_path / "models")
+    card = json.loads((root / "tiny-student" / "card.json").read_text())
+    card["metrics"] = {"ddim2_W2_report": {"nfe": 2, "frechet_distance": 11.420211219977546}}
+    (root / "tiny-student" / "card.json").write_text(json.dumps(card))
+    table, _ = call(Context(settings_for(root, tmp_path)), metrics.metrics, "nfe", "frechet_distance", 2.0)
+    assert table.set_index("model").loc["tiny-student", "frechet_distance"] == 11.42
+    rows = [{"model": f"m{i}", "nfe": 2**i, "frechet_distance": 10.0 - i} for i in range(4)]  # all on the front
+    fig = plot_pareto(rows, label_front_only=True)
+    assert list(fig.data[0].textposition) == ["top center", "bottom center", "top center", "bottom center"]
+    # two front points close together on the log axis (100 and 110 NFE): names outward, the higher one's above
+    rows = [{"model": "a", "nfe": 1, "frechet_distance": 10.0}, {"model": "b", "nfe": 100, "frechet_distance": 5.0},
+            {"model": "c", "nfe": 110, "frechet_distance": 2.5}]  # fmt: skip
+    assert list(plot_pareto(rows, label_front_only=True).data[0].textposition) == ["top center", "top left", "bottom right"]
 
 
 def _components(app, **props) -> list[dict]:
@@ -385,7 +418,8 @@ def test_spaces_gpu_wraps_sampling_events(monkeypatch, ctx):
     monkeypatch.setitem(sys.modules, "spaces", spaces)
     app = build_app(ctx.settings)
     on_gpu = {f.api_name for f in app.fns.values() if getattr(f.fn, "on_gpu", False)}
-    assert on_gpu == {"compare", "trajectory", "sketch_refined", "branch_gap", "w_sweep", "grid", "embedding"}
+    # and the runs a preset starts (the tiny student is a DASH student: the Compare tab's DASH preset)
+    assert on_gpu == {"compare", "trajectory", "sketch_refined", "branch_gap", "w_sweep", "grid", "embedding", "compare_preset"}
 
 
 def test_w_conditioned_student_in_the_views(tmp_path, tiny_teacher):
@@ -402,7 +436,7 @@ def test_w_conditioned_student_in_the_views(tmp_path, tiny_teacher):
     )
     c = Context(settings_for(root, tmp_path))
     teacher_img, student_img, summary, *_ = call(c, compare.compare, "tiny-teacher", "tiny-guided", "1", 3.0, 4, 4, 0)
-    assert "| student | tiny-guided | 4 | 4 |" in summary  # one network evaluation per step
+    assert "| NFE / image | 8 | 4 |" in summary  # one network evaluation per step
     _, _, table, _ = call(c, branches.branch_gap, "tiny-teacher", ["tiny-guided"], 6, 3, 0, 2.0)
     assert table["rho"][0] == pytest.approx(0.0, abs=1e-3) and table["effective_guidance"][0] == pytest.approx(0.0, abs=1e-2)
     _, fig = call(c, branches.w_sweep, ["tiny-guided", "tiny-teacher"], "1", 0, 2)
@@ -428,3 +462,107 @@ def test_default_models_prefer_the_requested_step_count(tmp_path):
     (root / "a-student" / "card.json").write_text(json.dumps({**card, "method": "hd", "steps": 1}))
     c = Context(settings_for(root, tmp_path))
     assert c.default_model("student", steps=4, method="hd") == "a-student" and c.has_method("hd")
+    # method and step count together win over the method alone (the 4-step preset used to find the 1-step student)
+    card = json.loads((root / "b-student" / "card.json").read_text())
+    (root / "b-student" / "card.json").write_text(json.dumps({**card, "method": "hd"}))
+    c = Context(settings_for(root, tmp_path))
+    assert c.default_model("student", steps=4, method="hd") == "b-student" and c.default_model("student", steps=1, method="hd") == "a-student"
+
+
+# ---- presets: precomputed at start-up, answered at once, never timed alongside a request ----
+def _progressive_root(root: Path) -> Path:
+    """A teacher and 4-step and 1-step 'progressive' students naming it, as the shipped fmnist-pd-4/pd-1 do."""
+    make_tiny_teacher(root / "tiny-teacher")
+    for name, steps in (("tiny-pd-1", 1), ("tiny-pd-4", 4)):
+        make_tiny_teacher(root / name, seed=steps, name=name)
+        card = json.loads((root / name / "card.json").read_text())
+        (root / name / "card.json").write_text(json.dumps({**card, "kind": "student", "method": "progressive", "teacher": "tiny-teacher", "steps": steps}))
+    return root
+
+
+def test_compare_presets_are_precomputed_and_answer_without_sampling(tmp_path, monkeypatch):
+    c = Context(settings_for(_progressive_root(tmp_path / "models"), tmp_path))
+    rows = compare.presets(c)
+    assert [label for label, _ in rows] == ["4-step student vs teacher", "1-step student vs teacher"]  # the 4-step one was missing
+    assert rows[0][1][:2] == ["tiny-teacher", "tiny-pd-4"] and rows[0][1][5] == 4
+    app = build_app(c.settings)
+    ctx = app.ctx
+    assert len(ctx.preset_jobs) == 2 and all(key[0] == "compare" and len(args) == 11 for key, _, args in ctx.preset_jobs)
+    assert any(f.api_name == "compare_preset" for f in app.fns.values())
+    spent = ctx.precompute()
+    assert set(spent) == {key for key, _, _ in ctx.preset_jobs}
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("a precomputed preset sampled again")
+
+    monkeypatch.setattr(compare.lab, "compare_stream", no_sampling)
+    run = ctx.precomputed_handler(compare.compare)
+    # as Gradio sends them: numbers as floats, the Request appended
+    args = [float(a) if isinstance(a, int) and not isinstance(a, bool) else a for a in ctx.preset_jobs[0][2]]
+    (out,) = list(run(*args, types.SimpleNamespace(session_hash="s")))
+    teacher, student, summary, *_ = out
+    assert student.label == "tiny-pd-4 · 4 steps · 8 NFE" and "Speedup" in summary and Path(teacher.value["path"]).is_file()
+    Path(teacher.value["path"]).unlink()  # pruned after an hour: computed again rather than shown broken
+    with pytest.raises(AssertionError, match="sampled again"):
+        list(run(*args))
+
+
+def test_a_request_never_shares_the_cpu_with_a_precomputing_preset(ctx):
+    """The background runs only while no sampling request does, and stops at its next yield when one arrives."""
+    import threading
+    import time
+
+    events = []
+
+    def slow(c, n):
+        for i in range(n):
+            events.append(("bg", i))
+            time.sleep(0.05)
+            yield i
+
+    key = ("slow", (5.0,))
+    ctx.preset_jobs.append((key, slow, (5,)))
+    try:
+        with ctx.foreground():
+            worker = threading.Thread(target=ctx.precompute)
+            worker.start()
+            time.sleep(0.2)
+            assert events == []  # waits while a request runs
+        worker.join(10)
+        assert ctx.precomputed[key] == 4 and [i for _, i in events] == [0, 1, 2, 3, 4]
+
+        events.clear()
+        del ctx.precomputed[key]
+        worker = threading.Thread(target=ctx.precompute)
+        worker.start()
+        while not events:
+            time.sleep(0.01)
+        with ctx.foreground():  # arrives mid-run: the background pauses at its next yield before this goes on
+            paused_at = len(events)
+            time.sleep(0.2)
+            assert len(events) == paused_at and not ctx._background_busy
+        worker.join(10)
+        assert ctx.precomputed[key] == 4 and events[-5:] == [("bg", i) for i in range(5)]  # started again, finished
+    finally:
+        ctx.preset_jobs.remove((key, slow, (5,)))
+        ctx.precomputed.pop(key, None)
+
+
+def test_dash_preset_label_states_the_size_ratio_from_the_cards(tmp_path):
+    root = tmp_path / "models"
+    make_tiny_teacher(root / "tiny-teacher")
+    make_tiny_teacher(root / "tiny-dash", name="tiny-dash")
+    for name, params, extra in (("tiny-teacher", 5700, {}), ("tiny-dash", 1000, {"kind": "student", "method": "dash", "teacher": "tiny-teacher"})):
+        card = json.loads((root / name / "card.json").read_text())
+        (root / name / "card.json").write_text(json.dumps({**card, "parameters": params, **extra}))
+    labels = [label for label, _ in compare.presets(Context(settings_for(root, tmp_path)))]
+    assert labels == ["DASH (5.7x smaller) vs teacher at W = 5"]
+
+
+def test_distill_preview_is_large_and_captioned_under_each_picture(tiny_teacher):
+    from demo.ui import distill
+
+    jobs = types.SimpleNamespace(status=lambda job: {"job_id": job, "teacher": None}, load_preview=lambda job: tiny_teacher)
+    img, caption = distill.distill_preview(jobs, 1, 2.0, 0)
+    assert img.width == 5 * (28 * 4 + 4) + 4 and img.height > 2 * 28 * 4  # two rows of five frames at 4x
+    assert "**tiny-teacher** · 32 NFE per image" in caption  # 16 steps × 2 (CFG)

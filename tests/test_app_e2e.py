@@ -16,7 +16,6 @@ from gradio_client import Client
 from test_app import make_model_root, settings_for
 
 from demo.ui import API_NAMES
-from demo.ui.compare import URL_KEYS
 
 COMPARE = {
     "teacher": "tiny-teacher",
@@ -47,6 +46,8 @@ def served(tmp_path_factory):
 
 
 def is_png(path) -> bool:
+    """A PNG of at least 28 px; an image sent as an update (a new label or box height) carries its path as its value."""
+    path = path["value"] if isinstance(path, dict) else path
     with Image.open(path) as img:
         return img.format == "PNG" and img.width >= 28
 
@@ -72,9 +73,10 @@ def test_every_api_name(served):
     assert summary.startswith("3 model folders")  # one of them has no weights
     assert all(u["choices"][0] == ["tiny-student", "tiny-student"] for u in updates)
 
-    teacher, student, table, fig, *_ = call("compare", **COMPARE)  # then the download and the code snippet
+    teacher, student, table, fig, download, code = call("compare", **COMPARE)  # images, summary, spectra, zip, commands
     assert is_png(teacher) and is_png(student) and "Speedup" in table and fig["type"] == "plotly"
-    _t, _s, table, *_ = call("compare", **COMPARE, guidance_interval="100,600", clip_x0=True)
+    assert str(download).endswith(".zip") and "python -m demo.sample" in code
+    _, _, table, *_ = call("compare", **COMPARE, guidance_interval="100,600", clip_x0=True)
     assert "Speedup" in table
     assert call("stop_compare") == "Nothing is running."
     assert call("student_defaults", student="tiny-student") == (2, "tiny-teacher")  # its steps and the teacher its card names
@@ -116,8 +118,8 @@ def test_every_api_name(served):
     table, fig = call("metrics", x_axis="nfe", y_metric="frechet_distance")
     assert [row[0] for row in table["data"]][:2] == ["tiny-student", "tiny-teacher"]
     assert call("loss_curves", run="run-kd")["type"] == "plotly"
-    assert len(call("settings_from_url")) == len(URL_KEYS)  # no query string: every control left as it is
     assert call("list_runs")["choices"] == [["run-kd", "run-kd"]]
+    assert len(call("settings_from_url")) == 9  # no query string here: every Compare input is left as it is
     assert called == set(API_NAMES)
 
 
@@ -127,8 +129,9 @@ def test_stop_compare_ends_a_running_comparison(served):
     deadline = time.time() + 60
     while len(job.outputs()) < 2 and time.time() < deadline:  # the student, then the first teacher preview
         time.sleep(0.05)
+    # the button's own text is its final word (the browser cancels the event, so nothing replaces it): no "Stopping…"
     assert client.predict(api_name="/stop_compare") == "Stopped; the last teacher preview stays on screen."
-    _t, _s, summary, *_ = job.result(timeout=60)
+    _, _, summary, *_ = job.result(timeout=60)
     assert summary.startswith("Stopped after teacher step")
 
 

@@ -122,8 +122,22 @@ def test_embedding_data_without_classifier(tiny_teacher):
 
 def test_display_grid_is_crisp(tiny_teacher):
     img = lab.display_grid(torch.zeros(1, 1, 28, 28))
-    assert img.size == (280, 280)
+    assert img.size == (lab.DISPLAY_PX, lab.DISPLAY_PX)
     assert lab.display_grid(torch.zeros(16, 1, 28, 28)).width >= 4 * 28 * 4
+    big = lab.display_grid(torch.zeros(64, 1, 28, 28))  # 8 × 8 tiles: at least GRID_PX, so a tile is not 30 px
+    assert big.width >= lab.GRID_PX and big.width % (8 * 28 + 9 * 2) == 0  # a whole scale factor: crisp
+
+
+def test_labelled_strip_wraps_rows_and_keeps_captions_off_the_frames():
+    frames = [torch.full((1, 1, 28, 28), -1.0) for _ in range(17)]  # black frames on a white canvas
+    strip = lab.labelled_strip(frames, [f"f{i}" for i in range(17)], scale=4, title="a title", per_row=9)
+    tile, pad, cap, top = 112, 4, 18, 4 + 22
+    assert strip.width == 9 * (tile + pad) + pad and strip.height == top + 2 * (tile + cap + pad)
+    px = strip.convert("L")
+    for r in range(2):  # each frame's pixels are all its own: no text drawn over them
+        y = top + r * (tile + cap + pad)
+        box = px.crop((pad, y, pad + tile, y + tile))
+        assert box.getextrema() == (0, 0)
 
 
 def test_metrics_rows():

@@ -56,6 +56,10 @@ CSS = """
 .prose td, .prose th { white-space: nowrap; }
 /* 28x28 images scaled up stay crisp */
 img { image-rendering: pixelated; }
+/* on a phone the Compare summary (three narrow columns) fits the screen: tighter cells, long names may wrap */
+@media (max-width: 600px) {
+  #compare-summary td, #compare-summary th { padding: 4px 6px; white-space: normal; overflow-wrap: anywhere; }
+}
 """
 
 logger = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from demo import lab
 from demo.generate import generate
 from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
 from demo.ui.compare import sampler_dropdown
+from demo.ui.context import PRESET_NOTE
 from demo.validate import model_list, model_nfe, number
 
 
@@ -71,8 +72,11 @@ def w_sweep(ctx, models, class_label="0", seed=0, steps=16, sampler="ddim", prog
     ctx.check_work(sum(len(lab.W_SWEEP) * lab.model_steps(m, steps) * model_nfe(m.card) for m in loaded), "6 guidance scales × steps × NFE per step per model")
     for i, m in enumerate(loaded):
         progress((i, len(loaded)), desc=f"model {i + 1}/{len(loaded)}: {m.name}")
-        ws, images, change = lab.w_sweep(m, class_label, seed, lab.model_steps(m, steps), sampler)
-        rows.append(lab.w_sweep_strip(f"{m.name} · {lab.model_steps(m, steps)} steps", ws, images, change))
+        k = lab.model_steps(m, steps)
+        for j, (ws, images, change) in enumerate(lab.w_sweep_iter(m, class_label, seed, k, sampler)):
+            if j < len(lab.W_SWEEP) - 1:
+                yield gr.skip(), gr.skip()  # a pause point between samplings: a visitor who left stops the work here
+        rows.append(lab.w_sweep_strip(f"{m.name} · {k} step{'s' * (k != 1)} · {k * model_nfe(m.card)} NFE", ws, images, change))
         sweeps[m.name] = (ws, change)
         yield lab.stack_rows(rows), plot_w_sweep(sweeps)
 
@@ -109,15 +113,18 @@ def build(ctx) -> None:
         steps = gr.Slider(1, 250, value=16, step=1, label="Steps", info="students distilled for a fixed step count use theirs")
         sampler = sampler_dropdown()
     run_sweep = gr.Button("Sweep W", variant="primary")
-    sweep_img = gr.Image(label="W sweep", type="pil", format="png")
-    sweep_plot = gr.Plot(label="Change against W")
     sweep_inputs = [sweep_models, class_label, seed, steps, sampler]
     pair = [ctx.default_model("student", method="dash"), ctx.default_model("student", method="kd-cond")]
-    if ctx.has_method("dash") and ctx.has_method("kd-cond"):
-        gr.Examples(
-            [[[teacher_name, *pair], "9", 0, 16, "ddim"]], sweep_inputs, [sweep_img, sweep_plot], fn=ctx.handler(w_sweep, gpu=True),
-            cache_examples=True, cache_mode="lazy", example_labels=["DASH vs cond-only KD across W (look at W = 5)"], label="Preset",
-        )  # fmt: skip
+    preset_rows = [[[teacher_name, *pair], "9", 0, 16, "ddim"]] if ctx.has_method("dash") and ctx.has_method("kd-cond") else []
+    examples = gr.Examples(
+        preset_rows, sweep_inputs, example_labels=["DASH vs cond-only KD across W (look at W = 5)"], label=PRESET_NOTE,
+        elem_id="w-sweep-presets",
+    ) if preset_rows else None  # fmt: skip
+    sweep_img = gr.Image(label="W sweep", show_label=False, type="pil", format="png", elem_id="w-sweep-image")  # the rows carry their titles
+    sweep_plot = gr.Plot(label="Change against W")
+    sampling = {"concurrency_limit": ctx.settings.concurrency, "concurrency_id": "sampling"}
+    if examples is not None:
+        ctx.register_presets(w_sweep, examples, preset_rows, sweep_inputs, [sweep_img, sweep_plot], api_name="w_sweep_preset", **sampling)
 
     run.click(
         ctx.handler(branch_gap, gpu=True),

@@ -14,7 +14,7 @@ from demo.guidance import parse_interval
 from demo.catalog import REPO
 from demo.samplers import SAMPLERS
 from demo.validate import model_nfe
-from demo.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, image_file
+from demo.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, PRESET_NOTE, shown_image
 
 DOWNLOAD_DIR = IMAGE_DIR.parent / "gdl-downloads"
 
@@ -34,7 +34,7 @@ def compare(
     clip_x0=False,
     request: gr.Request = None,
 ):
-    """Stream (teacher image, student image, summary, spectrum figure, download, code, captions); the last yield holds the
+    """Stream (teacher image, student image, summary, spectrum figure, download, code); the last yield holds the final
     results. Loading and warm-up are timed apart and shown on their own line; the speed-up is warm sampling only."""
     n = lab.check_int("batch size", n, 1, ctx.settings.max_batch)
     ctx.wait_for_preload()  # a start-up warm-up still running would share the CPU with the timed runs
@@ -62,55 +62,48 @@ def _caption(model, steps: int, nfe: int) -> str:
 
 
 def _outputs(events, t_model, s_model, loads: dict, settings: dict):
-    """Library events → (teacher image, student image, summary, figure, download, code, captions) updates. The images
-    are plain files, so an API client gets paths; the captions (model · steps · NFE) go to a State that a chained,
-    private event writes into the image labels."""
-    student_img, step, warm = None, 0, {}
+    """Library events → (teacher image, student image, summary, figure, download, code) updates."""
+    student_img, step = None, 0
     skip2 = (gr.skip(), gr.skip())
     for kind, value in events:
         if kind == "warm":
-            warm = value
-            yield gr.skip(), gr.skip(), "Warming up the models (first use at this batch size; not counted)…", gr.skip(), *skip2, gr.skip()
+            yield gr.skip(), gr.skip(), "Warming up the models (first use at this batch size; not counted)…", gr.skip(), *skip2
         elif kind == "student":
             student_img = lab.display_grid(value.images)
             status = f"Student: {value.nfe} NFE in {value.seconds * 1000:.0f} ms. Teacher sampling…"
-            yield gr.skip(), image_file(student_img), status, gr.skip(), *skip2, gr.skip()
+            yield gr.skip(), shown_image(student_img, _caption(s_model, settings["student_steps"], value.nfe)), status, gr.skip(), *skip2
         elif kind == "step":
             step = value["i"] + 1
             status = f"Teacher step {value['i'] + 1}/{value['steps']} (t = {value['t']}): showing its x0 prediction."
-            yield lab.display_grid(value["x0"]), gr.skip(), status, gr.skip(), *skip2, gr.skip()  # the student's image stays on screen
+            label = f"{t_model.name} · x0 prediction at step {step}/{value['steps']} (t = {value['t']})"
+            yield shown_image(lab.display_grid(value["x0"]), label), gr.skip(), status, gr.skip(), *skip2  # the student's image stays
         elif kind == "stopped":
-            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip(), *skip2, gr.skip()
+            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip(), *skip2
         else:
             teacher_img = lab.display_grid(value.teacher.images)
             record = {"settings": settings, "timings": {**value.summary(), "load_seconds": {k: round(v, 3) for k, v in loads.items()}}}
             yield (
-                image_file(teacher_img),
-                image_file(student_img),
+                shown_image(teacher_img, _caption(t_model, settings["teacher_steps"], value.teacher.nfe)),
+                shown_image(student_img, _caption(s_model, settings["student_steps"], value.student.nfe)),
                 summary_markdown(value, t_model.name, s_model.name, loads),
                 spectrum_figure(value),
                 bundle({"teacher.png": teacher_img, "student.png": student_img}, record),
                 code_for(settings, t_model, s_model),
-                {"teacher": _caption(t_model, settings["teacher_steps"], value.teacher.nfe),
-                 "student": _caption(s_model, settings["student_steps"], value.student.nfe)},
-            )  # fmt: skip
-
-
-def label_images(captions: dict):
-    """Write a finished comparison's captions (model · steps · NFE) into the two image labels."""
-    if not captions:
-        return gr.skip(), gr.skip()
-    return gr.Image(label=f"Teacher: {captions['teacher']}"), gr.Image(label=f"Student: {captions['student']}")
+            )
 
 
 def summary_markdown(c, teacher_name: str, student_name: str, loads: dict | None = None) -> str:
+    """Teacher and student as the table's two columns (four short rows fit a 390 px phone), the warm speed-up, and the
+    one-off costs on their own line."""
     s = c.summary()
-    repeats = f" (median of {s['student_runs']} runs)" if s["student_runs"] > 1 else ""
+    repeats = f" The student's latency is the median of {s['student_runs']} runs." if s["student_runs"] > 1 else ""
     text = (
-        f"| | model | steps | NFE / image | latency |\n|---|---|---|---|---|\n"
-        f"| teacher | {teacher_name} | {c.teacher_steps} | {s['teacher_nfe']} | {s['teacher_seconds'] * 1000:.0f} ms |\n"
-        f"| student | {student_name} | {c.student_steps} | {s['student_nfe']} | {s['student_seconds'] * 1000:.0f} ms{repeats} |\n\n"
-        f"**Speedup {s['speedup']:.1f}×** in warm sampling time ({s['nfe_ratio']:g}× fewer network evaluations)."
+        f"| | teacher | student |\n|---|---|---|\n"
+        f"| model | {teacher_name} | {student_name} |\n"
+        f"| steps | {c.teacher_steps} | {c.student_steps} |\n"
+        f"| NFE / image | {s['teacher_nfe']} | {s['student_nfe']} |\n"
+        f"| latency | {s['teacher_seconds'] * 1000:.0f} ms | {s['student_seconds'] * 1000:.0f} ms |\n\n"
+        f"**Speedup {s['speedup']:.1f}×** in warm sampling time ({s['nfe_ratio']:g}× fewer network evaluations).{repeats}"
     )
     one_off = [f"loading the {role} {sec:.1f} s" for role, sec in (loads or {}).items()]
     one_off += [f"warming up the {role} {sec:.2f} s" for role, sec in c.warmup_seconds.items()]
@@ -251,7 +244,8 @@ def presets(ctx) -> list[tuple[str, list]]:
     if pd1 and ctx.catalog.entry(pd1).steps == 1:
         out.append(("1-step student vs teacher", pd1, 2.0, 64, 1))
     if ctx.has_method("dash"):
-        out.append(("DASH (5.9x smaller) vs teacher at W = 5", ctx.default_model("student", method="dash"), 5.0, 32, 32))
+        dash = ctx.default_model("student", method="dash")
+        out.append((f"DASH{_smaller(ctx, dash)} vs teacher at W = 5", dash, 5.0, 32, 32))
     if ctx.has_method("kd-cond"):
         out.append(("cond-only KD vs teacher at W = 5", ctx.default_model("student", method="kd-cond"), 5.0, 32, 32))
     rows = []
@@ -259,6 +253,16 @@ def presets(ctx) -> list[tuple[str, list]]:
         teacher = ctx.teacher_of(student) or ctx.default_model("teacher")
         rows.append((label, [teacher, student, "9", w, t_steps, s_steps, 0, "ddim", 1]))
     return rows
+
+
+def _smaller(ctx, student) -> str:
+    """' (5.7x smaller)': the student's parameter count against its teacher's, from the cards; '' when unknown."""
+    teacher = ctx.teacher_of(student)
+    try:
+        ratio = ctx.catalog.entry(teacher).card["parameters"] / ctx.catalog.entry(student).card["parameters"]
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return ""
+    return f" ({ratio:.1f}x smaller)" if ratio > 1 else ""
 
 
 def build(ctx) -> None:
@@ -290,37 +294,26 @@ def build(ctx) -> None:
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="compare-button")
         stop = gr.Button("Stop", variant="stop")
+    inputs = [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0]
+    rows = presets(ctx)  # next to the button, where a first-time visitor looks; wired once the outputs exist
+    examples = gr.Examples(
+        [r[1] for r in rows], inputs[:9], example_labels=[r[0] for r in rows], label=PRESET_NOTE, elem_id="compare-presets"
+    ) if rows else None  # fmt: skip
     with gr.Row(equal_height=True):
-        teacher_img = gr.Image(label="Teacher", type="pil", format="png", elem_id="teacher-image", height=448)
-        student_img = gr.Image(label="Student", type="pil", format="png", elem_id="student-image", height=448)
-    summary = gr.Markdown("Choose two models and press **Compare**: both start from the same noise.", elem_id="compare-summary")
+        teacher_img = gr.Image(label="Teacher", type="pil", format="png", elem_id="teacher-image", height=472)
+        student_img = gr.Image(label="Student", type="pil", format="png", elem_id="student-image", height=472)
+    summary = gr.Markdown("Choose two models and press **Compare** (or a preset): both start from the same noise.", elem_id="compare-summary")
     spectrum = gr.Plot(label="Spectra")
     with gr.Accordion("Keep and share: download, code for this", open=False):
         gr.Markdown("The address bar holds the current settings after each run: reload or share it to reproduce the view.")
         download = gr.File(label="Images and settings.json (settings and timings)", elem_id="compare-download")
         code = gr.Code(label="Code for this", language="shell", elem_id="compare-code")
 
-    inputs = [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0]
-    captions = gr.State({})  # not part of the API: /compare returns the six outputs above
-    outputs = [teacher_img, student_img, summary, spectrum, download, code, captions]
-    handler = ctx.handler(compare, gpu=True)
-    rows = presets(ctx)
-    if rows:
-        # One click loads a telling comparison; its first result is cached on first use (lazy), then instant.
-        gr.Examples(
-            [r[1] for r in rows], inputs[:9], outputs, fn=handler, cache_examples=True, cache_mode="lazy",
-            example_labels=[r[0] for r in rows], label="Presets", elem_id="compare-presets",
-        )  # fmt: skip
-    event = run.click(
-        handler,
-        inputs,
-        outputs,
-        api_name="compare",
-        concurrency_limit=ctx.settings.concurrency,
-        concurrency_id="sampling",
-        js=URL_JS,
-    )
-    event.success(label_images, captions, [teacher_img, student_img], api_name="compare_labels", api_visibility="private", queue=False)
+    outputs = [teacher_img, student_img, summary, spectrum, download, code]
+    sampling = {"concurrency_limit": ctx.settings.concurrency, "concurrency_id": "sampling", "js": URL_JS}
+    if examples is not None:
+        ctx.register_presets(compare, examples, [r[1] for r in rows], inputs, outputs, api_name="compare_preset", **sampling)
+    event = run.click(ctx.handler(compare, gpu=True), inputs, outputs, api_name="compare", **sampling)
     stop.click(ctx.handler(stop_compare), None, summary, cancels=[event], api_name="stop_compare", queue=False)
     student.change(ctx.handler(student_defaults), [student, teacher_steps], [student_steps, teacher], api_name="student_defaults", queue=False)
     ctx.on_load.append((ctx.handler(from_url), [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n]))

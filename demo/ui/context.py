@@ -6,10 +6,12 @@ Nothing here loads a model or imports torch at import time, so the app starts se
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -38,6 +40,9 @@ DATASET_PACKAGE = "dataset-fashion-mnist"
 DATASET_COMMAND = f"sudo apt-get install -y {DATASET_PACKAGE}"
 USER_ERRORS = (ValueError,)  # ModelFolderError is a ValueError
 ERROR_SECONDS = 8  # an error toast fades instead of outliving a later success
+PRESET_NOTE = "Presets: one click loads a telling view; its first result was computed when the server started."
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,12 @@ def image_file(img) -> str:
     return str(path)
 
 
+def shown_image(img, label: str) -> gr.Image:
+    """An image update (as a content-named file, `image_file`) whose box fits the picture and leaves room above it for
+    the label, so the label does not cover the picture; large pictures get a taller box, up to 640 px."""
+    return gr.Image(image_file(img), label=label, height=min(img.height, 640) + 80)
+
+
 def as_files(out):
     """Replace the PIL images among a callback's outputs by `image_file` paths."""
     from PIL import Image
@@ -157,6 +168,46 @@ def as_files(out):
     if isinstance(out, tuple | list):
         return type(out)(image_file(o) if isinstance(o, Image.Image) else o for o in out)
     return out
+
+
+def preset_key(fn, args) -> tuple:
+    """A hashable key for `fn` called with `args` as Gradio sends them: 3 and 3.0 alike, lists as tuples, and objects
+    Gradio adds (the request, a progress tracker) left out."""
+
+    def norm(v):
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, int | float):
+            return float(v)
+        return tuple(norm(x) for x in v)
+
+    return (fn.__name__, tuple(norm(a) for a in args if a is None or isinstance(a, bool | int | float | str | list | tuple)))
+
+
+def files_present(out) -> bool:
+    """Whether every file an output refers to (paths under the temp folder: images, downloads) still exists; the image
+    and download folders are pruned after an hour."""
+    root = str(IMAGE_DIR.parent)
+
+    def paths(o):
+        if isinstance(o, str):
+            if o.startswith(root + os.sep) and "\n" not in o:
+                yield o
+        elif isinstance(o, tuple | list):
+            for x in o:
+                yield from paths(x)
+        elif isinstance(o, dict):
+            for x in o.values():
+                yield from paths(x)
+        elif isinstance(o, gr.components.Component):
+            yield from paths(getattr(o, "value", None))
+
+    found = list(paths(out))
+    for p in found:
+        if not os.path.exists(p):
+            return False
+        os.utime(p)  # shown again: keep it from the next prune
+    return True
 
 
 def _gpu_decorator():
@@ -183,6 +234,13 @@ class Context:
         self._seen: dict[int, str] = {}  # ids of the model objects load_timed has returned
         self.preloaded = threading.Event()  # cleared while `start_preload`'s thread runs
         self.preloaded.set()
+        # Sampling requests (foreground) and the start-up precomputation of presets (background) never run at once:
+        # a request waits for the background's next yield, and the background waits while any request runs.
+        self._turn = threading.Condition()
+        self._foreground = 0
+        self._background_busy = False
+        self.preset_jobs: list[tuple[tuple, object, tuple]] = []  # (key, fn, args) registered by `register_presets`
+        self.precomputed: dict[tuple, object] = {}  # key → the final outputs of a preset's run
 
     # ---- loading, timed apart from sampling ----
     def load_timed(self, name) -> tuple[object, float]:
@@ -199,15 +257,20 @@ class Context:
             self._seen[id(model)] = model.name
         return model, (elapsed if new else 0.0)
 
-    def start_preload(self, then=None) -> threading.Thread:
-        """Run `preload` in a daemon thread (`then(spent)` afterwards); comparisons wait for it (`wait_for_preload`)
-        so that no timed run shares the CPU with a warm-up."""
+    def start_preload(self, then=None, presets: bool = True, presets_done=None) -> threading.Thread:
+        """Run `preload` in a daemon thread (`then(spent)` afterwards), then `precompute` the presets
+        (`presets_done(spent)` afterwards); comparisons wait for the preload (`wait_for_preload`) so that no timed run
+        shares the CPU with a warm-up, and the presets are computed only while no request runs."""
         self.preloaded.clear()
 
         def run():
             spent = self.preload()
             if then is not None:
                 then(spent)
+            if presets:
+                done = self.precompute()
+                if presets_done is not None:
+                    presets_done(done)
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -234,6 +297,109 @@ class Context:
         finally:
             self.preloaded.set()
         return spent
+
+    # ---- the start-up precomputation of presets, kept out of the way of timed requests ----
+    @contextlib.contextmanager
+    def foreground(self, timeout: float = 60.0):
+        """Held by every sampling request: waits until a background preset run has paused at its next yield, and keeps
+        the background from starting while the request runs, so timings never include another run's work."""
+        with self._turn:
+            self._foreground += 1
+            self._turn.wait_for(lambda: not self._background_busy, timeout)
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._foreground -= 1
+                self._turn.notify_all()
+
+    @contextlib.contextmanager
+    def _background(self):
+        with self._turn:
+            self._turn.wait_for(lambda: self._foreground == 0)
+            self._background_busy = True
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._background_busy = False
+                self._turn.notify_all()
+
+    def register_presets(self, fn, examples: gr.Examples, rows: list, inputs: list, outputs: list, gpu: bool = True, **event):
+        """After a click on one of `examples` (whose rows fill `inputs[:len(row)]`) has filled the inputs, run `fn` on
+        every input; each row is registered for `precompute`, so its first result is shown at once
+        (`precomputed_handler`). `event` holds the event's keyword arguments (api_name, concurrency, js).
+
+        Gradio's own example caching is not used: it keeps results on disk across versions of the app, and in lazy
+        mode it failed on component updates such as `gr.Image(path, label=…)` (AttributeError inside Gradio)."""
+        for row in rows:
+            args = tuple(row) + tuple(c.value for c in inputs[len(row) :])  # the other inputs at their defaults
+            self.preset_jobs.append((preset_key(fn, args), fn, args))
+        # private: the same function as its tab's button, whose api_name is the public one
+        return examples.load_input_event.then(self.precomputed_handler(fn, gpu), inputs, outputs, api_visibility="private", **event)
+
+    def precomputed_handler(self, fn, gpu: bool = True):
+        """`handler(fn)` that answers from `precomputed` when the arguments are a precomputed preset's (and its files
+        are still there), else runs `fn`."""
+        run = self.handler(fn, gpu)
+
+        def hit(args):
+            out = self.precomputed.get(preset_key(fn, args))
+            return out if out is not None and files_present(out) else None
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(run)
+            def wrapped(*args, **kwargs):
+                out = hit(args)
+                if out is not None:
+                    yield out
+                else:
+                    yield from run(*args, **kwargs)
+
+        else:
+
+            @functools.wraps(run)
+            def wrapped(*args, **kwargs):
+                out = hit(args)
+                return out if out is not None else run(*args, **kwargs)
+
+        wrapped.__signature__ = run.__signature__
+        return wrapped
+
+    def precompute(self, attempts: int = 5) -> dict[tuple, float]:
+        """Run every registered preset once, in order, whenever no request is running; a run that a request interrupts
+        (it yields between steps or models) is started again later. Returns key → seconds for the finished ones."""
+        spent = {}
+        for key, fn, args in list(self.preset_jobs):
+            for _ in range(attempts):
+                if key in self.precomputed:
+                    break
+                with self._background():
+                    start = time.perf_counter()
+                    try:
+                        out = self._run_until_interrupted(fn, args)
+                    except Exception as e:  # noqa: BLE001 (a preset that cannot run is computed on its first click)
+                        logger.warning("preset %s could not be precomputed: %s", key[0], public_text(str(e), self.catalog.roots))
+                        break
+                    if out is not None:
+                        self.precomputed[key] = out
+                        spent[key] = time.perf_counter() - start
+        return spent
+
+    def _run_until_interrupted(self, fn, args):
+        """`fn(self, *args)`'s final outputs (as files), or None when a request arrived before it finished."""
+        out = fn(self, *args)
+        if not inspect.isgenerator(out):
+            return as_files(out)
+        last = None
+        try:
+            for last in out:
+                if self._foreground:
+                    return None
+        finally:
+            out.close()
+        return as_files(last)
 
     def data_missing(self) -> str | None:
         """None when the Fashion-MNIST IDX files are installed; otherwise one sentence naming what is missing and the
@@ -295,12 +461,13 @@ class Context:
         return self.catalog.names()
 
     def default_model(self, kind: str, steps: int | None = None, method: str | None = None) -> str | None:
-        """The first model of `kind` (any model when there is none), preferring one trained by `method`, then one
-        distilled for `steps` steps."""
+        """The first model of `kind` (any model when there is none), preferring one trained by `method` and distilled
+        for `steps` steps, then one by `method`, then one distilled for `steps` steps."""
         entries = [e for e in self.catalog.entries() if e.kind == kind] or self.catalog.entries()
         by_method = [e for e in entries if method is not None and e.method == method]
         by_steps = [e for e in entries if steps is not None and e.steps == steps]
-        return (by_method or by_steps or entries)[0].name if entries else None
+        both = [e for e in by_method if e in by_steps]
+        return (both or by_method or by_steps or entries)[0].name if entries else None
 
     def teacher_of(self, model: str | None) -> str | None:
         """The teacher a model's card names (the model it was distilled from) when the catalog holds it, else None."""
@@ -362,22 +529,24 @@ class Context:
         """
         bound = functools.partial(fn, self)
         timeout = self.settings.request_timeout
+        turn = self.foreground if gpu else contextlib.nullcontext  # sampling waits for a precomputing preset to pause
         if inspect.isgeneratorfunction(fn):
 
             @functools.wraps(fn)
             def wrapped(*args, **kwargs):
                 end = time.monotonic() + timeout
                 try:
-                    outputs = bound(*args, **kwargs)
-                    try:
-                        while True:
-                            with time_limit(timeout, end):  # each step may run in another worker thread
-                                out = next(outputs, StopIteration)
-                            if out is StopIteration:
-                                return
-                            yield as_files(out)
-                    finally:
-                        outputs.close()  # a cancelled request stops its sampling thread now, not at garbage collection
+                    with turn():
+                        outputs = bound(*args, **kwargs)
+                        try:
+                            while True:
+                                with time_limit(timeout, end):  # each step may run in another worker thread
+                                    out = next(outputs, StopIteration)
+                                if out is StopIteration:
+                                    return
+                                yield as_files(out)
+                        finally:
+                            outputs.close()  # a cancelled request stops its sampling thread now, not at garbage collection
                 except USER_ERRORS as e:
                     raise self.public_error(e) from None
 
@@ -386,7 +555,7 @@ class Context:
             @functools.wraps(fn)
             def wrapped(*args, **kwargs):
                 try:
-                    with time_limit(timeout):
+                    with turn(), time_limit(timeout):
                         return as_files(bound(*args, **kwargs))
                 except USER_ERRORS as e:
                     raise self.public_error(e) from None

@@ -152,9 +152,15 @@ def distill_preview(jobs, job_id, guidance=2.0, seed=0):
     guidance, seed = check_guidance(validate.number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX)), validate.seed(seed)
     status = jobs.status(_job_id(job_id))
     student = jobs.load_preview(status["job_id"])
-    gen = generate(student, 10, "all", steps=lab.model_steps(student, 16), guidance=guidance, seed=seed)
+    steps = lab.model_steps(student, 16)
+    gen = generate(student, 10, "all", steps=steps, guidance=guidance, seed=seed)
     caption = f"**{student.name}** · {gen.nfe} NFE per image, {gen.seconds * 1000:.0f} ms for 10 images."
-    return lab.display_grid(gen.images, ncols=10), caption + _rho_sentence(student, status["teacher"])
+    names = list(student.card.class_names or [])
+    labels = [names[int(y)] if int(y) < len(names) else str(int(y)) for y in gen.labels]
+    title = f"{student.name} · {steps} step{'s' * (steps != 1)} · {gen.nfe} NFE · W = {guidance:g}"
+    # Two rows of five at 4x, captions under the pictures: large enough to judge, and no label covers them.
+    strip = lab.labelled_strip([gen.images[i : i + 1] for i in range(len(gen.images))], labels, scale=4, title=title, per_row=5)
+    return strip, caption + _rho_sentence(student, status["teacher"])
 
 
 def _rho_sentence(student, teacher_dir) -> str:
@@ -303,13 +309,15 @@ def build_distill_tab(ctx) -> None:
         start = gr.Button("Start", variant="primary", elem_id="distill-start", interactive=allowed and not missing)
         cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel", interactive=allowed)
         resume = gr.Button("Resume", elem_id="distill-resume", interactive=allowed and not missing)
-        job_id = gr.Number(None, precision=0, label="Job", elem_id="distill-job")
+        job_id = gr.Number(None, precision=0, label="Job", info="0: none chosen yet", elem_id="distill-job")
         refresh = gr.Button("Refresh status", size="sm")
     progress = gr.HTML(progress_html(None))
     with gr.Row():
         loss_plot = gr.Plot(label="Loss curves")
         with gr.Column():
-            preview_image = gr.Image(label="Current student (one sample per class)", type="pil", interactive=False)
+            gr.Markdown("**Current student**: one sample per class, captioned under each picture")
+            preview_image = gr.Image(label="Current student (one sample per class)", show_label=False, type="pil", interactive=False,
+                                     elem_id="distill-preview", height=320)  # fmt: skip
             preview_text = gr.Markdown()
             with gr.Row():
                 preview = gr.Button("Preview samples", size="sm")

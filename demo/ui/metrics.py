@@ -31,7 +31,7 @@ COLUMNS = (
     "accuracy",
 )
 # What a reader needs first; the rest (diversity, branch statistics, evaluation wall time …) behind "all columns".
-MAIN_COLUMNS = ("model", "method", "steps", "guidance", "nfe", "latency_ms", "frechet_distance", "accuracy", "parameters")
+MAIN_COLUMNS = ("model", "steps", "guidance", "nfe", "latency_ms", "frechet_distance", "accuracy", "parameters")  # the name says the method
 DROPPED = ("params",)  # the same number as "parameters", under a second name in some cards
 BENCH_JSON = REPO / "assets" / "bench" / "bench.json"
 COST_AXES = {"nfe": "network evaluations per image (NFE)", "latency_ms": "latency per image, ms (batch 1, from the benchmark)"}
@@ -61,7 +61,7 @@ def metrics(ctx, x_axis="nfe", y_metric="frechet_distance", guidance=2.0, all_co
     columns = [c for c in keep if any(c in r for r in rows)]
     if all_columns:
         columns += sorted({k for r in rows for k in r} - set(COLUMNS))
-    table = pd.DataFrame(rows, columns=columns or ["model"])
+    table = pd.DataFrame(rows, columns=columns or ["model"]).map(_readable)
     at_w = [r for r in rows if r.get("guidance") is not None and float(r["guidance"]) == float(guidance)]
     if not any(r.get("guidance") is not None for r in rows):
         at_w = [dict(r) for r in rows]  # no card says which W it measured: nothing to separate
@@ -72,6 +72,11 @@ def metrics(ctx, x_axis="nfe", y_metric="frechet_distance", guidance=2.0, all_co
         title=f"{y_metric} against {x_axis} at W = {float(guidance):g} ({len(at_w)} settings; hover a point for its name)",
     )  # fmt: skip
     return table, fig
+
+
+def _readable(v):
+    """Four significant digits for a measured float (11.420211219977546 → 11.42); anything else as it is."""
+    return float(f"{v:.4g}") if isinstance(v, float) and v == v else v
 
 
 def loss_curves(ctx, run):

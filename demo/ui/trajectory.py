@@ -15,6 +15,7 @@ from analysis.spectrum import (
 from demo import lab
 from demo.generate import generate
 from demo.ui.compare import sampler_dropdown
+from demo.ui.context import PRESET_NOTE, shown_image
 from demo.validate import SEED_MAX, model_nfe
 
 SPECTRUM_BATCH = 16  # spectra of single 28×28 images are noisy; the sketch view averages 16
@@ -52,7 +53,8 @@ def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_labe
     for role, model, steps in models:
         g = generate(model, SPECTRUM_BATCH, class_label, steps, guidance, sampler, lab.check_int("seed", seed, 0, 2**31 - 1))
         share = high_frequency_share(g.images)
-        outputs.append(lab.display_grid(g.images))
+        img = lab.display_grid(g.images)
+        outputs.append(shown_image(img, f"{role}: {model.name} · {steps} step{'s' * (steps > 1)} · {g.nfe} NFE"))
         spectra[f"{role}: {model.name}, {steps} step{'s' * (steps > 1)}"] = radial_power_spectrum(g.images)
         shares.append(f"**{role}** ({model.name}, {steps} step{'s' * (steps > 1)}, {g.nfe} NFE): high-frequency share **{share:.3f}**")
     note = (
@@ -89,8 +91,9 @@ def build(ctx) -> None:
         student_steps = gr.Slider(1, 64, value=int(distilled or 4), step=1, label="Student steps")
     gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Record trajectories", variant="primary", elem_id="trajectory-button")
-    teacher_strip = gr.Image(label="Teacher: x0 prediction per step", type="pil", format="png", elem_id="teacher-strip")
-    student_strip = gr.Image(label="Student: x0 prediction per step", type="pil", format="png", elem_id="student-strip")
+    # The strips carry their own titles (model, steps, NFE) above the frames: no label badge over the first frame.
+    teacher_strip = gr.Image(label="Teacher: x0 prediction per step", show_label=False, type="pil", format="png", elem_id="teacher-strip")
+    student_strip = gr.Image(label="Student: x0 prediction per step", show_label=False, type="pil", format="png", elem_id="student-strip")
     timeline = gr.Plot(label="Spectrum timeline")
     with gr.Row():
         heat_t = gr.Plot(label="Teacher spectrum per step")
@@ -109,18 +112,19 @@ def build(ctx) -> None:
         refined = ctx.model_dropdown("Refined model", ctx.default_model("student", method="hd") if has_hd else ctx.default_model("teacher"))
         refined_steps = gr.Slider(1, 250, value=1 if has_hd else 32, step=1, label="Refined steps")
     run_hd = gr.Button("Compare sketch and refined", variant="primary")
+    hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]
+    preset_rows = [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]] if has_hd and ctx.has_method("hd-sketch") else []
+    examples = gr.Examples(preset_rows, hd_inputs, example_labels=["one-step sketch vs refined (sneakers)"], label=PRESET_NOTE,
+                           elem_id="sketch-refined-presets") if preset_rows else None  # fmt: skip
     with gr.Row(equal_height=True):
-        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=448)
-        refined_img = gr.Image(label="Refined", type="pil", format="png", height=448)
+        sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=472, elem_id="sketch-image")
+        refined_img = gr.Image(label="Refined", type="pil", format="png", height=472, elem_id="refined-image")
     hd_note = gr.Markdown()
     hd_plot = gr.Plot(label="Radial spectra")
-    hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]
-    if has_hd and ctx.has_method("hd-sketch"):
-        gr.Examples(
-            [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]], hd_inputs, [sketch_img, refined_img, hd_plot, hd_note],
-            fn=ctx.handler(sketch_refined, gpu=True), cache_examples=True, cache_mode="lazy",
-            example_labels=["one-step sketch vs refined (sneakers)"], label="Preset",
-        )  # fmt: skip
+    hd_outputs = [sketch_img, refined_img, hd_plot, hd_note]
+    sampling = {"concurrency_limit": ctx.settings.concurrency, "concurrency_id": "sampling"}
+    if examples is not None:
+        ctx.register_presets(sketch_refined, examples, preset_rows, hd_inputs, hd_outputs, api_name="sketch_refined_preset", **sampling)
 
     run.click(
         ctx.handler(trajectory, gpu=True),
@@ -133,7 +137,7 @@ def build(ctx) -> None:
     run_hd.click(
         ctx.handler(sketch_refined, gpu=True),
         hd_inputs,
-        [sketch_img, refined_img, hd_plot, hd_note],
+        hd_outputs,
         api_name="sketch_refined",
         concurrency_limit=ctx.settings.concurrency,
         concurrency_id="sampling",
