@@ -45,6 +45,7 @@ def served(tmp_path_factory):
 
 
 def decoded_png(path) -> bool:
+    path = path["value"] if isinstance(path, dict) else path  # an image sent as an update carries its path as its value
     with Image.open(path) as img:
         return img.format == "PNG" and min(img.size) >= 32 and img.mode in ("L", "RGB")  # decoded 32x32 grey, not 4x16x16 latents
 

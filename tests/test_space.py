@@ -77,8 +77,9 @@ def test_the_app_starts_from_the_space_folder_and_answers_compare(space, tmp_pat
         assert client is not None, proc.stdout.read() if proc.poll() is not None else "no answer in 120 s"
         *_, summary = client.predict(api_name="/refresh_models")
         assert summary.startswith("2 model folders")  # the chosen two, nothing else of the repository
-        teacher, student, table, _ = client.predict(teacher="fmnist-teacher", student="fmnist-pd-4", class_label="7", guidance=2.0,
+        teacher, student, table, *_ = client.predict(teacher="fmnist-teacher", student="fmnist-pd-4", class_label="7", guidance=2.0,
                                                     teacher_steps=4, student_steps=4, seed=0, api_name="/compare")  # fmt: skip
+        teacher, student = (x["value"] if isinstance(x, dict) else x for x in (teacher, student))  # updates carry their path
         assert Path(teacher).is_file() and Path(student).is_file() and "Speedup" in table
     finally:
         proc.terminate()
