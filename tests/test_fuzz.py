@@ -40,7 +40,7 @@ VALID = {
     "/grid": {"model": "tiny-teacher", "class_label": "1", "seed": 0, "steps": [1, 2], "guidances": [1.0], "sampler": "ddim"},
     "/embedding": {"models": ["tiny-teacher"], "n_per_model": 8, "steps": 2, "guidance": 2.0, "seed": 0, "include_real": False,
                    "color_by": "class"},
-    "/metrics": {"x_axis": "nfe", "y_metric": "frechet_distance"},
+    "/metrics": {"x_axis": "nfe", "y_metric": "frechet_distance", "guidance": 2.0, "all_columns": False},
     "/loss_curves": {"run": "run-kd"},
     "/distill_start": {"method": "dash", "iterations": 2, "teacher": "tiny-teacher", "init": "", "batch_size": 4, "lr": 1e-3, "seed": 0},
     "/distill_status": {"job_id": 1},

@@ -72,6 +72,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.w_min > args.w_max:
         p.error(f"argument --w-min: must be at most --w-max ({args.w_max:g}), got {args.w_min:g}")
+    if args.push_to_hub:  # a bad repository id is refused before anything is written, the run folder included
+        from demo.hub import check_repo_id
+
+        check_repo_id(args.push_to_hub)  # a ValueError: main prints it as one line, exit code 2
     try:
         check_out_dir(args.out)
     except ValueError as e:
@@ -82,7 +86,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         # Under a multi-process launcher every rank draws its own batches (the loop broadcasts rank 0's weights).
         rank = int(os.environ.get("RANK", "0"))

@@ -111,17 +111,20 @@ def _job_id(job_id) -> int:
 def distill_start(jobs, method="dash", iterations=200, teacher=None, init=None, batch_size=32, lr=1e-3, seed=0, default_teacher=None, data_missing=None):
     """Queue a job; returns its id (it starts as soon as a slot is free). Without the training data it refuses at once
     (`data_missing` says why and how to install it) instead of starting a worker that fails ten seconds later."""
-    if data_missing:
+    args = (validate.choice("method", method, sorted(METHODS)), _whole("iterations", iterations))
+    options = {
+        "teacher": validate.model_text(teacher, "teacher") if teacher else default_teacher,
+        "init": validate.model_text(init, "student initialisation") if init else None,
+        "batch_size": _whole("batch size", batch_size),
+        "lr": validate.number("learning rate", lr, 0.0, 1.0, open_lo=True, open_hi=True),
+        "seed": validate.seed(seed),
+    }
+    if data_missing:  # a bad field is named first; then the missing data, before any worker starts
+        for role in ("teacher", "init"):
+            if options[role]:
+                jobs.resolve_model(options[role])
         raise ValueError(data_missing)
-    return jobs.start(
-        validate.choice("method", method, sorted(METHODS)),
-        _whole("iterations", iterations),
-        teacher=validate.model_text(teacher, "teacher") if teacher else default_teacher,
-        init=validate.model_text(init, "student initialisation") if init else None,
-        batch_size=_whole("batch size", batch_size),
-        lr=validate.number("learning rate", lr, 0.0, 1.0, open_lo=True, open_hi=True),
-        seed=validate.seed(seed),
-    )
+    return jobs.start(*args, **options)
 
 
 def distill_status(jobs, job_id):
