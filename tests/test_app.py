@@ -173,6 +173,18 @@ def test_preload_warms_the_default_pair(model_root, tmp_path):
     assert seconds == 0.0 and model.__dict__.get("_warm_keys")  # in memory and warmed: nothing left for the visitor
 
 
+def test_the_default_pair_is_back_in_the_cache_after_the_presets(tmp_path):
+    """Presets load other models; with room for two models the default pair's student would be pushed out and the first
+    visitor would wait for it again: it is loaded and warmed again after the presets."""
+    import dataclasses
+
+    c = Context(dataclasses.replace(settings_for(_progressive_root(tmp_path / "models"), tmp_path), cache_size=2))
+    c.preset_jobs.append((("other", ()), lambda ctx: ctx.catalog.load("tiny-pd-1"), ()))
+    c.start_preload().join(120)
+    assert c.precomputed  # the preset ran (and loaded tiny-pd-1 over the 4-step student)
+    assert c.load_timed(c.default_pair()[1])[1] == 0.0  # the 4-step student: back in memory, nothing to load
+
+
 def test_settings_from_the_url(ctx):
     req = types.SimpleNamespace(query_params={"student": "tiny-student", "w": "5", "ssteps": "2", "seed": "x"})
     out = ctx.handler(compare.from_url)(req)

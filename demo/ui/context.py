@@ -269,6 +269,8 @@ class Context:
                 then(spent)
             if presets:
                 done = self.precompute()
+                with self._background():  # the presets' models may have pushed the default pair out of the LRU cache
+                    self.preload()
                 if presets_done is not None:
                     presets_done(done)
 
