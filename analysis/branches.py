@@ -80,18 +80,24 @@ class BranchGap:
 
 
 @torch.no_grad()
-def branch_gap_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, seed: int = 0, batch_size: int = 64) -> BranchGap:
-    """ρ, cos(Δ_S, Δ_T) and Gap-MSE at each timestep, on real images `x0` [N,1,H,W] in [-1, 1] with class `labels` [N].
-
-    The noise ε for timestep k comes from `seed` and k alone, and z_t is built with the teacher's schedule, so every
-    model compared to the same teacher is measured on identical inputs (students share the teacher's schedule).
-    """
+def _check_inputs(teacher, x0, labels, timesteps) -> list[int]:
+    """The measurements' shared input check: equally long non-empty images and labels, timesteps in the schedule."""
     if len(x0) != len(labels) or len(x0) == 0:
         raise ValueError(f"x0 and labels must be non-empty and equally long, got {len(x0)} and {len(labels)}")
     T = teacher.schedule.num_train_timesteps
     ts = [int(t) for t in timesteps]
     if not ts or not all(0 <= t < T for t in ts):
         raise ValueError(f"timesteps must be in 0..{T - 1}, got {ts!r}")
+    return ts
+
+
+def branch_gap_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, seed: int = 0, batch_size: int = 64) -> BranchGap:
+    """ρ, cos(Δ_S, Δ_T) and Gap-MSE at each timestep, on real images `x0` [N,1,H,W] in [-1, 1] with class `labels` [N].
+
+    The noise ε for timestep k comes from `seed` and k alone, and z_t is built with the teacher's schedule, so every
+    model compared to the same teacher is measured on identical inputs (students share the teacher's schedule).
+    """
+    ts = _check_inputs(teacher, x0, labels, timesteps)
     device = teacher.device
     x0, labels = x0.float(), labels.long()
     stats = {k: [] for k in ("rho", "cos", "gap", "ns", "nt", "dot", "sqt")}
@@ -134,12 +140,7 @@ def x0_error_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, tim
     """
     from demo.guidance import make_denoiser
 
-    if len(x0) != len(labels) or len(x0) == 0:
-        raise ValueError(f"x0 and labels must be non-empty and equally long, got {len(x0)} and {len(labels)}")
-    T = teacher.schedule.num_train_timesteps
-    ts = [int(t) for t in timesteps]
-    if not ts or not all(0 <= t < T for t in ts):
-        raise ValueError(f"timesteps must be in 0..{T - 1}, got {ts!r}")
+    ts = _check_inputs(teacher, x0, labels, timesteps)
     x0, labels = x0.float(), labels.long()
     errors = []
     for k, t in enumerate(ts):
