@@ -29,3 +29,15 @@ def umap_embedding(features, random_state: int = 0, n_neighbors: int = 15, min_d
         n_jobs=1,  # what a fixed random_state implies anyway; set explicitly to keep the log quiet
     )
     return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+
+
+def warm_up(points: int = 64, dim: int = 16) -> float:
+    """Import umap-learn and let numba compile UMAP's kernels on a small random set; returns the seconds spent.
+
+    UMAP's first fit in a process spends ~10 s compiling (most of its kernels are not cached on disk); the app runs
+    this in the background after start-up so that the first Embedding a visitor asks for does not pay it."""
+    import time
+
+    start = time.perf_counter()
+    umap_embedding(np.random.default_rng(0).standard_normal((points, dim)), random_state=0)
+    return time.perf_counter() - start

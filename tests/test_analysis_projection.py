@@ -38,3 +38,14 @@ def test_umap_rejects_too_few_points():
 def test_umap_is_imported_lazily():
     code = "import sys, analysis.projection; assert 'umap' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_warm_up_runs_a_real_fit():
+    """`warm_up` (the app runs it at start) fits UMAP once, which is what compiles numba's kernels; its speed effect is
+    measured by the benchmark, not here."""
+    import sys
+
+    from analysis.projection import warm_up
+
+    seconds = warm_up()
+    assert seconds > 0 and "umap" in sys.modules

@@ -167,10 +167,24 @@ def test_first_compare_times_warm_sampling_only(model_root, tmp_path, monkeypatc
 
 def test_preload_warms_the_default_pair(model_root, tmp_path):
     fresh = Context(settings_for(model_root, tmp_path))
-    fresh.start_preload().join(60)
+    fresh.start_preload(projection=False).join(60)
     assert fresh.preloaded.is_set()
     model, seconds = fresh.load_timed("tiny-student")
     assert seconds == 0.0 and model.__dict__.get("_warm_keys")  # in memory and warmed: nothing left for the visitor
+
+
+def test_preload_compiles_umap_in_the_background_before_the_presets(model_root, tmp_path, monkeypatch):
+    """UMAP's first fit compiles for ~10 s: the start-up thread pays it, after the default pair and before the presets."""
+    fresh = Context(settings_for(model_root, tmp_path))
+    order = []
+    monkeypatch.setattr(fresh, "preload", lambda: order.append("preload") or {})
+    monkeypatch.setattr(fresh, "warm_projection", lambda: order.append("umap") or 1.0)
+    monkeypatch.setattr(fresh, "precompute", lambda: order.append("presets") or {})
+    fresh.start_preload().join(60)
+    assert order[:3] == ["preload", "umap", "presets"]
+    order.clear()
+    fresh.start_preload(projection=False, presets=False).join(60)
+    assert order == ["preload"]
 
 
 def test_the_default_pair_is_back_in_the_cache_after_the_presets(tmp_path):
@@ -180,7 +194,7 @@ def test_the_default_pair_is_back_in_the_cache_after_the_presets(tmp_path):
 
     c = Context(dataclasses.replace(settings_for(_progressive_root(tmp_path / "models"), tmp_path), cache_size=2))
     c.preset_jobs.append((("other", ()), lambda ctx: ctx.catalog.load("tiny-pd-1"), ()))
-    c.start_preload().join(120)
+    c.start_preload(projection=False).join(120)
     assert c.precomputed  # the preset ran (and loaded tiny-pd-1 over the 4-step student)
     assert c.load_timed(c.default_pair()[1])[1] == 0.0  # the 4-step student: back in memory, nothing to load
 
@@ -399,7 +413,8 @@ def test_distill_panel_says_what_failed_and_only_offers_real_resumes():
     assert "resumable" not in html  # it failed at step 0: nothing to resume from
     first = html.split("<details>")[0]
     assert "FileNotFoundError: dataset missing" in first and "-m demo.distill" not in first  # the command line is in the log only
-    assert distill._no_job(0) and not distill._no_job(1)  # an empty job box (0) is no job, not "no job with id 0"
+    # The job box is a text box (an empty Number showed "0"): empty or blank text is no job, as is an API client's 0.
+    assert distill._no_job("") and distill._no_job("  ") and distill._no_job(0) and not distill._no_job("1")
     with pytest.raises(ValueError, match="Choose a job first"):
         distill._job_id(0)
 

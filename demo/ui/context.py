@@ -257,8 +257,9 @@ class Context:
             self._seen[id(model)] = model.name
         return model, (elapsed if new else 0.0)
 
-    def start_preload(self, then=None, presets: bool = True, presets_done=None) -> threading.Thread:
-        """Run `preload` in a daemon thread (`then(spent)` afterwards), then `precompute` the presets
+    def start_preload(self, then=None, presets: bool = True, presets_done=None, projection: bool = True) -> threading.Thread:
+        """Run `preload` in a daemon thread (`then(spent)` afterwards), compile UMAP (`warm_projection`, unless
+        `projection` is False), then `precompute` the presets
         (`presets_done(spent)` afterwards); comparisons wait for the preload (`wait_for_preload`) so that no timed run
         shares the CPU with a warm-up, and the presets are computed only while no request runs."""
         self.preloaded.clear()
@@ -267,6 +268,11 @@ class Context:
             spent = self.preload()
             if then is not None:
                 then(spent)
+            if projection:
+                with self._background():  # UMAP's one-off compilation, off the first Embedding's path
+                    seconds = self.warm_projection()
+                if seconds is not None:
+                    logger.info("UMAP compiled in the background in %.1f s", seconds)
             if presets:
                 done = self.precompute()
                 with self._background():  # the presets' models may have pushed the default pair out of the LRU cache
@@ -277,6 +283,16 @@ class Context:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread
+
+    @staticmethod
+    def warm_projection() -> float | None:
+        """Seconds UMAP's first (compiling) fit took, or None where umap-learn is not installed."""
+        from analysis.projection import warm_up  # cheap: umap itself is imported inside
+
+        try:
+            return warm_up()
+        except ImportError:
+            return None
 
     def wait_for_preload(self, timeout: float = 120.0) -> None:
         self.preloaded.wait(timeout)

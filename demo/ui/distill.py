@@ -95,8 +95,10 @@ def _adapter(fn, jobs: JobManager, **bound):
 
 
 def _no_job(job_id) -> bool:
-    """None, empty, NaN or 0 (an empty Number box sends 0; job ids start at 1) mean no job is chosen."""
-    return job_id is None or job_id == "" or job_id == 0 or (isinstance(job_id, float) and math.isnan(job_id))
+    """None, an empty or blank box, NaN or 0 (an API client's "no job"; job ids start at 1) mean no job is chosen."""
+    if isinstance(job_id, str):
+        return not job_id.strip()
+    return job_id is None or job_id == 0 or (isinstance(job_id, float) and math.isnan(job_id))
 
 
 def _job_id(job_id) -> int:
@@ -312,7 +314,8 @@ def build_distill_tab(ctx) -> None:
         start = gr.Button("Start", variant="primary", elem_id="distill-start", interactive=allowed and not missing)
         cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel", interactive=allowed)
         resume = gr.Button("Resume", elem_id="distill-resume", interactive=allowed and not missing)
-        job_id = gr.Number(None, precision=0, label="Job", info="0: none chosen yet", elem_id="distill-job")
+        # A text box, not a Number: Gradio shows an empty Number as "0", which reads as a job id (ids start at 1).
+        job_id = gr.Textbox("", label="Job", placeholder="none chosen yet: start a job or click a row of the runs table", max_lines=1, elem_id="distill-job")
         refresh = gr.Button("Refresh status", size="sm")
     progress = gr.HTML(progress_html(None))
     with gr.Row():
