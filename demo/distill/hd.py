@@ -3,7 +3,8 @@ with an Adaptive Weighted Discriminator (Cheng et al. 2025, arXiv 2511.08930; DM
 
 The generator is a one-step w-conditioned student (the stage-1 "sketch": a guided/progressive 1-step student).
 Per generator step:
-  1. Fake-score and discriminator updates (`fake_updates` of them) on detached generator samples: the fake score
+  1. Fake-score and discriminator updates (`fake_updates` of them; `auxiliary_losses` yields their losses and the
+     training loop steps, syncs and checkpoints their optimiser) on detached generator samples: the fake score
      is a copy of the teacher trained with the usual denoising loss on generator samples. The generator's output
      depends on W, so the fake score takes W too (the teacher's network with a zero-initialised W embedding, like
      the stage-1 student: it starts as the teacher's conditional model); without it one network would have to
