@@ -435,7 +435,7 @@ class JobManager:
                 whole(key.replace("_", " "), getattr(spec, key), 1, self.limits.max_iterations)
         if spec.name is not None and (not isinstance(spec.name, str) or not 1 <= len(spec.name) <= 100 or "/" in spec.name):
             raise ValueError(f"name must be 1..100 characters without '/', got {show(spec.name)}")
-        if spec.method != "teacher" and not spec.teacher:
+        if METHODS[spec.method].needs_teacher and not spec.teacher:
             raise ValueError(f"Method {spec.method} distils a teacher, so it needs a teacher model.")
         resolved = {}
         for key in ("teacher", "init"):

@@ -238,8 +238,7 @@ def train(
     base_lrs = [g["lr"] for g in param_groups]
     opt = torch.optim.AdamW(param_groups, betas=(0.9, 0.99), eps=1e-8)
     ema = EMA(method.student, cfg.ema_decay)
-    aux_opts = method.auxiliary_optimizers()
-    method.average_gradients = lambda params: _average_gradients(params, accelerator.num_processes)  # for the method's inner updates
+    aux_opts = method.auxiliary_optimizers()  # a second network's optimiser (HD's fake score): checkpointed below
     start = 0
     found = latest_valid_checkpoint(run_dir)
     if found is not None:
@@ -288,12 +287,15 @@ def train(
     step = start
     try:
         for step in range(start, cfg.iterations):
-            # 1. The method's loss for this step (it draws its own batch from a step-seeded generator).
+            # 1. The method's auxiliary updates, if any, then its loss for this step (it draws its own batch; its noise
+            #    comes from a step-seeded generator).
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step * 7 + accelerator.process_index)
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base / cfg.lr * lr_at(step, cfg)
             with autocast:
+                aux_stats = auxiliary_step(method, step, gen, accelerator.num_processes)
                 loss, stats = method.loss(step, gen)
+            stats = {**aux_stats, **stats}
             # 2. Backward, average gradients over processes, clip, step.
             opt.zero_grad(set_to_none=True)
             loss.float().backward()
@@ -340,6 +342,24 @@ def train(
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
+
+
+def auxiliary_step(method, step: int, generator: torch.Generator, world: int = 1) -> dict:
+    """Train a method's auxiliary networks for one step (HD's fake score): for each loss `method.auxiliary_losses`
+    yields, backward, average the gradients over the processes, clip and step that network's optimiser. Returns the
+    last update's stats (they join the step's logged row)."""
+    auxiliary, optimizers = method.auxiliary(), method.auxiliary_optimizers()
+    stats: dict = {}
+    for name, loss, stats in method.auxiliary_losses(step, generator):
+        opt = optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        _average_gradients(params, world)
+        if auxiliary[name].grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, auxiliary[name].grad_clip)
+        opt.step()
+    return stats
 
 
 def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:

@@ -18,7 +18,7 @@ from demo.distill.hd import HDRefinement, TokenDiscriminator, dmd_loss
 from demo.distill.progressive import ProgressiveRound, ddim_target
 from demo.models import Card, load_model_folder, save_model_folder, teacher_unet
 from demo.schedule import ddim_step
-from demo.train import TrainConfig, list_checkpoints, train
+from demo.train import TrainConfig, auxiliary_step, list_checkpoints, train
 
 DISTILL_METHODS = sorted(set(METHODS) - {"teacher"})
 
@@ -57,7 +57,10 @@ def build(name, teacher, guided_dir):
 @pytest.mark.parametrize("name", DISTILL_METHODS)
 def test_loss_finite_and_gradients_reach_only_the_student(name, tiny_teacher, tiny_guided_dir):
     method = build(name, tiny_teacher, tiny_guided_dir)
-    loss, stats = method.loss(0, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    aux_stats = auxiliary_step(method, 0, g)  # HD's fake-score updates (the loop runs them first); nothing for others
+    loss, stats = method.loss(0, g)
+    stats = {**aux_stats, **stats}
     assert torch.isfinite(loss) and all(np.isfinite(v) for v in stats.values())
     for p in method.student.parameters():
         p.grad = None
@@ -81,15 +84,68 @@ def test_two_iteration_run_writes_checkpoint_stats_and_model(name, tiny_teacher,
 def test_every_registered_method_builds_from_cli_arguments(tiny_teacher_dir, tiny_guided_dir, tmp_path, monkeypatch):
     """The CLI builders (real data loading replaced by a tiny IDX-free sampler)."""
     import demo.distill as registry
+    from demo.distill.__main__ import parse_args
 
     monkeypatch.setattr(registry, "_train_data", lambda args: tiny_data())
     for name in DISTILL_METHODS:
-        init = str(tiny_guided_dir) if name in ("hd", "hd-gap", "dmd") else None
-        teacher = str(tiny_guided_dir) if name == "progressive" else str(tiny_teacher_dir)
-        args = SimpleNamespace(method=name, teacher=teacher, init=init, name=None, batch_size=2, seed=0, w_min=1.0, w_max=5.0, guidance=2.0, steps=2)
         if name in VARIANTS:
             continue  # the full-size DASH student is exercised by test_dash_student_is_compact
-        assert METHODS[name](args).student is not None
+        teacher = str(tiny_guided_dir) if name == "progressive" else str(tiny_teacher_dir)
+        argv = ["--method", name, "--teacher", teacher, "--out", str(tmp_path / "unused"), "--batch-size", "2", "--steps", "2"]
+        if name in ("hd", "hd-gap", "dmd"):
+            argv += ["--init", str(tiny_guided_dir)]
+        method = METHODS[name](parse_args(argv))
+        assert method.student is not None and isinstance(method, METHODS[name].cls)
+
+
+def test_registry_entries_describe_themselves_and_flags_are_declared_by_their_methods():
+    """Every name has a description (the card's and --help's) and a family summary (the app's dropdown text); a
+    method's flags come from its own file: dropping a family from the registry drops its flags from the CLI."""
+    import argparse as ap
+
+    from demo.distill import add_method_arguments, method_summary
+    from demo.distill.hd import HDRefinement
+    from demo.ui.distill import METHOD_INFO
+
+    assert set(METHODS) == {"teacher", "guided", "guided-single-w", "progressive", "hd", "hd-gap", "dmd", *VARIANTS}
+    for name, entry in METHODS.items():
+        assert entry.name == name and entry.description and entry.cls.summary, name
+    assert not METHODS["teacher"].needs_teacher and all(METHODS[n].needs_teacher for n in DISTILL_METHODS)
+    assert METHOD_INFO == method_summary() and "hd, hd-gap, dmd" in METHOD_INFO
+    p = ap.ArgumentParser()
+    add_method_arguments(p)
+    flags = {o for a in p._actions for o in a.option_strings}
+    assert {"--w-min", "--w-max", "--guidance", "--steps", "--channels", "--fake-updates", "--adv-weight", "--d-weight"} <= flags
+    p = ap.ArgumentParser()
+    HDRefinement.add_arguments(registry_arguments(p))
+    assert {o for a in p._actions for o in a.option_strings} == {"-h", "--help", "--w-min", "--w-max", "--fake-warmup", "--fake-updates",
+                                                                  "--adv-weight", "--d-weight"}
+
+
+def registry_arguments(parser):
+    from demo.distill import MethodArguments
+
+    return MethodArguments(parser, parser, [])
+
+
+def test_a_flag_two_methods_declare_differently_is_refused_and_a_name_registered_twice_too():
+    import argparse as ap
+
+    from demo.distill import MethodArguments, register
+    from demo.distill.base import Method
+
+    p = ap.ArgumentParser()
+    args = MethodArguments(p, p, [])
+    args.add_argument("--w-min", type=float, default=1.0)
+    args.add_argument("--w-min", type=float, default=1.0)  # the same declaration: shared
+    with pytest.raises(ValueError, match="declared twice"):
+        args.add_argument("--w-min", type=float, default=0.0)
+
+    class Clash(Method):
+        cli = {"dash": "another dash"}
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Clash)
 
 
 def test_dash_student_is_compact_plain_diffusers_model():
@@ -181,11 +237,15 @@ def test_hd_fake_warmup_trains_the_fake_score_and_leaves_the_generator(tiny_teac
     """During the fake-score warm-up the generator's loss carries no gradient; the W-conditioned fake score moves."""
     method = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "awd", fake_warmup=1)
     fake_before = [p.detach().clone() for p in method.fake.parameters()]
-    loss, stats = method.loss(0, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    auxiliary_step(method, 0, g)  # the loop's fake-score updates
+    loss, stats = method.loss(0, g)
     loss.backward()
     assert all(p.grad is None for p in method.student.parameters()) and stats["l_dmd"] == 0.0
     assert any(not torch.equal(a, b) for a, b in zip(fake_before, method.fake.parameters()))
-    loss, _ = method.loss(1, torch.Generator().manual_seed(1))  # after the warm-up the generator learns
+    g = torch.Generator().manual_seed(1)
+    auxiliary_step(method, 1, g)
+    loss, _ = method.loss(1, g)  # after the warm-up the generator learns
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
     z, t, y = torch.randn(2, 1, 28, 28), torch.tensor([300, 700]), torch.tensor([1, 2])
@@ -339,10 +399,10 @@ def test_hd_discriminator_loss_weight_and_token_entropy(tiny_teacher, tiny_guide
     one[:, 3] = 1
     assert torch.allclose(weight_entropy(u), torch.ones(2)) and torch.allclose(weight_entropy(one), torch.zeros(2), atol=1e-6)
     method = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "awd")
-    _, stats = method.loss(0, torch.Generator().manual_seed(0))
+    stats = auxiliary_step(method, 0, torch.Generator().manual_seed(0))
     assert 0 < stats["token_entropy"] <= 1
     gap = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "gap")
-    _, stats = gap.loss(0, torch.Generator().manual_seed(0))
+    stats = auxiliary_step(gap, 0, torch.Generator().manual_seed(0))
     assert stats["token_entropy"] == pytest.approx(1.0)
     # The discriminator's gradient in the fake-score update scales with d_weight (same seed, same first update;
     # the aux clip at 10 does not bind on these tiny models, so the ratio is the weights' ratio).
@@ -350,7 +410,7 @@ def test_hd_discriminator_loss_weight_and_token_entropy(tiny_teacher, tiny_guide
     for d_weight in (1.0, 1e-2):
         torch.manual_seed(0)
         m = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "awd", d_weight=d_weight, fake_updates=1)
-        m.loss(0, torch.Generator().manual_seed(0))
+        auxiliary_step(m, 0, torch.Generator().manual_seed(0))
         grads.append(torch.cat([p.grad.flatten() for p in m.disc.parameters() if p.grad is not None]))
     assert torch.allclose(grads[1], grads[0] * 1e-2, rtol=1e-3, atol=1e-9)
 
@@ -371,9 +431,25 @@ def test_hd_fake_score_optimizer_is_checkpointed_and_restored(tiny_teacher, tiny
     tensors = load_file(str(ckpt / "state.safetensors"))
     saved = {k: v for k, v in tensors.items() if k.startswith("aux_fake.")}
     assert saved and any(k.endswith("exp_avg") for k in saved)
-    step_state = first.aux_opt.state_dict()["state"]
+    step_state = first.auxiliary_optimizers()["fake"].state_dict()["state"]
     assert all(float(s["step"]) == 1 for s in step_state.values())
     resumed = run(2)
-    assert all(float(s["step"]) == 2 for s in resumed.aux_opt.state_dict()["state"].values())  # 1 restored + 1 new
+    assert all(float(s["step"]) == 2 for s in resumed.auxiliary_optimizers()["fake"].state_dict()["state"].values())  # 1 restored + 1 new
     maps = load_file(str(tmp_path / "model" / "discriminator_maps.safetensors"))
     assert maps["token_weights"].shape[0] == maps["images"].shape[0] and torch.allclose(maps["token_weights"].flatten(1).sum(1), torch.ones(maps["images"].shape[0]), atol=1e-5)
+
+
+def test_the_loop_averages_and_clips_hds_fake_score_gradients_across_processes(tiny_teacher, tiny_guided_dir, monkeypatch):
+    """HD's second optimiser is the loop's: each fake-score update's gradients go through the loop's all-reduce
+    (here recorded in place of torch.distributed) before its clip and step."""
+    import demo.train as loop
+
+    method = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "awd", fake_updates=2)
+    synced = []
+    monkeypatch.setattr(loop, "_average_gradients", lambda params, world: synced.append((len(params), world)))
+    before = [p.detach().clone() for p in method.disc.parameters()]
+    auxiliary_step(method, 0, torch.Generator().manual_seed(0), world=2)
+    aux_params = {id(p) for p in [*method.fake.parameters(), *method.disc.parameters()]}
+    assert len(synced) == 2 and all(world == 2 and 0 < n <= len(aux_params) for n, world in synced)
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.disc.parameters()))
+    assert all(p.grad is None for p in method.student.parameters())  # the generator is not touched by these updates

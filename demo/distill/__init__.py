@@ -1,46 +1,211 @@
-"""Training methods behind one interface (`base.Method`): teacher training and the distillation methods.
+"""Training methods behind one interface (`base.Method`) and their registry: teacher training and the distillation
+methods, one file each, every one runnable as `python -m demo.distill --method NAME` through the one loop in
+`demo.train`. Every method runs on a pixel UNet teacher and on a latent DiT teacher alike: the data reach a latent
+teacher's methods as VAE latents (`demo.latent.model_space`).
 
-`METHODS` maps a CLI name to a builder `(args) -> Method`; `python -m demo.distill --method NAME` runs any of them
-through the one training loop in `demo.train`. Every method runs on a pixel UNet teacher and on a latent DiT teacher
-alike: the data reach a latent teacher's methods as VAE latents (`demo.latent.model_space`).
+How to add a method — write one file, nothing else:
+
+    # demo/distill/mine.py  (or any file named in GDL_METHOD_MODULES, see below)
+    from demo.distill import load_teacher, register, teacher_data
+    from demo.distill.base import Method, student_card
+
+    @register
+    class MyDistillation(Method):
+        cli = {"mine": "one line on what it trains"}   # --method names → description (--help, the card)
+        summary = "mine: a short phrase"               # the app's method dropdown
+
+        @classmethod
+        def add_arguments(cls, parser):                 # this method's own flags (argparse's add_argument)
+            parser.add_argument("--my-weight", type=float, default=1.0, help="…")
+
+        @classmethod
+        def from_args(cls, method, args):               # parsed command line → the method
+            teacher = load_teacher(args)
+            return cls(teacher, teacher_data(args, teacher), args.my_weight, name=args.name)
+
+        def __init__(self, teacher, data, my_weight, name=None): …   # set self.teacher, self.student, self.card_name
+        def loss(self, step, generator): …              # draw the batch with self.data.batch(step), noise from generator
+        def card(self, cfg):
+            return student_card(self.teacher, self.card_name, self.name, self.training_record(cfg), self.cli[self.name])
+
+The registry imports every module of this package (`pkgutil`) the first time `METHODS` is read, so the file's
+`@register` is all the wiring: the CLI gains `--method mine` and its flags, the app's Distill tab lists it, jobs can
+run it. `Method` supplies the rest: the export of the (EMA) student as a model folder on the teacher's scheduler and
+VAE, checkpoints, and — for a method that trains a second network (HD's fake score) — its optimiser: declare it in
+`auxiliary()` and yield its losses from `auxiliary_losses()`; the loop steps, syncs and checkpoints it. One file may
+register a family of names (`cli` with several keys, e.g. DASH's ablations); `from_args` gets the chosen name.
+Flags are shared by name: a flag two methods declare the same way (destination and default) is one flag.
+
+Plugins and tests: `GDL_METHOD_MODULES` lists more method files or modules, separated by `os.pathsep` (`:`), e.g.
+`GDL_METHOD_MODULES=/path/to/mine.py:mypackage.methods`; each is imported at discovery and registers itself the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-METHODS: dict[str, Callable] = {}
+PLUGIN_ENV = "GDL_METHOD_MODULES"
+_NOT_METHOD_MODULES = {"base", "__main__"}
 
 
-def register(name: str):
-    def deco(fn):
-        METHODS[name] = fn
-        return fn
+@dataclass(frozen=True)
+class MethodEntry:
+    """One `--method` name: its class and description. Calling it with the parsed command line builds the method."""
 
-    return deco
+    name: str
+    cls: type
+    description: str
+
+    def __call__(self, args: argparse.Namespace):
+        return self.cls.from_args(self.name, args)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.cls.needs_teacher
 
 
-@register("teacher")
-def _build_teacher(args):
-    from demo.distill.teacher import TeacherTraining
-    from demo.models import default_scheduler, teacher_unet
+_ENTRIES: dict[str, MethodEntry] = {}
+_CLASSES: list[type] = []  # registration order: one per file or family, as their flags and help are grouped
 
-    data = _train_data(args)
-    if args.init:  # continue training a teacher, pixel or latent (weights and TIRT logits; the optimiser starts fresh)
-        from diffusers import DDPMScheduler
 
-        from demo.latent import model_space
-        from demo.models import load_model_folder
+def register(cls: type) -> type:
+    """Class decorator: register every name in `cls.cli` (a family may register several) for `--method`."""
+    if not cls.cli:
+        raise ValueError(f"{cls.__name__} registers no method: set cli = {{'name': 'description'}}")
+    for name, description in cls.cli.items():
+        if name in _ENTRIES and _ENTRIES[name].cls is not cls:
+            other = _ENTRIES[name].cls
+            raise ValueError(f"method {name!r} is registered twice: by {other.__module__}.{other.__name__} and {cls.__module__}.{cls.__name__}")
+        _ENTRIES[name] = MethodEntry(name, cls, description)
+    if cls not in _CLASSES:
+        _CLASSES.append(cls)
+    return cls
 
-        init = load_model_folder(args.init)
-        net = init.net.train().requires_grad_(True)
-        return TeacherTraining(
-            net, DDPMScheduler.from_config(init.scheduler_config), model_space(data, init), init.card.num_classes,
-            card_name=args.name or init.name, tirt_logits=init.tirt_logits, vae=init.vae, card=init.card,
-        )  # fmt: skip
-    channels = tuple(int(c) for c in args.channels.split(","))
-    net = teacher_unet(channels=channels, layers_per_block=args.layers_per_block)
-    return TeacherTraining(net, default_scheduler(), data, card_name=args.name or "fmnist-teacher")
+
+def _discover() -> None:
+    """Import this package's method modules, then the GDL_METHOD_MODULES ones (each registers itself)."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in _NOT_METHOD_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    for item in filter(None, os.environ.get(PLUGIN_ENV, "").split(os.pathsep)):
+        _import_plugin(item)
+
+
+def _import_plugin(item: str) -> None:
+    """A path to a .py file, or a dotted module name."""
+    if not item.endswith(".py"):
+        importlib.import_module(item)
+        return
+    path = Path(item).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{PLUGIN_ENV} names {item}, which is not a file")
+    module_name = f"gdl_method_plugin_{path.stem}"
+    if module_name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # before exec: dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+
+
+class _Registry(Mapping):
+    """`METHODS`: `--method` name → `MethodEntry`, filled by discovery the first time it is read."""
+
+    _discovered = False
+
+    def _entries(self) -> dict[str, MethodEntry]:
+        if not _Registry._discovered:
+            _Registry._discovered = True
+            _discover()
+        return _ENTRIES
+
+    def __getitem__(self, name: str) -> MethodEntry:
+        return self._entries()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+    def families(self) -> list[type]:
+        """The registered method classes in registration order (one per file or family)."""
+        self._entries()
+        return list(_CLASSES)
+
+
+METHODS = _Registry()
+
+
+def method_summary() -> str:
+    """One line over every family (what the app's method dropdown shows under it)."""
+    return " · ".join(cls.summary for cls in METHODS.families() if cls.summary)
+
+
+# ---- the command line's method flags ----
+
+
+class MethodArguments:
+    """What a method's `add_arguments` receives: argparse's `add_argument` into the method's own help group (a flag
+    another method already declared with the same destination and default is shared, not redeclared) and
+    `add_check` for a check across flags."""
+
+    def __init__(self, parser: argparse.ArgumentParser, group, checks: list[Callable]):
+        self._parser, self._group, self._checks = parser, group, checks
+
+    def add_argument(self, *flags: str, **kwargs):
+        known = {o: a for a in self._parser._actions for o in a.option_strings}
+        if all(f in known for f in flags):
+            action = known[flags[0]]
+            dest = kwargs.get("dest", flags[0].lstrip("-").replace("-", "_"))
+            if action.dest != dest or action.default != kwargs.get("default"):
+                raise ValueError(f"flag {flags[0]} is declared twice with different destinations or defaults")
+            return action
+        return self._group.add_argument(*flags, **kwargs)
+
+    def add_check(self, check: Callable[[argparse.Namespace], None]) -> None:
+        if check not in self._checks:
+            self._checks.append(check)
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> list[Callable]:
+    """Add every registered method's flags to `parser`, one help group per family; returns the cross-flag checks.
+
+    Every method's flags are accepted whatever `--method` is (as one flat parser did), so a command line that worked
+    keeps working, and every check runs."""
+    checks: list[Callable] = []
+    for cls in METHODS.families():
+        about = "; ".join(f"{name}: {description}" for name, description in cls.cli.items())
+        group = parser.add_argument_group(f"--method {', '.join(cls.cli)}", about)
+        cls.add_arguments(MethodArguments(parser, group, checks))
+    return checks
+
+
+# ---- what the builders share: the teacher, the student initialisation and the training data ----
+
+
+def load_teacher(args):
+    """The loaded `--teacher` model folder (a distillation method cannot start without one)."""
+    from demo.models import load_model_folder
+
+    if not args.teacher:
+        raise ValueError(f"method {args.method} needs --teacher DIR (a teacher model folder)")
+    return load_model_folder(args.teacher)
+
+
+def load_init(args):
+    """The loaded `--init` model folder, or None."""
+    from demo.models import load_model_folder
+
+    return load_model_folder(args.init) if args.init else None
 
 
 def _train_data(args):
@@ -51,79 +216,13 @@ def _train_data(args):
     return BatchSampler(images, labels, args.batch_size, seed=args.seed, flip=getattr(args, "hflip", False))
 
 
-def _teacher_data(args, teacher):
+def train_data(args):
+    """Training batches in pixel space (through `_train_data`, which a test may replace by a tiny sampler)."""
+    return _train_data(args)
+
+
+def teacher_data(args, teacher):
     """Training batches in the teacher's space: Fashion-MNIST pixels, or their VAE latents for a latent teacher."""
     from demo.latent import model_space
 
-    return model_space(_train_data(args), teacher)
-
-
-def _load_teacher(args):
-    from demo.models import load_model_folder
-
-    if not args.teacher:
-        raise ValueError(f"method {args.method} needs --teacher DIR (a teacher model folder)")
-    return load_model_folder(args.teacher)
-
-
-def _register_dash(variant: str):
-    def build(args):
-        from demo.distill.dash import DashDistillation
-        from demo.models import load_model_folder
-
-        student = None
-        if args.init:  # fine-tune an existing compact student instead of starting from scratch
-            student = load_model_folder(args.init).net
-        teacher = _load_teacher(args)
-        return DashDistillation(teacher, _teacher_data(args, teacher), variant=variant, student=student, name=args.name)
-
-    register(variant)(build)
-
-
-for _variant in ("dash", "kd-cond", "kd-cond-untrained-null", "kd-composite", "dash-no-uncond", "dash-no-anchor", "dash-uniform", "dash-min-snr"):
-    _register_dash(_variant)
-
-
-@register("guided")
-def _build_guided(args):
-    from demo.distill.guided import GuidedDistillation
-
-    teacher = _load_teacher(args)
-    return GuidedDistillation(teacher, _teacher_data(args, teacher), args.w_min, args.w_max, name=args.name)
-
-
-@register("guided-single-w")
-def _build_guided_single(args):
-    from demo.distill.guided import GuidedDistillation
-
-    teacher = _load_teacher(args)
-    return GuidedDistillation(teacher, _teacher_data(args, teacher), fixed_w=args.guidance, name=args.name)
-
-
-@register("progressive")
-def _build_progressive(args):
-    from demo.distill.progressive import ProgressiveRound
-
-    teacher = _load_teacher(args)
-    steps = args.steps or max(1, (teacher.card.steps or 64) // 2)
-    return ProgressiveRound(teacher, _teacher_data(args, teacher), steps, args.w_min, args.w_max, name=args.name)
-
-
-def _register_hd(name: str, pooling: str | None):
-    def build(args):
-        from demo.distill.hd import HDRefinement
-        from demo.models import load_model_folder
-
-        if not args.init:
-            raise ValueError(f"method {name} needs --init DIR: the one-step w-conditioned sketch to refine")
-        teacher = _load_teacher(args)
-        data = _teacher_data(args, teacher)
-        options = {k: getattr(args, k) for k in ("adv_weight", "d_weight", "fake_updates") if getattr(args, k, None) is not None}
-        return HDRefinement(teacher, load_model_folder(args.init), data, pooling, w_min=args.w_min, w_max=args.w_max,
-                            fake_warmup=getattr(args, "fake_warmup", 0), name=args.name, **options)
-
-    register(name)(build)
-
-
-for _name, _pooling in (("hd", "awd"), ("hd-gap", "gap"), ("dmd", None)):
-    _register_hd(_name, _pooling)
+    return model_space(train_data(args), teacher)

@@ -13,21 +13,10 @@ import json
 import os
 import sys
 
-from demo.distill import METHODS
-from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN
+from demo.distill import METHODS, add_method_arguments
+from demo.distill.base import MAX_STEPS as STEPS
 from demo.train import PRECISION_CHOICES, TrainConfig, latest_valid_checkpoint, train
 from demo.validate import SEED_MAX, arg_float, arg_int, check_out_dir
-
-STEPS = 10_000_000  # the longest a flag that counts iterations may be
-
-
-def arg_channels(text: str) -> str:
-    """--channels: comma-separated UNet widths, each a whole number in 1..2048 (e.g. 32,64,128)."""
-    parts = str(text).split(",")
-    if not 1 <= len(parts) <= 8 or not all(p.strip().isdigit() and 1 <= int(p) <= 2048 for p in parts):
-        raise argparse.ArgumentTypeError(f"must be 1 to 8 comma-separated whole numbers in 1..2048, got {text!r:.60}")
-    return text
-
 
 def arg_name(text: str) -> str:
     if not 1 <= len(text) <= 100 or "/" in text or "\0" in text:
@@ -37,14 +26,15 @@ def arg_name(text: str) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m demo.distill", description=__doc__.splitlines()[0])
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--method", required=True, choices=sorted(METHODS), help="the training method (see the groups below)")
     p.add_argument("--teacher", default=None, help="teacher model folder (distillation methods)")
     p.add_argument("--init", default=None, help="student initialisation folder, where the method takes one")
     p.add_argument("--out", required=True, help="run folder (checkpoints, stats.jsonl, model/)")
     p.add_argument("--name", default=None, type=arg_name, help="model name written to card.json")
     p.add_argument("--data", default=None, metavar="FILE.npz", help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)")
     p.add_argument("--hflip", action="store_true", help="augment with random horizontal flips (off by default: every Fashion-MNIST shoe points left, so a flipped shoe is off the data distribution)")
-    # Each numeric flag's type checks its range (demo.validate): a bad value is one line naming the flag, exit code 2.
+    # The training loop's flags, shared by every method. Each numeric flag's type checks its range (demo.validate):
+    # a bad value is one line naming the flag, exit code 2.
     p.add_argument("--iterations", type=arg_int(1, STEPS), default=1000)
     p.add_argument("--batch-size", type=arg_int(1, 4096), default=64)
     p.add_argument("--lr", type=arg_float(0.0, 1.0, open_lo=True, open_hi=True), default=1e-3)
@@ -56,22 +46,16 @@ def parse_args(argv=None):
                    help="bf16 autocast, float32 (no), or auto: bf16 on a GPU or a CPU with bfloat16 instructions, where it is faster")
     p.add_argument("--log-every", type=arg_int(1, STEPS), default=25)
     p.add_argument("--checkpoint-every", type=arg_int(1, STEPS), default=500)
-    p.add_argument("--channels", type=arg_channels, default="32,64,128", help="teacher/student UNet widths")
-    p.add_argument("--layers-per-block", type=arg_int(1, 8), default=2)
-    p.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0, help="W for methods with one fixed guidance scale")
-    p.add_argument("--w-min", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=1.0, help="lowest W of a w-conditioned student")
-    p.add_argument("--w-max", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=5.0, help="highest W of a w-conditioned student")
-    p.add_argument("--steps", type=arg_int(1, 1000), default=None, help="student sampling steps (progressive rounds)")
-    p.add_argument("--fake-warmup", type=arg_int(0, STEPS), default=0, help="DMD/HD: first iterations that train only the fake score, not the generator")
-    p.add_argument("--fake-updates", type=arg_int(1, 100), default=None, help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)")
-    p.add_argument("--adv-weight", type=arg_float(0.0, 1000.0), default=None, help="HD: weight of the generator's adversarial term against DMD (default 3e-3, DMD2's)")
-    p.add_argument("--d-weight", type=arg_float(0.0, 1000.0), default=None, help="HD: weight of the discriminator loss in the fake-score network's update (default 1e-2, DMD2's)")
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")
     p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload OUT/model to this Hub repository when done")
     p.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
+    checks = add_method_arguments(p)  # each method's own flags (demo/distill/<method>.py), grouped in --help
     args = p.parse_args(argv)
-    if args.w_min > args.w_max:
-        p.error(f"argument --w-min: must be at most --w-max ({args.w_max:g}), got {args.w_min:g}")
+    for check in checks:  # checks across a method's flags, e.g. --w-min <= --w-max
+        try:
+            check(args)
+        except ValueError as e:
+            p.error(str(e))
     if args.push_to_hub:  # a bad repository id is refused before anything is written, the run folder included
         from demo.hub import check_repo_id
 

@@ -1,21 +1,66 @@
-"""The small interface every training method implements, so one loop (`demo.train.train`) runs them all."""
+"""The small interface every training method implements, so one loop (`demo.train.train`) runs them all, and the
+command-line face of a method (its `--method` names, flags and builder) that the registry in `demo.distill` reads."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+MAX_STEPS = 10_000_000  # the longest a flag that counts iterations may be
+
+
+@dataclass(frozen=True)
+class Auxiliary:
+    """A network a method trains beside the student with its own optimiser and loss (HD's fake score and
+    discriminator). The loop builds the optimiser, averages its gradients across processes, clips and steps it, and
+    keeps its state in every checkpoint; the method only yields its losses (`Method.auxiliary_losses`)."""
+
+    params: list
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01  # torch.optim.AdamW's default
+    grad_clip: float | None = None
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
 
 
 class Method:
     """A training objective over a `student` module.
 
-    Subclasses set `name`, `student` and implement `loss` and `export`; everything else has a default.
+    Subclasses set `name`, `student` and implement `loss`; a distillation method sets `teacher` (a loaded model
+    folder) and `card_name` and implements `card` (see `student_card`), and the shared `export` writes the model folder. Everything else
+    has a default. For the command line (`python -m demo.distill`) a method class also sets `cli` and implements the
+    classmethods `add_arguments` and `from_args`, then registers itself with `@demo.distill.register`.
     """
 
     name: str = "method"
     student: torch.nn.Module
+    teacher = None  # the loaded teacher (demo.models.load_model_folder) a distillation method learns from
+    card_name: str = "model"
 
+    # ---- the command line: read by demo.distill's registry ----
+    cli: dict[str, str] = {}  # --method name → one-line description (the card's and `--help`'s text)
+    summary: str = ""  # one phrase for the app's method dropdown (the Distill tab's METHOD_INFO)
+    needs_teacher: bool = True  # False: trains from data alone (the teacher itself)
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        """Declare this method's flags: `parser.add_argument(...)` as argparse's (a flag another method already
+        declared with the same destination and default is shared), and `parser.add_check(fn)` for a check across
+        flags (`fn(args)` raises ValueError("argument --flag: …"), printed as argparse's one error line)."""
+
+    @classmethod
+    def from_args(cls, method: str, args: argparse.Namespace) -> Method:
+        """Build the method `method` (one of `cls.cli`) from the parsed command line; `demo.distill`'s
+        `load_teacher`, `load_init` and `teacher_data` read the shared flags (--teacher, --init, --data, …)."""
+        raise NotImplementedError
+
+    # ---- training ----
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         """Modules whose parameters are optimised and checkpointed (the student first)."""
         return {"student": self.student}
@@ -39,22 +84,66 @@ class Method:
     def loss(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
-    def auxiliary_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Optimisers a method steps itself inside `loss` (HD's fake score and discriminator); the loop checkpoints
-        and restores them, and sets `self.average_gradients(params)` for their gradients across processes."""
+    def auxiliary(self) -> dict[str, Auxiliary]:
+        """Networks trained beside the student with their own optimiser, by name (a name is its checkpoint key)."""
         return {}
 
-    def average_gradients(self, params: list) -> None:
-        """Replaced by the training loop; one process needs nothing."""
+    def auxiliary_losses(self, step: int, generator: torch.Generator) -> Iterator[tuple[str, torch.Tensor, dict]]:
+        """Yield `(name, loss, stats)` for each update of an `auxiliary` network at this step; the loop runs them
+        before `loss(step, generator)`, from the same generator, and steps each one before asking for the next."""
+        return iter(())
+
+    def auxiliary_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimisers of `auxiliary()`, built on first use and kept (the loop checkpoints and restores them)."""
+        if getattr(self, "_auxiliary_optimizers", None) is None:
+            self._auxiliary_optimizers = {name: aux.optimizer() for name, aux in self.auxiliary().items()}
+        return self._auxiliary_optimizers
 
     def after_step(self, step: int) -> None:
-        """Hook after each optimiser step (inner updates, e.g. DMD's fake-score network)."""
+        """Hook after each optimiser step."""
 
     def on_resume(self, meta: dict) -> None:
         """Hook after a checkpoint was restored."""
 
-    def export(self, folder: Path, cfg) -> Path:
+    # ---- the model folder ----
+    def training_record(self, cfg) -> dict:
+        """The recipe written to card.json's `training`: the loop's budget, then the method's own settings."""
+        return {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr}
+
+    def card(self, cfg):
+        """The `demo.models.Card` of the exported model."""
         raise NotImplementedError
+
+    def export_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Extra safetensors files written beside the weights: file name → {tensor name: tensor}."""
+        return {}
+
+    def export_scheduler(self):
+        """A student samples on its teacher's noise schedule."""
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(self.teacher.scheduler_config)
+
+    def export_vae(self):
+        """A student of a latent teacher works on the same latents, so its folder carries the teacher's VAE."""
+        return self.teacher.vae
+
+    def export(self, folder: Path, cfg) -> Path:
+        """Write the (EMA) student as a model folder: weights, scheduler, card.json, `export_files()`, the VAE."""
+        from demo.models import save_model_folder
+
+        card = self.card(cfg)
+        return save_model_folder(folder, self.student, self.export_scheduler(), card, self.export_files() or None, vae=self.export_vae())
 
     def describe(self) -> dict:
         return {"name": self.name}
+
+
+def student_card(teacher, name: str, method: str, training: dict, description: str = "", **fields):
+    """A student's card: the teacher's classes and image size, the method's `--method` key, recipe and description
+    (`fields`: any other `demo.models.Card` field, e.g. a w-conditioned student's guidance range)."""
+    from demo.models import Card
+
+    c = teacher.card
+    return Card(name=name, kind="student", method=method, teacher=teacher.name, num_classes=c.num_classes, class_names=c.class_names,
+                null_class=teacher.null_class, image_size=c.image_size, training=training, description=description, **fields)  # fmt: skip

@@ -23,20 +23,18 @@ sampler with `--clip-x0`, without the paper's guidance ramp from 1.25.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from diffusers import DiTTransformer2DModel
 
-from demo.distill.base import Method
+from demo.distill import load_init, load_teacher, register, teacher_data
+from demo.distill.base import Method, student_card
 from demo.distill.teacher import P_UNCOND, TIRT
 from demo.models import (
     Card,
-    DDPMScheduler,
     count_parameters,
     net_output,
     no_label_dropout,
-    save_model_folder,
     teacher_unet,
 )
 from demo.schedule import denoising_target
@@ -106,7 +104,17 @@ def compact_student_for(teacher) -> torch.nn.Module:
     return compact_student(teacher.card)
 
 
+@register
 class DashDistillation(Method):
+    cli = DESCRIPTIONS
+    summary = "dash: DASH (both branches + anchor, TIRT) · kd-… and dash-…: its baselines and ablations"
+
+    @classmethod
+    def from_args(cls, method, args):
+        init = load_init(args)  # fine-tune an existing compact student instead of starting from scratch
+        teacher = load_teacher(args)
+        return cls(teacher, teacher_data(args, teacher), variant=method, student=init.net if init else None, name=args.name)
+
     def __init__(self, teacher, data, variant: str = "dash", student: torch.nn.Module | None = None, name: str | None = None):
         if variant not in VARIANTS:
             raise ValueError(f"DASH variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -170,22 +178,12 @@ class DashDistillation(Method):
         loss = l_im + l_un + ANCHOR_WEIGHT * l_an + l_comp
         return loss, {"l_im": float(l_im.detach()), "l_un": float(l_un.detach()), "l_an": float(l_an.detach()), "l_comp": float(l_comp.detach())}
 
-    def export(self, folder: Path, cfg) -> Path:
-        card = Card(
-            name=self.card_name,
-            kind="student",
-            method=self.name,
-            description=DESCRIPTIONS[self.name],
-            teacher=self.teacher.name,
-            num_classes=self.teacher.card.num_classes,
-            class_names=self.teacher.card.class_names,
-            null_class=self.teacher.null_class,
-            image_size=self.teacher.card.image_size,
-            training={"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "variant": asdict(self.variant),
-                      "teacher_parameters": count_parameters(self.teacher.net)},
-        )
-        scheduler = DDPMScheduler.from_config(self.teacher.scheduler_config)
-        return save_model_folder(folder, self.student, scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}, vae=self.teacher.vae)
+    def card(self, cfg) -> Card:
+        training = {**self.training_record(cfg), "variant": asdict(self.variant), "teacher_parameters": count_parameters(self.teacher.net)}
+        return student_card(self.teacher, self.card_name, self.name, training, DESCRIPTIONS[self.name])
+
+    def export_files(self):
+        return {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}
 
     def describe(self):
         return {"name": self.name, "variant": asdict(self.variant), "teacher": str(self.teacher.path), "p_uncond_of_teacher": P_UNCOND}

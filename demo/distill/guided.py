@@ -11,25 +11,26 @@ the class embedder of every DiT block's adaLN-Zero); the new MLP's last layer st
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel
+from diffusers import DiTTransformer2DModel, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from demo.distill import load_teacher, register, teacher_data
 from demo.distill.base import Method
-from demo.guidance import guided_x0
+from demo.distill.base import student_card as _student_card
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, guided_x0
 from demo.models import (
     Card,
     net_output,
     no_label_dropout,
     register_model_class,
-    save_model_folder,
 )
 from demo.schedule import from_x0
+from demo.validate import arg_float
 
 
 def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -145,31 +146,48 @@ def student_card(
     teacher, name: str, method: str, steps: int | None, w_range: tuple[float, float], training: dict, description: str = ""
 ) -> Card:
     """The card of a w-conditioned student; `method` is its `python -m demo.distill --method` key."""
-    return Card(
-        name=name,
-        kind="student",
-        method=method,
-        teacher=teacher.name,
-        num_classes=teacher.card.num_classes,
-        class_names=teacher.card.class_names,
-        null_class=teacher.null_class,
-        image_size=teacher.card.image_size,
-        guidance={"convention": teacher.card.guidance["convention"], "default": 2.0, "min": w_range[0], "max": w_range[1]},
-        steps=steps,
-        w_conditioned=True,
-        training=training,
-        description=description,
-    )
+    guidance = {"convention": teacher.card.guidance["convention"], "default": 2.0, "min": w_range[0], "max": w_range[1]}
+    return _student_card(teacher, name, method, training, description, guidance=guidance, steps=steps, w_conditioned=True)
+
+
+def add_w_range_arguments(parser) -> None:
+    """--w-min/--w-max: the W range a w-conditioned student is trained over (guided, progressive, HD/DMD)."""
+    parser.add_argument("--w-min", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=1.0, help="lowest W of a w-conditioned student")
+    parser.add_argument("--w-max", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=5.0, help="highest W of a w-conditioned student")
+    parser.add_check(check_w_range)
+
+
+def check_w_range(args) -> None:
+    if args.w_min > args.w_max:
+        raise ValueError(f"argument --w-min: must be at most --w-max ({args.w_max:g}), got {args.w_min:g}")
 
 
 def sample_w(B: int, w_min: float, w_max: float, generator, device) -> torch.Tensor:
     return (w_min + (w_max - w_min) * torch.rand(B, generator=generator)).to(device)
 
 
+@register
 class GuidedDistillation(Method):
     """Stage 1: ‖x̂_student(z_t, W) − x̂_teacher,W(z_t)‖², weighted by SNR+1 (computed as a v-space MSE)."""
 
     name = "guided"
+    cli = {
+        "guided": "guided distillation stage 1 (Meng et al. 2023): one w-conditioned student for every W in [--w-min, --w-max]",
+        "guided-single-w": "guided distillation stage 1 at one fixed W (--guidance)",
+    }
+    summary = "guided: Meng et al. stage 1"
+
+    @classmethod
+    def add_arguments(cls, parser):
+        add_w_range_arguments(parser)
+        parser.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0, help="W for methods with one fixed guidance scale")
+
+    @classmethod
+    def from_args(cls, method, args):
+        teacher = load_teacher(args)
+        if method == "guided-single-w":
+            return cls(teacher, teacher_data(args, teacher), fixed_w=args.guidance, name=args.name)
+        return cls(teacher, teacher_data(args, teacher), args.w_min, args.w_max, name=args.name)
 
     def __init__(self, teacher, data, w_min: float = 1.0, w_max: float = 5.0, fixed_w: float | None = None, name: str | None = None):
         if not 0 <= w_min <= w_max:
@@ -206,11 +224,10 @@ class GuidedDistillation(Method):
         loss = F.mse_loss(out_hat, from_x0(z_t, x0_target, alpha, sigma, self.teacher.prediction_type))
         return loss, {"w_mean": float(w.mean())}
 
-    def export(self, folder: Path, cfg) -> Path:
+    def card(self, cfg) -> Card:
         what = "guided distillation stage 1 (Meng et al. 2023)" + (f", single W = {self.fixed_w:g}" if self.fixed_w is not None else "")
-        training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "w_range": [self.w_min, self.w_max]}
-        card = student_card(self.teacher, self.card_name, self.name, None, (self.w_min, self.w_max), training, what)
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
+        training = {**self.training_record(cfg), "w_range": [self.w_min, self.w_max]}
+        return student_card(self.teacher, self.card_name, self.name, None, (self.w_min, self.w_max), training, what)
 
     def describe(self):
         return {"name": self.name, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}

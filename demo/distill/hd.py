@@ -3,7 +3,8 @@ with an Adaptive Weighted Discriminator (Cheng et al. 2025, arXiv 2511.08930; DM
 
 The generator is a one-step w-conditioned student (the stage-1 "sketch": a guided/progressive 1-step student).
 Per generator step:
-  1. Fake-score and discriminator updates (`fake_updates` of them) on detached generator samples: the fake score
+  1. Fake-score and discriminator updates (`fake_updates` of them; `auxiliary_losses` yields their losses and the
+     training loop steps, syncs and checkpoints their optimiser) on detached generator samples: the fake score
      is a copy of the teacher trained with the usual denoising loss on generator samples. The generator's output
      depends on W, so the fake score takes W too (the teacher's network with a zero-initialised W embedding, like
      the stage-1 student: it starts as the teacher's conditional model); without it one network would have to
@@ -25,18 +26,19 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
 from torch import nn
 
-from demo.distill.base import Method
-from demo.distill.guided import GuidanceUNet, guidance_student, sample_w, student_card
+from demo.distill import load_teacher, register, teacher_data
+from demo.distill.base import MAX_STEPS, Auxiliary, Method
+from demo.distill.guided import GuidanceUNet, add_w_range_arguments, guidance_student, sample_w, student_card
 from demo.guidance import guided_x0
-from demo.models import DDPMScheduler, net_output, save_model_folder
+from demo.models import net_output
 from demo.schedule import denoising_target, to_x0
+from demo.validate import arg_float, arg_int
 
 DMD_T_RANGE = (20, 980)  # DMD samples t away from both ends (Yin et al. 2024 use 2%–98%)
 # DMD2 (Yin et al. 2024b; its ImageNet recipe): the generator's GAN term weighs 3e-3 against the DMD loss, and the
@@ -114,8 +116,42 @@ def dmd_loss(x: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Tensor) -> t
     return 0.5 * F.mse_loss(x, target)
 
 
+POOLING = {"hd": "awd", "hd-gap": "gap", "dmd": None}  # --method → discriminator token pooling (None: no discriminator)
+
+
+@register
 class HDRefinement(Method):
     name = "hd"
+    cli = {
+        "hd": "hierarchical distillation refinement of a one-step sketch (--init): DMD + adversarial term, AWD discriminator",
+        "hd-gap": "hierarchical distillation refinement with a plain GAP discriminator (the AWD ablation)",
+        "dmd": "distribution matching distillation alone (Yin et al. 2024), from a one-step sketch or the teacher (--init)",
+    }
+    summary = "hd, hd-gap, dmd: refine a one-step student (--init) by distribution matching"
+
+    @classmethod
+    def add_arguments(cls, parser):
+        add_w_range_arguments(parser)
+        parser.add_argument("--fake-warmup", type=arg_int(0, MAX_STEPS), default=0,
+                            help="DMD/HD: first iterations that train only the fake score, not the generator")
+        parser.add_argument("--fake-updates", type=arg_int(1, 100), default=None,
+                            help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)")
+        parser.add_argument("--adv-weight", type=arg_float(0.0, 1000.0), default=None,
+                            help="HD: weight of the generator's adversarial term against DMD (default 3e-3, DMD2's)")
+        parser.add_argument("--d-weight", type=arg_float(0.0, 1000.0), default=None,
+                            help="HD: weight of the discriminator loss in the fake-score network's update (default 1e-2, DMD2's)")
+
+    @classmethod
+    def from_args(cls, method, args):
+        from demo.models import load_model_folder
+
+        if not args.init:
+            raise ValueError(f"method {method} needs --init DIR: the one-step w-conditioned sketch to refine")
+        teacher = load_teacher(args)
+        data = teacher_data(args, teacher)
+        options = {k: getattr(args, k) for k in ("adv_weight", "d_weight", "fake_updates") if getattr(args, k, None) is not None}
+        return cls(teacher, load_model_folder(args.init), data, POOLING[method], w_min=args.w_min, w_max=args.w_max,
+                   fake_warmup=args.fake_warmup, name=args.name, **options)
 
     def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
                  fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, fake_warmup: int = 0,
@@ -144,15 +180,19 @@ class HDRefinement(Method):
         self.fake = guidance_student(teacher.net).train().requires_grad_(True)
         self.bottleneck = _Bottleneck(self.fake)
         self.disc = TokenDiscriminator(self.bottleneck.channels, pooling or "gap").train()
-        self.aux_opt = torch.optim.AdamW(list(self.fake.parameters()) + list(self.disc.parameters()), lr=fake_lr, betas=(0.0, 0.99))
+        self.fake_lr = fake_lr
+        self._prepared = None  # (step, batch) drawn by auxiliary_losses for loss at the same step
         self.generator_meta = {"name": generator_model.name, "teacher": generator_model.card.teacher}
         self.card_name = name or ("fmnist-hd" if pooling == "awd" else f"fmnist-{self.name}")
 
     def trainable_modules(self):
         return {"student": self.student, "fake": self.fake, "disc": self.disc}
 
-    def auxiliary_optimizers(self):
-        return {"fake": self.aux_opt}
+    def auxiliary(self):
+        # The fake score and discriminator: AdamW without momentum (β1 = 0: they follow a moving generator), AdamW's
+        # default weight decay, gradients clipped at AUX_GRAD_CLIP; stepped by the loop after each auxiliary loss.
+        params = list(self.fake.parameters()) + list(self.disc.parameters())
+        return {"fake": Auxiliary(params, lr=self.fake_lr, betas=(0.0, 0.99), weight_decay=0.01, grad_clip=AUX_GRAD_CLIP)}
 
     def frozen_modules(self):
         return {"teacher": self.teacher.net}
@@ -179,14 +219,20 @@ class HDRefinement(Method):
         eps = torch.randn(x.shape, generator=generator).to(x)
         return self.teacher.schedule.add_noise(x, eps, t), t, eps
 
-    def loss(self, step, generator):
+    def _batch(self, step, generator):
+        """This step's real batch and per-example W, shared by the fake-score updates and the generator's loss."""
+        if self._prepared is not None and self._prepared[0] == step:
+            batch, self._prepared = self._prepared[1], None
+            return batch
         device = next(self.student.parameters()).device
         x_real, y = (a.to(device) for a in self.data.batch(step))
-        B = x_real.shape[0]
-        w = sample_w(B, self.w_min, self.w_max, generator, device)
-        shape = x_real.shape
-        stats = {}
-        # 1. Fake-score (+ discriminator) updates on detached generator samples.
+        return x_real, y, sample_w(x_real.shape[0], self.w_min, self.w_max, generator, device)
+
+    def auxiliary_losses(self, step, generator):
+        """1. Fake-score (+ discriminator) updates on detached generator samples; the loop steps each one."""
+        x_real, y, w = batch = self._batch(step, generator)
+        self._prepared = (step, batch)
+        device, shape = x_real.device, x_real.shape
         for _ in range(self.fake_updates):
             with torch.no_grad():
                 x_fake = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
@@ -203,17 +249,16 @@ class HDRefinement(Method):
                 loss_d = F.softplus(-self.disc(feats_real)).mean() + F.softplus(self.disc(feats_fake)).mean()
                 with torch.no_grad():  # where the pooling looks: 1 = everywhere alike (GAP), lower = concentrated
                     entropy = weight_entropy(self.disc.token_weights(torch.cat([feats_real, feats_fake]))).mean()
-            self.aux_opt.zero_grad(set_to_none=True)
-            (loss_fake + self.d_weight * loss_d).float().backward()
-            aux_params = [p for g in self.aux_opt.param_groups for p in g["params"] if p.grad is not None]
-            self.average_gradients(aux_params)
-            torch.nn.utils.clip_grad_norm_(aux_params, AUX_GRAD_CLIP)
-            self.aux_opt.step()
             stats = {"loss_fake": float(loss_fake.detach()), "loss_d": float(loss_d.detach())}
             if entropy is not None:
                 stats["token_entropy"] = float(entropy)
+            yield "fake", loss_fake + self.d_weight * loss_d, stats
+
+    def loss(self, step, generator):
+        x_real, y, w = self._batch(step, generator)
+        device, shape = x_real.device, x_real.shape
         if step < self.fake_warmup:  # the generator waits: a constant loss, no gradient reaches it
-            return torch.zeros((), device=device, requires_grad=True), {**stats, "l_dmd": 0.0, "l_adv": 0.0}
+            return torch.zeros((), device=device, requires_grad=True), {"l_dmd": 0.0, "l_adv": 0.0}
         # 2. Generator: DMD gradient at a random t, plus the adversarial term through the (fixed) discriminator.
         x = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
         x_t, t, _ = self._noise(x, generator)
@@ -230,7 +275,7 @@ class HDRefinement(Method):
             l_adv = F.softplus(-self.disc(self.bottleneck.feats)).mean()
             self.fake.requires_grad_(True)
             self.disc.requires_grad_(True)
-        return l_dmd + self.adv_weight * l_adv, {**stats, "l_dmd": float(l_dmd.detach()), "l_adv": float(l_adv.detach())}
+        return l_dmd + self.adv_weight * l_adv, {"l_dmd": float(l_dmd.detach()), "l_adv": float(l_adv.detach())}
 
     @torch.no_grad()
     def discriminator_maps(self, n: int = 10, w: float = 2.0, t: int = MAP_T, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -253,20 +298,21 @@ class HDRefinement(Method):
         return {"images": x.float().cpu(), "labels": y.cpu(), "token_weights": weights.float().cpu(), "token_logits": logits.float().cpu(),
                 "t": torch.tensor([int(t)]), "w": torch.tensor([float(w)])}  # fmt: skip
 
-    def export(self, folder: Path, cfg) -> Path:
-        training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "pooling": self.pooling,
-                    "adv_weight": self.adv_weight, "d_weight": self.d_weight, "fake_updates": self.fake_updates,
-                    "fake_warmup": self.fake_warmup, "generator_init": self.generator_meta}  # fmt: skip
+    def card(self, cfg):
+        training = {**self.training_record(cfg), "pooling": self.pooling, "adv_weight": self.adv_weight, "d_weight": self.d_weight,
+                    "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup, "generator_init": self.generator_meta}
         what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
         method = {None: "dmd", "gap": "hd-gap", "awd": "hd"}[self.pooling]  # the --method key
-        card = student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
-        extra = {}
-        if self.pooling is not None:  # the discriminator is not exported; its view of the final generator is
-            was_training = self.student.training
-            self.student.eval()
-            extra["discriminator_maps.safetensors"] = self.discriminator_maps()
-            self.student.train(was_training)
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, extra, vae=self.teacher.vae)
+        return student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
+
+    def export_files(self):
+        if self.pooling is None:
+            return {}
+        was_training = self.student.training  # the discriminator is not exported; its view of the final generator is
+        self.student.eval()
+        maps = self.discriminator_maps()
+        self.student.train(was_training)
+        return {"discriminator_maps.safetensors": maps}
 
     def describe(self):
         return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "d_weight": self.d_weight,

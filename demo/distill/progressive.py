@@ -12,14 +12,15 @@ W is still drawn per example, so the distilled student keeps guidance as a knob.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
+from demo.distill import load_teacher, register, teacher_data
 from demo.distill.base import Method
-from demo.distill.guided import sample_w, student_card
-from demo.models import DDPMScheduler, net_output, save_model_folder
+from demo.distill.guided import add_w_range_arguments, sample_w, student_card
+from demo.models import net_output
 from demo.schedule import NoiseSchedule, _bcast, ddim_step, to_x0
+from demo.validate import arg_int
 
 
 def ddim_target(z_t, z_t2, alpha_t, sigma_t, alpha_t2, sigma_t2):
@@ -33,8 +34,23 @@ def round_grid(schedule: NoiseSchedule, student_steps: int) -> list[int]:
     return schedule.timesteps(2 * student_steps) + [-1]
 
 
+@register
 class ProgressiveRound(Method):
     """One 2N → N round; `teacher` is a loaded w-conditioned model (stage-1 student or previous round)."""
+
+    cli = {"progressive": "one round of progressive distillation of a w-conditioned student: 2N -> N steps (--steps N)"}
+    summary = "progressive: one halving round"
+
+    @classmethod
+    def add_arguments(cls, parser):
+        add_w_range_arguments(parser)
+        parser.add_argument("--steps", type=arg_int(1, 1000), default=None, help="student sampling steps (progressive rounds)")
+
+    @classmethod
+    def from_args(cls, method, args):
+        teacher = load_teacher(args)
+        steps = args.steps or max(1, (teacher.card.steps or 64) // 2)  # default: half the teacher's steps
+        return cls(teacher, teacher_data(args, teacher), steps, args.w_min, args.w_max, name=args.name)
 
     def __init__(self, teacher, data, student_steps: int, w_min: float = 1.0, w_max: float = 5.0, name: str | None = None):
         if not teacher.card.w_conditioned:
@@ -85,14 +101,12 @@ class ProgressiveRound(Method):
         loss = (weight * (x_hat - x_tilde).pow(2).mean(dim=(1, 2, 3))).mean()
         return loss, {"w_mean": float(w.mean())}
 
-    def export(self, folder: Path, cfg) -> Path:
-        training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "round": f"{2 * self.N} -> {self.N}"}
-        card = student_card(
-            self.teacher, self.card_name, "progressive", self.N, (self.w_min, self.w_max), training,
-            f"progressive distillation of a guided student, {2 * self.N} -> {self.N} steps (Meng et al. 2023 stage 2)",
-        )  # fmt: skip
-        card.teacher = self.teacher.card.teacher or self.teacher.name
-        return save_model_folder(folder, self.student, DDPMScheduler.from_config(self.teacher.scheduler_config), card, vae=self.teacher.vae)
+    def card(self, cfg):
+        training = {**self.training_record(cfg), "round": f"{2 * self.N} -> {self.N}"}
+        what = f"progressive distillation of a guided student, {2 * self.N} -> {self.N} steps (Meng et al. 2023 stage 2)"
+        card = student_card(self.teacher, self.card_name, "progressive", self.N, (self.w_min, self.w_max), training, what)
+        card.teacher = self.teacher.card.teacher or self.teacher.name  # the CFG teacher at the root of the chain
+        return card
 
     def describe(self):
         return {"name": self.name, "student_steps": self.N, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}

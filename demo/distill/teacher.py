@@ -9,15 +9,17 @@ DASH's TIRT logits λ_t are learned jointly (see `TIRT`).
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
 import torch
 import torch.nn.functional as F
 
 from demo.data import BatchSampler
+from demo.distill import register, train_data
 from demo.distill.base import Method
-from demo.models import Card, net_output, save_model_folder
+from demo.models import Card, net_output
 from demo.schedule import NoiseSchedule, denoising_target
+from demo.validate import arg_int
 
 P_UNCOND = 0.1  # label dropout of classifier-free guidance (Ho & Salimans 2022 use 0.1–0.2)
 TIRT_SNR_CAP = 5.0  # ω_t = min(SNR_t, 5)·sigmoid(λ_t)  (DASH, Al Shafi et al. 2026; min-SNR-5 of Hang et al. 2023)
@@ -55,8 +57,44 @@ class TIRT(torch.nn.Module):
 _LOSS_NAMES = {"v_prediction": "loss_v", "epsilon": "loss_eps", "sample": "loss_x0"}
 
 
+def arg_channels(text: str) -> str:
+    """--channels: comma-separated UNet widths, each a whole number in 1..2048 (e.g. 32,64,128)."""
+    parts = str(text).split(",")
+    if not 1 <= len(parts) <= 8 or not all(p.strip().isdigit() and 1 <= int(p) <= 2048 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be 1 to 8 comma-separated whole numbers in 1..2048, got {text!r:.60}")
+    return text
+
+
+@register
 class TeacherTraining(Method):
     name = "teacher"
+    cli = {"teacher": "train the class-conditional CFG teacher from data (label dropout 0.1, TIRT logits), or further with --init"}
+    summary = "teacher: train a CFG teacher"
+    needs_teacher = False
+
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("--channels", type=arg_channels, default="32,64,128", help="teacher/student UNet widths")
+        parser.add_argument("--layers-per-block", type=arg_int(1, 8), default=2)
+
+    @classmethod
+    def from_args(cls, method, args):
+        from demo.models import default_scheduler, teacher_unet
+
+        data = train_data(args)
+        if args.init:  # continue training a teacher, pixel or latent (weights and TIRT logits; the optimiser starts fresh)
+            from diffusers import DDPMScheduler
+
+            from demo.latent import model_space
+            from demo.models import load_model_folder
+
+            init = load_model_folder(args.init)
+            net = init.net.train().requires_grad_(True)
+            return cls(net, DDPMScheduler.from_config(init.scheduler_config), model_space(data, init), init.card.num_classes,
+                       card_name=args.name or init.name, tirt_logits=init.tirt_logits, vae=init.vae, card=init.card)
+        channels = tuple(int(c) for c in args.channels.split(","))
+        net = teacher_unet(channels=channels, layers_per_block=args.layers_per_block)
+        return cls(net, default_scheduler(), data, card_name=args.name or "fmnist-teacher")
 
     def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher", tirt_logits=None,
                  vae=None, card: Card | None = None):  # fmt: skip
@@ -100,12 +138,21 @@ class TeacherTraining(Method):
         loss_tirt = self.tirt.fit_loss(t, eps_err)
         return mse.mean() + loss_tirt, {_LOSS_NAMES[self.prediction_type]: float(mse.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
 
-    def export(self, folder: Path, cfg) -> Path:
+    def card(self, cfg) -> Card:
         base = dict(self.base_card.__dict__) if self.base_card is not None else {"num_classes": self.num_classes, "null_class": self.num_classes}
         card = Card.from_dict({**base, "name": self.card_name, "kind": "teacher", "metrics": {}})
         card.method = f"diffusion ({self.prediction_type.replace('_', '-')}, CFG label dropout 0.1, TIRT logits)"
-        card.training = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay}
-        return save_model_folder(folder, self.student, self.scheduler, card, {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}, vae=self.vae)
+        card.training = {**self.training_record(cfg), "ema_decay": cfg.ema_decay}
+        return card
+
+    def export_files(self):
+        return {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}
+
+    def export_scheduler(self):
+        return self.scheduler  # a teacher has no teacher: its own schedule and VAE
+
+    def export_vae(self):
+        return self.vae
 
     def describe(self):
         return {"name": self.name, "p_uncond": P_UNCOND, "tirt_snr_cap": TIRT_SNR_CAP}

@@ -17,14 +17,14 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from demo import validate
-from demo.distill import METHODS
+from demo.distill import METHODS, method_summary
 from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
 from demo.jobs import JobManager
 from demo.ui.context import as_files
 from demo.validate import public_text
 
 RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
-METHOD_INFO = "dash: DASH (both branches + anchor, TIRT) · kd-… and dash-…: its baselines and ablations · guided: Meng et al. stage 1 · progressive: one halving round"
+METHOD_INFO = method_summary()  # each method file's `summary`, in registry order
 
 
 SHARED_SPACE_NOTE = (
