@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (see below)
 
 from demo.distill.base import Method
 from demo.guidance import guided_x0
@@ -28,7 +29,9 @@ from demo.models import (  # the W-conditioned student networks live in the core
 )
 from demo.schedule import from_x0
 
-__all__ = ["GuidanceDiT", "GuidanceUNet", "GuidedDistillation", "guidance_student", "sample_w", "student_card"]
+# model_index.json names this module as the library of GuidanceUNet / GuidanceDiT (`demo.models.INDEX_LIBRARIES`);
+# diffusers then looks up `ModelMixin` in it to find the components' loading methods, so it must be an attribute here.
+__all__ = ["GuidanceDiT", "GuidanceUNet", "GuidedDistillation", "ModelMixin", "guidance_student", "sample_w", "student_card"]
 
 
 def student_card(
