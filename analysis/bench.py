@@ -29,9 +29,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = REPO / "assets" / "models"
-DEFAULT_OUT = REPO / "assets" / "bench"
+from demo.paths import BENCH_DIR, MODELS_DIR, REPO_ROOT
+
+REPO = REPO_ROOT
+DEFAULT_MODELS = MODELS_DIR
+DEFAULT_OUT = BENCH_DIR
 DEFAULT_TEACHER = "fmnist-teacher"
 TEACHER_STEPS = (64, 32, 16, 8, 4)
 PLAIN_STUDENT_STEPS = 64  # a DASH-style student (fewer parameters, same sampler) with no step count samples like the teacher

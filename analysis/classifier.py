@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-CLASSIFIER_DIR = ASSETS / "classifier"
+from demo.paths import CLASSIFIER_DIR
+
 FEATURE_DIM = 128
 
 

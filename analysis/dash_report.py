@@ -43,8 +43,9 @@ from analysis.metrics import load_reference
 from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
 from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
+from demo.paths import RESULTS_DIR
 
-RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+RESULTS = RESULTS_DIR
 COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "fd_vs_teacher", "accuracy", "accuracy_diff", "precision", "recall", "rho",
            "cos", "gap_mse", "nfe")  # fmt: skip
 INTERVAL_COLUMNS = ("fd_vs_teacher", "accuracy_diff")  # printed as "value [low, high]"

@@ -25,6 +25,7 @@ import torch
 from analysis.classifier import classify, load_classifier
 from analysis.metrics import evaluate_images, load_reference, reference_metrics
 from analysis.protocol import PROTOCOL, feature_metrics, mean_metrics, parse_seeds, sample_features
+from demo.card import CARD_FILE, read_card, write_card
 from demo.guidance import parse_interval
 from demo.models import ModelFolderError, load_model_folder
 from demo.sample import add_sampling_args
@@ -215,14 +216,11 @@ def add_teacher_arg(p: argparse.ArgumentParser) -> None:
 
 def store_card_metrics(folder, tag: str, metrics: dict) -> bool:
     """Record `metrics` under `tag` in a model folder's card.json (the app shows them); False when it has no card."""
-    card_path = Path(folder) / "card.json"
-    if not card_path.is_file():
+    if not (Path(folder) / CARD_FILE).is_file():
         return False
-    card = json.loads(card_path.read_text())
+    card = read_card(folder, strict=True)
     card.setdefault("metrics", {})[tag] = metrics
-    tmp = card_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(card_path)
+    write_card(folder, card)
     return True
 
 

@@ -35,8 +35,9 @@ from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_po
 from demo.guidance import parse_interval
 from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
+from demo.paths import RESULTS_DIR
 
-RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+RESULTS = RESULTS_DIR
 COLUMNS = ("model", "method", "sampler", "interval", "steps", "guidance", "nfe", "frechet_distance", "fd_vs_reference", "accuracy", "accuracy_diff",
            "precision", "recall", "diversity")  # fmt: skip
 INTERVAL_COLUMNS = ("fd_vs_reference", "accuracy_diff")  # printed as "value [low, high]"

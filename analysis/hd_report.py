@@ -38,8 +38,9 @@ from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, feature_metrics, par
 from analysis.spectrum import HF_CUTOFF
 from demo.catalog import named_teacher
 from demo.models import ModelFolderError, check_model_folder, load_model_folder
+from demo.paths import RESULTS_DIR
 
-RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+RESULTS = RESULTS_DIR
 COLUMNS = ("model", "method", "steps", "nfe", "frechet_distance", "fd_vs_teacher", "fd_vs_sketch", "accuracy", "precision", "recall",
            "min_class_recall", "hf_share", "hf_gap")  # fmt: skip
 INTERVAL_COLUMNS = ("fd_vs_teacher", "fd_vs_sketch")  # printed as "value [low, high]"

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from analysis.classifier import ASSETS, classify
+from analysis.classifier import classify
+from demo.paths import CLASSIFIER_DIR
 
-REFERENCE_PATH = ASSETS / "classifier" / "reference.safetensors"
+REFERENCE_PATH = CLASSIFIER_DIR / "reference.safetensors"
 PR_K = 3  # Kynkäänniemi et al. 2019 use k = 3
 REFERENCE_SUBSET = 3000
 

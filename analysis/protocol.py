@@ -1,5 +1,5 @@
 """The evaluation protocol that decides a goal: cached per-seed feature sets, equal-size precision/recall, and paired
-bootstrap intervals for a student-over-teacher ratio (DESIGN.md, "How a goal is judged").
+bootstrap intervals for a student-over-teacher ratio (ARCHITECTURE.md).
 
 1. **Same seeds, same noise.** Every model is sampled at the same seeds; a seed fixes the initial noise and the
    cycled labels (`demo.generate.generate`), so sample i of the teacher and sample i of a student start from the
@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from demo.paths import DEFAULT_RUNS_DIR
 from analysis.metrics import frechet_distance, gaussian_stats, reference_metrics
 
 PROTOCOL = "eval-v2"  # v1: one seed, P/R against 3000 real points whatever n; v2: this module
 FEATURES_VERSION = 1  # bump when what a cached feature file holds changes
-FEATURES_DIR = Path(os.environ.get("GDL_FEATURES_DIR", Path(__file__).resolve().parent.parent / "runs" / "eval-features"))
+FEATURES_DIR = Path(os.environ.get("GDL_FEATURES_DIR", DEFAULT_RUNS_DIR / "eval-features"))
 BOOTSTRAP = 500  # replicates: the 2.5/97.5 percentiles of 500 draws move by ~0.01 on a ratio near 1
 LEVEL = 0.95
 

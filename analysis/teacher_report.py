@@ -24,13 +24,15 @@ from analysis.classifier import CLASSIFIER_DIR, load_classifier
 from analysis.evaluate import evaluate_seeds
 from analysis.metrics import load_reference
 from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
+from demo.card import read_card, write_card
 from demo.data import to_uint8
 from demo.generate import generate
 from demo.guidance import parse_interval
 from demo.models import load_model_folder
+from demo.paths import RESULTS_DIR
 from demo.sample import image_grid
 
-RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results"
+RESULTS = RESULTS_DIR
 COLUMNS = ("guidance", "interval", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds",
            "fd_vs_plain")  # fmt: skip
 FLOOR_COLUMNS = COLUMNS[3:10]  # n … diversity_ratio
@@ -116,11 +118,10 @@ def main(argv=None) -> int:
         gen = generate(model, len(labels), "all", args.steps, 2.0, "ddim", seed=1, labels=labels, bf16=args.bf16, interval=iv)
         grid = image_grid(to_uint8(gen.images), ncols=8)
         grid.resize((grid.width * 3, grid.height * 3), 0).save(out / f"{model.name}-classes{suffix}.png")  # 0: nearest
-    card_path = Path(args.model) / "card.json"
-    card = json.loads(card_path.read_text())
+    card = read_card(args.model, strict=True)
     tag = lambda r: f"ddim{args.steps}_W{r['guidance']:g}" + (f"_gi{r['interval'].replace('–', '-')}" if r["interval"] != "–" else "")
     card["metrics"] = {**card.get("metrics", {}), **{tag(r): {k: r[k] for k in (*COLUMNS, "fd_vs_plain_lo", "fd_vs_plain_hi") if k in r and k not in ("guidance", "steps", "interval")} for r in rows}}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(args.model, card)
     print(json.dumps({"written": [str(out / f"{model.name}.json"), str(out / f"{model.name}.md")]}))
     return 0
 

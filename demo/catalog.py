@@ -10,21 +10,20 @@ allowed (`GDL_ALLOW_HUB=1`), `owner/name@revision` is fetched into a hub root (`
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.card import Card, read_card, teacher_folder
 from demo.hub import parse_hub_spec
 from demo.layout import WEIGHTS_NAME, denoiser_dir, is_model_folder
+from demo.paths import DEFAULT_HUB_DIR, MODELS_DIR, runs_dir
+from demo.stats import STATS_FILE, read_stats
 from demo.validate import model_text, show
 
-REPO = Path(__file__).resolve().parent.parent
-ASSETS_MODELS = REPO / "assets" / "models"
-DEFAULT_RUNS = REPO / "runs"
-ROOTS_ENV, RUNS_ENV, HUB_ENV, HUB_DIR_ENV = "GDL_MODEL_ROOTS", "GDL_RUNS_DIR", "GDL_ALLOW_HUB", "GDL_HUB_DIR"
+ROOTS_ENV, HUB_ENV, HUB_DIR_ENV = "GDL_MODEL_ROOTS", "GDL_ALLOW_HUB", "GDL_HUB_DIR"
 PRECISIONS = ("fp32", "bf16")  # bf16: the networks run under bfloat16 autocast (the samplers stay float32)
 MAX_DEPTH = 3  # root/<name>/ and root/<run>/model/ (and one level more for grouped runs)
 
@@ -36,7 +35,7 @@ def default_device() -> str:
 
 
 def default_roots() -> list[Path]:
-    roots = [ASSETS_MODELS, Path(os.environ.get(RUNS_ENV, DEFAULT_RUNS))]
+    roots = [MODELS_DIR, runs_dir()]
     roots += [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     return roots
 
@@ -54,14 +53,6 @@ class Entry:
     card: dict
 
 
-def _read_card(folder: Path) -> dict:
-    try:
-        d = json.loads((folder / "card.json").read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def _listed_name(card_name, folder_name: str) -> str:
     """The card's name when a request could name it back (`model_text`), else the folder's: a 300-character or
     non-string card name would list a model that every request then refuses."""
@@ -74,20 +65,20 @@ def _listed_name(card_name, folder_name: str) -> str:
 
 
 def named_teacher(folders, fallback: str | os.PathLike = "assets/models/fmnist-teacher") -> Path:
-    """The teacher the model folders' cards name (`"teacher"`: a path, or a folder name beside the student), so a report
-    measures students against the model they were distilled from; `fallback` when no card names one."""
+    """The one teacher the model folders' cards name (found by `demo.card.teacher_folder`), so a report measures
+    students against the model they were distilled from; `fallback` when no card names one."""
     named = {}
     for folder in folders:
-        name = _read_card(Path(folder)).get("teacher")
+        name = read_card(folder).get("teacher")
         if isinstance(name, str) and name:
-            named.setdefault(name, Path(name) if is_model_folder(name) else Path(folder).parent / name)
+            named.setdefault(name, (Path(folder), teacher_folder(folder)))
     if not named:
         return Path(fallback)
     if len(named) > 1:
         raise ValueError(f"the students' cards name different teachers ({', '.join(sorted(named))}); choose one with --teacher.")
-    ((name, path),) = named.items()
-    if not is_model_folder(path):
-        raise ValueError(f"the students' cards name the teacher {name!r}, but {path} is not a model folder; choose one with --teacher.")
+    ((name, (folder, path)),) = named.items()
+    if path is None:
+        raise ValueError(f"the students' cards name the teacher {name!r}, but {folder.parent / name} is not a model folder; choose one with --teacher.")
     return path
 
 
@@ -120,7 +111,7 @@ class Catalog:
         self.precision = precision
         roots = default_roots() if roots is None else [Path(r) for r in roots]
         self.allow_hub = os.environ.get(HUB_ENV, "") == "1" if allow_hub is None else allow_hub
-        self.hub_dir = Path(hub_dir or os.environ.get(HUB_DIR_ENV) or REPO / ".hub-models")
+        self.hub_dir = Path(hub_dir or os.environ.get(HUB_DIR_ENV) or DEFAULT_HUB_DIR)
         if self.allow_hub:
             roots.append(self.hub_dir)
         self.roots = list(dict.fromkeys(Path(os.path.abspath(r)).resolve() for r in roots))
@@ -141,7 +132,7 @@ class Catalog:
         found: dict[str, Entry] = {}
         for root in self.roots:
             for folder in self._walk(root):
-                card = _read_card(folder)
+                card = read_card(folder)
                 rel = folder.relative_to(root).as_posix()
                 name = _listed_name(card.get("name"), folder.parent.name if folder.name == "model" else folder.name)
                 if name in found:
@@ -179,7 +170,7 @@ class Catalog:
         for e in self.entries():
             if e.path.resolve() == path:
                 return e
-        card = _read_card(path)
+        card = read_card(path)
         return Entry(
             str(name_or_path),
             path,
@@ -275,17 +266,27 @@ class Catalog:
                 self._cache.popitem(last=False)
         return model
 
-    def card(self, name_or_path):
-        """The `demo.models.Card` of a folder, read without loading weights."""
-        from demo.models import Card
-
+    def card(self, name_or_path) -> Card:
+        """The `demo.card.Card` of a folder, read without loading weights."""
         e = self.entry(name_or_path)
         return Card.from_dict({**e.card, "name": e.name})
 
-    def cards(self) -> list:
-        from demo.models import Card
-
+    def cards(self) -> list[Card]:
         return [Card.from_dict({**e.card, "name": e.name}) for e in self.entries()]
+
+    def teacher_of(self, name_or_path) -> str | None:
+        """The catalog name of the teacher a model's card names (`demo.card.teacher_folder`), or None when the card
+        names none, or names one that is not in the catalog."""
+        try:
+            folder = self.resolve(name_or_path)
+        except ValueError:
+            return None
+        entries = self.entries()
+        found = teacher_folder(folder, known={e.name: e.path for e in entries})
+        if found is None:
+            return None
+        found = found.resolve()
+        return next((e.name for e in entries if e.path.resolve() == found), None)
 
     def runs(self) -> dict[str, Path]:
         """Training runs with a `stats.jsonl` under the roots (finished or still running), name → log path."""
@@ -293,7 +294,7 @@ class Catalog:
         for root in self.roots:
             if not root.is_dir():
                 continue
-            for log in sorted(root.glob("*/stats.jsonl")) + sorted(root.glob("*/*/stats.jsonl")):
+            for log in sorted(root.glob(f"*/{STATS_FILE}")) + sorted(root.glob(f"*/*/{STATS_FILE}")):
                 if self._inside_roots(log.resolve()):
                     out.setdefault(log.parent.relative_to(root).as_posix(), log)
         return out
@@ -303,12 +304,4 @@ class Catalog:
         path = self.runs().get(str(run))
         if path is None:
             raise ValueError(f"Unknown training run {run!r} (available: {', '.join(self.runs()) or 'none found'}).")
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written right now
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        return read_stats(path)  # a line being written right now is skipped

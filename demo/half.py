@@ -16,6 +16,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from demo.card import read_card, write_card
 from demo.models import ModelFolderError, check_model_folder
 
 
@@ -31,11 +32,10 @@ def half_copy(src: str | Path, dst: str | Path, **card_fields) -> Path:
     for weights in tmp.glob("*/*.safetensors"):  # the denoiser (one file or shards), a latent model's VAE
         tensors = load_file(str(weights))
         save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(weights))
-    card_path = tmp / "card.json"
-    card = json.loads(card_path.read_text())
+    card = read_card(tmp, strict=True)
     card.update({k: v for k, v in card_fields.items() if v is not None})
     card.pop("metrics", None)  # measured on the float32 weights: not true of this copy
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(tmp, card)
     tmp.rename(dst)
     return dst
 

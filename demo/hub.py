@@ -16,6 +16,8 @@ import re
 import warnings
 from pathlib import Path
 
+from demo.card import CARD_FILE, read_card, teacher_folder, write_card
+
 ALLOW_PATTERNS = ["*.json", "*.safetensors"]
 FETCH_PATTERNS = [*ALLOW_PATTERNS, "README.md"]  # the model card too (plain text): a student inherits its teacher's license
 HUB_PREFIX = "hf://"
@@ -96,32 +98,12 @@ CARD_METRICS = {
 _CACHE_REPO = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})")
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def teacher_folder(folder: str | os.PathLike) -> Path | None:
-    """The teacher a model was distilled from: the path its run recorded (`../config.json`), else a folder named by its
-    card beside it or among the shipped models; None for a teacher, or one that cannot be found."""
-    folder = Path(folder)
-    name = _read_json(folder / "card.json").get("teacher")
-    recorded = _read_json(folder.parent / "config.json").get("method", {}).get("teacher")
-    candidates = [Path(recorded)] if recorded else []
-    if name:
-        candidates += [folder.parent / name, Path(__file__).resolve().parent.parent / "assets" / "models" / name]
-    return next((c for c in candidates if (c / "card.json").is_file() or (c / "model_index.json").is_file()), None)
-
-
 def hub_name_of(folder: str | os.PathLike) -> str | None:
     """`owner/name` of a folder fetched from the Hub (its cache path says so) or pushed by `push_model_folder`."""
     m = _CACHE_REPO.search(Path(folder).resolve().as_posix())
     if m:
         return f"{m.group('owner')}/{m.group('name')}"
-    pushed = parse_hub_spec(str(_read_json(Path(folder) / "card.json").get("hub", "")))
+    pushed = parse_hub_spec(str(read_card(folder).get("hub", "")))
     return pushed[0] if pushed else None
 
 
@@ -129,7 +111,7 @@ def model_license(folder: str | os.PathLike) -> str:
     """A model's license: its card's, else its teacher's (card or Hub README), so a student keeps the terms of a
     non-commercial teacher; the lab's own teachers are MIT."""
     folder = Path(folder)
-    own = _read_json(folder / "card.json").get("license")
+    own = read_card(folder).get("license")
     if own:
         return str(own)
     if (folder / "README.md").is_file() and folder.resolve().as_posix().find("/snapshots/") >= 0:
@@ -141,7 +123,7 @@ def model_license(folder: str | os.PathLike) -> str:
     teacher = teacher_folder(folder)
     if teacher is not None:
         return model_license(teacher)
-    if _read_json(folder / "card.json").get("teacher"):
+    if read_card(folder).get("teacher"):
         warnings.warn(f"The teacher of {folder} was not found, so its license is unknown; assuming {DEFAULT_LICENSE}.", stacklevel=2)
     return DEFAULT_LICENSE
 
@@ -161,7 +143,7 @@ def model_card(folder: str | os.PathLike, repo_id: str | None = None, base_model
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     folder = Path(folder)
-    card = _read_json(folder / "card.json")
+    card = read_card(folder)
     name = card.get("name") or folder.name
     teacher = teacher_folder(folder)
     base_model = base_model or card.get("base_model") or (hub_name_of(teacher) if teacher is not None else None)
@@ -239,7 +221,7 @@ def push_model_folder(
     check_repo_id(repo_id)
     if _offline():
         raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set.")
-    card = _read_json(folder / "card.json")
+    card = read_card(folder)
     model_card(folder, repo_id=repo_id, base_model=base_model, command=command).save(folder / "README.md")
     api = HfApi(token=token)
     try:
@@ -249,6 +231,6 @@ def push_model_folder(
         )
     except (OSError, errors.HfHubHTTPError) as e:
         raise HubError(f"Cannot push {folder} to {repo_id} on the Hugging Face Hub ({type(e).__name__}).") from None
-    if (folder / "card.json").is_file():
-        (folder / "card.json").write_text(json.dumps({**card, "hub": f"{repo_id}@{info.oid}"}, indent=2) + "\n")
+    if (folder / CARD_FILE).is_file():
+        write_card(folder, {**card, "hub": f"{repo_id}@{info.oid}"})
     return f"{repo_id}@{info.oid}"

@@ -1,4 +1,4 @@
-"""Model folders (DESIGN.md §1): building, saving and safely loading teachers and students.
+"""Model folders (ARCHITECTURE.md): building, saving and safely loading teachers and students.
 
 A pixel folder holds `unet/` (a diffusers model, safetensors only); a latent folder holds `transformer/` (a
 class-conditional `DiTTransformer2DModel`, Peebles & Xie 2023, or a student built from one) and `vae/` (an
@@ -6,33 +6,41 @@ class-conditional `DiTTransformer2DModel`, Peebles & Xie 2023, or a student buil
 optionally `tirt.safetensors` (DASH's learned timestep-importance logits). No pickle is ever unpickled from a model
 folder, and only the classes registered here are ever built (no remote code).
 
-`net_output()` is the one way any denoiser is called, so every sampler and method treats a UNet, a DiT and their
-w-conditioned students alike.
+The W-conditioned students (`GuidanceUNet`, `GuidanceDiT`: a teacher network that also takes W) are model classes of
+this core module like diffusers' own; `demo.distill.guided` trains them. `net_output()` is the one way any denoiser is
+called, so every sampler and method treats a UNet, a DiT and their w-conditioned students alike.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import LabelEmbedding
+from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from demo.card import Card, read_card, write_card
 from demo.data import CLASS_NAMES
 from demo.layout import VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.schedule import NoiseSchedule, to_x0
 from demo.validate import check_model_files
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-ASSETS_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 # Student classes that are not plain diffusers models register here (name in config.json → class).
 MODEL_CLASSES: dict[str, type] = {"UNet2DModel": UNet2DModel, "DiTTransformer2DModel": DiTTransformer2DModel}
-_LAZY_CLASSES = {"GuidanceUNet": "demo.distill.guided", "GuidanceDiT": "demo.distill.guided"}  # imported on first use
+# The library `model_index.json` names for the W-conditioned students: where they lived when the shipped folders (and
+# Hub uploads) were written. It stays, so every folder keeps one index; `demo.distill.guided` re-exports the classes,
+# and `demo.pipeline` imports it so that `DiffusionPipeline.from_pretrained` finds them.
+INDEX_LIBRARIES = {"GuidanceUNet": "demo.distill.guided", "GuidanceDiT": "demo.distill.guided"}
 
 
 def register_model_class(cls: type) -> type:
@@ -82,6 +90,123 @@ def no_label_dropout(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
+# ---- the W-conditioned student (Meng et al., CVPR 2023, arXiv 2210.03142, §3.1) ----
+# The teacher's network plus a sinusoidal embedding of W → MLP, added to the conditioning through the class-embedding
+# slot (the UNet's class embedding, or the class embedder of every DiT block's adaLN-Zero); the new MLP's last layer
+# starts at zero, so the initial student *is* the teacher's conditional model. A core model class (the samplers, the
+# catalog and every method load it); `demo.distill.guided` trains it.
+
+
+def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
+    """[B] → [B, dim] Fourier features of a scalar (Vaswani et al. 2017 / DDPM time embedding)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=w.device, dtype=torch.float32) / half)
+    # Scale W so the useful range 0..20 spans several periods of the fastest frequency.
+    args = w.float()[:, None] * 10.0 * freqs[None, :]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class ClassAndGuidanceEmbedding(nn.Module):
+    """Replaces the UNet's class embedding: input [B, 2] = (class label, W) → class embedding + MLP(sin(W))."""
+
+    def __init__(self, num_classes: int, emb_dim: int, w_dim: int):
+        super().__init__()
+        self.classes = nn.Embedding(num_classes, emb_dim)
+        self.w_dim = w_dim
+        self.w_mlp = nn.Sequential(nn.Linear(w_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        nn.init.zeros_(self.w_mlp[-1].weight)  # zero output: the student starts as the teacher's conditional model
+        nn.init.zeros_(self.w_mlp[-1].bias)
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        labels, w = packed[:, 0].long(), packed[:, 1]
+        return self.classes(labels) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
+
+
+class GuidanceUNet(ModelMixin, ConfigMixin):
+    """A diffusers UNet2DModel (config `unet_config`) that also takes `guidance` (W, diffusers convention) per example."""
+
+    @register_to_config
+    def __init__(self, unet_config: dict, guidance_embed_dim: int = 64):
+        super().__init__()
+        self.unet = UNet2DModel(**unet_config)
+        emb_dim = self.unet.class_embedding.embedding_dim
+        self.unet.class_embedding = ClassAndGuidanceEmbedding(self.unet.config.num_class_embeds, emb_dim, guidance_embed_dim)
+
+    @property
+    def inner_config(self):
+        return self.unet.config
+
+    @classmethod
+    def from_teacher(cls, teacher_net: UNet2DModel, guidance_embed_dim: int = 64) -> GuidanceUNet:
+        config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
+        student = cls(unet_config=config, guidance_embed_dim=guidance_embed_dim)
+        state = {("class_embedding.classes.weight" if k == "class_embedding.weight" else k): v for k, v in teacher_net.state_dict().items()}
+        missing, unexpected = student.unet.load_state_dict(state, strict=False)
+        if unexpected or not all(k.startswith("class_embedding.w_mlp") for k in missing):
+            raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
+        return student
+
+    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
+        return self.unet(sample, timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
+
+
+def _pack(class_labels: torch.Tensor, guidance, sample: torch.Tensor) -> torch.Tensor:
+    """(labels [B], W scalar or [B]) → [B, 2] float: what ClassAndGuidanceEmbedding reads."""
+    if guidance is None:
+        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
+    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
+    w = w.expand(sample.shape[0]) if w.ndim == 0 else w
+    return torch.stack([class_labels.float(), w.float()], dim=1)
+
+
+class GuidanceDiT(ModelMixin, ConfigMixin):
+    """A diffusers DiTTransformer2DModel (config `dit_config`) that also takes `guidance` (W) per example.
+
+    DiT conditions every block through adaLN-Zero on (timestep embedding + class embedding), each block with its own
+    class embedder; each becomes a ClassAndGuidanceEmbedding with a zero-initialised W branch.
+    """
+
+    is_transformer = True  # saved as transformer/ (denoiser_subfolder)
+
+    @register_to_config
+    def __init__(self, dit_config: dict, guidance_embed_dim: int = 64):
+        super().__init__()
+        self.dit = no_label_dropout(DiTTransformer2DModel(**dit_config))
+        for block in self.dit.transformer_blocks:
+            table = block.norm1.emb.class_embedder.embedding_table  # [num_classes + 1 (null), D]
+            block.norm1.emb.class_embedder = ClassAndGuidanceEmbedding(table.num_embeddings, table.embedding_dim, guidance_embed_dim)
+
+    @property
+    def inner_config(self):
+        return self.dit.config
+
+    @classmethod
+    def from_teacher(cls, teacher_net: DiTTransformer2DModel, guidance_embed_dim: int = 64) -> GuidanceDiT:
+        config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
+        student = cls(dit_config=config, guidance_embed_dim=guidance_embed_dim)
+        old, new = "class_embedder.embedding_table.weight", "class_embedder.classes.weight"
+        state = {k.replace(old, new): v for k, v in teacher_net.state_dict().items()}
+        missing, unexpected = student.dit.load_state_dict(state, strict=False)
+        if unexpected or not all(".w_mlp." in k for k in missing):
+            raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
+        return student
+
+    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
+        return self.dit(sample, timestep=timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
+
+
+def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
+    """The w-conditioned student initialised from a teacher network: GuidanceUNet or GuidanceDiT."""
+    if isinstance(teacher_net, DiTTransformer2DModel):
+        return GuidanceDiT.from_teacher(teacher_net)
+    if isinstance(teacher_net, UNet2DModel):
+        return GuidanceUNet.from_teacher(teacher_net)
+    raise ValueError(f"guided distillation needs a UNet2DModel or DiTTransformer2DModel teacher, got {type(teacher_net).__name__}")
+
+
+MODEL_CLASSES.update({"GuidanceUNet": GuidanceUNet, "GuidanceDiT": GuidanceDiT})
+
+
 def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     """One denoiser evaluation, whatever the network: UNet2DModel, DiTTransformer2DModel or a w-conditioned student.
 
@@ -124,36 +249,6 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@dataclass
-class Card:
-    """What the app and the scripts need to know about a model folder (`card.json`)."""
-
-    name: str
-    kind: str = "teacher"  # teacher | student
-    method: str = "diffusion"
-    teacher: str | None = None
-    num_classes: int = 10
-    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
-    null_class: int = 10
-    image_size: int = 28  # of the (decoded) images
-    channels: int = 1
-    space: str = "pixel"  # pixel | latent (the denoiser works on VAE latents; images are decoded for display)
-    guidance: dict = field(
-        default_factory=lambda: {"convention": "diffusers: eps_u + W*(eps_c - eps_u)", "default": 2.0, "min": 0.0, "max": 8.0}
-    )
-    steps: int | None = None  # the step count a student was distilled for (None: any)
-    w_conditioned: bool = False
-    parameters: int = 0
-    metrics: dict = field(default_factory=dict)
-    training: dict = field(default_factory=dict)
-    description: str = ""
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Card:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
 def denoiser_subfolder(net: torch.nn.Module) -> str:
     """`transformer` for DiTs and their students (diffusers' name), `unet` otherwise."""
     return "transformer" if isinstance(net, DiTTransformer2DModel) or getattr(net, "is_transformer", False) else "unet"
@@ -173,7 +268,7 @@ def save_model_folder(
         card.image_size, card.channels = int(vae.config.sample_size), int(vae.config.out_channels)
     scheduler.save_pretrained(folder / "scheduler")
     card.parameters = count_parameters(net)
-    (folder / "card.json").write_text(json.dumps(card.__dict__, indent=2) + "\n")
+    write_card(folder, card)
     for fname, tensors in (extra or {}).items():
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / fname))
     write_model_index(folder)
@@ -183,13 +278,13 @@ def save_model_folder(
 def _component_entry(config_file: Path) -> list[str]:
     """`[library, class]` for model_index.json: diffusers' own classes by library name, ours by their module."""
     class_name = json.loads(config_file.read_text()).get("_class_name", "")
-    if class_name in MODEL_CLASSES and not MODEL_CLASSES[class_name].__module__.startswith("diffusers"):
+    if class_name not in INDEX_LIBRARIES and class_name in MODEL_CLASSES and not MODEL_CLASSES[class_name].__module__.startswith("diffusers"):
         return [MODEL_CLASSES[class_name].__module__, class_name]
-    return [_LAZY_CLASSES.get(class_name, "diffusers"), class_name]
+    return [INDEX_LIBRARIES.get(class_name, "diffusers"), class_name]
 
 
 def write_model_index(folder: str | os.PathLike) -> Path:
-    """Write `model_index.json` (DESIGN.md §7) from the component folders' configs alone, so
+    """Write `model_index.json` (ARCHITECTURE.md) from the component folders' configs alone, so
     `DiffusionPipeline.from_pretrained(folder)` builds `demo.pipeline.GuidedPipeline`; returns its path."""
     import diffusers
 
@@ -347,15 +442,10 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     try:
         config = json.loads((sub / "config.json").read_text())
         sched_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        card_dict = json.loads((folder / "card.json").read_text()) if (folder / "card.json").is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
+        card_dict = read_card(folder, strict=True)
+    except (OSError, ValueError) as e:
         raise ModelFolderError(f"Model folder {folder} has an unreadable JSON file ({e}).") from e
-    class_name = config.get("_class_name", "")
-    if class_name in _LAZY_CLASSES and class_name not in MODEL_CLASSES:
-        import importlib
-
-        importlib.import_module(_LAZY_CLASSES[class_name])
-    cls = MODEL_CLASSES.get(class_name)
+    cls = MODEL_CLASSES.get(config.get("_class_name", ""))
     if cls is None:
         raise ModelFolderError(f"Model folder {folder} names an unknown model class {config.get('_class_name')!r}.")
     net = no_label_dropout(_from_pretrained(cls, sub, folder))

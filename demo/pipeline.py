@@ -5,7 +5,7 @@ diffusers' `DiTPipeline` hard-codes the null class at 1000 and has no step callb
 class from the folder's card, runs the project's samplers through `demo.generate.generate` (so its images equal the
 CLI's, the app's and the evaluation's for the same seed), and decodes latents with the folder's VAE.
 
-A model folder is a diffusers pipeline folder (DESIGN.md §7): `model_index.json` names this class and the components
+A model folder is a diffusers pipeline folder (ARCHITECTURE.md): `model_index.json` names this class and the components
 by diffusers' own names (`unet` or `transformer`, `scheduler`, `vae`), so after `import demo.pipeline`,
 `DiffusionPipeline.from_pretrained(DIR)` (or `GuidedPipeline.from_pretrained(DIR)`) loads what `demo.sample` samples,
 and `save_pretrained` writes a folder the project's own loader reads, `card.json` and `tirt.safetensors` included.
@@ -15,8 +15,6 @@ and `save_pretrained` writes a folder the project's own loader reads, `card.json
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -28,11 +26,12 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from demo.card import read_card, write_card
 from demo.data import to_uint8
-from demo.models import _LAZY_CLASSES, Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
+from demo.models import Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
 from demo.schedule import NoiseSchedule
 
-CARD_FILE, TIRT_FILE = "card.json", "tirt.safetensors"
+TIRT_FILE = "tirt.safetensors"
 
 
 @dataclass
@@ -90,7 +89,7 @@ class GuidedPipeline(DiffusionPipeline):
         source = getattr(self.config, "_name_or_path", None)  # set by from_pretrained; None for components built in memory
         folder = Path(str(source)) if source else Path(type(self).__name__)
         local = source is not None and folder.is_dir()
-        card_dict = json.loads((folder / CARD_FILE).read_text()) if local and (folder / CARD_FILE).is_file() else {}
+        card_dict = read_card(folder, strict=True) if local else {}
         card = Card.from_dict({"name": folder.name, **_card_defaults(net, vae), **card_dict})
         tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if local and (folder / TIRT_FILE).is_file() else None
         scheduler = DDPMScheduler.from_config(self.scheduler.config)
@@ -106,7 +105,7 @@ class GuidedPipeline(DiffusionPipeline):
         super().save_pretrained(save_directory, **kwargs)
         model = self.loaded
         card = {**model.card.__dict__, "parameters": sum(p.numel() for p in model.net.parameters())}
-        (Path(save_directory) / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        write_card(save_directory, card)
         if model.tirt_logits is not None:
             save_file({"lambda_t": model.tirt_logits.detach().cpu().contiguous()}, str(Path(save_directory) / TIRT_FILE))
 
@@ -200,12 +199,13 @@ def _diffusers_callback(pipe, hook, tensor_inputs):
 
 # `DiffusionPipeline.from_pretrained` looks the `_class_name` of model_index.json up in the diffusers namespace; making
 # the class visible there (once this module is imported) lets a plain diffusers call load a model folder. diffusers
-# loads a component of another library (our students: `["demo.distill.guided", "GuidanceUNet"]`) only from a module
-# already imported, never by importing what a repository names, so the project's own student classes are imported here.
+# loads a component of another library (our students: `["demo.distill.guided", "GuidanceUNet"]`, the library named in
+# every folder's index, `demo.models.INDEX_LIBRARIES`) only from a module already imported, never by importing what a
+# repository names; that module re-exports the core classes, so it is imported here.
+import demo.distill.guided  # noqa: E402, F401
+
 if getattr(diffusers, GuidedPipeline.__name__, None) is None:
     setattr(diffusers, GuidedPipeline.__name__, GuidedPipeline)
-for _module in sorted(set(_LAZY_CLASSES.values())):
-    importlib.import_module(_module)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """`python -m demo.space --models A,B --out DIR`: a deployable Hugging Face Space that hosts only the chosen models
-(DESIGN.md §6), not the whole repository.
+(ARCHITECTURE.md), not the whole repository.
 
 The folder holds the app (`app.py`, the `demo` and `analysis` packages, Python files only), the feature classifier
 the Metrics tab reads, the chosen model folders under `assets/models/` (or, for a Hub name `owner/name@commit`, a
@@ -19,10 +19,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from demo.card import read_card
 from demo.hub import DEFAULT_DATASET, model_license, parse_hub_spec
 from demo.layout import is_model_folder
+from demo.paths import MODELS_DIR, REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 CODE_PACKAGES = ("demo", "analysis")
 COPIED_FILES = ("app.py", "packages.txt", "LICENSE")
 CLASSIFIER = Path("assets") / "classifier"
@@ -56,12 +58,12 @@ def pinned_requirements(cpu: bool = True, repo: Path = REPO) -> str:
     return "\n".join(lines) + "\n"
 
 
-def resolve_model(spec: str, models_dir: Path = REPO / "assets" / "models") -> tuple[str, Path | None, str | None]:
+def resolve_model(spec: str, models_dir: Path = MODELS_DIR) -> tuple[str, Path | None, str | None]:
     """(name, local folder or None, Hub name or None) for a shipped model name, a model folder path, or `owner/name@commit`."""
     spec = spec.strip()
     for candidate in (models_dir / spec, Path(spec).expanduser()):
         if is_model_folder(candidate):
-            card = json.loads((candidate / "card.json").read_text()) if (candidate / "card.json").is_file() else {}
+            card = read_card(candidate, strict=True)
             return str(card.get("name") or candidate.name), candidate, None
     parsed = parse_hub_spec(spec)
     if parsed is not None:

@@ -2,12 +2,12 @@
 
 A method (see `demo.distill.base.Method`) supplies the trainable modules, a loss for step `k` and an export; the
 loop adds the optimiser, lr schedule, bf16 autocast, EMA, gradient averaging across processes (accelerate),
-atomic checkpoints with resume, and a `stats.jsonl` log in a run folder (as in NVlabs/edm).
+atomic checkpoints with resume (`demo.checkpoint`), and a `stats.jsonl` log (`demo.stats`) in a run folder
+(`demo.run_folder`, as in NVlabs/edm).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,9 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-CHECKPOINT_PREFIX = "checkpoint-"
+from demo.checkpoint import (  # noqa: F401  (CHECKPOINT_PREFIX, list_ and prune_checkpoints: re-exported for callers of demo.train)
+    CHECKPOINT_PREFIX,
+    _load_optimizer,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from demo.run_folder import RunFolder
+from demo.stats import append_row
 PRECISION_CHOICES = ("auto", "bf16", "no")
 
 
@@ -101,112 +109,6 @@ class EMA:
         module.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in self.shadow.items()}})
 
 
-# ---- checkpoints: safetensors only, written to a temp folder then renamed, verified by hash on load ----
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "opt") -> tuple[dict, dict]:
-    """Split an optimiser state into flat tensors (keys `prefix.pid.name`; no dot in prefix) and a JSON-able remainder."""
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{prefix}.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str = "opt") -> None:
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            _, pid, k = key.split(".", 2)
-            state.setdefault(int(pid), {})[k] = v
-    for key, v in meta["scalars"].items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_checkpoint(run_dir: Path, step: int, modules: dict, ema: EMA, opt, extra: dict | None = None, keep: int = 2,
-                    aux_optimizers: dict | None = None) -> Path:  # fmt: skip
-    """Modules, EMA, the main optimiser and a method's auxiliary optimisers (e.g. HD's fake score), in one file."""
-    tensors = {f"module.{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
-    tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
-    opt_tensors, opt_meta = _optimizer_tensors(opt)
-    tensors.update(opt_tensors)
-    aux_meta = {}
-    for name, aux in (aux_optimizers or {}).items():
-        aux_tensors, aux_meta[name] = _optimizer_tensors(aux, prefix=f"aux_{name}")
-        tensors.update(aux_tensors)
-    if aux_meta:
-        extra = {**(extra or {}), "aux_optimizers": aux_meta}
-    final = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-    tmp = run_dir / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    meta = {"step": step, "sha256": _sha256(tmp / "state.safetensors"), "optimizer": opt_meta, **(extra or {})}
-    with open(tmp / "meta.json", "w") as f:
-        json.dump(meta, f)
-        f.flush()
-        os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)  # atomic: a reader sees the old checkpoint or the whole new one
-    prune_checkpoints(run_dir, keep, known_valid=final)
-    return final
-
-
-def prune_checkpoints(run_dir: Path, keep: int, known_valid: Path | None = None) -> None:
-    """Keep the newest `keep` *valid* checkpoints; corrupt ones never count towards `keep` and are removed, so a
-    truncated write can never cost the older valid checkpoint a resume would need."""
-    kept = 0
-    for ckpt in reversed(list_checkpoints(run_dir)):
-        if kept < keep and (ckpt == known_valid or _checkpoint_valid(ckpt)):
-            kept += 1
-        else:
-            shutil.rmtree(ckpt, ignore_errors=True)
-
-
-def _checkpoint_valid(ckpt: Path) -> bool:
-    try:
-        meta = json.loads((ckpt / "meta.json").read_text())
-        return isinstance(meta, dict) and _sha256(ckpt / "state.safetensors") == meta["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    return sorted(p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
-
-
-def latest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict, dict] | None:
-    """The newest checkpoint whose files are complete and whose hash matches; corrupt ones are skipped."""
-    for ckpt in reversed(list_checkpoints(run_dir)):
-        try:
-            meta = json.loads((ckpt / "meta.json").read_text())
-            if _sha256(ckpt / "state.safetensors") != meta["sha256"]:
-                continue
-            return ckpt, meta, load_file(str(ckpt / "state.safetensors"))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError):
-            continue
-    return None
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
 def train(
     method,
     cfg: TrainConfig,
@@ -229,7 +131,7 @@ def train(
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {"train": asdict(cfg), "method": method.describe(), "num_processes": accelerator.num_processes}
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        RunFolder(run_dir).write_config(config)
     method.to(device)
     modules = method.trainable_modules()
     if accelerator.num_processes > 1:
@@ -263,7 +165,7 @@ def train(
             raise ValueError(f"{run_dir} holds no valid checkpoint to export")
         if is_main:
             _export_ema(method, ema, run_dir, cfg)
-        return {"step": start, "exported": str(run_dir / "model")}
+        return {"step": start, "exported": str(RunFolder(run_dir).model_dir)}
 
     stop = {"flag": False}
 
@@ -280,7 +182,7 @@ def train(
     if is_main and cfg.mixed_precision == "auto":
         print(f"mixed precision: {'bf16 autocast' if precision == 'bf16' else 'float32 (no fast bfloat16 on this device)'}", flush=True)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    stats_path = run_dir / "stats.jsonl"
+    stats_path = RunFolder(run_dir).stats_file
     t_start, last = time.time(), {}
     window: dict[str, float] = {}
     n_window = 0
@@ -323,7 +225,7 @@ def train(
                     "eta_s": (cfg.iterations - done) / max(rate, 1e-9),
                     "time": time.time(),
                 }
-                _append_jsonl(stats_path, last)
+                append_row(stats_path, last)
                 window, n_window = {}, 0
             if is_main and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
                 save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints, aux_opts)
@@ -331,12 +233,12 @@ def train(
                 if is_main and done % cfg.checkpoint_every != 0:
                     save_checkpoint(run_dir, done, modules, ema, opt, ckpt_extra, cfg.keep_checkpoints, aux_opts)
                 if is_main:
-                    _append_jsonl(stats_path, {"step": done, "event": "stopped", "time": time.time()})
+                    append_row(stats_path, {"step": done, "event": "stopped", "time": time.time()})
                 return {**last, "stopped": True}
         # 4. Export the EMA student as a model folder.
         if is_main:
             _export_ema(method, ema, run_dir, cfg)
-            _append_jsonl(stats_path, {"step": cfg.iterations, "event": "done", "time": time.time()})
+            append_row(stats_path, {"step": cfg.iterations, "event": "done", "time": time.time()})
         accelerator.wait_for_everyone()
         return last
     finally:
@@ -369,8 +271,8 @@ def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:
     tmp = run_dir / f".tmp-model-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     method.export(tmp, cfg)
-    shutil.rmtree(run_dir / "model", ignore_errors=True)
-    os.replace(tmp, run_dir / "model")
+    shutil.rmtree(RunFolder(run_dir).model_dir, ignore_errors=True)
+    os.replace(tmp, RunFolder(run_dir).model_dir)
     method.student.load_state_dict(student_state)
 
 

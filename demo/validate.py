@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from demo.paths import REPO_ROOT
+
 SEED_MAX = 2**31 - 1  # torch.manual_seed takes 64 bits, but numpy and the UI's JSON numbers are safe below this
 JOB_ID_MAX = 10**9
 NAME_MAX = 255  # one path component (NAME_MAX on Linux)
@@ -409,7 +411,7 @@ def public_text(text: str, roots=(), repo: str | os.PathLike | None = None) -> s
     Worker command lines (`$ python -m …`) are dropped: they hold every absolute path of the job.
     """
     text = "\n".join(line for line in str(text).splitlines() if not line.startswith("$ "))
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+    repo = Path(repo) if repo is not None else REPO_ROOT
     labels = []
     for r in roots:
         r = Path(r)

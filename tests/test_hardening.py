@@ -113,13 +113,13 @@ def test_jobs_refuse_weights_linked_from_outside_the_roots(root, tmp_path):
         # A folder swapped for a link while its job waits in the queue: the worker is never started on it.
         shutil.copytree(root / "tiny-teacher", inside / "swapped")
         jobs.limits = JobLimits(max_concurrent=1, min_free_bytes=0)
-        jobs._db.execute("INSERT INTO jobs (id, method, state, run_dir, spec, created, started) VALUES (1, 'dash', 'running', ?, '{}', 0, ?)",
+        jobs.store.execute("INSERT INTO jobs (id, method, state, run_dir, spec, created, started) VALUES (1, 'dash', 'running', ?, '{}', 0, ?)",
                          (str(tmp_path / "runs" / "busy"), time.time()))  # fmt: skip  (a slot held by a job being spawned)
         job = jobs.start("dash", 2, teacher=str(inside / "swapped"))
         weights = inside / "swapped" / "unet" / "diffusion_pytorch_model.safetensors"
         weights.unlink()
         weights.symlink_to(outside / "secret" / "unet" / "diffusion_pytorch_model.safetensors")
-        jobs._db.execute("DELETE FROM jobs WHERE id = 1")
+        jobs.store.execute("DELETE FROM jobs WHERE id = 1")
         jobs.tick()
         status = jobs.status(job)
         assert status["state"] == "failed" and "links to a file outside" in status["error"] and status["pid"] is None

@@ -295,7 +295,9 @@ def test_distill_tab_builds_with_its_api_and_turns_errors_into_gr_error(make_man
     from demo.ui import distill as ui
 
     jobs = make_manager(monitor=False, max_iterations=50)
-    ctx = types.SimpleNamespace(jobs=jobs, model_choices=lambda: [str(tiny_teacher_dir)])
+    ctx = types.SimpleNamespace(
+        jobs=jobs, model_names=lambda: [str(tiny_teacher_dir)], default_teacher=lambda: str(tiny_teacher_dir), data_missing=lambda: None
+    )
     with gr.Blocks() as app:
         ui.build_distill_tab(ctx)
     api = app.get_api_info()["named_endpoints"]
@@ -319,9 +321,9 @@ def test_distill_tab_builds_with_its_api_and_turns_errors_into_gr_error(make_man
     rows = [{"step": s, "loss": 1.0 / s, "l_im": 0.1, "l_un": 0.0} for s in range(1, 5)]
     assert [t.name for t in ui.loss_figure(rows).data] == ["loss", "l_im"]
 
-    # Without ctx.jobs / ctx.model_choices the tab builds its own manager over GDL_RUNS_DIR.
+    # Without ctx.jobs the tab builds its own manager over GDL_RUNS_DIR (an app's Context has none at first).
     monkeypatch.setenv("GDL_RUNS_DIR", str(tmp_path / "fallback-runs"))
-    bare = types.SimpleNamespace()
+    bare = types.SimpleNamespace(model_names=lambda: [], default_teacher=lambda: None, data_missing=lambda: None)
     with gr.Blocks():
         ui.build_distill_tab(bare)
     assert bare.jobs.runs_dir == tmp_path / "fallback-runs"

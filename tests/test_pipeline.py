@@ -1,4 +1,4 @@
-"""Model folders round-trip through diffusers (DESIGN.md §7, issue 25): `model_index.json` written by
+"""Model folders round-trip through diffusers (ARCHITECTURE.md, issue 25): `model_index.json` written by
 `save_model_folder`, `save_pretrained` → `DiffusionPipeline.from_pretrained` → the same images, diffusers' call
 arguments, and `card.json` / TIRT logits carried along. Tiny models, CPU."""
 

@@ -1,4 +1,4 @@
-"""A Space of your own (DESIGN.md §6, issue 25): `python -m demo.space --models A,B --out DIR` writes a folder with only
+"""A Space of your own (ARCHITECTURE.md, issue 25): `python -m demo.space --models A,B --out DIR` writes a folder with only
 the app, its runtime requirements, the Spaces front matter, packages.txt and the chosen models; the app started from
 that folder answers `/compare`; pinned Hub names are fetched at start; a shared Space refuses training."""
 

@@ -10,136 +10,27 @@ the class embedder of every DiT block's adaLN-Zero); the new MLP's last layer st
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from diffusers import DiTTransformer2DModel, UNet2DModel
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
-from torch import nn
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (see below)
 
 from demo.distill import load_teacher, register, teacher_data
 from demo.distill.base import Method
 from demo.distill.base import student_card as _student_card
 from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, guided_x0
-from demo.models import (
+from demo.models import (  # the W-conditioned student networks live in the core; re-exported here for old imports
     Card,
+    GuidanceDiT,
+    GuidanceUNet,
+    guidance_student,
     net_output,
-    no_label_dropout,
-    register_model_class,
 )
 from demo.schedule import from_x0
 from demo.validate import arg_float
 
-
-def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
-    """[B] → [B, dim] Fourier features of a scalar (Vaswani et al. 2017 / DDPM time embedding)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=w.device, dtype=torch.float32) / half)
-    # Scale W so the useful range 0..20 spans several periods of the fastest frequency.
-    args = w.float()[:, None] * 10.0 * freqs[None, :]
-    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
-
-
-class ClassAndGuidanceEmbedding(nn.Module):
-    """Replaces the UNet's class embedding: input [B, 2] = (class label, W) → class embedding + MLP(sin(W))."""
-
-    def __init__(self, num_classes: int, emb_dim: int, w_dim: int):
-        super().__init__()
-        self.classes = nn.Embedding(num_classes, emb_dim)
-        self.w_dim = w_dim
-        self.w_mlp = nn.Sequential(nn.Linear(w_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        nn.init.zeros_(self.w_mlp[-1].weight)  # zero output: the student starts as the teacher's conditional model
-        nn.init.zeros_(self.w_mlp[-1].bias)
-
-    def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        labels, w = packed[:, 0].long(), packed[:, 1]
-        return self.classes(labels) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
-
-
-@register_model_class
-class GuidanceUNet(ModelMixin, ConfigMixin):
-    """A diffusers UNet2DModel (config `unet_config`) that also takes `guidance` (W, diffusers convention) per example."""
-
-    @register_to_config
-    def __init__(self, unet_config: dict, guidance_embed_dim: int = 64):
-        super().__init__()
-        self.unet = UNet2DModel(**unet_config)
-        emb_dim = self.unet.class_embedding.embedding_dim
-        self.unet.class_embedding = ClassAndGuidanceEmbedding(self.unet.config.num_class_embeds, emb_dim, guidance_embed_dim)
-
-    @property
-    def inner_config(self):
-        return self.unet.config
-
-    @classmethod
-    def from_teacher(cls, teacher_net: UNet2DModel, guidance_embed_dim: int = 64) -> GuidanceUNet:
-        config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
-        student = cls(unet_config=config, guidance_embed_dim=guidance_embed_dim)
-        state = {("class_embedding.classes.weight" if k == "class_embedding.weight" else k): v for k, v in teacher_net.state_dict().items()}
-        missing, unexpected = student.unet.load_state_dict(state, strict=False)
-        if unexpected or not all(k.startswith("class_embedding.w_mlp") for k in missing):
-            raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
-        return student
-
-    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        return self.unet(sample, timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
-
-
-def _pack(class_labels: torch.Tensor, guidance, sample: torch.Tensor) -> torch.Tensor:
-    """(labels [B], W scalar or [B]) → [B, 2] float: what ClassAndGuidanceEmbedding reads."""
-    if guidance is None:
-        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
-    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
-    w = w.expand(sample.shape[0]) if w.ndim == 0 else w
-    return torch.stack([class_labels.float(), w.float()], dim=1)
-
-
-@register_model_class
-class GuidanceDiT(ModelMixin, ConfigMixin):
-    """A diffusers DiTTransformer2DModel (config `dit_config`) that also takes `guidance` (W) per example.
-
-    DiT conditions every block through adaLN-Zero on (timestep embedding + class embedding), each block with its own
-    class embedder; each becomes a ClassAndGuidanceEmbedding with a zero-initialised W branch.
-    """
-
-    is_transformer = True  # saved as transformer/ (demo.models.denoiser_subfolder)
-
-    @register_to_config
-    def __init__(self, dit_config: dict, guidance_embed_dim: int = 64):
-        super().__init__()
-        self.dit = no_label_dropout(DiTTransformer2DModel(**dit_config))
-        for block in self.dit.transformer_blocks:
-            table = block.norm1.emb.class_embedder.embedding_table  # [num_classes + 1 (null), D]
-            block.norm1.emb.class_embedder = ClassAndGuidanceEmbedding(table.num_embeddings, table.embedding_dim, guidance_embed_dim)
-
-    @property
-    def inner_config(self):
-        return self.dit.config
-
-    @classmethod
-    def from_teacher(cls, teacher_net: DiTTransformer2DModel, guidance_embed_dim: int = 64) -> GuidanceDiT:
-        config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
-        student = cls(dit_config=config, guidance_embed_dim=guidance_embed_dim)
-        old, new = "class_embedder.embedding_table.weight", "class_embedder.classes.weight"
-        state = {k.replace(old, new): v for k, v in teacher_net.state_dict().items()}
-        missing, unexpected = student.dit.load_state_dict(state, strict=False)
-        if unexpected or not all(".w_mlp." in k for k in missing):
-            raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
-        return student
-
-    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        return self.dit(sample, timestep=timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
-
-
-def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
-    """The w-conditioned student initialised from a teacher network: GuidanceUNet or GuidanceDiT."""
-    if isinstance(teacher_net, DiTTransformer2DModel):
-        return GuidanceDiT.from_teacher(teacher_net)
-    if isinstance(teacher_net, UNet2DModel):
-        return GuidanceUNet.from_teacher(teacher_net)
-    raise ValueError(f"guided distillation needs a UNet2DModel or DiTTransformer2DModel teacher, got {type(teacher_net).__name__}")
+# model_index.json names this module as the library of GuidanceUNet / GuidanceDiT (`demo.models.INDEX_LIBRARIES`);
+# diffusers then looks up `ModelMixin` in it to find the components' loading methods, so it must be an attribute here.
+__all__ = ["GuidanceDiT", "GuidanceUNet", "GuidedDistillation", "ModelMixin", "guidance_student", "sample_w", "student_card"]
 
 
 def student_card(

@@ -1,18 +1,14 @@
 """The Gradio app: `build_app(settings)` assembles one tab per file over the `demo` and `analysis` libraries.
 
-Tabs: Compare, Trajectory, Guidance branches, Grid, Embedding, Metrics, and Distill when `demo/ui/distill.py`
-provides `build_distill_tab(ctx)` (called inside the tab's context). Every event has an `api_name` (`API_NAMES`).
+Tabs: Compare, Trajectory, Guidance branches, Grid, Embedding, Metrics and Distill (`build_distill_tab(ctx)`, called
+inside the tab's context). Every event has an `api_name` (`API_NAMES`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import logging
-
 import gradio as gr
 
-from demo.ui import branches, compare, embedding, grid, metrics, trajectory
+from demo.ui import branches, compare, distill, embedding, grid, metrics, trajectory
 from demo.ui.context import AppSettings, Context
 from demo.ui.inputs import harden_inputs
 
@@ -62,9 +58,6 @@ img { image-rendering: pixelated; }
 }
 """
 
-logger = logging.getLogger(__name__)
-
-
 def model_summary(ctx: Context) -> str:
     entries = ctx.catalog.entries()
     if not entries:
@@ -73,17 +66,6 @@ def model_summary(ctx: Context) -> str:
     teachers = sum(e.kind == "teacher" for e in entries)
     students = len(entries) - teachers
     return f"{len(entries)} model folders ({teachers} teacher{'s' * (teachers != 1)}, {students} student{'s' * (students != 1)}) · device: {ctx.catalog.device}"
-
-
-def _distill_builder():
-    """`demo.ui.distill.build_distill_tab`, when that module exists and imports cleanly."""
-    if importlib.util.find_spec("demo.ui.distill") is None:
-        return None
-    try:
-        return importlib.import_module("demo.ui.distill").build_distill_tab
-    except Exception as e:  # noqa: BLE001 (someone else's tab must not take the app down)
-        logger.warning("demo.ui.distill could not be loaded (%s: %s); the Distill tab is left out.", type(e).__name__, e)
-        return None
 
 
 def build_app(settings: AppSettings | None = None) -> gr.Blocks:
@@ -117,10 +99,8 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 embedding.build(ctx)
             with gr.Tab("Metrics") as metrics_tab:
                 metrics.build(ctx, metrics_tab)
-            build_distill = _distill_builder()
-            if build_distill is not None:
-                with gr.Tab("Distill"):
-                    build_distill(ctx)
+            with gr.Tab("Distill"):
+                distill.build_distill_tab(ctx)
 
         dropdowns = list(ctx.model_dropdowns)
 

@@ -11,7 +11,7 @@ from analysis.plots import plot_spectrum
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo import lab
 from demo.guidance import parse_interval
-from demo.catalog import REPO
+from demo.paths import REPO_ROOT
 from demo.samplers import SAMPLERS
 from demo.validate import model_nfe
 from demo.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, PRESET_NOTE, shown_image
@@ -148,7 +148,7 @@ def bundle(images: dict, record: dict) -> str:
 def code_for(settings: dict, t_model, s_model) -> str:
     """The `python -m demo.sample` commands that produce the two images shown (same seed, same noise)."""
     extra = (f" --guidance-interval {settings['guidance_interval']}" if settings["guidance_interval"] else "") + (" --clip-x0" if settings["clip_x0"] else "")
-    lines = ["# the same images from the command line (DESIGN.md: demo.sample)"]
+    lines = ["# the same images from the command line (ARCHITECTURE.md: demo.sample)"]
     for role, model, steps in (("teacher", t_model, settings["teacher_steps"]), ("student", s_model, settings["student_steps"])):
         lines.append(
             f"python -m demo.sample --model {_model_path(model)} --n {settings['n']} --class-label {settings['class_label']} "
@@ -162,7 +162,7 @@ def _model_path(model) -> str:
     if folder is None:
         return f"assets/models/{model.name}"
     try:
-        return str(Path(folder).resolve().relative_to(REPO))
+        return str(Path(folder).resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(folder)
 

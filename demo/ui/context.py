@@ -21,7 +21,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.catalog import REPO, RUNS_ENV, Catalog, DEFAULT_RUNS, PRECISIONS
+from demo.catalog import PRECISIONS, Catalog
+from demo.paths import CLASSIFIER_DIR, DEFAULT_RUNS_DIR, RUNS_ENV
 from demo.validate import (
     DEFAULT_MAX_WORK,
     DEFAULT_TIMEOUT_S,
@@ -35,7 +36,6 @@ from demo.validate import (
     time_limit,
 )
 
-CLASSIFIER_DIR = REPO / "assets" / "classifier"
 DATASET_PACKAGE = "dataset-fashion-mnist"
 DATASET_COMMAND = f"sudo apt-get install -y {DATASET_PACKAGE}"
 USER_ERRORS = (ValueError,)  # ModelFolderError is a ValueError
@@ -90,7 +90,7 @@ class AppSettings:
                 device = check_device(device)
             except ValueError as e:
                 raise ValueError(f"GDL_DEVICE: {e}") from None
-        env_folder(RUNS_ENV, DEFAULT_RUNS)  # the job store and finished runs live here: it must be writable
+        env_folder(RUNS_ENV, DEFAULT_RUNS_DIR)  # the job store and finished runs live here: it must be writable
         for root in env.get("GDL_MODEL_ROOTS", "").split(os.pathsep):
             if "\0" in root or len(root) > 4096:
                 raise ValueError("GDL_MODEL_ROOTS must be folder paths separated by the OS path separator.")
@@ -488,12 +488,9 @@ class Context:
         return (both or by_method or by_steps or entries)[0].name if entries else None
 
     def teacher_of(self, model: str | None) -> str | None:
-        """The teacher a model's card names (the model it was distilled from) when the catalog holds it, else None."""
-        try:
-            name = self.catalog.entry(model).card.get("teacher") if model else None
-        except ValueError:
-            return None
-        return name if isinstance(name, str) and name in self.model_names() else None
+        """The teacher a model's card names (the model it was distilled from) when the catalog holds it, else None
+        (`Catalog.teacher_of`: the one rule, `demo.card.teacher_folder`)."""
+        return self.catalog.teacher_of(model) if model else None
 
     def default_pair(self, steps: int = 4) -> tuple[str | None, str | None]:
         """(teacher, student) a tab opens with: the first `steps`-step student and the teacher its card names, or the

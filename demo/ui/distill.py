@@ -16,6 +16,7 @@ import os
 import gradio as gr
 import plotly.graph_objects as go
 
+from analysis.plots import plot_loss_curves
 from demo import validate
 from demo.distill import METHODS, method_summary
 from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
@@ -48,34 +49,13 @@ def _refused(fn):
     return refuse
 
 
-# ---- context: only ctx.jobs and ctx.model_choices() are read, each with a fallback ----
+# ---- context: the tab reads ctx.jobs (made here on first build), model_names(), default_teacher(), data_missing() ----
 
 
 def _jobs(ctx) -> JobManager:
-    jobs = getattr(ctx, "jobs", None)
-    if jobs is None:
-        jobs = JobManager()
-        try:
-            ctx.jobs = jobs  # one manager per app, shared by later builds
-        except AttributeError:
-            pass
-    return jobs
-
-
-def _model_choices(ctx) -> list[str]:
-    for attr in ("model_choices", "model_names"):
-        fn = getattr(ctx, attr, None)
-        if callable(fn):
-            return list(fn())
-    from demo.layout import is_model_folder
-    from demo.models import ASSETS_MODELS
-
-    return sorted(p.name for p in ASSETS_MODELS.glob("*") if is_model_folder(p)) if ASSETS_MODELS.is_dir() else []
-
-
-def _default_teacher(choices: list[str]) -> str | None:
-    named = [c for c in choices if "teacher" in c.lower()]
-    return (named or choices or [None])[0]
+    if getattr(ctx, "jobs", None) is None:
+        ctx.jobs = JobManager()  # one manager per app over GDL_RUNS_DIR, shared by later builds
+    return ctx.jobs
 
 
 def _adapter(fn, jobs: JobManager, **bound):
@@ -268,14 +248,7 @@ def _error_html(error: str) -> str:
 def loss_figure(rows: list[dict], name: str = "") -> go.Figure:
     """The total loss and the method's loss terms (`l_*` columns that are not all zero) against the step."""
     keys = ["loss", *sorted(k for k in {k for r in rows for k in r} if k.startswith("l_") and any(r.get(k) for r in rows))]
-    try:
-        from analysis.plots import plot_loss_curves
-    except ImportError:
-        plot_loss_curves = None
-    if plot_loss_curves is not None:
-        return plot_loss_curves(rows, keys=keys, title=f"Loss: {name}" if name else "Loss")
-    fig = go.Figure([go.Scatter(x=[r["step"] for r in rows], y=[r.get(k) for r in rows], mode="lines", name=k) for k in keys])
-    return fig.update_layout(title=f"Loss: {name}", template="plotly_white", height=360, xaxis_title="step")
+    return plot_loss_curves(rows, keys=keys, title=f"Loss: {name}" if name else "Loss")
 
 
 # ---- the tab ----
@@ -283,12 +256,11 @@ def loss_figure(rows: list[dict], name: str = "") -> go.Figure:
 
 def build_distill_tab(ctx) -> None:
     jobs = _jobs(ctx)
-    choices = _model_choices(ctx)
-    # The teacher the default students were distilled from (Context.default_teacher), so Compare, Branches and Distill
-    # open on the same one; a context without it falls back to the first teacher-like name.
-    teacher_default = ctx.default_teacher() if hasattr(ctx, "default_teacher") else None
-    teacher_default = teacher_default or _default_teacher(choices)
-    missing = ctx.data_missing() if hasattr(ctx, "data_missing") else None
+    choices = ctx.model_names()
+    # The teacher the default students were distilled from (Context.default_teacher: the card's teacher, the one rule of
+    # demo.card.teacher_folder), so Compare, Branches and Distill open on the same one.
+    teacher_default = ctx.default_teacher()
+    missing = ctx.data_missing()
     if missing:
         gr.Markdown(f"⚠️ **Distillation needs the training data.** {missing}", elem_id="distill-missing-data")
     gr.Markdown(
@@ -366,7 +338,7 @@ def build_distill_tab(ctx) -> None:
             now = frozenset(jobs.finished_models())
             if now == seen:
                 return [gr.skip()] * len(dropdowns) + [seen]
-            names = _model_choices(ctx)
+            names = ctx.model_names()
             return [gr.Dropdown(choices=names) for _ in dropdowns] + [now]
 
         timer.tick(refresh_dropdowns, finished, [*dropdowns, finished], api_name="distill_refresh_models", **private)

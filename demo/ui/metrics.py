@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis.plots import plot_loss_curves, plot_pareto
 from demo import lab
-from demo.catalog import REPO
+from demo.paths import BENCH_DIR
 
 COLUMNS = (
     "model",
@@ -33,7 +33,7 @@ COLUMNS = (
 # What a reader needs first; the rest (diversity, branch statistics, evaluation wall time …) behind "all columns".
 MAIN_COLUMNS = ("model", "steps", "guidance", "nfe", "latency_ms", "frechet_distance", "accuracy", "parameters")  # the name says the method
 DROPPED = ("params",)  # the same number as "parameters", under a second name in some cards
-BENCH_JSON = REPO / "assets" / "bench" / "bench.json"
+BENCH_JSON = BENCH_DIR / "bench.json"
 COST_AXES = {"nfe": "network evaluations per image (NFE)", "latency_ms": "latency per image, ms (batch 1, from the benchmark)"}
 
 LOOK_FOR = """
