@@ -82,20 +82,23 @@ def no_label_dropout(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
-def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
     """One denoiser evaluation, whatever the network: UNet2DModel, DiTTransformer2DModel or a w-conditioned student.
 
-    `t` is broadcast to a [B] tensor (DiT's timestep embedding needs one). DiTs trained with a learned variance
-    output 2x channels ([mean, variance]); the first half is the prediction.
+    `t` is broadcast to a [B] tensor (DiT's timestep embedding needs one). `guidance` is W per example [B], given to
+    a w-conditioned student as its own `guidance` argument (never mixed into the labels). DiTs trained with a learned
+    variance output 2x channels ([mean, variance]); the first half is the prediction.
     """
     t = torch.as_tensor(t, device=z.device)
     t = t.expand(z.shape[0]) if t.ndim == 0 else t
     if isinstance(net, DiTTransformer2DModel):
-        if w is not None:
+        if guidance is not None:
             raise ValueError("a plain DiT takes no guidance input; w-conditioned students are GuidanceDiT models")
         out = net(z, timestep=t, class_labels=labels).sample
+    elif guidance is None:
+        out = net(z, t, class_labels=labels).sample
     else:
-        out = net(z, t, class_labels=labels, **({"guidance": w} if w is not None else {})).sample
+        out = net(z, t, class_labels=labels, guidance=guidance).sample
     return out[:, : z.shape[1]]
 
 
@@ -259,7 +262,7 @@ class LoadedModel:
     scheduler_config: dict
     tirt_logits: torch.Tensor | None = None
     vae: AutoencoderKL | None = None
-    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: every NFE under autocast (~1.6x on a CPU)
+    autocast_dtype: torch.dtype | None = None  # the default precision of every NFE, e.g. torch.bfloat16 (~1.6x on a CPU)
 
     @property
     def device(self) -> torch.device:
@@ -278,16 +281,23 @@ class LoadedModel:
         """(C, H, W) of what the sampler denoises: latents for a latent model, images otherwise."""
         return sample_shape(self.net) or (self.card.channels, self.card.image_size, self.card.image_size)
 
-    def output(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """One network evaluation in the model's own parametrisation (ε, v or x0)."""
-        if self.autocast_dtype is None:  # no context at all, so a caller's own autocast (generate(bf16=True)) still applies
-            return net_output(self.net, z, t, labels, w)
-        with torch.autocast(z.device.type, dtype=self.autocast_dtype):
-            return net_output(self.net, z, t, labels, w)
+    def output(
+        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """One network evaluation in the model's own parametrisation (ε, v or x0); `guidance` is W [B] for a
+        w-conditioned student. The one place sampling runs a network in reduced precision: under autocast to
+        `autocast_dtype`, or else to the model's own `autocast_dtype` (the app's precision setting); float32 when both
+        are None."""
+        dtype = autocast_dtype or self.autocast_dtype
+        if dtype is None:
+            return net_output(self.net, z, t, labels, guidance)
+        with torch.autocast(z.device.type, dtype=dtype):
+            return net_output(self.net, z, t, labels, guidance)
 
-    def x0(self, z, t, labels, w=None) -> torch.Tensor:
+    def x0(self, z, t, labels, guidance=None, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         alpha, sigma = self.schedule.alpha_sigma(t)
-        out = self.output(z, t, labels, w).float()
+        out = self.output(z, t, labels, guidance, autocast_dtype).float()
         return to_x0(z, out, alpha.to(z), sigma.to(z), self.prediction_type)
 
     def _latent_affine(self) -> tuple[float, float]:

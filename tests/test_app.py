@@ -219,7 +219,7 @@ def test_student_defaults_and_stop(ctx):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"teacher_steps": 0}, "teacher steps must be an integer in 1..1000, got 0"),
+        ({"teacher_steps": 0}, "teacher steps must be a whole number in 1..1000, got 0"),
         ({"class_label": "99"}, "class label must be in 0..9"),
         ({"student": "missing"}, "Unknown model 'missing'"),
         ({"teacher": "/etc"}, "outside the allowed model folders"),

@@ -5,11 +5,14 @@ One student conditioned on the guidance scale learns the teacher's guided predic
 so one network evaluation replaces the teacher's two. The student is the teacher's network plus a sinusoidal
 embedding of W → MLP, added to the conditioning through the class-embedding slot (the UNet's class embedding, or
 the class embedder of every DiT block's adaLN-Zero); the new MLP's last layer starts at zero, so the initial student
-*is* the teacher's conditional model.
+*is* the teacher's conditional model. W is the student's own `guidance` argument: the labels go to the diffusers
+network unchanged, and W reaches the embedding for the duration of that forward call (`_guidance_scope`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from pathlib import Path
 
@@ -41,8 +44,27 @@ def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Te
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
+# W [B] of the student forward call in progress: set by GuidanceUNet/GuidanceDiT.forward around the diffusers network's
+# call, read by ClassAndGuidanceEmbedding inside it. A context variable, so concurrent calls in threads never mix.
+_GUIDANCE: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("guidance_w", default=None)
+
+
+@contextlib.contextmanager
+def _guidance_scope(guidance, sample: torch.Tensor):
+    """Make W (a scalar or [B]) visible to the student's embeddings as a float32 [B] tensor during one forward call."""
+    if guidance is None:
+        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
+    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
+    token = _GUIDANCE.set(w.expand(sample.shape[0]) if w.ndim == 0 else w)
+    try:
+        yield
+    finally:
+        _GUIDANCE.reset(token)
+
+
 class ClassAndGuidanceEmbedding(nn.Module):
-    """Replaces the UNet's class embedding: input [B, 2] = (class label, W) → class embedding + MLP(sin(W))."""
+    """Replaces the UNet's class embedding: class label [B] (and the forward call's W [B]) → class embedding +
+    MLP(sin(W)). Its parameters keep the names of the shipped folders (`classes`, `w_mlp`)."""
 
     def __init__(self, num_classes: int, emb_dim: int, w_dim: int):
         super().__init__()
@@ -52,9 +74,11 @@ class ClassAndGuidanceEmbedding(nn.Module):
         nn.init.zeros_(self.w_mlp[-1].weight)  # zero output: the student starts as the teacher's conditional model
         nn.init.zeros_(self.w_mlp[-1].bias)
 
-    def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        labels, w = packed[:, 0].long(), packed[:, 1]
-        return self.classes(labels) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        w = _GUIDANCE.get()
+        if w is None:
+            raise ValueError("ClassAndGuidanceEmbedding runs inside a GuidanceUNet/GuidanceDiT forward call, which gives it W")
+        return self.classes(labels.long()) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
 
 
 @register_model_class
@@ -83,16 +107,8 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
         return student
 
     def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        return self.unet(sample, timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
-
-
-def _pack(class_labels: torch.Tensor, guidance, sample: torch.Tensor) -> torch.Tensor:
-    """(labels [B], W scalar or [B]) → [B, 2] float: what ClassAndGuidanceEmbedding reads."""
-    if guidance is None:
-        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
-    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
-    w = w.expand(sample.shape[0]) if w.ndim == 0 else w
-    return torch.stack([class_labels.float(), w.float()], dim=1)
+        with _guidance_scope(guidance, sample):
+            return self.unet(sample, timestep, class_labels=class_labels, return_dict=return_dict)
 
 
 @register_model_class
@@ -129,7 +145,8 @@ class GuidanceDiT(ModelMixin, ConfigMixin):
         return student
 
     def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        return self.dit(sample, timestep=timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
+        with _guidance_scope(guidance, sample):
+            return self.dit(sample, timestep=timestep, class_labels=class_labels, return_dict=return_dict)
 
 
 def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
