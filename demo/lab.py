@@ -285,6 +285,11 @@ class Trajectory:
 
 
 def trajectory(model, class_label, guidance: float, steps: int, seed: int, sampler: str = "ddim", n: int = 1) -> Trajectory:
+    """`record_trajectory` from user-level values (checked here)."""
+    return record_trajectory(model, SamplingRequest.check(model, n, class_label, steps, guidance, sampler, seed))
+
+
+def record_trajectory(model, request: SamplingRequest) -> Trajectory:
     """Sample while recording every step's x0 prediction (the sampler's callback)."""
     x0s, ts = [], []
 
@@ -292,7 +297,7 @@ def trajectory(model, class_label, guidance: float, steps: int, seed: int, sampl
         x0s.append(info["x0"].float().cpu())
         ts.append(info["t"])
 
-    g = generate(model, n, class_label, steps, guidance, sampler, seed, callback=record)
+    g = run(model, request, callback=record)
     return Trajectory(ts, x0s, g.images, g.nfe, g.seconds)
 
 
