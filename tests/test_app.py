@@ -507,7 +507,7 @@ def test_compare_presets_are_precomputed_and_answer_without_sampling(tmp_path, m
     def no_sampling(*args, **kwargs):
         raise AssertionError("a precomputed preset sampled again")
 
-    monkeypatch.setattr(compare.lab, "compare_stream", no_sampling)
+    monkeypatch.setattr(compare.lab, "compare_requests", no_sampling)  # what the Compare handler samples through
     run = ctx.precomputed_handler(compare.compare)
     # as Gradio sends them: numbers as floats, the Request appended
     args = [float(a) if isinstance(a, int) and not isinstance(a, bool) else a for a in ctx.preset_jobs[0][2]]
