@@ -138,9 +138,10 @@ def x0_error_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, tim
     prediction departs from its teacher's. At t = T−1 of a cosine schedule z_t is pure noise, which is where a
     trailing sampler takes its first step: a weighting that starves that timestep shows its error there.
     """
-    from demo.guidance import make_denoiser
+    from demo.guidance import check_guidance, make_denoiser
 
     ts = _check_inputs(teacher, x0, labels, timesteps)
+    guidance = check_guidance(guidance)  # the one check: the denoisers below take a checked W
     x0, labels = x0.float(), labels.long()
     errors = []
     for k, t in enumerate(ts):

@@ -32,11 +32,13 @@ from demo.sample import add_sampling_args
 
 
 def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0, class_label="all", batch_size=250, classifier=None, reference=None, **options) -> dict:
-    from demo.generate import generate
+    from demo.generate import SamplingRequest, run
 
+    # The settings are checked once, into a request; the row reports the parsed interval from it.
+    request = SamplingRequest.check(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
     classifier = classifier or load_classifier(device=model.device)
     reference = reference or load_reference()
-    gen = generate(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
+    gen = run(model, request)
     metrics = evaluate_images(gen.images, gen.labels, classifier, reference)
     return {
         "protocol": PROTOCOL,
@@ -46,7 +48,7 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
         "sampler": sampler,
         "seed": seed,
         "bf16": bool(options.get("bf16", False)),
-        **({"guidance_interval": list(parse_interval(options["interval"], model.schedule.num_train_timesteps))} if options.get("interval") else {}),
+        **({"guidance_interval": list(request.interval)} if request.interval is not None else {}),
         "nfe": gen.nfe,
         "seconds": round(gen.seconds, 3),
         "img_per_s": round(n / gen.seconds, 2),

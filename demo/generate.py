@@ -1,19 +1,21 @@
 """Generation: labels + noise from a seed → images, through a model's denoiser and a named sampler.
 
 The one entry point shared by the sampling CLI, the evaluation and the app, so all of them validate arguments
-the same way and produce the same images for the same seed.
+the same way and produce the same images for the same seed: `SamplingRequest.check` validates a run's settings once
+at the boundary, `run(model, request)` samples it, and `generate(model, n, …)` does both.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from demo.guidance import check_guidance, make_denoiser
-from demo.samplers import SAMPLERS, initial_noise, sample
-from demo.validate import check_time, show, whole
+from demo.guidance import check_guidance, make_denoiser, parse_interval
+from demo.samplers import initial_noise, sample, sampler_names
+from demo.validate import check_time, choice, show, whole
+from demo.validate import seed as check_seed
 
 
 def parse_labels(class_label, n: int, num_classes: int) -> torch.Tensor:
@@ -39,13 +41,48 @@ class Generation:
     seconds: float
 
 
-def validate(model, steps: int, guidance: float, sampler: str) -> None:
-    T = model.schedule.num_train_timesteps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an integer in 1..{T}, got {steps!r}")
-    check_guidance(guidance)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+@dataclass(frozen=True, eq=False)
+class SamplingRequest:
+    """One sampling run's settings, checked once against a model (`SamplingRequest.check`); every layer below it
+    (`run`, the denoisers, the samplers) trusts them and checks nothing again."""
+
+    labels: torch.Tensor  # [n] class per image (long, on the CPU)
+    steps: int
+    guidance: float  # W, diffusers' convention (demo.guidance)
+    sampler: str = "ddim"
+    seed: int = 0
+    batch_size: int = 256
+    interval: tuple[int, int] | None = None  # parsed guidance interval (lo, hi), or None: W at every step
+    clip_x0: bool = False
+    bf16: bool = False  # the network under bfloat16 autocast (LoadedModel.output); the sampler stays float32
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def check(
+        cls, model, n: int = 16, class_label="all", steps: int = 64, guidance: float = 2.0, sampler: str = "ddim", seed: int = 0,
+        batch_size: int = 256, labels: torch.Tensor | None = None, interval=None, clip_x0: bool = False, bf16: bool = False,
+        steps_name: str = "steps",
+    ) -> SamplingRequest:  # fmt: skip
+        """The request for `model` from a user's values (UI numbers, a client's JSON, CLI flags); one `ValueError`
+        sentence naming the field otherwise. `labels` given explicitly replace `n` and `class_label`;
+        `steps_name` names the steps field in the message ("teacher steps")."""
+        T = model.schedule.num_train_timesteps
+        steps = whole(steps_name, steps, 1, T)
+        guidance = check_guidance(guidance)
+        sampler = choice("sampler", sampler, sampler_names())
+        seed = check_seed(seed)
+        batch_size = whole("batch size", batch_size, 1)
+        labels = parse_labels(class_label, n, model.card.num_classes) if labels is None else torch.as_tensor(labels, dtype=torch.long).cpu()
+        interval = parse_interval(interval, T)
+        return cls(labels, steps, guidance, sampler, seed, batch_size, interval, bool(clip_x0), bool(bf16))
+
+    def for_model(self, model, steps: int, steps_name: str = "steps") -> SamplingRequest:
+        """The same request for another model (a student beside its teacher) at its own step count, checked against
+        that model's schedule; the fields already checked are kept."""
+        return replace(self, steps=whole(steps_name, steps, 1, model.schedule.num_train_timesteps))
 
 
 def _decoding(callback, model):
@@ -79,30 +116,38 @@ def generate(
     bf16: bool = False,
     **guidance_options,
 ) -> Generation:
-    """Sample `n` images; the same seed gives the same initial noise for every model of the same image shape.
+    """Sample `n` images from user-level values: `SamplingRequest.check` them, then `run`.
+
+    `guidance_options` are `interval` (a pair or "LO,HI") and `clip_x0`. See `run` for what the request does.
+    """
+    request = SamplingRequest.check(model, n, class_label, steps, guidance, sampler, seed, batch_size, labels, bf16=bf16, **guidance_options)
+    return run(model, request, callback=callback, noise=noise)
+
+
+def run(model, request: SamplingRequest, callback=None, noise: torch.Tensor | None = None) -> Generation:
+    """Sample a checked request; the same seed gives the same initial noise for every model of the same image shape.
 
     For a latent model the sampler runs on latents and the images (and each callback's `x0`, with the latent one
     kept as `x0_latent`) are decoded by the model's VAE, so displays and metrics always see images.
-    `bf16` runs the network under bfloat16 autocast (the sampler's own arithmetic stays float32). The extra noise
-    of the stochastic samplers (ddpm, stochastic) is drawn batch by batch, so for those the images also depend on
-    `batch_size`; the deterministic samplers (ddim, dpmsolver++) depend on the seed alone.
+    `request.bf16` runs the network under bfloat16 autocast (the sampler's own arithmetic stays float32). The extra
+    noise of the stochastic samplers (ddpm, stochastic) is drawn batch by batch, so for those the images also depend
+    on `batch_size`; the deterministic samplers (ddim, dpmsolver++) depend on the seed alone.
     """
-    validate(model, steps, guidance, sampler)
-    card = model.card
-    labels = parse_labels(class_label, n, card.num_classes) if labels is None else labels
-    z_T = initial_noise(seed, n, model.sample_shape) if noise is None else noise
+    n, batch_size, labels = request.n, request.batch_size, request.labels
+    z_T = initial_noise(request.seed, n, model.sample_shape) if noise is None else noise
     if callback is not None and model.is_latent:
         callback = _decoding(callback, model)
     callback = _timed(callback)  # a request past its time limit (demo.validate.time_limit) stops at the next step
-    gen = torch.Generator().manual_seed(int(seed) + 1)  # for stochastic samplers, separate from z_T
+    gen = torch.Generator().manual_seed(request.seed + 1)  # for stochastic samplers, separate from z_T
+    options = {"interval": request.interval, "clip_x0": request.clip_x0, "autocast_dtype": torch.bfloat16 if request.bf16 else None}
     out, nfe = [], 0
     start = time.perf_counter()
     for lo in range(0, n, batch_size):
         check_time()
         y = labels[lo : lo + batch_size].to(model.device)
-        denoiser = make_denoiser(model, y, guidance, **guidance_options)
-        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-            x = sample(sampler, denoiser, z_T[lo : lo + batch_size].to(model.device), steps, model, generator=gen, callback=callback)
+        denoiser = make_denoiser(model, y, request.guidance, **options)
+        z = z_T[lo : lo + batch_size].to(model.device)
+        x = sample(request.sampler, denoiser, z, request.steps, model.schedule, generator=gen, callback=callback)
         out.append(model.decode(x).float().cpu())
         nfe = denoiser.evaluations
     if model.device.type == "cuda":

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from demo.data import to_uint8
-from demo.generate import Generation, generate, parse_labels
-from demo.validate import show
+from demo.guidance import check_guidance
+from demo.generate import Generation, SamplingRequest, generate, parse_labels, run
+from demo.validate import show, whole
 
 W_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 DISPLAY_PX = 392  # a single 28×28 image is shown at 14×
@@ -115,6 +116,11 @@ def stack_rows(rows: list):
 
 # ---- honest timings: one-off costs apart from sampling ----
 def warm_up(model, n: int = 1, steps: int = 1, guidance: float = 2.0, sampler: str = "ddim", **guidance_options) -> float:
+    """`warm_request` from user-level values (checked here)."""
+    return warm_request(model, SamplingRequest.check(model, n, 0, steps, guidance, sampler, **guidance_options))
+
+
+def warm_request(model, request: SamplingRequest) -> float:
     """Run one short sampling pass at this batch size and sampler, once per model object, so the timed run that
     follows pays no first-call costs (kernel selection for the batch's shapes, lazy imports, allocator growth);
     returns the seconds it took (0.0 when this model was already warm for that setting).
@@ -124,26 +130,24 @@ def warm_up(model, n: int = 1, steps: int = 1, guidance: float = 2.0, sampler: s
     warm, and the speed-up shown was 1.2–1.4× instead of 13–18×. The set lives on the model, so a model the cache
     evicted and loaded again is warmed again.
     """
-    key = (int(n), sampler, min(int(steps), 2), bool(guidance_options.get("interval")))
+    key = (request.n, request.sampler, min(request.steps, 2), request.interval is not None)
     done = model.__dict__.setdefault("_warm_keys", set())
     if key in done:
         return 0.0
     start = time.perf_counter()
-    generate(model, int(n), 0, min(int(steps), 2), guidance, sampler, seed=0, **guidance_options)
+    run(model, replace(request, labels=torch.zeros(request.n, dtype=torch.long), steps=min(request.steps, 2), seed=0))
     done.add(key)
     return time.perf_counter() - start
 
 
-def timed_generate(
-    model, n: int, steps: int, guidance: float, sampler: str, seed: int, labels, first: Generation | None = None, **guidance_options
-) -> tuple[Generation, list[float]]:
-    """`generate`, repeated (same seed, same images) while a run is shorter than FAST_SECONDS, up to FAST_REPEATS runs;
+def timed_run(model, request: SamplingRequest, first: Generation | None = None) -> tuple[Generation, list[float]]:
+    """`run`, repeated (same seed, same images) while a run is shorter than FAST_SECONDS, up to FAST_REPEATS runs;
     the Generation carries the median time, and the list holds every run's seconds. `first`: a run already made (its
     images may be on screen already), counted as the first."""
-    g = first or generate(model, n, steps=steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options)
+    g = first or run(model, request)
     runs = [g.seconds]
     while len(runs) < FAST_REPEATS and g.seconds < FAST_SECONDS:
-        runs.append(generate(model, n, steps=steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options).seconds)
+        runs.append(run(model, request).seconds)
     return replace(g, seconds=statistics.median(runs)), runs
 
 
@@ -228,39 +232,47 @@ def compare_stream(
     stop: threading.Event | None = None,
     **guidance_options,
 ):
+    """`compare_requests` from user-level values, checked here once (`compare_request_pair`)."""
+    n = whole("batch size", n, 1, 256)
+    t_request, s_request = compare_request_pair(teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n,
+                                                **guidance_options)  # fmt: skip
+    yield from compare_requests(teacher, student, t_request, s_request, previews, stop)
+
+
+def compare_request_pair(teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim", n=1,
+                         **guidance_options) -> tuple[SamplingRequest, SamplingRequest]:  # fmt: skip
+    """The teacher's and the student's requests: the same labels, seed, W, sampler and options, each at its own steps.
+    `n` is a checked batch size (its limit is the caller's); `guidance_options` are `interval` (parsed against the
+    teacher's schedule) and `clip_x0`."""
+    t_request = SamplingRequest.check(teacher, n, class_label, teacher_steps, guidance, sampler, seed, steps_name="teacher steps", **guidance_options)
+    return t_request, t_request.for_model(student, student_steps, "student steps")
+
+
+def compare_requests(teacher, student, t_request: SamplingRequest, s_request: SamplingRequest, previews: int = 16, stop: threading.Event | None = None):
     """Student first (it is fast), then the teacher streamed step by step; both from the same noise and labels.
 
-    `guidance_options` (`interval`, `clip_x0`; see `demo.guidance`) apply to both models alike. Both models are
-    warmed up first (`warm_up`, once per model and setting) and a fast student is timed as the median of a few runs
-    (`timed_generate`), so the speed-up compares warm sampling only.
+    The requests' guidance options (`interval`, `clip_x0`; see `demo.guidance`) apply to both models alike. Both
+    models are warmed up first (`warm_request`, once per model and setting) and a fast student is timed as the median
+    of a few runs (`timed_run`), so the speed-up compares warm sampling only.
 
     Yields ("warm", {role: seconds}) when a warm-up ran, ("student", Generation of its first run), ("step", callback
     info of the teacher) … and finally ("done", Comparison), or ("stopped", None) when `stop` was set during the
     teacher's sampling.
     """
-    n = check_int("batch size", n, 1, 256)
-    seed = check_int("seed", seed, 0, 2**31 - 1)
-    teacher_steps = check_int("teacher steps", teacher_steps, 1, teacher.schedule.num_train_timesteps)
-    student_steps = check_int("student steps", student_steps, 1, student.schedule.num_train_timesteps)
-    labels = parse_labels(class_label, n, teacher.card.num_classes)
-    warm = {
-        role: warm_up(m, n, steps, guidance, sampler, **guidance_options)
-        for role, m, steps in (("student", student, student_steps), ("teacher", teacher, teacher_steps))
-    }
+    warm = {role: warm_request(m, r) for role, m, r in (("student", student, s_request), ("teacher", teacher, t_request))}
     warm = {k: v for k, v in warm.items() if v > 0}
     if warm:
         yield "warm", warm
     # The student's picture is shown after its first run; the repeats that time a fast student come after it.
-    first = generate(student, n, steps=student_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, **guidance_options)
+    first = run(student, s_request)
     yield "student", first
-    s, runs = timed_generate(student, n, student_steps, guidance, sampler, seed, labels, first=first, **guidance_options)
-    every = max(1, teacher_steps // previews)
-    for kind, value in stream_steps(
-        lambda cb: generate(teacher, n, steps=teacher_steps, guidance=guidance, sampler=sampler, seed=seed, labels=labels, callback=cb, **guidance_options),
-        every,
-        stop,
-    ):
-        yield (kind, Comparison(value, s, teacher_steps, student_steps, warm, runs)) if kind == "done" else (kind, value)
+    s, runs = timed_run(student, s_request, first=first)
+    every = max(1, t_request.steps // previews)
+    for kind, value in stream_steps(lambda cb: run(teacher, t_request, callback=cb), every, stop):
+        if kind == "done":
+            yield kind, Comparison(value, s, t_request.steps, s_request.steps, warm, runs)
+        else:
+            yield kind, value
 
 
 @dataclass
@@ -273,6 +285,11 @@ class Trajectory:
 
 
 def trajectory(model, class_label, guidance: float, steps: int, seed: int, sampler: str = "ddim", n: int = 1) -> Trajectory:
+    """`record_trajectory` from user-level values (checked here)."""
+    return record_trajectory(model, SamplingRequest.check(model, n, class_label, steps, guidance, sampler, seed))
+
+
+def record_trajectory(model, request: SamplingRequest) -> Trajectory:
     """Sample while recording every step's x0 prediction (the sampler's callback)."""
     x0s, ts = [], []
 
@@ -280,7 +297,7 @@ def trajectory(model, class_label, guidance: float, steps: int, seed: int, sampl
         x0s.append(info["x0"].float().cpu())
         ts.append(info["t"])
 
-    g = generate(model, n, class_label, steps, guidance, sampler, seed, callback=record)
+    g = run(model, request, callback=record)
     return Trajectory(ts, x0s, g.images, g.nfe, g.seconds)
 
 
@@ -362,18 +379,19 @@ def steps_guidance_grid(model, class_label, seed: int, steps_list, guidance_list
     """One seed and class through every (steps, W) pair; latency per cell and, with a classifier, its confidence."""
     from analysis.classifier import classify
 
-    steps_list = sorted({check_int("steps", s, 1, model.schedule.num_train_timesteps) for s in steps_list})
-    guidance_list = sorted({float(w) for w in guidance_list})
+    steps_list = sorted({whole("steps", s, 1, model.schedule.num_train_timesteps) for s in steps_list})
+    guidance_list = sorted({check_guidance(w) for w in guidance_list})
     if not steps_list or not guidance_list:
         raise ValueError("choose at least one step count and one guidance scale")
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
         raise ValueError("the grid shows one class; choose a class, not 'all'")
     labels = parse_labels(class_label, 1, model.card.num_classes)
+    base = SamplingRequest.check(model, steps=steps_list[0], guidance=guidance_list[0], sampler=sampler, seed=seed, labels=labels)
     imgs, secs, conf = [], np.zeros((len(steps_list), len(guidance_list))), None
     for r, s in enumerate(steps_list):
         row = []
         for c, w in enumerate(guidance_list):
-            g, _ = timed_generate(model, 1, s, w, sampler, seed, labels)  # fast cells: the median of a few runs
+            g, _ = timed_run(model, replace(base, steps=s, guidance=w))  # checked above; fast cells: the median of a few runs
             row.append(g.images)
             secs[r, c] = g.seconds
         imgs.append(torch.stack(row))

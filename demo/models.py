@@ -13,6 +13,8 @@ called, so every sampler and method treats a UNet, a DiT and their w-conditioned
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import os
@@ -106,8 +108,27 @@ def sinusoidal(w: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Te
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
+# W [B] of the student forward call in progress: set by GuidanceUNet/GuidanceDiT.forward around the diffusers network's
+# call, read by ClassAndGuidanceEmbedding inside it. A context variable, so concurrent calls in threads never mix.
+_GUIDANCE: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("guidance_w", default=None)
+
+
+@contextlib.contextmanager
+def _guidance_scope(guidance, sample: torch.Tensor):
+    """Make W (a scalar or [B]) visible to the student's embeddings as a float32 [B] tensor during one forward call."""
+    if guidance is None:
+        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
+    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
+    token = _GUIDANCE.set(w.expand(sample.shape[0]) if w.ndim == 0 else w)
+    try:
+        yield
+    finally:
+        _GUIDANCE.reset(token)
+
+
 class ClassAndGuidanceEmbedding(nn.Module):
-    """Replaces the UNet's class embedding: input [B, 2] = (class label, W) → class embedding + MLP(sin(W))."""
+    """Replaces the UNet's class embedding: class label [B] (and the forward call's W [B]) → class embedding +
+    MLP(sin(W)). Its parameters keep the names of the shipped folders (`classes`, `w_mlp`)."""
 
     def __init__(self, num_classes: int, emb_dim: int, w_dim: int):
         super().__init__()
@@ -117,9 +138,11 @@ class ClassAndGuidanceEmbedding(nn.Module):
         nn.init.zeros_(self.w_mlp[-1].weight)  # zero output: the student starts as the teacher's conditional model
         nn.init.zeros_(self.w_mlp[-1].bias)
 
-    def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        labels, w = packed[:, 0].long(), packed[:, 1]
-        return self.classes(labels) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        w = _GUIDANCE.get()
+        if w is None:
+            raise ValueError("ClassAndGuidanceEmbedding runs inside a GuidanceUNet/GuidanceDiT forward call, which gives it W")
+        return self.classes(labels.long()) + self.w_mlp(sinusoidal(w, self.w_dim).to(self.classes.weight.dtype))
 
 
 class GuidanceUNet(ModelMixin, ConfigMixin):
@@ -147,16 +170,8 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
         return student
 
     def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        return self.unet(sample, timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
-
-
-def _pack(class_labels: torch.Tensor, guidance, sample: torch.Tensor) -> torch.Tensor:
-    """(labels [B], W scalar or [B]) → [B, 2] float: what ClassAndGuidanceEmbedding reads."""
-    if guidance is None:
-        raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
-    w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
-    w = w.expand(sample.shape[0]) if w.ndim == 0 else w
-    return torch.stack([class_labels.float(), w.float()], dim=1)
+        with _guidance_scope(guidance, sample):
+            return self.unet(sample, timestep, class_labels=class_labels, return_dict=return_dict)
 
 
 class GuidanceDiT(ModelMixin, ConfigMixin):
@@ -166,7 +181,7 @@ class GuidanceDiT(ModelMixin, ConfigMixin):
     class embedder; each becomes a ClassAndGuidanceEmbedding with a zero-initialised W branch.
     """
 
-    is_transformer = True  # saved as transformer/ (denoiser_subfolder)
+    is_transformer = True  # saved as transformer/ (demo.models.denoiser_subfolder)
 
     @register_to_config
     def __init__(self, dit_config: dict, guidance_embed_dim: int = 64):
@@ -192,7 +207,8 @@ class GuidanceDiT(ModelMixin, ConfigMixin):
         return student
 
     def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
-        return self.dit(sample, timestep=timestep, class_labels=_pack(class_labels, guidance, sample), return_dict=return_dict)
+        with _guidance_scope(guidance, sample):
+            return self.dit(sample, timestep=timestep, class_labels=class_labels, return_dict=return_dict)
 
 
 def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
@@ -207,20 +223,23 @@ def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
 MODEL_CLASSES.update({"GuidanceUNet": GuidanceUNet, "GuidanceDiT": GuidanceDiT})
 
 
-def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
     """One denoiser evaluation, whatever the network: UNet2DModel, DiTTransformer2DModel or a w-conditioned student.
 
-    `t` is broadcast to a [B] tensor (DiT's timestep embedding needs one). DiTs trained with a learned variance
-    output 2x channels ([mean, variance]); the first half is the prediction.
+    `t` is broadcast to a [B] tensor (DiT's timestep embedding needs one). `guidance` is W per example [B], given to
+    a w-conditioned student as its own `guidance` argument (never mixed into the labels). DiTs trained with a learned
+    variance output 2x channels ([mean, variance]); the first half is the prediction.
     """
     t = torch.as_tensor(t, device=z.device)
     t = t.expand(z.shape[0]) if t.ndim == 0 else t
     if isinstance(net, DiTTransformer2DModel):
-        if w is not None:
+        if guidance is not None:
             raise ValueError("a plain DiT takes no guidance input; w-conditioned students are GuidanceDiT models")
         out = net(z, timestep=t, class_labels=labels).sample
+    elif guidance is None:
+        out = net(z, t, class_labels=labels).sample
     else:
-        out = net(z, t, class_labels=labels, **({"guidance": w} if w is not None else {})).sample
+        out = net(z, t, class_labels=labels, guidance=guidance).sample
     return out[:, : z.shape[1]]
 
 
@@ -354,7 +373,7 @@ class LoadedModel:
     scheduler_config: dict
     tirt_logits: torch.Tensor | None = None
     vae: AutoencoderKL | None = None
-    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: every NFE under autocast (~1.6x on a CPU)
+    autocast_dtype: torch.dtype | None = None  # the default precision of every NFE, e.g. torch.bfloat16 (~1.6x on a CPU)
 
     @property
     def device(self) -> torch.device:
@@ -373,16 +392,23 @@ class LoadedModel:
         """(C, H, W) of what the sampler denoises: latents for a latent model, images otherwise."""
         return sample_shape(self.net) or (self.card.channels, self.card.image_size, self.card.image_size)
 
-    def output(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """One network evaluation in the model's own parametrisation (ε, v or x0)."""
-        if self.autocast_dtype is None:  # no context at all, so a caller's own autocast (generate(bf16=True)) still applies
-            return net_output(self.net, z, t, labels, w)
-        with torch.autocast(z.device.type, dtype=self.autocast_dtype):
-            return net_output(self.net, z, t, labels, w)
+    def output(
+        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """One network evaluation in the model's own parametrisation (ε, v or x0); `guidance` is W [B] for a
+        w-conditioned student. The one place sampling runs a network in reduced precision: under autocast to
+        `autocast_dtype`, or else to the model's own `autocast_dtype` (the app's precision setting); float32 when both
+        are None."""
+        dtype = autocast_dtype or self.autocast_dtype
+        if dtype is None:
+            return net_output(self.net, z, t, labels, guidance)
+        with torch.autocast(z.device.type, dtype=dtype):
+            return net_output(self.net, z, t, labels, guidance)
 
-    def x0(self, z, t, labels, w=None) -> torch.Tensor:
+    def x0(self, z, t, labels, guidance=None, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         alpha, sigma = self.schedule.alpha_sigma(t)
-        out = self.output(z, t, labels, w).float()
+        out = self.output(z, t, labels, guidance, autocast_dtype).float()
         return to_x0(z, out, alpha.to(z), sigma.to(z), self.prediction_type)
 
     def _latent_affine(self) -> tuple[float, float]:

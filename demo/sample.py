@@ -2,8 +2,9 @@
 
 Writes FILE.npz (`images` uint8 [N,H,W], `labels` int64 [N]) or a PNG grid when FILE ends in .png, and prints one
 JSON line with `nfe` and `seconds`. `--guidance` is diffusers' W: ε̂ = ε_u + W·(ε_c − ε_u) (demo.guidance).
-`--model` is a pixel or latent model folder, or a Hub name `owner/name@revision`; sampling runs through
-`demo.pipeline.GuidedPipeline`, and a latent model's images are decoded by its VAE.
+`--model` is a pixel or latent model folder, or a Hub name `owner/name@revision`; the flags are checked once into a
+`demo.generate.SamplingRequest` and sampled by `demo.generate.run` (as `demo.pipeline.GuidedPipeline` and the app
+do), and a latent model's images are decoded by its VAE.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, parse_interval
+from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN
 from demo.models import ModelFolderError
-from demo.samplers import SAMPLERS
+from demo.samplers import sampler_help, sampler_names
 from demo.validate import MAX_TIMESTEPS, arg_float, arg_int, arg_seed, check_device, check_out_file, model_text
 
 MAX_SAMPLES = 100_000  # images per command (n = 10^8 would allocate 313 GB of noise before the first step)
@@ -58,7 +59,8 @@ def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> No
     p.add_argument("--class-label", default="all")
     p.add_argument("--steps", type=arg_int(1, MAX_TIMESTEPS), default=64)
     p.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0)
-    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    p.add_argument("--sampler", default="ddim", choices=sampler_names(),
+                   help="; ".join(f"{name}: {text}" for name, text in sampler_help().items()))
     p.add_argument("--seed", type=arg_seed, default=0)
     p.add_argument("--batch-size", type=arg_int(1, 4096), default=batch_size)
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
@@ -70,13 +72,16 @@ def default_device() -> str:
 
 
 def main(argv=None) -> int:
-    from demo.pipeline import GuidedPipeline
+    from demo.data import to_uint8
+    from demo.generate import SamplingRequest, run
+    from demo.models import load_model_folder
 
     p = argparse.ArgumentParser(prog="python -m demo.sample", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=16, batch_size=256)
     p.add_argument("--out", required=True)
     p.add_argument("--cols", type=arg_int(1, 1024), default=None, help="PNG grid columns")
     p.add_argument("--clip-x0", action="store_true", help="clamp x0 predictions to [-1, 1]")
+    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast (the sampler stays float32)")
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
     try:  # the device and the output are checked before the model loads and samples, not after
@@ -84,15 +89,15 @@ def main(argv=None) -> int:
         check_out_file(args.out)
     except ValueError as e:
         p.error(f"argument --{'device' if str(e).startswith('device') else 'out'}: {str(e).removeprefix('device ').removeprefix('--out ')}")
-    try:
-        pipe = GuidedPipeline.from_model_folder(args.model, device=args.device)
-        interval = parse_interval(args.guidance_interval, pipe.loaded.schedule.num_train_timesteps)
-        gen = pipe(args.class_label, args.n, args.guidance, args.steps, args.sampler, args.seed, args.batch_size, output_type="np",
-                   clip_x0=args.clip_x0, interval=interval)
+    try:  # the settings are checked once, into a request (the interval against this model's schedule), then sampled
+        model = load_model_folder(args.model, device=args.device)
+        request = SamplingRequest.check(model, args.n, args.class_label, args.steps, args.guidance, args.sampler, args.seed, args.batch_size,
+                                        interval=args.guidance_interval, clip_x0=args.clip_x0, bf16=args.bf16)  # fmt: skip
+        gen = run(model, request)
     except (ValueError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model, images = pipe.loaded, gen.images
+    images, interval = to_uint8(gen.images), request.interval
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

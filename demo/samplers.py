@@ -1,28 +1,57 @@
-"""Samplers: pure functions over a denoiser `(z_t, t) → x0_hat` (k-diffusion style), with one per-step callback.
+"""Samplers: pure functions over a denoiser `(z_t, t) → x0_hat` (k-diffusion style), with one per-step callback,
+and the registry that names them.
 
-Each sampler takes the initial noise `z_T`, a step count and the model's `NoiseSchedule`, and calls
-`callback({"i", "steps", "t", "t_next", "z", "x0"})` once per denoiser call, where `z` is the input `z_t` and
-`x0` the denoiser's prediction (the trajectory views are built on this). Randomness is explicit: stochastic
-samplers take a `torch.Generator`.
+Every sampler has one signature, `fn(denoiser, z_T, steps, schedule, *, generator=None, callback=None)`: the initial
+noise `z_T`, a step count and the model's `NoiseSchedule`; stochastic samplers draw their extra noise from
+`generator`. Each calls `callback({"i", "steps", "t", "t_next", "z", "x0"})` once per denoiser call, where `z` is the
+input `z_t` and `x0` the denoiser's prediction (the trajectory views are built on this). Adding a sampler is one
+function decorated with `@register(name, help)`: the CLI's `--sampler` choices, the request check and the app's
+dropdown read the registry. Arguments arrive checked (`demo.generate.SamplingRequest`); samplers do not re-check them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from demo.schedule import NoiseSchedule, ddim_step
 
 Callback = Callable[[dict], None] | None
-SAMPLERS = ("ddim", "ddim-leading", "ddpm", "stochastic", "dpmsolver++")
-SAMPLER_HELP = {
-    "ddim": "deterministic DDIM (Song et al. 2021)",
-    "ddim-leading": "deterministic DDIM on leading timesteps (50 steps: t = 980, 960, …, 0), the protocol DASH's evaluation uses",
-    "ddpm": "ancestral DDPM: DDIM with eta = 1 (Ho et al. 2020)",
-    "stochastic": "Meng et al. 2023's N-step stochastic sampler: a 2/N DDIM jump, then re-noise back 1/N",
-    "dpmsolver++": "DPM-Solver++(2M) through diffusers' DPMSolverMultistepScheduler (Lu et al. 2022)",
-}
+Sampler = Callable[..., torch.Tensor]  # (denoiser, z_T, steps, schedule, *, generator=None, callback=None) → z_0
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    name: str
+    fn: Sampler
+    help: str  # one line for `--help` and the app's dropdown
+    stochastic: bool  # draws noise from `generator` beyond z_T (so its images depend on the seed's generator too)
+
+
+REGISTRY: dict[str, SamplerInfo] = {}
+
+
+def register(name: str, help: str, *, stochastic: bool = False) -> Callable[[Sampler], Sampler]:
+    """`@register("name", "one line of help")` over a sampler function adds it under `name`."""
+
+    def add(fn: Sampler) -> Sampler:
+        if name in REGISTRY:
+            raise ValueError(f"a sampler named {name!r} is already registered")
+        REGISTRY[name] = SamplerInfo(name, fn, help, stochastic)
+        return fn
+
+    return add
+
+
+def sampler_names() -> tuple[str, ...]:
+    """The registered samplers, in registration order (the CLI's and the app's choices)."""
+    return tuple(REGISTRY)
+
+
+def sampler_help() -> dict[str, str]:
+    return {name: info.help for name, info in REGISTRY.items()}
 
 
 def initial_noise(seed: int, n: int, shape: tuple[int, ...], device="cpu") -> torch.Tensor:
@@ -36,8 +65,11 @@ def _emit(callback: Callback, i: int, steps: int, t: int, t_next: int, z, x0) ->
         callback({"i": i, "steps": steps, "t": int(t), "t_next": int(t_next), "z": z, "x0": x0})
 
 
+@register("ddim", "deterministic DDIM (Song et al. 2021)")
 @torch.no_grad()
-def sample_ddim(denoiser, z_T, steps: int, schedule: NoiseSchedule, eta: float = 0.0, generator=None, callback: Callback = None, spacing: str = "trailing"):
+def sample_ddim(
+    denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None, eta: float = 0.0, spacing: str = "trailing"
+):
     """DDIM from t = T−1 (trailing spacing) down to clean data; eta = 1 gives the ancestral DDPM sampler."""
     ts = schedule.timesteps(steps, spacing)
     z = z_T
@@ -56,12 +88,23 @@ def sample_ddim(denoiser, z_T, steps: int, schedule: NoiseSchedule, eta: float =
     return z
 
 
-def sample_ddpm(denoiser, z_T, steps, schedule, generator=None, callback: Callback = None):
+@register(
+    "ddim-leading",
+    "deterministic DDIM on leading timesteps (50 steps: t = 980, 960, …, 0), the protocol DASH's evaluation uses",
+)
+def sample_ddim_leading(denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None):
+    """DDIM on leading timesteps: it starts below T−1, taking pure noise as z_t at t = T − T/steps (DASH's protocol)."""
+    return sample_ddim(denoiser, z_T, steps, schedule, callback=callback, spacing="leading")
+
+
+@register("ddpm", "ancestral DDPM: DDIM with eta = 1 (Ho et al. 2020)", stochastic=True)
+def sample_ddpm(denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None):
     return sample_ddim(denoiser, z_T, steps, schedule, eta=1.0, generator=generator, callback=callback)
 
 
+@register("stochastic", "Meng et al. 2023's N-step stochastic sampler: a 2/N DDIM jump, then re-noise back 1/N", stochastic=True)
 @torch.no_grad()
-def sample_stochastic(denoiser, z_T, steps: int, schedule: NoiseSchedule, generator=None, callback: Callback = None):
+def sample_stochastic(denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None):
     """Meng et al. 2023, §4.3: N-step stochastic sampling on the grid t_N > … > t_1 > t_0 = clean.
 
     From t_k (k ≥ 2): a deterministic DDIM jump two grid steps down to t_{k−2}, then forward-diffuse back up one
@@ -89,13 +132,23 @@ def sample_stochastic(denoiser, z_T, steps: int, schedule: NoiseSchedule, genera
     return z
 
 
+@register("dpmsolver++", "DPM-Solver++(2M) through diffusers' DPMSolverMultistepScheduler (Lu et al. 2022)")
 @torch.no_grad()
-def sample_dpmsolver(denoiser, z_T, steps: int, scheduler_config: dict, callback: Callback = None):
-    """DPM-Solver++(2M) via diffusers' scheduler API, fed our x0 predictions (`prediction_type="sample"`)."""
+def sample_dpmsolver(denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None):
+    """DPM-Solver++(2M) via diffusers' scheduler API, fed our x0 predictions (`prediction_type="sample"`).
+
+    The diffusers scheduler is built from the config the schedule was read from (the same betas bit for bit); a
+    schedule built in code gives its betas instead.
+    """
     from diffusers import DPMSolverMultistepScheduler
 
     keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-    config = {k: v for k, v in scheduler_config.items() if k in keep}
+    if schedule.scheduler_config is not None:
+        config = {k: v for k, v in schedule.scheduler_config.items() if k in keep}
+    else:
+        ac = schedule.alphas_cumprod
+        betas = 1 - ac / torch.cat([ac.new_ones(1), ac[:-1]])
+        config = {"num_train_timesteps": schedule.num_train_timesteps, "trained_betas": betas.tolist()}
     sched = DPMSolverMultistepScheduler(
         **config,
         prediction_type="sample",
@@ -115,18 +168,6 @@ def sample_dpmsolver(denoiser, z_T, steps: int, scheduler_config: dict, callback
     return z
 
 
-def sample(name: str, denoiser, z_T, steps: int, model, generator=None, callback: Callback = None):
-    """Dispatch by sampler name; `model` supplies the schedule (and the diffusers config for DPM-Solver++)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
-    if not isinstance(steps, int) or not 1 <= steps <= model.schedule.num_train_timesteps:
-        raise ValueError(f"steps must be in 1..{model.schedule.num_train_timesteps}, got {steps!r}")
-    if name == "ddim":
-        return sample_ddim(denoiser, z_T, steps, model.schedule, callback=callback)
-    if name == "ddim-leading":  # starts below T−1: pure noise is taken as z_t at t = T − T/steps (DASH's protocol)
-        return sample_ddim(denoiser, z_T, steps, model.schedule, callback=callback, spacing="leading")
-    if name == "ddpm":
-        return sample_ddpm(denoiser, z_T, steps, model.schedule, generator=generator, callback=callback)
-    if name == "stochastic":
-        return sample_stochastic(denoiser, z_T, steps, model.schedule, generator=generator, callback=callback)
-    return sample_dpmsolver(denoiser, z_T, steps, model.scheduler_config, callback=callback)
+def sample(name: str, denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None):
+    """Run the sampler registered as `name` (a checked name: `SamplingRequest` validated it against the registry)."""
+    return REGISTRY[name].fn(denoiser, z_T, steps, schedule, generator=generator, callback=callback)

@@ -8,7 +8,7 @@ Notation: `z_t = alpha_t·x0 + sigma_t·eps` with `alpha_t² + sigma_t² = 1` (v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,6 +57,9 @@ class NoiseSchedule:
     """`alphas_cumprod[t] = alpha_t²` for the T training timesteps."""
 
     alphas_cumprod: torch.Tensor  # [T], float64
+    # The diffusers scheduler config it was read from (None for one built here), so a sampler that runs a diffusers
+    # scheduler (DPM-Solver++) rebuilds exactly the same betas from the schedule alone.
+    scheduler_config: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def cosine(cls, num_train_timesteps: int = 1000, max_beta: float = 0.999) -> NoiseSchedule:
@@ -72,7 +75,7 @@ class NoiseSchedule:
     @classmethod
     def from_scheduler(cls, scheduler) -> NoiseSchedule:
         """From any diffusers scheduler that exposes `alphas_cumprod` (DDPM, DDIM, DPM-Solver, …)."""
-        return cls(torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64).clone())
+        return cls(torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64).clone(), dict(scheduler.config))
 
     @property
     def num_train_timesteps(self) -> int:

@@ -7,13 +7,26 @@ import os
 import socket
 import tempfile
 
-import pytest
-import torch
-
+# One torch thread everywhere, set before torch (and its OpenMP runtime) is imported, so every thread of this process
+# and every subprocess a test starts reduce floats in the same order: outputs compared across processes are equal.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Cached evaluation features (analysis.protocol) go to a temporary folder, never the repository's runs/.
 os.environ.setdefault("GDL_FEATURES_DIR", tempfile.mkdtemp(prefix="gdl-features-"))
-torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TORCH_THREADS = 1
+torch.set_num_threads(TORCH_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with TORCH_THREADS torch threads, and one that changes the count (an in-process CLI's
+    --threads, a library's own setting) does not leak it into the tests after it: results cannot depend on test order."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
+    torch.set_num_threads(TORCH_THREADS)
 
 
 def make_tiny_teacher(folder, seed: int = 0, prediction_type: str = "v_prediction", name: str = "tiny-teacher"):

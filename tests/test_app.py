@@ -232,7 +232,7 @@ def test_student_defaults_and_stop(ctx):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"teacher_steps": 0}, "teacher steps must be an integer in 1..1000, got 0"),
+        ({"teacher_steps": 0}, "teacher steps must be a whole number in 1..1000, got 0"),
         ({"class_label": "99"}, "class label must be in 0..9"),
         ({"student": "missing"}, "Unknown model 'missing'"),
         ({"teacher": "/etc"}, "outside the allowed model folders"),
@@ -516,7 +516,7 @@ def test_compare_presets_are_precomputed_and_answer_without_sampling(tmp_path, m
     def no_sampling(*args, **kwargs):
         raise AssertionError("a precomputed preset sampled again")
 
-    monkeypatch.setattr(compare.lab, "compare_stream", no_sampling)
+    monkeypatch.setattr(compare.lab, "compare_requests", no_sampling)  # what the Compare handler samples through
     run = ctx.precomputed_handler(compare.compare)
     # as Gradio sends them: numbers as floats, the Request appended
     args = [float(a) if isinstance(a, int) and not isinstance(a, bool) else a for a in ctx.preset_jobs[0][2]]

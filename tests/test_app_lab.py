@@ -50,7 +50,7 @@ def test_filmstrip_shows_every_step_up_to_the_cap(tiny_teacher, steps, frames):
 
 
 def test_compare_stream_validates(tiny_teacher):
-    with pytest.raises(ValueError, match="teacher steps must be an integer in 1..1000"):
+    with pytest.raises(ValueError, match="teacher steps must be a whole number in 1..1000"):
         next(lab.compare_stream(tiny_teacher, tiny_teacher, 0, 2.0, 0, 4, 0))
     with pytest.raises(ValueError, match="class label must be in 0..9"):
         next(lab.compare_stream(tiny_teacher, tiny_teacher, 99, 2.0, 4, 4, 0))

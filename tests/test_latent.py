@@ -137,7 +137,7 @@ def test_generate_samples_latents_with_cfg_and_decodes_them(tiny_latent):
     assert gen.images.shape == (3, 1, 32, 32) and gen.nfe == 4  # decoded images; 2 steps × 2 NFE
     # The same run by hand: the sampler on latents from the same noise, then the VAE decoder.
     labels = torch.arange(3)
-    z0 = sample("ddim", make_denoiser(tiny_latent, labels, 2.0), initial_noise(1, 3, (4, 16, 16)), 2, tiny_latent)
+    z0 = sample("ddim", make_denoiser(tiny_latent, labels, 2.0), initial_noise(1, 3, (4, 16, 16)), 2, tiny_latent.schedule)
     assert torch.allclose(gen.images, tiny_latent.decode(z0), atol=1e-5)
 
 

@@ -308,11 +308,11 @@ def test_w_student_under_a_guidance_interval_is_given_w_1_outside_it(tiny_guided
         last = student.net.unet.class_embedding.w_mlp[-1]
         last.weight.copy_(torch.randn(last.weight.shape, generator=torch.Generator().manual_seed(0)))
     z, labels = initial_noise(0, 2, (1, 28, 28)), torch.tensor([3, 4])
-    w1, w3 = (student.x0(z, torch.full((2,), 500), labels, w=torch.full((2,), w)) for w in (1.0, 3.0))
+    w1, w3 = (student.x0(z, torch.full((2,), 500), labels, guidance=torch.full((2,), w)) for w in (1.0, 3.0))
     assert not torch.allclose(w1, w3)
     d = make_denoiser(student, labels, 3.0, interval=(300, 700))
     for t, w in ((900, 1.0), (500, 3.0), (100, 1.0)):
-        expected = student.x0(z, torch.full((2,), t), labels, w=torch.full((2,), w))
+        expected = student.x0(z, torch.full((2,), t), labels, guidance=torch.full((2,), w))
         torch.testing.assert_close(d(z, t), expected)
     assert d.evaluations == 3  # one NFE per call, inside the interval or not
 
@@ -382,10 +382,10 @@ def test_ddim_leading_starts_below_pure_noise_as_dashs_protocol():
     schedule = NoiseSchedule.cosine()
     seen = []
     model = SimpleNamespace(schedule=schedule)
-    sample("ddim-leading", lambda z, t: torch.zeros_like(z), torch.randn(1, 1, 4, 4), 50, model, callback=lambda d: seen.append(d["t"]))
+    sample("ddim-leading", lambda z, t: torch.zeros_like(z), torch.randn(1, 1, 4, 4), 50, model.schedule, callback=lambda d: seen.append(d["t"]))
     assert seen[0] == 980 and seen[-1] == 0 and len(seen) == 50
     seen.clear()
-    sample("ddim", lambda z, t: torch.zeros_like(z), torch.randn(1, 1, 4, 4), 50, model, callback=lambda d: seen.append(d["t"]))
+    sample("ddim", lambda z, t: torch.zeros_like(z), torch.randn(1, 1, 4, 4), 50, model.schedule, callback=lambda d: seen.append(d["t"]))
     assert seen[0] == 999
 
 

@@ -12,7 +12,7 @@ import torch
 from demo.generate import generate
 from demo.guidance import CFGDenoiser, parse_interval
 from demo.models import default_scheduler
-from demo.samplers import SAMPLERS, initial_noise, sample, sample_ddim, sample_ddpm
+from demo.samplers import REGISTRY, initial_noise, register, sample, sample_ddim, sample_ddpm, sampler_names
 from demo.schedule import NoiseSchedule
 
 MEAN, STD = 0.3, 0.5  # data ~ N(MEAN, STD² I)
@@ -35,8 +35,8 @@ class GaussianDenoiser:
 
 @pytest.fixture(scope="module")
 def gaussian_model():
-    """Just enough of a LoadedModel for `demo.samplers.sample`: the schedule and the diffusers scheduler config."""
-    return SimpleNamespace(schedule=NoiseSchedule.cosine(), scheduler_config=dict(default_scheduler().config))
+    """Just enough of a LoadedModel for the samplers: the schedule, read from a diffusers scheduler config."""
+    return SimpleNamespace(schedule=NoiseSchedule.from_scheduler(default_scheduler()))
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,10 @@ def test_ddim_solves_the_probability_flow_ode(gaussian_model):
     assert errors[2] < 0.01
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", sampler_names())
 def test_samplers_reach_the_data_distribution(gaussian_model, z_T, name):
     den = GaussianDenoiser(gaussian_model.schedule)
-    x = sample(name, den, z_T, 100, gaussian_model, generator=torch.Generator().manual_seed(0))
+    x = sample(name, den, z_T, 100, gaussian_model.schedule, generator=torch.Generator().manual_seed(0))
     assert x.shape == z_T.shape
     assert len(den.calls) == 100
     assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
@@ -85,13 +85,13 @@ def test_ddpm_with_every_timestep_samples_exactly(gaussian_model, z_T):
     assert float(x.std()) == pytest.approx(STD, rel=0.01)
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", sampler_names())
 def test_callback_contract(gaussian_model, name):
     steps = 7
     den = GaussianDenoiser(gaussian_model.schedule)
     z = initial_noise(0, 3, (1, 4, 4))
     events = []
-    sample(name, den, z, steps, gaussian_model, generator=torch.Generator().manual_seed(0), callback=events.append)
+    sample(name, den, z, steps, gaussian_model.schedule, generator=torch.Generator().manual_seed(0), callback=events.append)
     assert len(events) == steps == len(den.calls)  # once per denoiser call
     for i, e in enumerate(events):
         assert set(e) == {"i", "steps", "t", "t_next", "z", "x0"}
@@ -105,19 +105,65 @@ def test_callback_contract(gaussian_model, name):
     torch.testing.assert_close(events[0]["z"], z)
 
 
-def test_sample_rejects_unknown_sampler_and_bad_steps(gaussian_model):
+def test_a_registered_sampler_is_one_function(gaussian_model, tiny_teacher, monkeypatch):
+    """A new sampler is one decorated function: `generate`, the request check, the CLI choices and the app's dropdown
+    all read the registry. An Euler sampler in sigma/alpha (the DDIM ODE step, written out) shows it."""
+    monkeypatch.setattr("demo.samplers.REGISTRY", dict(REGISTRY))  # registered for this test only
+
+    @register("euler-test", "Euler steps of the probability-flow ODE (a test sampler)")
+    def sample_euler(denoiser, z_T, steps, schedule, *, generator=None, callback=None):
+        ts = schedule.timesteps(steps) + [-1]
+        z = z_T
+        for i in range(steps):
+            x0 = denoiser(z, ts[i])
+            if callback is not None:
+                callback({"i": i, "steps": steps, "t": ts[i], "t_next": ts[i + 1], "z": z, "x0": x0})
+            (a_t, s_t), (a_s, s_s) = schedule.alpha_sigma(ts[i]), schedule.alpha_sigma(ts[i + 1])
+            eps = (z - a_t * x0) / s_t
+            z = a_s * x0 + s_s * eps
+        return z
+
+    assert "euler-test" in sampler_names()
     den = GaussianDenoiser(gaussian_model.schedule)
-    z = torch.zeros(1, 1, 2, 2)
-    with pytest.raises(ValueError, match="sampler must be one of"):
-        sample("euler", den, z, 4, gaussian_model)
-    with pytest.raises(ValueError, match="steps must be in"):
-        sample("ddim", den, z, 0, gaussian_model)
+    z = initial_noise(0, 2, (1, 4, 4))
+    torch.testing.assert_close(sample("euler-test", den, z, 10, gaussian_model.schedule), sample_ddim(den, z, 10, gaussian_model.schedule))
+    g = generate(tiny_teacher, n=2, steps=3, guidance=2.0, sampler="euler-test", seed=0)
+    torch.testing.assert_close(g.images, generate(tiny_teacher, n=2, steps=3, guidance=2.0, sampler="ddim", seed=0).images)
+    from demo.sample import add_sampling_args
+    from demo.ui.compare import sampler_dropdown
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_sampling_args(parser, 1, 1)
+    assert parser.parse_args(["--model", "m", "--sampler", "euler-test"]).sampler == "euler-test"
+    assert "euler-test" in [value for _, value in sampler_dropdown().choices]
+    with pytest.raises(ValueError, match="a sampler named 'euler-test' is already registered"):
+        register("euler-test", "again")(sample_euler)
+
+
+def test_every_sampler_has_help_and_one_signature():
+    import inspect
+
+    for name, info in REGISTRY.items():
+        assert info.name == name and info.help and "\n" not in info.help
+        params = inspect.signature(info.fn).parameters
+        assert list(params)[:4] == ["denoiser", "z_T", "steps", "schedule"]
+        assert {"generator", "callback"} <= {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert {name for name, info in REGISTRY.items() if info.stochastic} == {"ddpm", "stochastic"}
+
+
+def test_generate_rejects_unknown_sampler_and_bad_steps(tiny_teacher):
+    with pytest.raises(ValueError, match="sampler must be one of ddim, "):
+        generate(tiny_teacher, n=1, steps=4, sampler="euler")
+    with pytest.raises(ValueError, match=r"steps must be a whole number in 1\.\.1000, got 0"):
+        generate(tiny_teacher, n=1, steps=0)
 
 
 # ---- the tiny teacher through generate() ----
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", sampler_names())
 def test_generate_same_seed_same_images(tiny_teacher, name):
     kwargs = {"n": 3, "class_label": "all", "steps": 4, "guidance": 2.0, "sampler": name}
     a = generate(tiny_teacher, seed=5, **kwargs)
@@ -129,14 +175,14 @@ def test_generate_same_seed_same_images(tiny_teacher, name):
     assert not torch.allclose(a.images, c.images)
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", sampler_names())
 def test_generate_stochastic_samplers_use_the_seed_beyond_z_T(tiny_teacher, name):
     """Given the same z_T, only ancestral/stochastic samplers depend on the seed (through their own generator)."""
     noise = initial_noise(0, 2, (1, 28, 28))
     kwargs = {"n": 2, "class_label": 3, "steps": 3, "guidance": 1.0, "sampler": name, "noise": noise}
     a = generate(tiny_teacher, seed=1, **kwargs).images
     b = generate(tiny_teacher, seed=2, **kwargs).images
-    if name in ("ddpm", "stochastic"):
+    if REGISTRY[name].stochastic:
         assert not torch.allclose(a, b)
     else:
         assert torch.equal(a, b)
@@ -150,7 +196,7 @@ def test_generate_batches_do_not_change_the_images(tiny_teacher):
     assert whole.nfe == split.nfe == 6
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", sampler_names())
 def test_generate_callback_counts(tiny_teacher, name):
     events = []
     generate(tiny_teacher, n=2, steps=5, guidance=2.0, sampler=name, seed=0, callback=events.append)
@@ -185,7 +231,7 @@ def test_guidance_interval_guides_only_inside_it(tiny_teacher):
     z = initial_noise(0, 2, (1, 28, 28))
     labels = torch.tensor([1, 7])
     plain, conditional = CFGDenoiser(tiny_teacher, labels, 3.0), CFGDenoiser(tiny_teacher, labels, 1.0)
-    d = CFGDenoiser(tiny_teacher, labels, 3.0, interval="200,600")
+    d = CFGDenoiser(tiny_teacher, labels, 3.0, interval=(200, 600))
     for t, inside in ((100, False), (200, True), (400, True), (600, True), (900, False)):
         torch.testing.assert_close(d(z, t), (plain if inside else conditional)(z, t))
     assert d.evaluations == 3 * 2 + 2 * 1

@@ -5,7 +5,8 @@ One student conditioned on the guidance scale learns the teacher's guided predic
 so one network evaluation replaces the teacher's two. The student is the teacher's network plus a sinusoidal
 embedding of W → MLP, added to the conditioning through the class-embedding slot (the UNet's class embedding, or
 the class embedder of every DiT block's adaLN-Zero); the new MLP's last layer starts at zero, so the initial student
-*is* the teacher's conditional model.
+*is* the teacher's conditional model. W is the student's own `guidance` argument: the labels go to the diffusers
+network unchanged, and W reaches the embedding for the duration of that forward call (`_guidance_scope`).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from analysis.branches import branch_gap_curve, branch_timesteps
 from analysis.plots import plot_branch_gap, plot_effective_guidance, plot_w_sweep
 from demo import lab
 from demo.generate import generate
-from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
+from demo.guidance import check_guidance
 from demo.ui.compare import sampler_dropdown
 from demo.ui.context import PRESET_NOTE
-from demo.validate import model_list, model_nfe, number
+from demo.validate import model_list, model_nfe
 
 
 LOOK_FOR = """
@@ -38,7 +38,7 @@ def branch_gap(ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidanc
     n = lab.check_int("number of images", n_images, 2, 512)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
     ts = branch_timesteps(lab.check_int("number of timesteps", n_timesteps, 1, 50), t_model.schedule.num_train_timesteps)
-    guidance = check_guidance(number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX))
+    guidance = check_guidance(guidance)
     ctx.check_work(n * len(ts) * 2 * (1 + len(names)), f"{n} images × {len(ts)} timesteps × 2 branches × (teacher + models)")
     real = ctx.real_images(n, seed)
     if real is None:

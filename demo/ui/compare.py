@@ -10,10 +10,9 @@ import gradio as gr
 from analysis.plots import plot_spectrum
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo import lab
-from demo.guidance import parse_interval
 from demo.paths import REPO_ROOT
-from demo.samplers import SAMPLERS
-from demo.validate import model_nfe
+from demo.samplers import sampler_help
+from demo.validate import model_nfe, whole
 from demo.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, PRESET_NOTE, shown_image
 
 DOWNLOAD_DIR = IMAGE_DIR.parent / "gdl-downloads"
@@ -36,22 +35,22 @@ def compare(
 ):
     """Stream (teacher image, student image, summary, spectrum figure, download, code); the last yield holds the final
     results. Loading and warm-up are timed apart and shown on their own line; the speed-up is warm sampling only."""
-    n = lab.check_int("batch size", n, 1, ctx.settings.max_batch)
+    n = whole("batch size", n, 1, ctx.settings.max_batch)  # before any model loads
     ctx.wait_for_preload()  # a start-up warm-up still running would share the CPU with the timed runs
     (t_model, t_load), (s_model, s_load) = ctx.load_timed(teacher), ctx.load_timed(student)
     loads = {role: sec for role, sec in (("teacher", t_load), ("student", s_load)) if sec > 0}
-    t_steps = lab.check_int("teacher steps", teacher_steps, 1, t_model.schedule.num_train_timesteps)
-    s_steps = lab.check_int("student steps", student_steps, 1, s_model.schedule.num_train_timesteps)
-    ctx.check_work(n * (t_steps * model_nfe(t_model.card) + s_steps * model_nfe(s_model.card)), f"{n} images × (teacher + student steps × NFE per step)")
-    options = {"interval": parse_interval(guidance_interval, t_model.schedule.num_train_timesteps), "clip_x0": bool(clip_x0)}
+    # Every setting is checked once, here, into the two models' sampling requests; the layers below trust them.
+    t_req, s_req = lab.compare_request_pair(t_model, s_model, class_label, guidance, teacher_steps, student_steps, seed, sampler, n,
+                                            interval=guidance_interval, clip_x0=clip_x0)  # fmt: skip
+    ctx.check_work(n * (t_req.steps * model_nfe(t_model.card) + s_req.steps * model_nfe(s_model.card)), f"{n} images × (teacher + student steps × NFE per step)")
     settings = {
-        "teacher": t_model.name, "student": s_model.name, "class_label": str(class_label), "guidance": float(guidance),
-        "teacher_steps": int(teacher_steps), "student_steps": int(student_steps), "seed": int(seed), "sampler": sampler,
-        "n": n, "guidance_interval": guidance_interval or "", "clip_x0": bool(clip_x0),
+        "teacher": t_model.name, "student": s_model.name, "class_label": str(class_label), "guidance": t_req.guidance,
+        "teacher_steps": t_req.steps, "student_steps": s_req.steps, "seed": t_req.seed, "sampler": t_req.sampler,
+        "n": n, "guidance_interval": guidance_interval or "", "clip_x0": t_req.clip_x0,
     }  # fmt: skip
     stop = ctx.stop_flag(request)
     try:
-        events = lab.compare_stream(t_model, s_model, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, stop=stop, **options)
+        events = lab.compare_requests(t_model, s_model, t_req, s_req, stop=stop)
         yield from _outputs(events, t_model, s_model, loads, settings)
     finally:
         ctx.release_stop(request, stop)
@@ -193,8 +192,8 @@ def student_defaults(ctx, student, teacher_steps=64):
 
 
 def sampler_dropdown() -> gr.Dropdown:
-    info = "ddim: deterministic · ddpm: ancestral · stochastic: Meng et al.'s N-step sampler · dpmsolver++: 2nd order"
-    return gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler", info=info)
+    """The registered samplers (`demo.samplers.register`), each choice shown with its one line of help."""
+    return gr.Dropdown([(f"{name}: {text}", name) for name, text in sampler_help().items()], value="ddim", label="Sampler")
 
 
 LOOK_FOR = """

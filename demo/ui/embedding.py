@@ -7,8 +7,8 @@ import gradio as gr
 from analysis.plots import plot_embedding
 from analysis.projection import umap_embedding
 from demo import lab
-from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
-from demo.validate import model_list, model_nfe, number
+from demo.guidance import check_guidance
+from demo.validate import model_list, model_nfe
 
 
 LOOK_FOR = """
@@ -26,7 +26,7 @@ def embedding(ctx, models, n_per_model=32, steps=16, guidance=2.0, seed=0, inclu
     n = lab.check_int("samples per model", n_per_model, 4, 512)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
     steps = lab.check_int("steps", steps, 1, 1000)
-    guidance = check_guidance(number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX))
+    guidance = check_guidance(guidance)
     cards = [ctx.catalog.load(name).card for name in names]  # loading is cheap; the budget needs each model's steps and NFE
     ctx.check_work(n * sum((c.steps or steps) * model_nfe(c) for c in cards), f"{n} samples × steps × NFE per step per model")
     classifier, missing = ctx.classifier()

@@ -13,7 +13,7 @@ from analysis.spectrum import (
     spectrum_timeline,
 )
 from demo import lab
-from demo.generate import generate
+from demo.generate import SamplingRequest, run
 from demo.ui.compare import sampler_dropdown
 from demo.ui.context import PRESET_NOTE, shown_image
 from demo.validate import SEED_MAX, model_nfe
@@ -25,11 +25,13 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
     """(teacher filmstrip, student filmstrip, HF-share timeline, teacher heatmap, student heatmap)."""
     strips, timelines = [], {}
     seed = lab.check_int("seed", seed, 0, SEED_MAX)
-    models = [(role, ctx.catalog.load(name), lab.check_int(f"{role} steps", steps, 1, 1000))
+    # Each model's settings are checked once, into its sampling request.
+    models = [(role, m := ctx.catalog.load(name), SamplingRequest.check(m, 1, class_label, steps, guidance, sampler, seed, steps_name=f"{role} steps"))
               for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps))]  # fmt: skip
-    ctx.check_work(sum(s * model_nfe(m.card) for _, m, s in models), "teacher + student steps × NFE per step")
-    for role, model, steps in models:
-        traj = lab.trajectory(model, class_label, guidance, steps, seed, sampler)
+    ctx.check_work(sum(r.steps * model_nfe(m.card) for _, m, r in models), "teacher + student steps × NFE per step")
+    for role, model, request in models:
+        steps = request.steps
+        traj = lab.record_trajectory(model, request)
         shown = len(lab.filmstrip_indices(steps))
         every = "every step" if shown == steps else f"{shown} of {steps} steps"
         strips.append(lab.filmstrip(traj, title=f"{role}: {model.name} · {steps} step{'s' * (steps != 1)} · {traj.nfe} NFE · {every}"))
@@ -47,11 +49,13 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
 def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim"):
     """(sketch grid, refined grid, their radial spectra, HF-share summary) from the same noise."""
     outputs, spectra, shares = [], {}, []
-    models = [(role, ctx.catalog.load(name), lab.check_int(f"{role} steps", steps, 1, 1000))
+    models = [(role, m := ctx.catalog.load(name), SamplingRequest.check(m, SPECTRUM_BATCH, class_label, steps, guidance, sampler, seed,
+                                                                          steps_name=f"{role} steps"))
               for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps))]  # fmt: skip
-    ctx.check_work(SPECTRUM_BATCH * sum(s * model_nfe(m.card) for _, m, s in models), f"{SPECTRUM_BATCH} images × steps × NFE per step")
-    for role, model, steps in models:
-        g = generate(model, SPECTRUM_BATCH, class_label, steps, guidance, sampler, lab.check_int("seed", seed, 0, 2**31 - 1))
+    ctx.check_work(SPECTRUM_BATCH * sum(r.steps * model_nfe(m.card) for _, m, r in models), f"{SPECTRUM_BATCH} images × steps × NFE per step")
+    for role, model, request in models:
+        steps = request.steps
+        g = run(model, request)
         share = high_frequency_share(g.images)
         img = lab.display_grid(g.images)
         outputs.append(shown_image(img, f"{role}: {model.name} · {steps} step{'s' * (steps > 1)} · {g.nfe} NFE"))
