@@ -1,7 +1,7 @@
 """Guided Distillation Lab — the web app (also the Hugging Face Space entry point).
 
 `python app.py` serves on 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
-Settings come from `GDL_*` environment variables (see `demo.ui.context.AppSettings`). The models the default
+Settings come from `GDL_*` environment variables (see `demo.app.ui.context.AppSettings`). The models the default
 Compare view needs are loaded and warmed in the background while the server starts (`Context.preload`), so the
 first comparison a visitor runs is timed on warm models; then the presets' first results are computed whenever no
 request is running (`Context.precompute`), so a preset answers at once; other models load on first use
@@ -23,12 +23,12 @@ if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: `spaces` must be imported befo
 # lazily is the safe default should one get a function (an explicit cache_mode still wins).
 os.environ.setdefault("GRADIO_CACHE_MODE", "lazy")
 
-from demo.validate import env_int, show  # noqa: E402  (no gradio: it reads GRADIO_SERVER_PORT at import and fails on a bad one)
+from demo.core.validate import env_int, show  # noqa: E402  (no gradio: it reads GRADIO_SERVER_PORT at import and fails on a bad one)
 
 
 def _warm_imports() -> None:
     """Import diffusers in the background while the server starts, so the first request does not wait for it."""
-    import demo.models  # noqa: F401
+    import demo.core.models  # noqa: F401
 
 
 def server_address() -> tuple[str, int]:
@@ -50,8 +50,8 @@ def _report_presets(spent: dict) -> None:
 def main() -> None:
     try:  # a bad setting or an unreachable Hub model is one sentence naming what is wrong, not a traceback
         server_name, server_port = server_address()
+        from demo.app.ui import AppSettings, build_app, launch_kwargs
         from demo.space import fetch_hub_models, on_zero_gpu, place_models
-        from demo.ui import AppSettings, build_app, launch_kwargs
 
         fetch_hub_models()  # a Space written by `python -m demo.space` with pinned Hub names
         settings = AppSettings.from_env()

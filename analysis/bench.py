@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.paths import BENCH_DIR, MODELS_DIR, REPO_ROOT
+from demo.core.paths import BENCH_DIR, MODELS_DIR, REPO_ROOT
 
 REPO = REPO_ROOT
 DEFAULT_MODELS = MODELS_DIR
@@ -37,7 +37,7 @@ DEFAULT_OUT = BENCH_DIR
 DEFAULT_TEACHER = "fmnist-teacher"
 TEACHER_STEPS = (64, 32, 16, 8, 4)
 PLAIN_STUDENT_STEPS = 64  # a DASH-style student (fewer parameters, same sampler) with no step count samples like the teacher
-GUIDANCE = 2.0  # diffusers' W (demo.guidance): 2 NFE per step through CFG, 1 for a w-conditioned student
+GUIDANCE = 2.0  # diffusers' W (demo.core.guidance): 2 NFE per step through CFG, 1 for a w-conditioned student
 SAMPLER = "ddim"
 BATCH = 16  # the throughput batch (latency_ms_b16, img_per_s, overhead)
 PROBE_T = 500  # the timestep of the raw-forward timings; a UNet's cost does not depend on it
@@ -63,11 +63,34 @@ class Target:
     note: str = ""
 
 
+@dataclass
+class _Entry:
+    name: str
+    path: Path
+    kind: str
+    method: str
+    steps: int | None
+    w_conditioned: bool
+    card: dict
+
+
+def model_entries(models_dir: Path) -> list[_Entry]:
+    """The model folders directly under `models_dir`, described from their cards (no weights read)."""
+    from demo.core.card import read_card
+    from demo.core.layout import is_model_folder
+
+    rows = []
+    for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir() and is_model_folder(p)):
+        card = read_card(folder)
+        name = card.get("name") if isinstance(card.get("name"), str) and card.get("name") else folder.name
+        rows.append(_Entry(name, folder, str(card.get("kind", "teacher")), str(card.get("method", "")), card.get("steps"),
+                           bool(card.get("w_conditioned", False)), card))  # fmt: skip
+    return rows
+
+
 def find_targets(models_dir: Path, teacher: str | None = None) -> list[Target]:
     """The (model, steps) rows: the chosen teacher(s) at TEACHER_STEPS, then every student at its step count."""
-    from demo.catalog import Catalog
-
-    entries = Catalog(roots=[models_dir], device="cpu").entries()
+    entries = model_entries(models_dir)
     teachers = [e for e in entries if e.kind == "teacher"]
     if teacher is not None:
         teachers = [e for e in teachers if teacher in (e.name, e.path.name)]
@@ -126,8 +149,8 @@ def raw_forward(model, B: int, guidance: float, seed: int = 0):
     """
     import torch
 
-    from demo.generate import parse_labels
-    from demo.samplers import initial_noise
+    from demo.core.generate import parse_labels
+    from demo.core.samplers import initial_noise
 
     card = model.card
     z = initial_noise(seed, B, (card.channels, card.image_size, card.image_size), model.device)
@@ -239,8 +262,8 @@ def time_sampler(run, fwd, nfe_per_call: int, device, quick: bool) -> dict:
 
 def measure_row(model, target: Target, quick: bool, guidance: float = GUIDANCE, seed: int = 0) -> dict:
     """Latency at batch 1 and 16, throughput, NFE, FLOPs, peak memory and the sampler's overhead for one (model, steps)."""
-    from demo.generate import generate
-    from demo.models import count_parameters
+    from demo.core.generate import generate
+    from demo.core.models import count_parameters
 
     dev = model.device
     row = {
@@ -350,7 +373,7 @@ def compile_probe(folder: str, device: str) -> dict:
     """Run in the child: eager and compiled forward times on the teacher's CFG batch (same process, same conditions)."""
     import torch
 
-    from demo.models import load_model_folder
+    from demo.core.models import load_model_folder
 
     model = load_model_folder(folder, device=device)
     eager, _ = raw_forward(model, BATCH, GUIDANCE)
@@ -484,7 +507,7 @@ def to_markdown(report: dict) -> str:
         + (f" · load average {m['load_avg_start']:g} → {m['load_avg_end']:g}" if m.get("load_avg_start") is not None else ""),
         "",
         f"DDIM at guidance W = {m['guidance']:g} (diffusers convention): the CFG teacher runs 2 NFE per step (one batched 2B "
-        "forward), a w-conditioned student 1. Latency is the median wall time of `demo.generate.generate` for 1 and 16 "
+        "forward), a w-conditioned student 1. Latency is the median wall time of `demo.core.generate.generate` for 1 and 16 "
         f"images after a warm-up; img/s is at batch 16. `overhead` = sampler time / (NFE × the bare network's time per "
         f"NFE on the same batch), 1.0 is the floor, goal ≤ {OVERHEAD_GOAL:.2f}. "
         + (f"`{mem}`: peak {'resident memory' if 'rss' in mem else 'CUDA allocation'} during the batch-16 sampling runs, over the memory before them." if mem else ""),
@@ -533,7 +556,7 @@ def goal_checks(rows: list[dict]) -> list[dict]:
 
 # ---- the run ----
 def run(args, targets: list[Target]) -> dict:
-    from demo.models import load_model_folder
+    from demo.core.models import load_model_folder
 
     load_start = load_average()
     classifier = reference = None

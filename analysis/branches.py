@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from demo.guidance import branch_eps
-from demo.schedule import to_eps
+from demo.core.guidance import branch_eps
+from demo.core.schedule import to_eps
 
 
 def branch_timesteps(count: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -138,7 +138,7 @@ def x0_error_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, tim
     prediction departs from its teacher's. At t = T−1 of a cosine schedule z_t is pure noise, which is where a
     trailing sampler takes its first step: a weighting that starves that timestep shows its error there.
     """
-    from demo.guidance import check_guidance, make_denoiser
+    from demo.core.guidance import check_guidance, make_denoiser
 
     ts = _check_inputs(teacher, x0, labels, timesteps)
     guidance = check_guidance(guidance)  # the one check: the denoisers below take a checked W

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from demo.paths import CLASSIFIER_DIR
+from demo.core.paths import CLASSIFIER_DIR
 
 FEATURE_DIM = 128
 
@@ -59,7 +59,7 @@ def classify(model: FashionClassifier, images: torch.Tensor, batch_size: int = 1
 
     Images of another size or with colour channels (a latent model's decoded output) are fitted to 28x28 grey first.
     """
-    from demo.latent import to_classifier_space
+    from demo.core.latent import to_classifier_space
 
     if images.shape[1:] != (1, 28, 28):
         images = to_classifier_space(images)

@@ -41,9 +41,9 @@ from analysis.evaluate import (
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
 from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
-from demo.catalog import named_teacher
-from demo.models import ModelFolderError, check_model_folder, load_model_folder
-from demo.paths import RESULTS_DIR
+from demo.core.card import named_teacher
+from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
+from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
 COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "fd_vs_teacher", "accuracy", "accuracy_diff", "precision", "recall", "rho",
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         for folder in folders:  # every folder is checked before any model is evaluated
             check_model_folder(folder)
         teacher = load_model_folder(args.teacher)
-        from demo.lab import reference_images
+        from demo.core.data import reference_images
 
         x0, labels = reference_images(args.branch_images, seed=12345, split="test", folder=args.data_dir)
         classifier, reference = load_classifier(), load_reference()

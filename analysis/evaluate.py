@@ -25,14 +25,14 @@ import torch
 from analysis.classifier import classify, load_classifier
 from analysis.metrics import evaluate_images, load_reference, reference_metrics
 from analysis.protocol import PROTOCOL, feature_metrics, mean_metrics, parse_seeds, sample_features
-from demo.card import CARD_FILE, read_card, write_card
-from demo.guidance import parse_interval
-from demo.models import ModelFolderError, load_model_folder
-from demo.sample import add_sampling_args
+from demo.core.card import CARD_FILE, read_card, write_card
+from demo.core.cli import add_sampling_args
+from demo.core.guidance import parse_interval
+from demo.core.models import ModelFolderError, load_model_folder
 
 
 def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0, class_label="all", batch_size=250, classifier=None, reference=None, **options) -> dict:
-    from demo.generate import SamplingRequest, run
+    from demo.core.generate import SamplingRequest, run
 
     # The settings are checked once, into a request; the row reports the parsed interval from it.
     request = SamplingRequest.check(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
@@ -89,8 +89,8 @@ def generate_shard(model, n, class_label, steps, guidance, sampler, seed, batch_
     The stochastic samplers' extra noise is drawn per process (seeded by seed and rank), so only the deterministic
     samplers reproduce a single-process run exactly.
     """
-    from demo.generate import generate, parse_labels
-    from demo.samplers import initial_noise
+    from demo.core.generate import generate, parse_labels
+    from demo.core.samplers import initial_noise
 
     labels = parse_labels(class_label, n, model.card.num_classes)
     noise = initial_noise(seed, n, model.sample_shape)
@@ -164,7 +164,7 @@ def weights_key(folder) -> str:
     """Identifies a model folder's weights by content (SHA-256 of its denoiser's safetensors), so a copied folder keeps it."""
     import hashlib
 
-    from demo.layout import denoiser_dir
+    from demo.core.layout import denoiser_dir
 
     h = hashlib.sha256()
     for f in sorted((denoiser_dir(folder) or Path(folder) / "unet").glob("*.safetensors")):
@@ -198,7 +198,7 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
     """(row, computed): `evaluate_model`'s row for a model folder, cached in `cache_dir` by weights and settings.
 
     The guided-distillation report and the benchmark share one cache, so a (model, steps, W) row is sampled once.
-    A guidance `interval` (`demo.guidance.parse_interval`) is part of the key and of the row's file name.
+    A guidance `interval` (`demo.core.guidance.parse_interval`) is part of the key and of the row's file name.
     """
     interval = parse_interval(interval, model.schedule.num_train_timesteps)
     settings = {"n": n, "seed": seed, "batch_size": batch_size, "bf16": bf16, "sampler": sampler}
@@ -212,7 +212,7 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
 
 
 def add_teacher_arg(p: argparse.ArgumentParser) -> None:
-    """The reports' `--teacher`: None unless given, resolved by `demo.catalog.named_teacher` from the student cards."""
+    """The reports' `--teacher`: None unless given, resolved by `demo.core.card.named_teacher` from the student cards."""
     p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from demo.core.paths import MODELS_DIR
+
 N, SEED, W = 4, 0, 2.0
 DEFAULT_STEPS = 64  # a model without a distilled step count samples with the app's and demo.sample's default
 TWO_STEP_SAMPLERS = ("ddim", "dpmsolver++")
@@ -46,8 +48,8 @@ def runs_for(card) -> dict[str, dict]:
 
 
 def fingerprint(models_dir: Path, only: list[str] | None = None) -> dict:
-    from demo.generate import generate
-    from demo.models import load_model_folder
+    from demo.core.generate import generate
+    from demo.core.models import load_model_folder
 
     out = {}
     for folder in sorted(p for p in models_dir.iterdir() if (p / "card.json").is_file()):
@@ -70,7 +72,7 @@ def fingerprint(models_dir: Path, only: list[str] | None = None) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.fingerprint", description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "models")
+    p.add_argument("--models", type=Path, default=MODELS_DIR)
     p.add_argument("--only", nargs="*", default=None, help="model folder names (default: every folder)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (default: stdout)")
     args = p.parse_args(argv)

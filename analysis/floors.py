@@ -23,8 +23,8 @@ import torch
 
 from analysis.classifier import classify, load_classifier
 from analysis.metrics import load_reference, reference_metrics
-from demo.data import load_fashion_mnist, to_model_space
-from demo.paths import RESULTS_DIR
+from demo.core.data import load_fashion_mnist, to_model_space
+from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
 METRICS = ("frechet_distance", "kid", "precision", "recall", "accuracy", "diversity_ratio")

@@ -32,10 +32,10 @@ from analysis.evaluate import add_teacher_arg, evaluate_seeds, markdown_table, s
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
 from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
-from demo.guidance import parse_interval
-from demo.catalog import named_teacher
-from demo.models import ModelFolderError, check_model_folder, load_model_folder
-from demo.paths import RESULTS_DIR
+from demo.core.card import named_teacher
+from demo.core.guidance import parse_interval
+from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
+from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
 COLUMNS = ("model", "method", "sampler", "interval", "steps", "guidance", "nfe", "frechet_distance", "fd_vs_reference", "accuracy", "accuracy_diff",

@@ -34,11 +34,20 @@ from analysis.evaluate import add_teacher_arg, markdown_table
 from analysis.figure_png import write_png, write_report
 from analysis.metrics import equal_size_subsample, load_reference, precision_recall
 from analysis.plots import plot_token_maps
-from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, feature_metrics, parse_seeds, real_pool, sample_features, with_interval
+from analysis.protocol import (
+    BOOTSTRAP,
+    PROTOCOL,
+    compare,
+    feature_metrics,
+    parse_seeds,
+    real_pool,
+    sample_features,
+    with_interval,
+)
 from analysis.spectrum import HF_CUTOFF
-from demo.catalog import named_teacher
-from demo.models import ModelFolderError, check_model_folder, load_model_folder
-from demo.paths import RESULTS_DIR
+from demo.core.card import named_teacher
+from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
+from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
 COLUMNS = ("model", "method", "steps", "nfe", "frechet_distance", "fd_vs_teacher", "fd_vs_sketch", "accuracy", "precision", "recall",

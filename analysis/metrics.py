@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from analysis.classifier import classify
-from demo.paths import CLASSIFIER_DIR
+from demo.core.paths import CLASSIFIER_DIR
 
 REFERENCE_PATH = CLASSIFIER_DIR / "reference.safetensors"
 PR_K = 3  # Kynkäänniemi et al. 2019 use k = 3

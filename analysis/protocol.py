@@ -2,7 +2,7 @@
 bootstrap intervals for a student-over-teacher ratio (ARCHITECTURE.md).
 
 1. **Same seeds, same noise.** Every model is sampled at the same seeds; a seed fixes the initial noise and the
-   cycled labels (`demo.generate.generate`), so sample i of the teacher and sample i of a student start from the
+   cycled labels (`demo.core.generate.generate`), so sample i of the teacher and sample i of a student start from the
    same z_T and class. Each (model weights, sampling settings, seed, n) is sampled once: its classifier features,
    probabilities, labels and radial spectrum are cached (`sample_features`, safetensors under `FEATURES_DIR`), so
    adding a seed, a model or a bootstrap never re-samples what is already there.
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from demo.paths import DEFAULT_RUNS_DIR
 from analysis.metrics import frechet_distance, gaussian_stats, reference_metrics
+from demo.core.paths import DEFAULT_RUNS_DIR
 
 PROTOCOL = "eval-v2"  # v1: one seed, P/R against 3000 real points whatever n; v2: this module
 FEATURES_VERSION = 1  # bump when what a cached feature file holds changes
@@ -81,7 +81,7 @@ def sample_features(folder, model, n: int, steps: int, guidance: float, sampler:
                     log=None, class_label="all") -> FeatureSet:  # fmt: skip
     """The features of `n` samples of a model folder at one seed, sampled on the first call and read from the cache after.
 
-    `interval` is a parsed guidance interval (`demo.guidance.parse_interval`) or None. `cache_dir=False` disables the
+    `interval` is a parsed guidance interval (`demo.core.guidance.parse_interval`) or None. `cache_dir=False` disables the
     cache. `log(text)` hears about each sampling run (e.g. a progress line on stderr).
     """
     from safetensors.torch import load_file, save_file
@@ -89,7 +89,7 @@ def sample_features(folder, model, n: int, steps: int, guidance: float, sampler:
     from analysis.classifier import classify, load_classifier
     from analysis.evaluate import weights_key
     from analysis.spectrum import high_frequency_share, radial_power_spectrum
-    from demo.generate import generate
+    from demo.core.generate import generate
 
     classifier = classifier or load_classifier(device=model.device)
     key = features_key(weights_key(folder), classifier_key(classifier), n, steps, guidance, sampler, seed, bf16, interval, clip_x0, batch_size,
@@ -131,7 +131,7 @@ def real_pool(reference: dict, classifier=None, cache_dir=None, data_dir=None) -
     from analysis.classifier import classify, load_classifier
 
     try:
-        from demo.data import load_fashion_mnist, to_model_space
+        from demo.core.data import load_fashion_mnist, to_model_space
 
         classifier = classifier or load_classifier()
         path = Path(FEATURES_DIR if cache_dir is None else cache_dir) / f"real-test-{classifier_key(classifier)}.safetensors"

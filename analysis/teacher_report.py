@@ -24,13 +24,13 @@ from analysis.classifier import CLASSIFIER_DIR, load_classifier
 from analysis.evaluate import evaluate_seeds
 from analysis.metrics import load_reference
 from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
-from demo.card import read_card, write_card
-from demo.data import to_uint8
-from demo.generate import generate
-from demo.guidance import parse_interval
-from demo.models import load_model_folder
-from demo.paths import RESULTS_DIR
-from demo.sample import image_grid
+from demo.core.card import read_card, write_card
+from demo.core.data import to_uint8
+from demo.core.generate import generate
+from demo.core.guidance import parse_interval
+from demo.core.images import image_grid
+from demo.core.models import load_model_folder
+from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
 COLUMNS = ("guidance", "interval", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds",

@@ -20,7 +20,7 @@ from analysis.classifier import (
     classify,
     save_classifier,
 )
-from demo.data import BatchSampler, load_fashion_mnist, to_model_space
+from demo.core.data import BatchSampler, load_fashion_mnist, to_model_space
 
 
 def main(argv=None) -> int:

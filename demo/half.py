@@ -16,8 +16,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from demo.card import read_card, write_card
-from demo.models import ModelFolderError, check_model_folder
+from demo.core.card import read_card, write_card
+from demo.core.models import ModelFolderError, check_model_folder
 
 
 def half_copy(src: str | Path, dst: str | Path, **card_fields) -> Path:

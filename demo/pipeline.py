@@ -2,7 +2,7 @@
 teacher or student — sampling with classifier-free guidance and a per-step callback.
 
 diffusers' `DiTPipeline` hard-codes the null class at 1000 and has no step callback. This pipeline reads the null
-class from the folder's card, runs the project's samplers through `demo.generate.generate` (so its images equal the
+class from the folder's card, runs the project's samplers through `demo.core.generate.generate` (so its images equal the
 CLI's, the app's and the evaluation's for the same seed), and decodes latents with the folder's VAE.
 
 A model folder is a diffusers pipeline folder (ARCHITECTURE.md): `model_index.json` names this class and the components
@@ -26,10 +26,10 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from demo.card import read_card, write_card
-from demo.data import to_uint8
-from demo.models import Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
-from demo.schedule import NoiseSchedule
+from demo.core.card import read_card, write_card
+from demo.core.data import to_uint8
+from demo.core.models import Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
+from demo.core.schedule import NoiseSchedule
 
 TIRT_FILE = "tirt.safetensors"
 
@@ -70,7 +70,7 @@ class GuidedPipeline(DiffusionPipeline):
 
     @classmethod
     def from_model_folder(cls, folder: str | os.PathLike, device: str = "cpu") -> GuidedPipeline:
-        """A model folder path or a Hub name `owner/name@revision` (fetched safely by `demo.hub`)."""
+        """A model folder path or a Hub name `owner/name@revision` (fetched safely by `demo.core.hub`)."""
         return cls.from_loaded(load_model_folder(folder, device=device))
 
     @property
@@ -132,16 +132,16 @@ class GuidedPipeline(DiffusionPipeline):
         """Sample images of `class_labels`: "all" cycles the classes for `num_images_per_prompt` images (default 16), an
         int gives that many of one class, a list gives each label `num_images_per_prompt` times (default once).
 
-        `guidance_scale` is the project's W (diffusers' convention, `demo.guidance`); a w-conditioned student takes it
+        `guidance_scale` is the project's W (diffusers' convention, `demo.core.guidance`); a w-conditioned student takes it
         as an input instead of running two branches. The initial noise comes from `generator` (diffusers' way) or
         `seed` (default 0; `seed=s` and `generator=torch.Generator().manual_seed(s)` give the same z_T).
         `callback_on_step_end(pipe, i, t, {"latents": z_t, "x0": x0_hat})` is diffusers' per-step hook (what it returns
-        is not fed back: the samplers are pure functions); `callback(dict)` is the samplers' own (`demo.samplers`).
+        is not fed back: the samplers are pure functions); `callback(dict)` is the samplers' own (`demo.core.samplers`).
         `output_type`: "pil", "np" (uint8) or "pt" (float in [-1, 1]); `return_dict=False` gives `(images, labels)`.
         `n` is the older name of `num_images_per_prompt`.
         """
-        from demo.generate import generate
-        from demo.samplers import initial_noise
+        from demo.core.generate import generate
+        from demo.core.samplers import initial_noise
 
         model = self.loaded
         count = num_images_per_prompt if num_images_per_prompt is not None else n
@@ -200,7 +200,7 @@ def _diffusers_callback(pipe, hook, tensor_inputs):
 # `DiffusionPipeline.from_pretrained` looks the `_class_name` of model_index.json up in the diffusers namespace; making
 # the class visible there (once this module is imported) lets a plain diffusers call load a model folder. diffusers
 # loads a component of another library (our students: `["demo.distill.guided", "GuidanceUNet"]`, the library named in
-# every folder's index, `demo.models.INDEX_LIBRARIES`) only from a module already imported, never by importing what a
+# every folder's index, `demo.core.models.INDEX_LIBRARIES`) only from a module already imported, never by importing what a
 # repository names; that module re-exports the core classes, so it is imported here.
 import demo.distill.guided  # noqa: E402, F401
 

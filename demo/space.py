@@ -19,10 +19,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from demo.card import read_card
-from demo.hub import DEFAULT_DATASET, model_license, parse_hub_spec
-from demo.layout import is_model_folder
-from demo.paths import MODELS_DIR, REPO_ROOT
+from demo.core.card import read_card
+from demo.core.hub import DEFAULT_DATASET, model_license, parse_hub_spec
+from demo.core.layout import is_model_folder
+from demo.core.paths import MODELS_DIR, REPO_ROOT
 
 REPO = REPO_ROOT
 CODE_PACKAGES = ("demo", "analysis")
@@ -120,7 +120,7 @@ def write_space(models: list[str], out: str | Path, cpu: bool = True, overwrite:
     if (repo / CLASSIFIER).is_dir():
         shutil.copytree(repo / CLASSIFIER, out / CLASSIFIER)
     licenses, hub = set(), []
-    from demo.models import write_model_index
+    from demo.core.models import write_model_index
 
     for name, folder, spec in resolved:
         if folder is None:
@@ -155,11 +155,11 @@ def write_space(models: list[str], out: str | Path, cpu: bool = True, overwrite:
 
 
 def fetch_hub_models(folder: str | Path = REPO, cache_dir: str | Path | None = None) -> list[Path]:
-    """Fetch the pinned Hub models `hub_models.txt` names (JSON and safetensors only, `demo.hub`) and add their
+    """Fetch the pinned Hub models `hub_models.txt` names (JSON and safetensors only, `demo.core.hub`) and add their
     folders to the catalog's roots (`GDL_MODEL_ROOTS`); returns the fetched folders."""
     import os
 
-    from demo.hub import fetch_model_folder
+    from demo.core.hub import fetch_model_folder
 
     listing = Path(folder) / HUB_MODELS_FILE
     specs = [s.strip() for s in listing.read_text().splitlines() if s.strip() and not s.startswith("#")] if listing.is_file() else []

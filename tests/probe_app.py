@@ -39,7 +39,9 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+from demo.core.paths import REPO_ROOT
+
+REPO = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
 MODELS = REPO / "assets" / "models"
 TEACHER = "fmnist-teacher-v1"  # the teacher the shipped students name; the crafted folders are copies of it
 STUDENT = "fmnist-pd-4"  # a 4-step student of that teacher (the app's default pair)
@@ -264,7 +266,7 @@ def seed_jobs(runs: Path, tmp: Path) -> None:
     """Two finished jobs (ids 1 and 2), so that job id 1.5 rounded to 2 would be visible; job 2's error holds the
     absolute paths and the worker command line a status must not show."""
     sys.path.insert(0, str(REPO))
-    from demo.jobs import _SCHEMA, DB_NAME
+    from demo.app.jobs import _SCHEMA, DB_NAME
 
     runs.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(runs / DB_NAME)

@@ -1,7 +1,7 @@
 """Training methods behind one interface (`base.Method`) and their registry: teacher training and the distillation
 methods, one file each, every one runnable as `python -m demo.distill --method NAME` through the one loop in
-`demo.train`. Every method runs on a pixel UNet teacher and on a latent DiT teacher alike: the data reach a latent
-teacher's methods as VAE latents (`demo.latent.model_space`).
+`demo.distill.train`. Every method runs on a pixel UNet teacher and on a latent DiT teacher alike: the data reach a latent
+teacher's methods as VAE latents (`demo.core.latent.model_space`).
 
 How to add a method — write one file, nothing else:
 
@@ -194,7 +194,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> list[Callable]:
 
 def load_teacher(args):
     """The loaded `--teacher` model folder (a distillation method cannot start without one)."""
-    from demo.models import load_model_folder
+    from demo.core.models import load_model_folder
 
     if not args.teacher:
         raise ValueError(f"method {args.method} needs --teacher DIR (a teacher model folder)")
@@ -203,14 +203,14 @@ def load_teacher(args):
 
 def load_init(args):
     """The loaded `--init` model folder, or None."""
-    from demo.models import load_model_folder
+    from demo.core.models import load_model_folder
 
     return load_model_folder(args.init) if args.init else None
 
 
 def _train_data(args):
     """Fashion-MNIST's training split, or the user's own images with `--data FILE.npz`."""
-    from demo.data import BatchSampler, load_fashion_mnist, load_image_arrays
+    from demo.core.data import BatchSampler, load_fashion_mnist, load_image_arrays
 
     images, labels = load_image_arrays(args.data) if getattr(args, "data", None) else load_fashion_mnist("train")
     return BatchSampler(images, labels, args.batch_size, seed=args.seed, flip=getattr(args, "hflip", False))
@@ -223,6 +223,6 @@ def train_data(args):
 
 def teacher_data(args, teacher):
     """Training batches in the teacher's space: Fashion-MNIST pixels, or their VAE latents for a latent teacher."""
-    from demo.latent import model_space
+    from demo.core.latent import model_space
 
     return model_space(train_data(args), teacher)

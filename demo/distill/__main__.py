@@ -13,10 +13,11 @@ import json
 import os
 import sys
 
+from demo.core.validate import SEED_MAX, arg_float, arg_int, check_out_dir
 from demo.distill import METHODS, add_method_arguments
 from demo.distill.base import MAX_STEPS as STEPS
-from demo.train import PRECISION_CHOICES, TrainConfig, latest_valid_checkpoint, train
-from demo.validate import SEED_MAX, arg_float, arg_int, check_out_dir
+from demo.distill.train import PRECISION_CHOICES, TrainConfig, latest_valid_checkpoint, train
+
 
 def arg_name(text: str) -> str:
     if not 1 <= len(text) <= 100 or "/" in text or "\0" in text:
@@ -33,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--name", default=None, type=arg_name, help="model name written to card.json")
     p.add_argument("--data", default=None, metavar="FILE.npz", help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)")
     p.add_argument("--hflip", action="store_true", help="augment with random horizontal flips (off by default: every Fashion-MNIST shoe points left, so a flipped shoe is off the data distribution)")
-    # The training loop's flags, shared by every method. Each numeric flag's type checks its range (demo.validate):
+    # The training loop's flags, shared by every method. Each numeric flag's type checks its range (demo.core.validate):
     # a bad value is one line naming the flag, exit code 2.
     p.add_argument("--iterations", type=arg_int(1, STEPS), default=1000)
     p.add_argument("--batch-size", type=arg_int(1, 4096), default=64)
@@ -57,7 +58,7 @@ def parse_args(argv=None):
         except ValueError as e:
             p.error(str(e))
     if args.push_to_hub:  # a bad repository id is refused before anything is written, the run folder included
-        from demo.hub import check_repo_id
+        from demo.core.hub import check_repo_id
 
         check_repo_id(args.push_to_hub)  # a ValueError: main prints it as one line, exit code 2
     try:
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         # Under a multi-process launcher every rank draws its own batches (the loop broadcasts rank 0's weights).
         rank = int(os.environ.get("RANK", "0"))
         if args.push_to_hub:
-            from demo.hub import check_repo_id
+            from demo.core.hub import check_repo_id
 
             check_repo_id(args.push_to_hub)  # fail before training, not after
         method = METHODS[args.method](argparse.Namespace(**{**vars(args), "seed": args.seed + 1_000 * rank}))
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     result = {k: v for k, v in last.items() if k != "time"}
     model = os.path.join(args.out, "model")
     if args.push_to_hub and rank == 0 and not last.get("stopped") and os.path.isdir(model):
-        from demo.hub import HubError, push_model_folder
+        from demo.core.hub import HubError, push_model_folder
 
         try:
             result["pushed"] = push_model_folder(model, args.push_to_hub, private=args.hub_private)

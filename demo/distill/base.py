@@ -1,4 +1,4 @@
-"""The small interface every training method implements, so one loop (`demo.train.train`) runs them all, and the
+"""The small interface every training method implements, so one loop (`demo.distill.train.train`) runs them all, and the
 command-line face of a method (its `--method` names, flags and builder) that the registry in `demo.distill` reads."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Method:
 
     name: str = "method"
     student: torch.nn.Module
-    teacher = None  # the loaded teacher (demo.models.load_model_folder) a distillation method learns from
+    teacher = None  # the loaded teacher (demo.core.models.load_model_folder) a distillation method learns from
     card_name: str = "model"
 
     # ---- the command line: read by demo.distill's registry ----
@@ -111,7 +111,7 @@ class Method:
         return {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "lr": cfg.lr}
 
     def card(self, cfg):
-        """The `demo.models.Card` of the exported model."""
+        """The `demo.core.models.Card` of the exported model."""
         raise NotImplementedError
 
     def export_files(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -130,7 +130,7 @@ class Method:
 
     def export(self, folder: Path, cfg) -> Path:
         """Write the (EMA) student as a model folder: weights, scheduler, card.json, `export_files()`, the VAE."""
-        from demo.models import save_model_folder
+        from demo.core.models import save_model_folder
 
         card = self.card(cfg)
         return save_model_folder(folder, self.student, self.export_scheduler(), card, self.export_files() or None, vae=self.export_vae())
@@ -141,8 +141,8 @@ class Method:
 
 def student_card(teacher, name: str, method: str, training: dict, description: str = "", **fields):
     """A student's card: the teacher's classes and image size, the method's `--method` key, recipe and description
-    (`fields`: any other `demo.models.Card` field, e.g. a w-conditioned student's guidance range)."""
-    from demo.models import Card
+    (`fields`: any other `demo.core.models.Card` field, e.g. a w-conditioned student's guidance range)."""
+    from demo.core.models import Card
 
     c = teacher.card
     return Card(name=name, kind="student", method=method, teacher=teacher.name, num_classes=c.num_classes, class_names=c.class_names,

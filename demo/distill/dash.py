@@ -27,17 +27,17 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DiTTransformer2DModel
 
-from demo.distill import load_init, load_teacher, register, teacher_data
-from demo.distill.base import Method, student_card
-from demo.distill.teacher import P_UNCOND, TIRT
-from demo.models import (
+from demo.core.models import (
     Card,
     count_parameters,
     net_output,
     no_label_dropout,
     teacher_unet,
 )
-from demo.schedule import denoising_target
+from demo.core.schedule import denoising_target
+from demo.distill import load_init, load_teacher, register, teacher_data
+from demo.distill.base import Method, student_card
+from demo.distill.teacher import P_UNCOND, TIRT
 
 ANCHOR_WEIGHT = 0.1  # DASH: L = L_im + L_un + 0.1·L_an
 COMPOSITE_W = 2.0  # composite KD matches the guided output at W = 2 (diffusers convention)

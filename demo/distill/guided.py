@@ -15,21 +15,21 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (see below)
 
-from demo.distill import load_teacher, register, teacher_data
-from demo.distill.base import Method
-from demo.distill.base import student_card as _student_card
-from demo.guidance import GUIDANCE_MAX, GUIDANCE_MIN, guided_x0
-from demo.models import (  # the W-conditioned student networks live in the core; re-exported here for old imports
+from demo.core.guidance import GUIDANCE_MAX, GUIDANCE_MIN, guided_x0
+from demo.core.models import (  # the W-conditioned student networks live in the core; re-exported here for old imports
     Card,
     GuidanceDiT,
     GuidanceUNet,
     guidance_student,
     net_output,
 )
-from demo.schedule import from_x0
-from demo.validate import arg_float
+from demo.core.schedule import from_x0
+from demo.core.validate import arg_float
+from demo.distill import load_teacher, register, teacher_data
+from demo.distill.base import Method
+from demo.distill.base import student_card as _student_card
 
-# model_index.json names this module as the library of GuidanceUNet / GuidanceDiT (`demo.models.INDEX_LIBRARIES`);
+# model_index.json names this module as the library of GuidanceUNet / GuidanceDiT (`demo.core.models.INDEX_LIBRARIES`);
 # diffusers then looks up `ModelMixin` in it to find the components' loading methods, so it must be an attribute here.
 __all__ = ["GuidanceDiT", "GuidanceUNet", "GuidedDistillation", "ModelMixin", "guidance_student", "sample_w", "student_card"]
 

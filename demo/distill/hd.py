@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
 from torch import nn
 
+from demo.core.guidance import guided_x0
+from demo.core.models import net_output
+from demo.core.schedule import denoising_target, to_x0
+from demo.core.validate import arg_float, arg_int
 from demo.distill import load_teacher, register, teacher_data
 from demo.distill.base import MAX_STEPS, Auxiliary, Method
 from demo.distill.guided import GuidanceUNet, add_w_range_arguments, guidance_student, sample_w, student_card
-from demo.guidance import guided_x0
-from demo.models import net_output
-from demo.schedule import denoising_target, to_x0
-from demo.validate import arg_float, arg_int
 
 DMD_T_RANGE = (20, 980)  # DMD samples t away from both ends (Yin et al. 2024 use 2%–98%)
 # DMD2 (Yin et al. 2024b; its ImageNet recipe): the generator's GAN term weighs 3e-3 against the DMD loss, and the
@@ -143,7 +143,7 @@ class HDRefinement(Method):
 
     @classmethod
     def from_args(cls, method, args):
-        from demo.models import load_model_folder
+        from demo.core.models import load_model_folder
 
         if not args.init:
             raise ValueError(f"method {method} needs --init DIR: the one-step w-conditioned sketch to refine")

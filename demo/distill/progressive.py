@@ -15,12 +15,12 @@ import copy
 
 import torch
 
+from demo.core.models import net_output
+from demo.core.schedule import NoiseSchedule, _bcast, ddim_step, to_x0
+from demo.core.validate import arg_int
 from demo.distill import load_teacher, register, teacher_data
 from demo.distill.base import Method
 from demo.distill.guided import add_w_range_arguments, sample_w, student_card
-from demo.models import net_output
-from demo.schedule import NoiseSchedule, _bcast, ddim_step, to_x0
-from demo.validate import arg_int
 
 
 def ddim_target(z_t, z_t2, alpha_t, sigma_t, alpha_t2, sigma_t2):

@@ -3,7 +3,7 @@
 The shipped teacher predicts v (Salimans & Ho 2022): its loss ‖v̂ − v‖² equals an x0-loss weighted by SNR+1, so it
 stays informative at pure noise where ε-MSE carries no weight, and it is what progressive distillation needs.
 A teacher loaded with `--init` keeps its own parametrisation (a DiT usually predicts ε) and, for a latent model,
-trains on VAE latents (`demo.latent`). Labels are dropped to the null class with probability 0.1 (CFG training).
+trains on VAE latents (`demo.core.latent`). Labels are dropped to the null class with probability 0.1 (CFG training).
 DASH's TIRT logits λ_t are learned jointly (see `TIRT`).
 """
 
@@ -14,12 +14,12 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from demo.data import BatchSampler
+from demo.core.data import BatchSampler
+from demo.core.models import Card, net_output
+from demo.core.schedule import NoiseSchedule, denoising_target
+from demo.core.validate import arg_int
 from demo.distill import register, train_data
 from demo.distill.base import Method
-from demo.models import Card, net_output
-from demo.schedule import NoiseSchedule, denoising_target
-from demo.validate import arg_int
 
 P_UNCOND = 0.1  # label dropout of classifier-free guidance (Ho & Salimans 2022 use 0.1–0.2)
 TIRT_SNR_CAP = 5.0  # ω_t = min(SNR_t, 5)·sigmoid(λ_t)  (DASH, Al Shafi et al. 2026; min-SNR-5 of Hang et al. 2023)
@@ -79,14 +79,14 @@ class TeacherTraining(Method):
 
     @classmethod
     def from_args(cls, method, args):
-        from demo.models import default_scheduler, teacher_unet
+        from demo.core.models import default_scheduler, teacher_unet
 
         data = train_data(args)
         if args.init:  # continue training a teacher, pixel or latent (weights and TIRT logits; the optimiser starts fresh)
             from diffusers import DDPMScheduler
 
-            from demo.latent import model_space
-            from demo.models import load_model_folder
+            from demo.core.latent import model_space
+            from demo.core.models import load_model_folder
 
             init = load_model_folder(args.init)
             net = init.net.train().requires_grad_(True)

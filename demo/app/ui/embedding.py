@@ -1,0 +1,87 @@
+"""Embedding tab: UMAP of classifier features of samples from several models (and real data when installed)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from analysis.plots import plot_embedding
+from analysis.projection import umap_embedding
+from demo.app import lab
+from demo.core.guidance import check_guidance
+from demo.core.validate import model_list, model_nfe
+
+LOOK_FOR = """
+**What to look for.** Each point is one sample in the classifier's feature space, projected by UMAP. A good student's
+points fall inside the real data's class clusters, mixed with its teacher's; a student that lost guidance spreads
+between clusters (ambiguous garments), and a one-step sketch (Cheng et al., [arXiv 2511.08930](https://arxiv.org/abs/2511.08930))
+tends to sit near the cluster centres: the right classes, less variety. Hover a point to see its image.
+"""
+
+
+def embedding(ctx, models, n_per_model=32, steps=16, guidance=2.0, seed=0, include_real=True, color_by="model", progress=gr.Progress()):
+    """Stream a status line per model while sampling, then (scatter figure, note). Models distilled for a fixed step
+    count use their own steps; a visitor who leaves stops the work at the next model."""
+    names = model_list(models)
+    n = lab.check_int("samples per model", n_per_model, 4, 512)
+    seed = lab.check_int("seed", seed, 0, 2**31 - 1)
+    steps = lab.check_int("steps", steps, 1, 1000)
+    guidance = check_guidance(guidance)
+    cards = [ctx.catalog.load(name).card for name in names]  # loading is cheap; the budget needs each model's steps and NFE
+    ctx.check_work(n * sum((c.steps or steps) * model_nfe(c) for c in cards), f"{n} samples × steps × NFE per step per model")
+    classifier, missing = ctx.classifier()
+    real = ctx.real_images(n, seed) if include_real else None
+    loaded, parts = [], []
+    for i, name in enumerate(names):
+        progress((i, len(names) + 1), desc=f"sampling model {i + 1}/{len(names)}: {name}")
+        yield gr.skip(), f"Sampling model {i + 1} of {len(names)}: **{name}** ({n} images)…"
+        m = ctx.catalog.load(name)
+        loaded.append(m)
+        parts.append(lab.embedding_data([m], n, steps, float(guidance), seed, "ddim", classifier, None))
+    progress((len(names), len(names) + 1), desc="UMAP")
+    yield gr.skip(), "Projecting with UMAP…"
+    data = lab.merge_embedding_data(parts, real, classifier)
+    xy = umap_embedding(data.features, random_state=seed)
+    class_names = loaded[0].card.class_names
+    classes = [class_names[int(y)] if int(y) < len(class_names) else str(int(y)) for y in data.labels]
+    groups = data.groups if color_by == "model" else classes
+    hover = [f"{g} · {c}" for g, c in zip(data.groups, classes)]
+    fig = plot_embedding(xy, groups, hover, data.images, title=f"UMAP of {data.feature_space}, coloured by {color_by}")
+    notes = []
+    if missing:
+        notes.append(missing.replace("classifier-based numbers are not shown", "the embedding uses raw pixels instead"))
+    if include_real and real is None:
+        notes.append("Real data is not installed, so only samples are shown.")
+    yield fig, " ".join(notes) or "Hover a point to see its image."
+
+
+def build(ctx) -> None:
+    gr.Markdown(LOOK_FOR)
+    missing = ctx.data_missing()
+    if missing:
+        gr.Markdown(f"⚠️ {missing} Until then the embedding shows samples only.")
+    teacher = ctx.default_teacher()
+    one_step = ctx.default_model("student", steps=1, method="progressive")
+    selection = [x for x in dict.fromkeys([teacher, *ctx.telling_students(limit=1), one_step]) if x]
+    with gr.Row():
+        models = ctx.model_dropdown("Models", selection, multiselect=True, info="each model adds its sampling time (~5–15 s at 32 samples)")
+        color_by = gr.Radio(["model", "class"], value="model", label="Colour by")
+    with gr.Row():
+        n = gr.Slider(8, 256, value=32, step=8, label="Samples per model")
+        steps = gr.Slider(1, 250, value=16, step=1, label="Steps", info="students distilled for a fixed step count use theirs")
+        guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W")
+        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+        include_real = gr.Checkbox(
+            not missing, label="Include real data", interactive=not missing, info="needs the Fashion-MNIST dataset" if missing else None
+        )
+    gr.Markdown(ctx.settings.budget_note())
+    run = gr.Button("Embed", variant="primary", elem_id="embedding-button")
+    note = gr.Markdown(elem_id="embedding-note")
+    fig = gr.Plot(label="Embedding")
+    run.click(
+        ctx.handler(embedding, gpu=True),
+        [models, n, steps, guidance, seed, include_real, color_by],
+        [fig, note],
+        api_name="embedding",
+        concurrency_limit=ctx.settings.concurrency,
+        concurrency_id="sampling",
+    )

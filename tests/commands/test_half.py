@@ -1,0 +1,39 @@
+"""`python -m demo.half`: a float16 copy of a model folder loads, samples like the original within rounding, is smaller."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from demo.core.models import load_model_folder
+from demo.half import half_copy, main
+
+
+def _size(folder):
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_half_copy_is_smaller_loads_and_matches(tiny_teacher_dir, tmp_path):
+    dst = half_copy(tiny_teacher_dir, tmp_path / "half", name="tiny-half")
+    weights = load_file(str(next((dst / "unet").glob("*.safetensors"))))
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    assert _size(dst / "unet") < 0.6 * _size(tiny_teacher_dir / "unet")
+    card = json.loads((dst / "card.json").read_text())
+    assert card["name"] == "tiny-half" and "metrics" not in card
+    a, b = load_model_folder(tiny_teacher_dir), load_model_folder(dst)
+    z, t, y = torch.randn(2, 1, 28, 28), torch.tensor([10, 900]), torch.tensor([1, 4])
+    with torch.no_grad():
+        out_a, out_b = a.output(z, t, y), b.output(z, t, y)
+    assert b.net.dtype == torch.float32 and not torch.equal(out_a, out_b) and torch.allclose(out_a, out_b, atol=1e-2)
+    if (tiny_teacher_dir / "tirt.safetensors").is_file():
+        assert torch.equal(a.tirt_logits, b.tirt_logits)
+
+
+def test_half_copy_errors_are_sentences(tiny_teacher_dir, tmp_path, capsys):
+    assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    (tmp_path / "taken").mkdir()
+    assert main([str(tiny_teacher_dir), str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
