@@ -73,7 +73,9 @@ def main() -> None:
             **launch_kwargs(),
         )
     except OSError as e:  # the port is taken, or the name does not resolve
-        sys.exit(f"error: cannot serve on {server_name}:{server_port} ({e.strerror or e}); set GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.")
+        sys.exit(
+            f"error: cannot serve on {server_name}:{server_port} ({e.strerror or e}); set GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."
+        )
 
 
 if __name__ == "__main__":

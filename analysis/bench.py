@@ -83,8 +83,17 @@ def model_entries(models_dir: Path) -> list[_Entry]:
     for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir() and is_model_folder(p)):
         card = read_card(folder)
         name = card.get("name") if isinstance(card.get("name"), str) and card.get("name") else folder.name
-        rows.append(_Entry(name, folder, str(card.get("kind", "teacher")), str(card.get("method", "")), card.get("steps"),
-                           bool(card.get("w_conditioned", False)), card))  # fmt: skip
+        rows.append(
+            _Entry(
+                name,
+                folder,
+                str(card.get("kind", "teacher")),
+                str(card.get("method", "")),
+                card.get("steps"),
+                bool(card.get("w_conditioned", False)),
+                card,
+            )
+        )
     return rows
 
 
@@ -107,7 +116,9 @@ def find_targets(models_dir: Path, teacher: str | None = None) -> list[Target]:
         steps, note = e.steps, ""
         if not steps:
             steps = PLAIN_STUDENT_STEPS
-            note = f"no distilled step count: sampled at {steps} steps" + ("" if e.w_conditioned else " with CFG like the teacher")
+            note = f"no distilled step count: sampled at {steps} steps" + (
+                "" if e.w_conditioned else " with CFG like the teacher"
+            )
         rows.append(Target(e.name, e.path, "student", e.method, int(steps), e.w_conditioned, e.card.get("teacher"), note))
     return rows
 
@@ -257,7 +268,12 @@ def time_sampler(run, fwd, nfe_per_call: int, device, quick: bool) -> dict:
         sampler_s.append(s)
         forward_s.append(f)
         ratios.append(s / (nfe * f))
-    return {"nfe": nfe, "sampler_s": statistics.median(sampler_s), "forward_s": statistics.median(forward_s), "overhead": statistics.median(ratios)}
+    return {
+        "nfe": nfe,
+        "sampler_s": statistics.median(sampler_s),
+        "forward_s": statistics.median(forward_s),
+        "overhead": statistics.median(ratios),
+    }
 
 
 def measure_row(model, target: Target, quick: bool, guidance: float = GUIDANCE, seed: int = 0) -> dict:
@@ -267,9 +283,14 @@ def measure_row(model, target: Target, quick: bool, guidance: float = GUIDANCE, 
 
     dev = model.device
     row = {
-        "model": target.name, "kind": target.kind, "method": target.method, "steps": target.steps,
-        "w_conditioned": target.w_conditioned, "sampler": SAMPLER, "guidance": guidance,
-    }  # fmt: skip
+        "model": target.name,
+        "kind": target.kind,
+        "method": target.method,
+        "steps": target.steps,
+        "w_conditioned": target.w_conditioned,
+        "sampler": SAMPLER,
+        "guidance": guidance,
+    }
     for B in (1, BATCH):
 
         def run(B=B):
@@ -293,12 +314,25 @@ def measure_row(model, target: Target, quick: bool, guidance: float = GUIDANCE, 
     return row
 
 
-def quality(folder: Path, model, steps: int, n: int, classifier, reference, cache: Path, bf16: bool, guidance: float = GUIDANCE, seed: int = 0) -> dict:
+def quality(
+    folder: Path,
+    model,
+    steps: int,
+    n: int,
+    classifier,
+    reference,
+    cache: Path,
+    bf16: bool,
+    guidance: float = GUIDANCE,
+    seed: int = 0,
+) -> dict:
     """Fréchet distance and accuracy of n samples, from the feature cache shared with the reports (`analysis.protocol`)
     when it holds them; `cache` None: its default folder."""
     from analysis.evaluate import evaluate_seeds
 
-    m, _ = evaluate_seeds(folder, model, [seed], n, steps, guidance, SAMPLER, "all", 250, classifier, reference, bf16=bf16, cache_dir=cache)
+    m, _ = evaluate_seeds(
+        folder, model, [seed], n, steps, guidance, SAMPLER, "all", 250, classifier, reference, bf16=bf16, cache_dir=cache
+    )
     return {"frechet_distance": round(m["frechet_distance"], 4), "accuracy": round(m["accuracy"], 4), "quality_n": n}
 
 
@@ -322,7 +356,12 @@ def variant_rows(model, quick: bool, threads: int, compile_timeout: float) -> li
         return run
 
     batch = 2 * BATCH if not model.card.w_conditioned else BATCH
-    fns = {"fp32 eager": fwd, "bf16 autocast": autocast(fwd), "channels_last": fwd_cl, "bf16 autocast + channels_last": autocast(fwd_cl)}
+    fns = {
+        "fp32 eager": fwd,
+        "bf16 autocast": autocast(fwd),
+        "channels_last": fwd_cl,
+        "bf16 autocast + channels_last": autocast(fwd_cl),
+    }
     rows, ok = [], {}
     for name, fn in fns.items():
         row = {"variant": name, "model": model.name, "batch": batch}
@@ -387,9 +426,12 @@ def compile_probe(folder: str, device: str) -> dict:
     compile_s = time.perf_counter() - t0
     t = time_alternating({"eager": eager, "compiled": compiled}, model.device, False, budget_s=10.0)
     return {
-        "forward_ms": round(t["compiled"] * 1000, 3), "eager_ms": round(t["eager"] * 1000, 3), "speedup": round(t["eager"] / t["compiled"], 3),
-        "compile_s": round(compile_s, 1), "max_abs_diff": round((out - ref).abs().max().item(), 5),
-    }  # fmt: skip
+        "forward_ms": round(t["compiled"] * 1000, 3),
+        "eager_ms": round(t["eager"] * 1000, 3),
+        "speedup": round(t["eager"] / t["compiled"], 3),
+        "compile_s": round(compile_s, 1),
+        "max_abs_diff": round((out - ref).abs().max().item(), 5),
+    }
 
 
 # ---- the app: cold start and /compare through gradio_client ----
@@ -411,17 +453,26 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def app_bench(models_dir: Path, teacher: Target, student: Target | None, threads: int, device: str, quick: bool, timeout: float = 120.0) -> dict:
+def app_bench(
+    models_dir: Path, teacher: Target, student: Target | None, threads: int, device: str, quick: bool, timeout: float = 120.0
+) -> dict:
     """Seconds from `python app.py` to the first HTTP 200 on /, then /compare latency (first call loads the models)."""
     port = _free_port()
     env = {
-        **os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-        "GDL_MODEL_ROOTS": str(models_dir), "GDL_DEVICE": device, "OMP_NUM_THREADS": str(threads),
-    }  # fmt: skip
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GDL_MODEL_ROOTS": str(models_dir),
+        "GDL_DEVICE": device,
+        "OMP_NUM_THREADS": str(threads),
+    }
     url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryFile("w+") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             cold = None
             while time.perf_counter() - t0 < timeout and proc.poll() is None:
@@ -435,7 +486,9 @@ def app_bench(models_dir: Path, teacher: Target, student: Target | None, threads
             if cold is None:
                 log.seek(0)
                 tail = [line for line in log.read().splitlines() if line.strip()][-1:] or ["no output"]
-                why = f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer within {timeout:.0f} s"
+                why = (
+                    f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer within {timeout:.0f} s"
+                )
                 return {"status": f"skipped: the app {why} ({tail[0][:200]})"}
             res = {"status": "ok", "cold_start_s": round(cold, 2)}
             res.update(_compare_latency(url, teacher, student, quick))
@@ -450,16 +503,25 @@ def _compare_latency(url: str, teacher: Target, student: Target | None, quick: b
 
         client = Client(url, verbose=False)
         s_folder, s_steps = (student.folder, student.steps) if student else (teacher.folder, 4)
-        kwargs = {"teacher": str(teacher.folder), "student": str(s_folder), "class_label": "0", "guidance": GUIDANCE, "teacher_steps": TEACHER_STEPS[0], "student_steps": s_steps, "seed": 0}
+        kwargs = {
+            "teacher": str(teacher.folder),
+            "student": str(s_folder),
+            "class_label": "0",
+            "guidance": GUIDANCE,
+            "teacher_steps": TEACHER_STEPS[0],
+            "student_steps": s_steps,
+            "seed": 0,
+        }
         times = []
         for _ in range(2 if quick else 4):  # the first call also loads both models
             t0 = time.perf_counter()
             client.predict(**kwargs, api_name="/compare")
             times.append(time.perf_counter() - t0)
         return {
-            "compare_first_ms": round(times[0] * 1000, 1), "compare_ms": round(statistics.median(times[1:]) * 1000, 1),
+            "compare_first_ms": round(times[0] * 1000, 1),
+            "compare_ms": round(statistics.median(times[1:]) * 1000, 1),
             "compare": f"{teacher.name} at {TEACHER_STEPS[0]} steps vs {student.name if student else teacher.name} at {s_steps} steps, batch 1",
-        }  # fmt: skip
+        }
     except Exception as e:  # the server answered but the API did not: report it, keep the numbers we have
         return {"status": f"cold start measured; /compare failed ({type(e).__name__}: {str(e)[:200]})"}
 
@@ -483,10 +545,17 @@ def machine_info(threads: int, device: str, quick: bool) -> dict:
                 cpu = line.split(":", 1)[1].strip()
                 break
     info = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "torch": torch.__version__,
-        "python": platform.python_version(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "device": device,
-        "quick": quick, "guidance": GUIDANCE, "sampler": SAMPLER,
-    }  # fmt: skip
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "device": device,
+        "quick": quick,
+        "guidance": GUIDANCE,
+        "sampler": SAMPLER,
+    }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -496,28 +565,50 @@ def to_markdown(report: dict) -> str:
     from analysis.evaluate import format_value, markdown_table
 
     m, rows = report["machine"], report["rows"]
-    mem = next((k for k in ("peak_rss_delta_mb", "peak_cuda_alloc_delta_mb", "peak_rss_since_start_mb") if rows and k in rows[0]), None)
-    cols = ["model", "steps", "nfe", "latency_ms_b1", "latency_ms_b16", "img_per_s", "speedup_vs_teacher_64", "overhead", "overhead_b1", "params", "gflops_per_image", mem]
+    mem = next(
+        (k for k in ("peak_rss_delta_mb", "peak_cuda_alloc_delta_mb", "peak_rss_since_start_mb") if rows and k in rows[0]), None
+    )
+    cols = [
+        "model",
+        "steps",
+        "nfe",
+        "latency_ms_b1",
+        "latency_ms_b16",
+        "img_per_s",
+        "speedup_vs_teacher_64",
+        "overhead",
+        "overhead_b1",
+        "params",
+        "gflops_per_image",
+        mem,
+    ]
     cols += ["frechet_distance", "accuracy"] if any(r.get("frechet_distance") is not None for r in rows) else []
     out = [
         "# Benchmark",
         "",
         f"{m['date']} · torch {m['torch']} · {m['cpu']} ({m['cpu_count']} cores) · {m['threads']} thread(s) · {m['device']}"
-        + (f" ({m['gpu']})" if "gpu" in m else "") + (" · --quick" if m["quick"] else "")
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + (" · --quick" if m["quick"] else "")
         + (f" · load average {m['load_avg_start']:g} → {m['load_avg_end']:g}" if m.get("load_avg_start") is not None else ""),
         "",
         f"DDIM at guidance W = {m['guidance']:g} (diffusers convention): the CFG teacher runs 2 NFE per step (one batched 2B "
         "forward), a w-conditioned student 1. Latency is the median wall time of `demo.core.generate.generate` for 1 and 16 "
         f"images after a warm-up; img/s is at batch 16. `overhead` = sampler time / (NFE × the bare network's time per "
         f"NFE on the same batch), 1.0 is the floor, goal ≤ {OVERHEAD_GOAL:.2f}. "
-        + (f"`{mem}`: peak {'resident memory' if 'rss' in mem else 'CUDA allocation'} during the batch-16 sampling runs, over the memory before them." if mem else ""),
+        + (
+            f"`{mem}`: peak {'resident memory' if 'rss' in mem else 'CUDA allocation'} during the batch-16 sampling runs, over the memory before them."
+            if mem
+            else ""
+        ),
         "",
         markdown_table(rows, [c for c in cols if c]),
-    ]  # fmt: skip
+    ]
     notes = [f"- {r['model']}: {r['note']}" for r in rows if r.get("note")]
     loads = [v for v in (m.get("load_avg_start"), m.get("load_avg_end")) if v is not None]
     if loads and max(loads) > m["cpu_count"]:
-        notes.append(f"- The load average ({max(loads):g}) exceeded the {m['cpu_count']} cores: other processes competed for the CPU, so times are inflated and noisy.")
+        notes.append(
+            f"- The load average ({max(loads):g}) exceeded the {m['cpu_count']} cores: other processes competed for the CPU, so times are inflated and noisy."
+        )
     if report.get("quality_note"):
         notes.append(f"- Quality: {report['quality_note']}")
     if notes:
@@ -526,8 +617,18 @@ def to_markdown(report: dict) -> str:
     if checks:
         out += ["", "## Goals", "", *[f"- {'✅' if c['ok'] else '❌'} {c['what']}" for c in checks]]
     if report.get("variants"):
-        out += ["", "## Variants of the teacher's forward", "", "Forward of the CFG batch; `speedup` is against fp32 eager (> 1 is faster).", ""]
-        out.append(markdown_table(report["variants"], ["variant", "model", "batch", "forward_ms", "speedup", "max_abs_diff", "compile_s", "status"]))
+        out += [
+            "",
+            "## Variants of the teacher's forward",
+            "",
+            "Forward of the CFG batch; `speedup` is against fp32 eager (> 1 is faster).",
+            "",
+        ]
+        out.append(
+            markdown_table(
+                report["variants"], ["variant", "model", "batch", "forward_ms", "speedup", "max_abs_diff", "compile_s", "status"]
+            )
+        )
     if report.get("app"):
         a = report["app"]
         out += ["", "## App", "", *[f"- {k}: {format_value(v)}" for k, v in a.items()]]
@@ -540,17 +641,35 @@ def pareto_figure(rows: list[dict]):
 
     labelled = [{**r, "label": f"{r['model']} · {r['steps']}"} for r in rows]
     if any(r.get("frechet_distance") is not None for r in rows):
-        return plot_pareto(labelled, x="latency_ms_b1", y="frechet_distance", label="label", title="Fréchet distance against latency (batch 1)")
-    return plot_pareto(labelled, x="nfe", y="latency_ms_b1", label="label", title="Latency (batch 1) against NFE — quality not measured")
+        return plot_pareto(
+            labelled, x="latency_ms_b1", y="frechet_distance", label="label", title="Fréchet distance against latency (batch 1)"
+        )
+    return plot_pareto(
+        labelled, x="nfe", y="latency_ms_b1", label="label", title="Latency (batch 1) against NFE — quality not measured"
+    )
 
 
 def goal_checks(rows: list[dict]) -> list[dict]:
-    checks = [{"what": f"sampler overhead ≤ {OVERHEAD_GOAL:.2f} at batch {BATCH} for every row (worst {max(r['overhead'] for r in rows):.3f})", "ok": all(r["overhead"] <= OVERHEAD_GOAL for r in rows)}] if rows else []
+    checks = (
+        [
+            {
+                "what": f"sampler overhead ≤ {OVERHEAD_GOAL:.2f} at batch {BATCH} for every row (worst {max(r['overhead'] for r in rows):.3f})",
+                "ok": all(r["overhead"] <= OVERHEAD_GOAL for r in rows),
+            }
+        ]
+        if rows
+        else []
+    )
     for r in rows:
         s = r.get("speedup_vs_teacher_64")
         if r["kind"] == "student" and s is not None and r["steps"] in (1, 4):
             need = 100 if r["steps"] == 1 else 25
-            checks.append({"what": f"{r['model']} ({r['steps']} step{'s' if r['steps'] > 1 else ''}): {s:.1f}× the teacher's img/s at 64 steps (goal ≥ {need}×)", "ok": s >= need})
+            checks.append(
+                {
+                    "what": f"{r['model']} ({r['steps']} step{'s' if r['steps'] > 1 else ''}): {s:.1f}× the teacher's img/s at 64 steps (goal ≥ {need}×)",
+                    "ok": s >= need,
+                }
+            )
     return checks
 
 
@@ -571,8 +690,10 @@ def run(args, targets: list[Target]) -> dict:
             quality_note = f"skipped ({e})"
             print(f"note: quality is not measured: {e}")
         if classifier is not None:
-            quality_note = (f"Fréchet distance and accuracy of {args.n} samples (classes cycled, seed {args.seed}"
-                            f"{', bf16 autocast' if args.quality_bf16 else ''}) in the Fashion-MNIST classifier's features")  # fmt: skip
+            quality_note = (
+                f"Fréchet distance and accuracy of {args.n} samples (classes cycled, seed {args.seed}"
+                f"{', bf16 autocast' if args.quality_bf16 else ''}) in the Fashion-MNIST classifier's features"
+            )
     models, rows = {}, []
     for target in targets:
         if target.folder not in models:
@@ -582,7 +703,19 @@ def run(args, targets: list[Target]) -> dict:
         row = measure_row(model, target, args.quick, seed=args.seed)
         if classifier is not None:
             say(f"bench: {target.name} at {target.steps} steps: quality on {args.n} samples …")
-            row.update(quality(target.folder, model, target.steps, args.n, classifier, reference, args.cache, args.quality_bf16, seed=args.seed))
+            row.update(
+                quality(
+                    target.folder,
+                    model,
+                    target.steps,
+                    args.n,
+                    classifier,
+                    reference,
+                    args.cache,
+                    args.quality_bf16,
+                    seed=args.seed,
+                )
+            )
         else:
             row.update(frechet_distance=None, accuracy=None)
         rows.append(row)
@@ -602,11 +735,19 @@ def run(args, targets: list[Target]) -> dict:
         app = app_bench(args.models_dir, teacher_t, student, args.threads, args.device, args.quick)
         if app["status"] != "ok":
             print(f"note: app {app['status']}")
-    machine = {**machine_info(args.threads, args.device, args.quick), "load_avg_start": load_start, "load_avg_end": load_average()}
+    machine = {
+        **machine_info(args.threads, args.device, args.quick),
+        "load_avg_start": load_start,
+        "load_avg_end": load_average(),
+    }
     return {
-        "machine": machine, "rows": rows, "variants": variants, "app": app,
-        "checks": goal_checks(rows), "quality_note": quality_note,
-    }  # fmt: skip
+        "machine": machine,
+        "rows": rows,
+        "variants": variants,
+        "app": app,
+        "checks": goal_checks(rows),
+        "quality_note": quality_note,
+    }
 
 
 def write_outputs(report: dict, out: Path) -> list[Path]:
@@ -629,18 +770,34 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer repeats; no quality metrics, no torch.compile")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON list on the last line")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO)}/)")
-    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS, help="folder holding the model folders (default assets/models)")
-    p.add_argument("--teacher", default=None, help=f"the teacher's name (default {DEFAULT_TEACHER} when present, else every teacher)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, which follows OMP_NUM_THREADS)")
+    p.add_argument(
+        "--models-dir", type=Path, default=DEFAULT_MODELS, help="folder holding the model folders (default assets/models)"
+    )
+    p.add_argument(
+        "--teacher", default=None, help=f"the teacher's name (default {DEFAULT_TEACHER} when present, else every teacher)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's, which follows OMP_NUM_THREADS)"
+    )
     p.add_argument("--app", action="store_true", help="also measure the app's cold start and /compare latency")
     p.add_argument("--n", type=int, default=1000, help="samples per row for Fréchet distance and accuracy (default 1000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality-fp32", dest="quality_bf16", action="store_false",
-                   help="sample the quality rows in fp32 (default: bf16 autocast, as the reports do; timings are fp32 either way)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="per-seed feature sets cached by weights and settings, shared with the reports (default: analysis.protocol.FEATURES_DIR)")
+    p.add_argument(
+        "--quality-fp32",
+        dest="quality_bf16",
+        action="store_false",
+        help="sample the quality rows in fp32 (default: bf16 autocast, as the reports do; timings are fp32 either way)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="per-seed feature sets cached by weights and settings, shared with the reports (default: analysis.protocol.FEATURES_DIR)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--compile-timeout", type=float, default=300.0, help="seconds torch.compile may take before it is reported as timed out")
+    p.add_argument(
+        "--compile-timeout", type=float, default=300.0, help="seconds torch.compile may take before it is reported as timed out"
+    )
     p.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)  # internal: the torch.compile child
     args = p.parse_args(argv)
     cpus = os.cpu_count() or 1
@@ -681,7 +838,14 @@ def main(argv=None) -> int:
     print(to_markdown(report))
     print("wrote " + ", ".join(str(p) for p in written))
     if args.json:
-        print(json.dumps([{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in report["rows"]]))
+        print(
+            json.dumps(
+                [
+                    {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                    for r in report["rows"]
+                ]
+            )
+        )
     sys.stdout.flush()
     return 0
 

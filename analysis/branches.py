@@ -46,7 +46,13 @@ def guidance_branches(model, z: torch.Tensor, t: torch.Tensor, labels: torch.Ten
         w_hi = w_lo + 1.0
     alpha, sigma = (a.to(z) for a in model.schedule.alpha_sigma(t))
     eps = [
-        to_eps(z, model.output(z, t, labels, torch.full((z.shape[0],), w, device=z.device)).float(), alpha, sigma, model.prediction_type)
+        to_eps(
+            z,
+            model.output(z, t, labels, torch.full((z.shape[0],), w, device=z.device)).float(),
+            alpha,
+            sigma,
+            model.prediction_type,
+        )
         for w in (w_lo, w_hi)
     ]
     delta = (eps[1] - eps[0]) / (w_hi - w_lo)
@@ -91,7 +97,9 @@ def _check_inputs(teacher, x0, labels, timesteps) -> list[int]:
     return ts
 
 
-def branch_gap_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, seed: int = 0, batch_size: int = 64) -> BranchGap:
+def branch_gap_curve(
+    student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, seed: int = 0, batch_size: int = 64
+) -> BranchGap:
     """ρ, cos(Δ_S, Δ_T) and Gap-MSE at each timestep, on real images `x0` [N,1,H,W] in [-1, 1] with class `labels` [N].
 
     The noise ε for timestep k comes from `seed` and k alone, and z_t is built with the teacher's schedule, so every
@@ -130,8 +138,16 @@ def branch_gap_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, t
 
 
 @torch.no_grad()
-def x0_error_curve(student, teacher, x0: torch.Tensor, labels: torch.Tensor, timesteps, guidance: float = 2.0, seed: int = 0,
-                   batch_size: int = 64) -> np.ndarray:  # fmt: skip
+def x0_error_curve(
+    student,
+    teacher,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    timesteps,
+    guidance: float = 2.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> np.ndarray:
     """E mean_pixels (x̂0_S − x̂0_T)² of the guided predictions at W = `guidance`, per timestep, on the same z_t.
 
     z_t is built as in `branch_gap_curve` (same seed → same noise), so this is where along t a student's guided

@@ -27,10 +27,14 @@ class FashionClassifier(nn.Module):
 
         def block(cin, cout):
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),
-            )  # fmt: skip
+            )
 
         self.body = nn.Sequential(block(1, width), block(width, 2 * width), block(2 * width, 4 * width))
         self.feat = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * width * 3 * 3, FEATURE_DIM), nn.ReLU(inplace=True))

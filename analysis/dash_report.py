@@ -46,10 +46,36 @@ from demo.core.models import ModelFolderError, check_model_folder, load_model_fo
 from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
-COLUMNS = ("model", "method", "params", "ratio", "frechet_distance", "fd_vs_teacher", "accuracy", "accuracy_diff", "precision", "recall", "rho",
-           "cos", "gap_mse", "nfe")  # fmt: skip
+COLUMNS = (
+    "model",
+    "method",
+    "params",
+    "ratio",
+    "frechet_distance",
+    "fd_vs_teacher",
+    "accuracy",
+    "accuracy_diff",
+    "precision",
+    "recall",
+    "rho",
+    "cos",
+    "gap_mse",
+    "nfe",
+)
 INTERVAL_COLUMNS = ("fd_vs_teacher", "accuracy_diff")  # printed as "value [low, high]"
-QUALITY_KEYS = ("frechet_distance", "accuracy", "precision", "recall", "kid", "nfe", "seconds", "img_per_s", "seeds", "fd_by_seed", "accuracy_by_seed")
+QUALITY_KEYS = (
+    "frechet_distance",
+    "accuracy",
+    "precision",
+    "recall",
+    "kid",
+    "nfe",
+    "seconds",
+    "img_per_s",
+    "seeds",
+    "fd_by_seed",
+    "accuracy_by_seed",
+)
 # Sampling seconds stay in the JSON but not in the table: evaluation runs share the CPU with other work, so their wall
 # times are not latencies; `--latency-steps` measures those.
 BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher")
@@ -74,8 +100,21 @@ def branch_row(model, teacher, settings: dict, x0, labels) -> dict:
 
 def quality_row(folder, model, settings: dict, classifier, reference, log=None) -> tuple[dict, list]:
     """(quality numbers averaged over the seeds, per-seed feature sets) at `settings` (`analysis.evaluate.evaluate_seeds`)."""
-    q, sets = evaluate_seeds(folder, model, settings["seeds"], settings["n"], settings["steps"], settings["guidance"], "ddim", "all",
-                             settings["batch_size"], classifier, reference, bf16=settings["bf16"], log=log)  # fmt: skip
+    q, sets = evaluate_seeds(
+        folder,
+        model,
+        settings["seeds"],
+        settings["n"],
+        settings["steps"],
+        settings["guidance"],
+        "ddim",
+        "all",
+        settings["batch_size"],
+        classifier,
+        reference,
+        bf16=settings["bf16"],
+        log=log,
+    )
     return {k: q[k] for k in QUALITY_KEYS if k in q}, sets
 
 
@@ -85,7 +124,11 @@ def add_teacher_ratios(rows: list[dict], sets: list, pool, reference, replicates
         c = compare(s, sets[0], r["seeds"], pool, reference, replicates)
         r["fd_vs_teacher"], r["fd_vs_teacher_lo"], r["fd_vs_teacher_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
         r["fd_vs_teacher_by_seed"] = c["fd_ratio_by_seed"]
-        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = c["accuracy_diff"], c["accuracy_diff_lo"], c["accuracy_diff_hi"]
+        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = (
+            c["accuracy_diff"],
+            c["accuracy_diff_lo"],
+            c["accuracy_diff_hi"],
+        )
 
 
 def display_row(row: dict) -> dict:
@@ -110,22 +153,41 @@ def gain_share(rows: dict, metric: str) -> float | None:
 def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
     table = markdown_table([display_row(r) for r in rows], COLUMNS) + "\n"
     seeds = settings["seeds"]
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
-    note = (f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples per seed, "
-            f"{seed_text}{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: the mean of the per-seed Fréchet-distance "
-            f"ratios to the teacher, `accuracy_diff`: accuracy minus the teacher's, each with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
-            "paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real images. "
-            f"ρ / cos(Δ) / Gap-MSE averaged over "
-            f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images. `ratio` = teacher parameters / "
-            "model parameters. Fréchet distance uses the Fashion-MNIST classifier's features (not FID).\n")  # fmt: skip
+    seed_text = (
+        f"seed {seeds[0]}"
+        if len(seeds) == 1
+        else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
+    )
+    note = (
+        f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples per seed, "
+        f"{seed_text}{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: the mean of the per-seed Fréchet-distance "
+        f"ratios to the teacher, `accuracy_diff`: accuracy minus the teacher's, each with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
+        "paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real images. "
+        f"ρ / cos(Δ) / Gap-MSE averaged over "
+        f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images. `ratio` = teacher parameters / "
+        "model parameters. Fréchet distance uses the Fashion-MNIST classifier's features (not FID).\n"
+    )
     for key, v in shares.items():
         if v is not None:
             note += f"\nShare of DASH's gain over cond-only KD that L_un accounts for ({key}): {v:.2f}."
     return table + note + "\n"
 
 
-LATENCY_COLUMNS = ("model", "steps", "nfe", "params", "weights_mb", "latency_ms_b1", "latency_ms_b16", "img_per_s", "peak_rss_delta_mb",
-                   "gflops_per_image", "param_ratio", "latency_ratio_b1", "latency_ratio_b16")  # fmt: skip
+LATENCY_COLUMNS = (
+    "model",
+    "steps",
+    "nfe",
+    "params",
+    "weights_mb",
+    "latency_ms_b1",
+    "latency_ms_b16",
+    "img_per_s",
+    "peak_rss_delta_mb",
+    "gflops_per_image",
+    "param_ratio",
+    "latency_ratio_b1",
+    "latency_ratio_b16",
+)
 
 
 def latency_rows(models: dict, steps: int, guidance: float) -> dict:
@@ -151,9 +213,11 @@ def latency_rows(models: dict, steps: int, guidance: float) -> dict:
 def latency_markdown(latency: dict) -> str:
     table = "\n" + markdown_table(latency["rows"], LATENCY_COLUMNS) + "\n"
     m = latency["machine"]
-    return table + (f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', '')}), {m.get('date', '')}; latencies are "
-                          "medians after warm-up; `peak_rss_delta_mb`: the rise of the process's peak RSS while sampling a batch of 16; "
-                          "`weights_mb`: fp32 parameters.\n")  # fmt: skip
+    return table + (
+        f"\nCFG DDIM at W = 2, fp32, {m.get('threads')} CPU threads ({m.get('cpu', '')}), {m.get('date', '')}; latencies are "
+        "medians after warm-up; `peak_rss_delta_mb`: the rise of the process's peak RSS while sampling a batch of 16; "
+        "`weights_mb`: fp32 parameters.\n"
+    )
 
 
 def branch_figure(rows: list[dict]):
@@ -173,16 +237,24 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=2000, help="samples per model and seed")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them")
+    p.add_argument(
+        "--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them"
+    )
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--timesteps", type=int, default=20)
     p.add_argument("--branch-images", type=int, default=256)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the Debian package's / FASHION_MNIST_DIR)")
-    p.add_argument("--latency-steps", type=int, default=0,
-                   help="also time CFG DDIM sampling at this many steps for the teacher and the DASH student(s) (analysis.bench's "
-                        "latency, peak memory and FLOPs; run it on a quiet machine). 0: skip")  # fmt: skip
+    p.add_argument(
+        "--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the Debian package's / FASHION_MNIST_DIR)"
+    )
+    p.add_argument(
+        "--latency-steps",
+        type=int,
+        default=0,
+        help="also time CFG DDIM sampling at this many steps for the teacher and the DASH student(s) (analysis.bench's "
+        "latency, peak memory and FLOPs; run it on a quiet machine). 0: skip",
+    )
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--no-cards", action="store_true", help="do not store the rows in the models' card.json")
     p.add_argument("--out", default=str(RESULTS))
@@ -191,7 +263,10 @@ def main(argv=None) -> int:
     cache = out / "dash-rows"
     students = [Path(s) for s in args.students.split(",") if s]
     try:
-        settings = {k: getattr(args, k) for k in ("n", "steps", "guidance", "batch_size", "timesteps", "branch_images", "bf16", "bootstrap")}
+        settings = {
+            k: getattr(args, k)
+            for k in ("n", "steps", "guidance", "batch_size", "timesteps", "branch_images", "bf16", "bootstrap")
+        }
         settings["seeds"] = parse_seeds(args.seeds)
         if args.n < 2 or args.bootstrap < 10:
             raise ValueError(f"--n must be at least 2 and --bootstrap at least 10, got {args.n} and {args.bootstrap}")
@@ -211,11 +286,17 @@ def main(argv=None) -> int:
             model = models[folder] = teacher if folder == Path(args.teacher) else load_model_folder(folder)
             key = {"protocol": PROTOCOL, "weights": weights_key(folder), "teacher": teacher_key, **branch_settings}
             started = time.time()
-            row, computed = cached_row(cache, model.name, key, lambda model=model: branch_row(model, teacher, settings, x0, labels))
+            row, computed = cached_row(
+                cache, model.name, key, lambda model=model: branch_row(model, teacher, settings, x0, labels)
+            )
             if computed:
                 print(f"{model.name}: branch statistics in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
             q, model_sets = quality_row(folder, model, settings, classifier, reference, log)
-            row = {**row, **q, "method": model.card.method}  # the method read from the card each time (cards may be corrected later)
+            row = {
+                **row,
+                **q,
+                "method": model.card.method,
+            }  # the method read from the card each time (cards may be corrected later)
             rows[model.name] = row
             sets.append(model_sets)
             print(json.dumps({k: row[k] for k in COLUMNS if k in row}), flush=True)
@@ -229,14 +310,29 @@ def main(argv=None) -> int:
     latency = latency_rows(models, args.latency_steps, args.guidance) if args.latency_steps else None
     shares = {m: gain_share(rows, m) for m in ("frechet_distance", "rho", "cos")}
     ordered = list(rows.values())
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "protocol": PROTOCOL, "settings": settings}
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "protocol": PROTOCOL,
+        "settings": settings,
+    }
     report = {"meta": meta, "rows": ordered, "l_un_gain_share": shares}
     if latency is None and (out / "dash.json").is_file():  # keep the last measured latency table when not re-measured
         latency = json.loads((out / "dash.json").read_text()).get("latency")
     if latency is not None:
         report["latency"] = latency
-    written = write_report(out, "dash", report, markdown(ordered, settings, shares) + (latency_markdown(latency) if latency else ""),
-                           branch_figure(ordered), "dash-branches", 1200, 450, png=not args.no_png)  # fmt: skip
+    written = write_report(
+        out,
+        "dash",
+        report,
+        markdown(ordered, settings, shares) + (latency_markdown(latency) if latency else ""),
+        branch_figure(ordered),
+        "dash-branches",
+        1200,
+        450,
+        png=not args.no_png,
+    )
     for folder in [] if args.no_cards else folders:
         row = rows.get(models[folder].name) if folder in models else None
         if row is not None:

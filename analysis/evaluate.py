@@ -31,7 +31,19 @@ from demo.core.guidance import parse_interval
 from demo.core.models import ModelFolderError, load_model_folder
 
 
-def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0, class_label="all", batch_size=250, classifier=None, reference=None, **options) -> dict:
+def evaluate_model(
+    model,
+    n=2000,
+    steps=64,
+    guidance=2.0,
+    sampler="ddim",
+    seed=0,
+    class_label="all",
+    batch_size=250,
+    classifier=None,
+    reference=None,
+    **options,
+) -> dict:
     from demo.core.generate import SamplingRequest, run
 
     # The settings are checked once, into a request; the row reports the parsed interval from it.
@@ -56,21 +68,61 @@ def evaluate_model(model, n=2000, steps=64, guidance=2.0, sampler="ddim", seed=0
     }
 
 
-def evaluate_seeds(folder, model, seeds: list[int], n=2000, steps=64, guidance=2.0, sampler="ddim", class_label="all", batch_size=250,
-                   classifier=None, reference=None, bf16=False, interval=None, clip_x0=False, cache_dir=None, log=None) -> tuple[dict, list]:
+def evaluate_seeds(
+    folder,
+    model,
+    seeds: list[int],
+    n=2000,
+    steps=64,
+    guidance=2.0,
+    sampler="ddim",
+    class_label="all",
+    batch_size=250,
+    classifier=None,
+    reference=None,
+    bf16=False,
+    interval=None,
+    clip_x0=False,
+    cache_dir=None,
+    log=None,
+) -> tuple[dict, list]:
     """(row, feature sets): a model folder at several seeds under `analysis.protocol` — every number the mean over the
     seeds, the per-seed Fréchet distance and accuracy kept — and the per-seed feature sets (cached: adding a seed
     samples only that seed). `interval` is a parsed guidance interval or None."""
     classifier = classifier or load_classifier(device=model.device)
     reference = reference or load_reference()
-    sets = [sample_features(folder, model, n, steps, guidance, sampler, seed, batch_size, bf16, interval, clip_x0, classifier, cache_dir, log,
-                            class_label) for seed in seeds]  # fmt: skip
+    sets = [
+        sample_features(
+            folder,
+            model,
+            n,
+            steps,
+            guidance,
+            sampler,
+            seed,
+            batch_size,
+            bf16,
+            interval,
+            clip_x0,
+            classifier,
+            cache_dir,
+            log,
+            class_label,
+        )
+        for seed in seeds
+    ]
     m = mean_metrics([feature_metrics(fs, reference, seed) for fs, seed in zip(sets, seeds)], seeds)
     row = {
-        "model": model.name, "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seeds[0], "bf16": bool(bf16),
+        "model": model.name,
+        "steps": steps,
+        "guidance": guidance,
+        "sampler": sampler,
+        "seed": seeds[0],
+        "bf16": bool(bf16),
         **({"guidance_interval": list(interval)} if interval is not None else {}),
-        **m, "img_per_s": round(n / m["seconds"], 2) if m["seconds"] else None,
-    }  # fmt: skip
+        **m,
+        "img_per_s": round(n / m["seconds"], 2) if m["seconds"] else None,
+    }
     return row, sets
 
 
@@ -95,11 +147,24 @@ def generate_shard(model, n, class_label, steps, guidance, sampler, seed, batch_
     labels = parse_labels(class_label, n, model.card.num_classes)
     noise = initial_noise(seed, n, model.sample_shape)
     lo, hi = shard_bounds(n, rank, world)
-    return generate(model, hi - lo, class_label, steps, guidance, sampler, seed + 7919 * rank, batch_size,
-                    noise=noise[lo:hi], labels=labels[lo:hi], **options)  # fmt: skip
+    return generate(
+        model,
+        hi - lo,
+        class_label,
+        steps,
+        guidance,
+        sampler,
+        seed + 7919 * rank,
+        batch_size,
+        noise=noise[lo:hi],
+        labels=labels[lo:hi],
+        **options,
+    )
 
 
-def evaluate_sharded(model, n, steps, guidance, sampler, seed, class_label, batch_size, rank: int, world: int, gather, **options) -> dict | None:
+def evaluate_sharded(
+    model, n, steps, guidance, sampler, seed, class_label, batch_size, rank: int, world: int, gather, **options
+) -> dict | None:
     """One process's part of a sharded evaluation; `gather(obj)` returns every rank's obj on rank 0 (None elsewhere).
 
     Returns the metrics row on rank 0 and None on the other ranks.
@@ -112,11 +177,19 @@ def evaluate_sharded(model, n, steps, guidance, sampler, seed, class_label, batc
     feats, probs, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
     seconds = max(p[3] for p in parts)  # wall time: the slowest process
     return {
-        "protocol": PROTOCOL, "model": model.name, "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seed,
-        "bf16": bool(options.get("bf16", False)), "nfe": gen.nfe, "seconds": round(seconds, 3),
-        "img_per_s": round(n / seconds, 2), "processes": world,
+        "protocol": PROTOCOL,
+        "model": model.name,
+        "steps": steps,
+        "guidance": guidance,
+        "sampler": sampler,
+        "seed": seed,
+        "bf16": bool(options.get("bf16", False)),
+        "nfe": gen.nfe,
+        "seconds": round(seconds, 3),
+        "img_per_s": round(n / seconds, 2),
+        "processes": world,
         **reference_metrics(load_reference(), feats, probs, labels),
-    }  # fmt: skip
+    }
 
 
 def _distributed_gather():
@@ -193,8 +266,21 @@ def cached_row(cache_dir, name: str, key: dict, compute: Callable[[], dict]) -> 
     return row, True
 
 
-def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim", seed=0, batch_size=250, bf16=False,
-                    classifier=None, reference=None, interval=None) -> tuple[dict, bool]:
+def evaluate_cached(
+    folder,
+    model,
+    cache_dir,
+    n,
+    steps,
+    guidance,
+    sampler="ddim",
+    seed=0,
+    batch_size=250,
+    bf16=False,
+    classifier=None,
+    reference=None,
+    interval=None,
+) -> tuple[dict, bool]:
     """(row, computed): `evaluate_model`'s row for a model folder, cached in `cache_dir` by weights and settings.
 
     The guided-distillation report and the benchmark share one cache, so a (model, steps, W) row is sampled once.
@@ -206,14 +292,23 @@ def evaluate_cached(folder, model, cache_dir, n, steps, guidance, sampler="ddim"
     name = f"{model.name}-{sampler}-s{steps}-W{guidance:g}"
     if interval is not None:
         key["interval"], name = list(interval), f"{name}-gi{interval[0]}-{interval[1]}"
-    return cached_row(cache_dir, name, key,
-                      lambda: evaluate_model(model, n, steps, guidance, sampler, seed, "all", batch_size, classifier, reference, bf16=bf16,
-                                             interval=interval))  # fmt: skip
+    return cached_row(
+        cache_dir,
+        name,
+        key,
+        lambda: evaluate_model(
+            model, n, steps, guidance, sampler, seed, "all", batch_size, classifier, reference, bf16=bf16, interval=interval
+        ),
+    )
 
 
 def add_teacher_arg(p: argparse.ArgumentParser) -> None:
     """The reports' `--teacher`: None unless given, resolved by `demo.core.card.named_teacher` from the student cards."""
-    p.add_argument("--teacher", default=None, help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="default: the teacher named on the student cards (a folder beside them), else assets/models/fmnist-teacher",
+    )
 
 
 def store_card_metrics(folder, tag: str, metrics: dict) -> bool:
@@ -233,8 +328,12 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a readable table)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (e.g. 0,1): every number the mean over them, each seed's "
-                   "features cached (analysis.protocol; GDL_FEATURES_DIR) so a seed is sampled once")  # fmt: skip
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds (e.g. 0,1): every number the mean over them, each seed's "
+        "features cached (analysis.protocol; GDL_FEATURES_DIR) so a seed is sampled once",
+    )
     args = p.parse_args(argv)
     distributed = _distributed_gather()
     try:
@@ -243,19 +342,56 @@ def main(argv=None) -> int:
         if args.seeds is not None:
             model = load_model_folder(args.model, device=args.device)
             interval = parse_interval(args.guidance_interval, model.schedule.num_train_timesteps)
-            result, _ = evaluate_seeds(args.model, model, parse_seeds(args.seeds), args.n, args.steps, args.guidance, args.sampler, args.class_label,
-                                       args.batch_size, bf16=args.bf16, interval=interval, clip_x0=args.clip_x0,
-                                       log=lambda text: print(text, file=sys.stderr, flush=True))  # fmt: skip
+            result, _ = evaluate_seeds(
+                args.model,
+                model,
+                parse_seeds(args.seeds),
+                args.n,
+                args.steps,
+                args.guidance,
+                args.sampler,
+                args.class_label,
+                args.batch_size,
+                bf16=args.bf16,
+                interval=interval,
+                clip_x0=args.clip_x0,
+                log=lambda text: print(text, file=sys.stderr, flush=True),
+            )
         elif distributed is None:
             model = load_model_folder(args.model, device=args.device)
-            result = evaluate_model(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size, clip_x0=args.clip_x0, bf16=args.bf16,
-                                    interval=args.guidance_interval)
+            result = evaluate_model(
+                model,
+                args.n,
+                args.steps,
+                args.guidance,
+                args.sampler,
+                args.seed,
+                args.class_label,
+                args.batch_size,
+                clip_x0=args.clip_x0,
+                bf16=args.bf16,
+                interval=args.guidance_interval,
+            )
         else:
             rank, world, gather = distributed
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
             model = load_model_folder(args.model, device=device)
-            result = evaluate_sharded(model, args.n, args.steps, args.guidance, args.sampler, args.seed, args.class_label, args.batch_size,
-                                      rank, world, gather, clip_x0=args.clip_x0, bf16=args.bf16, interval=args.guidance_interval)  # fmt: skip
+            result = evaluate_sharded(
+                model,
+                args.n,
+                args.steps,
+                args.guidance,
+                args.sampler,
+                args.seed,
+                args.class_label,
+                args.batch_size,
+                rank,
+                world,
+                gather,
+                clip_x0=args.clip_x0,
+                bf16=args.bf16,
+                interval=args.guidance_interval,
+            )
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-CHROMIUM_CANDIDATES = (os.environ.get("GDL_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+CHROMIUM_CANDIDATES = (
+    os.environ.get("GDL_CHROMIUM", ""),
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+)
 
 
 def chromium_path() -> str | None:
@@ -33,8 +38,13 @@ def write_png(fig, path, width: int = 1100, height: int | None = None, scale: fl
     if browser_path is None:
         print(f"note: {path.name} skipped: PNG export needs Chromium and the playwright package; the HTML has the chart.")
         return None
-    html = fig.to_html(include_plotlyjs=True, full_html=True, default_width=f"{width}px", default_height=f"{height}px",
-                       config={"staticPlot": True})  # fmt: skip
+    html = fig.to_html(
+        include_plotlyjs=True,
+        full_html=True,
+        default_width=f"{width}px",
+        default_height=f"{height}px",
+        config={"staticPlot": True},
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--headless", "--no-sandbox", "--disable-gpu"])
@@ -48,7 +58,9 @@ def write_png(fig, path, width: int = 1100, height: int | None = None, scale: fl
     return path
 
 
-def write_report(out, stem: str, payload: dict, markdown: str, fig, figure_stem: str, width: int, height: int, png: bool = True) -> list[Path]:
+def write_report(
+    out, stem: str, payload: dict, markdown: str, fig, figure_stem: str, width: int, height: int, png: bool = True
+) -> list[Path]:
     """A report's files in `out`: STEM.json (payload), STEM.md, FIGURE_STEM.html and, with `png`, FIGURE_STEM.png."""
     import json
 

@@ -84,7 +84,9 @@ def main(argv=None) -> int:
         args.out.write_text(text)
     else:
         sys.stdout.write(text)
-    print(f"{sum(len(m['runs']) for m in result['models'].values())} runs in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(
+        f"{sum(len(m['runs']) for m in result['models'].values())} runs in {time.perf_counter() - start:.0f} s", file=sys.stderr
+    )
     return 0
 
 

@@ -30,7 +30,9 @@ RESULTS = RESULTS_DIR
 METRICS = ("frechet_distance", "kid", "precision", "recall", "accuracy", "diversity_ratio")
 
 
-def guided_resample(p_true: torch.Tensor, labels: torch.Tensor, n_per_class: int, W: float, generator: torch.Generator, num_classes: int = 10) -> torch.Tensor:
+def guided_resample(
+    p_true: torch.Tensor, labels: torch.Tensor, n_per_class: int, W: float, generator: torch.Generator, num_classes: int = 10
+) -> torch.Tensor:
     """Indices of `n_per_class` images per class, drawn without replacement with weights p(c|x)^(W−1).
 
     `p_true` [N]: the classifier's probability of each image's own label; `labels` [N].
@@ -67,7 +69,9 @@ def guided_floors(feats, probs, labels, guidances, n: int, draws: int, seed: int
         for k, v in values.items():
             row[k] = float(np.mean(v))
             row[f"{k}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-        if all(pc is not None for pc in per_class):  # each class's precision against its own real manifold (metrics.per_class_precision)
+        if all(
+            pc is not None for pc in per_class
+        ):  # each class's precision against its own real manifold (metrics.per_class_precision)
             row["per_class_precision"] = [float(np.mean(c)) if None not in c else None for c in zip(*per_class)]
         rows.append(row)
     return rows
@@ -76,7 +80,9 @@ def guided_floors(feats, probs, labels, guidances, n: int, draws: int, seed: int
 def markdown(rows: list[dict]) -> str:
     head = "| W | n | draws | " + " | ".join(METRICS) + " |\n|" + "---|" * (3 + len(METRICS)) + "\n"
     cell = lambda r, k: f"{r[k]:.3g} ± {r[k + '_sd']:.2g}"
-    return head + "".join(f"| {r['guidance']:g} | {r['n']} | {r['draws']} | " + " | ".join(cell(r, k) for k in METRICS) + " |\n" for r in rows)
+    return head + "".join(
+        f"| {r['guidance']:g} | {r['n']} | {r['draws']} | " + " | ".join(cell(r, k) for k in METRICS) + " |\n" for r in rows
+    )
 
 
 def main(argv=None) -> int:
@@ -92,8 +98,10 @@ def main(argv=None) -> int:
         if not guidances or args.n < 10 or args.draws < 1:
             raise ValueError
     except ValueError:
-        print(f"error: --guidances must list numbers, --n be at least 10 and --draws at least 1, got {args.guidances!r}, {args.n}, {args.draws}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --guidances must list numbers, --n be at least 10 and --draws at least 1, got {args.guidances!r}, {args.n}, {args.draws}",
+            file=sys.stderr,
+        )
         return 2
     try:
         x, y = load_fashion_mnist("train")

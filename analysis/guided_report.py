@@ -38,12 +38,28 @@ from demo.core.models import ModelFolderError, check_model_folder, load_model_fo
 from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
-COLUMNS = ("model", "method", "sampler", "interval", "steps", "guidance", "nfe", "frechet_distance", "fd_vs_reference", "accuracy", "accuracy_diff",
-           "precision", "recall", "diversity")  # fmt: skip
+COLUMNS = (
+    "model",
+    "method",
+    "sampler",
+    "interval",
+    "steps",
+    "guidance",
+    "nfe",
+    "frechet_distance",
+    "fd_vs_reference",
+    "accuracy",
+    "accuracy_diff",
+    "precision",
+    "recall",
+    "diversity",
+)
 INTERVAL_COLUMNS = ("fd_vs_reference", "accuracy_diff")  # printed as "value [low, high]"
 
 
-def plan(model, steps: list[int], guidances: list[float], reference: tuple[int, list[float]] | None = None) -> list[tuple[int, float]]:
+def plan(
+    model, steps: list[int], guidances: list[float], reference: tuple[int, list[float]] | None = None
+) -> list[tuple[int, float]]:
     """(steps, W) pairs to evaluate: a distilled student at its own step count, any other model at every count;
     a single-W student (its card's guidance range is one value) only at that W, the one guidance it was trained for;
     the teacher also at the reference step count (e.g. 64) for the W values in `reference`."""
@@ -58,11 +74,23 @@ def plan(model, steps: list[int], guidances: list[float], reference: tuple[int, 
 
 
 def is_reference(row: dict, teacher_name: str, reference_steps: int) -> bool:
-    return row["model"] == teacher_name and row["steps"] == reference_steps and row.get("sampler", "ddim") == "ddim" and not row.get("guidance_interval")
+    return (
+        row["model"] == teacher_name
+        and row["steps"] == reference_steps
+        and row.get("sampler", "ddim") == "ddim"
+        and not row.get("guidance_interval")
+    )
 
 
-def add_reference_ratios(rows: list[dict], teacher_name: str, reference_steps: int, sets: list | None = None, pool=None, reference=None,
-                         replicates: int = BOOTSTRAP) -> None:  # fmt: skip
+def add_reference_ratios(
+    rows: list[dict],
+    teacher_name: str,
+    reference_steps: int,
+    sets: list | None = None,
+    pool=None,
+    reference=None,
+    replicates: int = BOOTSTRAP,
+) -> None:
     """`fd_vs_reference`: a row's Fréchet distance over the plain-CFG teacher's at `reference_steps` and the same W.
 
     With the rows' per-seed feature sets (`sets[i]` for `rows[i]`), it is the mean over seeds of the per-seed ratio
@@ -80,7 +108,11 @@ def add_reference_ratios(rows: list[dict], teacher_name: str, reference_steps: i
         c = compare(sets[i], sets[j], r["seeds"], pool, reference, replicates)
         r["fd_vs_reference"], r["fd_vs_reference_lo"], r["fd_vs_reference_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
         r["fd_vs_reference_by_seed"] = c["fd_ratio_by_seed"]
-        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = c["accuracy_diff"], c["accuracy_diff_lo"], c["accuracy_diff_hi"]
+        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = (
+            c["accuracy_diff"],
+            c["accuracy_diff_lo"],
+            c["accuracy_diff_hi"],
+        )
         r["bootstrap"] = c["bootstrap"]
 
 
@@ -109,15 +141,26 @@ def quality_vs_nfe_figure(rows: list[dict], guidances: list[float]):
     fig = make_subplots(rows=1, cols=len(guidances), subplot_titles=[f"W = {w:g}" for w in guidances], shared_yaxes=True)
     for col, w in enumerate(guidances, start=1):
         for name in names:
-            pts = sorted((r["nfe"], r["frechet_distance"], r["steps"]) for r in rows if series_name(r) == name and r["guidance"] == w)
+            pts = sorted(
+                (r["nfe"], r["frechet_distance"], r["steps"]) for r in rows if series_name(r) == name and r["guidance"] == w
+            )
             if not pts:
                 continue
             fig.add_trace(
-                go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], text=[f"{p[2]} steps" for p in pts], mode="lines+markers",
-                           name=name, legendgroup=name, showlegend=col == 1, line={"color": colours[name]},
-                           hovertemplate=f"{name}<br>%{{text}}, NFE %{{x}}<br>Fréchet distance %{{y:.3g}}<extra></extra>"),
-                row=1, col=col,
-            )  # fmt: skip
+                go.Scatter(
+                    x=[p[0] for p in pts],
+                    y=[p[1] for p in pts],
+                    text=[f"{p[2]} steps" for p in pts],
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    line={"color": colours[name]},
+                    hovertemplate=f"{name}<br>%{{text}}, NFE %{{x}}<br>Fréchet distance %{{y:.3g}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(title="NFE", type="log", row=1, col=col)
     fig.update_yaxes(title="Fréchet distance (classifier features; lower is better)", row=1, col=1)
     fig = _layout(fig, "Guided distillation: quality against network evaluations", height=420)
@@ -132,14 +175,22 @@ def markdown(rows: list[dict], guidances: list[float], settings: dict, reference
         sel = sorted((r for r in rows if r["guidance"] == w), key=lambda r: (r["nfe"], r["model"]))
         text += f"\n**W = {w:g}**\n\n" + markdown_table([display_row(r) for r in sel], cols) + "\n"
     seeds = settings["seeds"]
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
-    text += (f"\nn = {settings['n']} samples per row and seed (classes cycled), {seed_text}"
-             f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1. "
-             "Precision/recall against an equal number of real images.\n")  # fmt: skip
+    seed_text = (
+        f"seed {seeds[0]}"
+        if len(seeds) == 1
+        else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
+    )
+    text += (
+        f"\nn = {settings['n']} samples per row and seed (classes cycled), {seed_text}"
+        f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1. "
+        "Precision/recall against an equal number of real images.\n"
+    )
     if reference_steps:
-        text += (f"`fd_vs_reference`: Fréchet distance over the plain-CFG teacher's at {reference_steps} steps ({2 * reference_steps} NFE) and "
-                 f"the same W, the mean of the per-seed ratios, and `accuracy_diff` the accuracy minus that teacher's, each with a "
-                 f"{settings.get('bootstrap', BOOTSTRAP)}-replicate paired bootstrap 95% interval [low, high] (`analysis.protocol`).\n")  # fmt: skip
+        text += (
+            f"`fd_vs_reference`: Fréchet distance over the plain-CFG teacher's at {reference_steps} steps ({2 * reference_steps} NFE) and "
+            f"the same W, the mean of the per-seed ratios, and `accuracy_diff` the accuracy minus that teacher's, each with a "
+            f"{settings.get('bootstrap', BOOTSTRAP)}-replicate paired bootstrap 95% interval [low, high] (`analysis.protocol`).\n"
+        )
     return text
 
 
@@ -151,26 +202,38 @@ def main(argv=None) -> int:
     p.add_argument("--guidances", default="1,2,3,5")
     p.add_argument("--reference-steps", type=int, default=64, help="the teacher's reference step count (0: none)")
     p.add_argument("--reference-guidances", default="2", help="W values at which the teacher's reference is evaluated")
-    p.add_argument("--student-samplers", default="ddim", help="comma-separated: ddim and/or stochastic (the teacher always uses ddim)")
-    p.add_argument("--teacher-interval", default=None, metavar="LO,HI", help="also the teacher's reference rows with this guidance interval")
+    p.add_argument(
+        "--student-samplers", default="ddim", help="comma-separated: ddim and/or stochastic (the teacher always uses ddim)"
+    )
+    p.add_argument(
+        "--teacher-interval", default=None, metavar="LO,HI", help="also the teacher's reference rows with this guidance interval"
+    )
     p.add_argument("--n", type=int, default=2000, help="samples per model, setting and seed")
-    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them")
+    p.add_argument(
+        "--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them"
+    )
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--no-cards", action="store_true", help="do not store the students' rows in their card.json")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--cache", default=None, help="cached per-seed feature sets (default: analysis.protocol.FEATURES_DIR, runs/eval-features)")
+    p.add_argument(
+        "--cache", default=None, help="cached per-seed feature sets (default: analysis.protocol.FEATURES_DIR, runs/eval-features)"
+    )
     args = p.parse_args(argv)
     try:
         steps = [int(s) for s in args.steps.split(",") if s]
         guidances = [float(w) for w in args.guidances.split(",") if w]
         if not steps or min(steps) < 1 or not guidances or min(guidances) < 0:
-            raise ValueError(f"--steps needs positive integers and --guidances non-negative numbers, got {args.steps!r} and {args.guidances!r}")
+            raise ValueError(
+                f"--steps needs positive integers and --guidances non-negative numbers, got {args.steps!r} and {args.guidances!r}"
+            )
         ref_ws = [float(w) for w in args.reference_guidances.split(",") if w]
         if args.reference_steps < 0 or not set(ref_ws) <= set(guidances):
-            raise ValueError(f"--reference-steps must be 0 or more and --reference-guidances a subset of --guidances, got {args.reference_steps!r} and {args.reference_guidances!r}")
+            raise ValueError(
+                f"--reference-steps must be 0 or more and --reference-guidances a subset of --guidances, got {args.reference_steps!r} and {args.reference_guidances!r}"
+            )
         teacher_reference = (args.reference_steps, ref_ws) if args.reference_steps else None
         seeds = parse_seeds(args.seeds)
         if args.n < 2 or args.bootstrap < 10:
@@ -185,21 +248,45 @@ def main(argv=None) -> int:
         student_samplers = [x for x in args.student_samplers.split(",") if x]
         if not student_samplers or not set(student_samplers) <= {"ddim", "stochastic"}:
             raise ValueError(f"--student-samplers takes ddim and/or stochastic, got {args.student_samplers!r}")
-        settings = {"n": args.n, "seeds": seeds, "seed": seeds[0], "batch_size": args.batch_size, "bf16": args.bf16, "bootstrap": args.bootstrap}
+        settings = {
+            "n": args.n,
+            "seeds": seeds,
+            "seed": seeds[0],
+            "batch_size": args.batch_size,
+            "bf16": args.bf16,
+            "bootstrap": args.bootstrap,
+        }
         rows, sets = [], []
         log = lambda text: print(text, file=sys.stderr, flush=True)
         for i, folder in enumerate(folders):
             model = load_model_folder(folder)
             samplers = student_samplers if model.card.kind == "student" else ["ddim"]
             todo = [(sw, x, None) for x in samplers for sw in plan(model, steps, guidances, teacher_reference)]
-            if i == 0 and args.teacher_interval and teacher_reference:  # the teacher's guidance-interval rows beside the plain ones
+            if (
+                i == 0 and args.teacher_interval and teacher_reference
+            ):  # the teacher's guidance-interval rows beside the plain ones
                 iv = parse_interval(args.teacher_interval, model.schedule.num_train_timesteps)
                 todo += [((teacher_reference[0], w), "ddim", iv) for w in teacher_reference[1] if w > 1]
             for (s, w), sampler, iv in todo:
                 if sampler == "stochastic" and s < 2:
                     continue  # the stochastic sampler takes two half-steps per step: not defined for one step
-                row, row_sets = evaluate_seeds(folder, model, seeds, args.n, s, w, sampler, "all", args.batch_size, classifier, reference,
-                                               bf16=args.bf16, interval=iv, cache_dir=cache, log=log)  # fmt: skip
+                row, row_sets = evaluate_seeds(
+                    folder,
+                    model,
+                    seeds,
+                    args.n,
+                    s,
+                    w,
+                    sampler,
+                    "all",
+                    args.batch_size,
+                    classifier,
+                    reference,
+                    bf16=args.bf16,
+                    interval=iv,
+                    cache_dir=cache,
+                    log=log,
+                )
                 row = {**row, "model": model.name, "method": model.card.method, "folder": str(folder), "kind": model.card.kind}
                 rows.append(row)
                 sets.append(row_sets)
@@ -208,18 +295,51 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.reference_steps:
-        add_reference_ratios(rows, rows[0]["model"], args.reference_steps, sets, real_pool(reference, classifier), reference, args.bootstrap)
+        add_reference_ratios(
+            rows, rows[0]["model"], args.reference_steps, sets, real_pool(reference, classifier), reference, args.bootstrap
+        )
     for r in [] if args.no_cards else rows:
         if r["kind"] == "student":
-            metrics = {k: r[k] for k in ("frechet_distance", "fd_vs_reference", "fd_vs_reference_lo", "fd_vs_reference_hi", "accuracy", "accuracy_diff",
-                                         "precision", "recall", "diversity", "nfe", "seeds", "n", "protocol") if k in r}  # fmt: skip
+            metrics = {
+                k: r[k]
+                for k in (
+                    "frechet_distance",
+                    "fd_vs_reference",
+                    "fd_vs_reference_lo",
+                    "fd_vs_reference_hi",
+                    "accuracy",
+                    "accuracy_diff",
+                    "precision",
+                    "recall",
+                    "diversity",
+                    "nfe",
+                    "seeds",
+                    "n",
+                    "protocol",
+                )
+                if k in r
+            }
             store_card_metrics(r["folder"], f"{r['sampler']}{r['steps']}_W{r['guidance']:g}_guided_report", metrics)
     out = Path(args.out)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "protocol": PROTOCOL,
-            "settings": {**settings, "student_samplers": student_samplers},
-            "reference_steps": args.reference_steps}
-    written = write_report(out, "guided", {"meta": meta, "rows": rows}, markdown(rows, guidances, settings, args.reference_steps),
-                           quality_vs_nfe_figure(rows, guidances), "guided-nfe", 1300, 420, png=not args.no_png)  # fmt: skip
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "protocol": PROTOCOL,
+        "settings": {**settings, "student_samplers": student_samplers},
+        "reference_steps": args.reference_steps,
+    }
+    written = write_report(
+        out,
+        "guided",
+        {"meta": meta, "rows": rows},
+        markdown(rows, guidances, settings, args.reference_steps),
+        quality_vs_nfe_figure(rows, guidances),
+        "guided-nfe",
+        1300,
+        420,
+        png=not args.no_png,
+    )
     print(json.dumps({"written": [str(w) for w in written]}))
     return 0
 

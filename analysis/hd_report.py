@@ -50,15 +50,32 @@ from demo.core.models import ModelFolderError, check_model_folder, load_model_fo
 from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
-COLUMNS = ("model", "method", "steps", "nfe", "frechet_distance", "fd_vs_teacher", "fd_vs_sketch", "accuracy", "precision", "recall",
-           "min_class_recall", "hf_share", "hf_gap")  # fmt: skip
+COLUMNS = (
+    "model",
+    "method",
+    "steps",
+    "nfe",
+    "frechet_distance",
+    "fd_vs_teacher",
+    "fd_vs_sketch",
+    "accuracy",
+    "precision",
+    "recall",
+    "min_class_recall",
+    "hf_share",
+    "hf_gap",
+)
 INTERVAL_COLUMNS = ("fd_vs_teacher", "fd_vs_sketch")  # printed as "value [low, high]"
 
 
-def per_class_recall(reference: dict, feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10, seed: int = 0) -> list[float | None]:
+def per_class_recall(
+    reference: dict, feats: torch.Tensor, labels: torch.Tensor, num_classes: int = 10, seed: int = 0
+) -> list[float | None]:
     """Recall of each class's generated samples against as many of that class's reference images, subsampled with
     `seed` (`analysis.metrics.equal_size_subsample`; None: too few of either)."""
-    real_idx, fake_idx = equal_size_subsample(reference["subset_labels"], labels, len(reference["subset_feats"]), len(feats), seed)
+    real_idx, fake_idx = equal_size_subsample(
+        reference["subset_labels"], labels, len(reference["subset_feats"]), len(feats), seed
+    )
     ref_f, ref_y = reference["subset_feats"][real_idx], reference["subset_labels"][real_idx]
     feats, labels = feats[fake_idx], labels[fake_idx]
     out = []
@@ -95,9 +112,16 @@ def mean_over_seeds(seed_rows: list[dict], seeds: list[int]) -> dict:
     """One model's rows at several seeds folded into one: numbers, per-class recall and spectrum averaged; per-seed FD kept."""
     first = seed_rows[0]
     out = {**first, **{k: float(np.mean([r[k] for r in seed_rows])) for k in MEAN_KEYS if first.get(k) is not None}}
-    out["class_recall"] = [None if any(r["class_recall"][c] is None for r in seed_rows) else float(np.mean([r["class_recall"][c] for r in seed_rows]))
-                           for c in range(len(first["class_recall"]))]  # fmt: skip
-    out["spectrum"] = {"freq": first["spectrum"]["freq"], "power": np.mean([r["spectrum"]["power"] for r in seed_rows], axis=0).tolist()}
+    out["class_recall"] = [
+        None
+        if any(r["class_recall"][c] is None for r in seed_rows)
+        else float(np.mean([r["class_recall"][c] for r in seed_rows]))
+        for c in range(len(first["class_recall"]))
+    ]
+    out["spectrum"] = {
+        "freq": first["spectrum"]["freq"],
+        "power": np.mean([r["spectrum"]["power"] for r in seed_rows], axis=0).tolist(),
+    }
     out["seeds"] = list(seeds)
     out["fd_by_seed"] = [r["frechet_distance"] for r in seed_rows]
     return out
@@ -129,7 +153,11 @@ def add_relative(rows: list[dict], sets: list | None = None, pool=None, referenc
             r[f"fd_vs_{name}"], r[f"fd_vs_{name}_lo"], r[f"fd_vs_{name}_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
             r[f"fd_vs_{name}_by_seed"] = c["fd_ratio_by_seed"]
             if name == "teacher":
-                r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = c["accuracy_diff"], c["accuracy_diff_lo"], c["accuracy_diff_hi"]
+                r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = (
+                    c["accuracy_diff"],
+                    c["accuracy_diff_lo"],
+                    c["accuracy_diff_hi"],
+                )
 
 
 def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
@@ -144,30 +172,69 @@ def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
     fig = make_subplots(rows=1, cols=2, subplot_titles=["Radial power spectrum", "Per-class coverage (recall within each class)"])
     for r, colour in zip(rows, colours):
         label = f"{r['model']} ({r['steps']} step{'s' if r['steps'] > 1 else ''})"
-        pts = [(f, q) for f, q in zip(r["spectrum"]["freq"], r["spectrum"]["power"]) if f > 0]  # the mean (DC) is removed: no power at 0
-        fig.add_trace(go.Scatter(x=[f for f, _ in pts], y=[q for _, q in pts], mode="lines", name=label, legendgroup=label,
-                                 line={"color": colour}, hovertemplate=f"{label}<br>%{{x:.3f}} cycles/px: %{{y:.3g}}<extra></extra>"),
-                      row=1, col=1)  # fmt: skip
-        fig.add_trace(go.Bar(x=names, y=[c if c is not None else float("nan") for c in r["class_recall"]], name=label, legendgroup=label,
-                             showlegend=False, marker={"color": colour}), row=1, col=2)  # fmt: skip
+        pts = [
+            (f, q) for f, q in zip(r["spectrum"]["freq"], r["spectrum"]["power"]) if f > 0
+        ]  # the mean (DC) is removed: no power at 0
+        fig.add_trace(
+            go.Scatter(
+                x=[f for f, _ in pts],
+                y=[q for _, q in pts],
+                mode="lines",
+                name=label,
+                legendgroup=label,
+                line={"color": colour},
+                hovertemplate=f"{label}<br>%{{x:.3f}} cycles/px: %{{y:.3g}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[c if c is not None else float("nan") for c in r["class_recall"]],
+                name=label,
+                legendgroup=label,
+                showlegend=False,
+                marker={"color": colour},
+            ),
+            row=1,
+            col=2,
+        )
     fig.add_vline(x=HF_CUTOFF, line={"dash": "dot", "color": "grey"}, row=1, col=1)
     fig.update_xaxes(title="frequency (cycles per pixel)", row=1, col=1)
     fig.update_yaxes(title="power", type="log", row=1, col=1)
     fig.update_yaxes(title="recall", range=[0, 1], row=1, col=2)
     fig = _layout(fig, "Hierarchical distillation: detail (spectrum) and coverage", height=440)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "center", "x": 0.5}, margin={"b": 110})
+    fig.update_layout(
+        barmode="group",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "center", "x": 0.5},
+        margin={"b": 110},
+    )
     return fig
 
 
 def seed_table(rows: list[dict]) -> str:
     """Each model's Fréchet distance at each seed, and its ratios to the teacher's and the sketch's at the same seed."""
     seeds = rows[0]["seeds"]
-    cols = ["model", *[f"FD seed {s}" for s in seeds], "FD mean", *[f"vs teacher, seed {s}" for s in seeds], "vs teacher, mean of ratios",
-            *[f"vs sketch, seed {s}" for s in seeds]]  # fmt: skip
-    table = [{"model": r["model"], **{f"FD seed {s}": v for s, v in zip(seeds, r["fd_by_seed"])}, "FD mean": r["frechet_distance"],
-              **{f"vs teacher, seed {s}": v for s, v in zip(seeds, r["fd_vs_teacher_by_seed"])},
-              "vs teacher, mean of ratios": float(np.mean(r["fd_vs_teacher_by_seed"])),
-              **{f"vs sketch, seed {s}": v for s, v in zip(seeds, r.get("fd_vs_sketch_by_seed", []))}} for r in rows]  # fmt: skip
+    cols = [
+        "model",
+        *[f"FD seed {s}" for s in seeds],
+        "FD mean",
+        *[f"vs teacher, seed {s}" for s in seeds],
+        "vs teacher, mean of ratios",
+        *[f"vs sketch, seed {s}" for s in seeds],
+    ]
+    table = [
+        {
+            "model": r["model"],
+            **{f"FD seed {s}": v for s, v in zip(seeds, r["fd_by_seed"])},
+            "FD mean": r["frechet_distance"],
+            **{f"vs teacher, seed {s}": v for s, v in zip(seeds, r["fd_vs_teacher_by_seed"])},
+            "vs teacher, mean of ratios": float(np.mean(r["fd_vs_teacher_by_seed"])),
+            **{f"vs sketch, seed {s}": v for s, v in zip(seeds, r.get("fd_vs_sketch_by_seed", []))},
+        }
+        for r in rows
+    ]
     return markdown_table(table, cols)
 
 
@@ -179,13 +246,15 @@ def display_row(row: dict) -> dict:
 def markdown(rows: list[dict], settings: dict) -> str:
     seeds = settings["seeds"]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"every number the mean over seeds {', '.join(map(str, seeds))}"
-    text = (markdown_table([display_row(r) for r in rows], COLUMNS) + "\n\n"
-            f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), {seed_text}"
-            f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher` / `fd_vs_sketch`: Fréchet distance (classifier features, "
-            f"not FID) over the teacher's / the sketch's, the mean of the per-seed ratios with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
-            f"paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real "
-            f"images; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
-            f"{HF_CUTOFF} cycles/pixel, `hf_gap` its distance from the teacher's.\n")  # fmt: skip
+    text = (
+        markdown_table([display_row(r) for r in rows], COLUMNS) + "\n\n"
+        f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), {seed_text}"
+        f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher` / `fd_vs_sketch`: Fréchet distance (classifier features, "
+        f"not FID) over the teacher's / the sketch's, the mean of the per-seed ratios with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
+        f"paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real "
+        f"images; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
+        f"{HF_CUTOFF} cycles/pixel, `hf_gap` its distance from the teacher's.\n"
+    )
     if len(seeds) > 1:
         text += "\nFréchet distance at each seed (the same noise for every model at a seed):\n\n" + seed_table(rows) + "\n"
     return text
@@ -199,7 +268,12 @@ def main(argv=None) -> int:
     p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--n", type=int, default=2000, help="samples per model and seed")
-    p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; the table gives means over them")
+    p.add_argument(
+        "--seeds",
+        "--seed",
+        default="0,1",
+        help="comma-separated seeds, the same for every model; the table gives means over them",
+    )
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--bf16", action="store_true")
@@ -208,8 +282,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.n < 10 or args.teacher_steps < 1 or args.guidance < 0 or args.bootstrap < 10:
-            raise ValueError(f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance} "
-                             f"(and --bootstrap at least 10, got {args.bootstrap})")
+            raise ValueError(
+                f"--n must be at least 10, --teacher-steps positive and --guidance non-negative, got {args.n}, {args.teacher_steps}, {args.guidance} "
+                f"(and --bootstrap at least 10, got {args.bootstrap})"
+            )
         seeds = parse_seeds(args.seeds)
         students = [Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
         args.teacher = str(args.teacher or named_teacher(students))
@@ -224,8 +300,22 @@ def main(argv=None) -> int:
             model = load_model_folder(folder)
             class_names = class_names or model.card.class_names
             steps = args.teacher_steps if i == 0 else (model.card.steps or 1)
-            model_sets = [sample_features(folder, model, args.n, steps, args.guidance, "ddim", seed, args.batch_size, args.bf16,
-                                          classifier=classifier, log=log) for seed in seeds]  # fmt: skip
+            model_sets = [
+                sample_features(
+                    folder,
+                    model,
+                    args.n,
+                    steps,
+                    args.guidance,
+                    "ddim",
+                    seed,
+                    args.batch_size,
+                    args.bf16,
+                    classifier=classifier,
+                    log=log,
+                )
+                for seed in seeds
+            ]
             seed_rows = [model_row(model, steps, fs, reference, seed) for fs, seed in zip(model_sets, seeds)]
             rows.append({**mean_over_seeds(seed_rows, seeds), "model": model.name, "method": model.card.method})
             sets.append(model_sets)
@@ -237,9 +327,24 @@ def main(argv=None) -> int:
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
     settings = {**common, "seeds": seeds, "bootstrap": args.bootstrap}
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(), "protocol": PROTOCOL, "settings": settings}
-    written = write_report(out, "hd", {"meta": meta, "rows": rows}, markdown(rows, settings), spectrum_figure(rows, class_names),
-                           "hd-spectrum", 1300, 440, png=not args.no_png)  # fmt: skip
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "protocol": PROTOCOL,
+        "settings": settings,
+    }
+    written = write_report(
+        out,
+        "hd",
+        {"meta": meta, "rows": rows},
+        markdown(rows, settings),
+        spectrum_figure(rows, class_names),
+        "hd-spectrum",
+        1300,
+        440,
+        png=not args.no_png,
+    )
     maps = discriminator_maps(students)
     if maps:  # where each refined student's final discriminator looked (recorded at export)
         fig = plot_token_maps(maps, class_names)

@@ -50,7 +50,11 @@ def kid(f1: torch.Tensor, f2: torch.Tensor, subsets: int = 20, subset_size: int 
         x = f1[torch.randperm(len(f1), generator=g)[:m]].double()
         y = f2[torch.randperm(len(f2), generator=g)[:m]].double()
         kxx, kyy, kxy = (((a @ b.T) / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-        vals.append(float((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1)) - 2 * kxy.mean()))
+        vals.append(
+            float(
+                (kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1)) - 2 * kxy.mean()
+            )
+        )
     return float(np.mean(vals))
 
 
@@ -71,8 +75,14 @@ def _precision(d_fake_real: torch.Tensor, r_real: torch.Tensor) -> float:
     return float((d_fake_real <= r_real[None, :]).any(dim=1).float().mean())
 
 
-def per_class_precision(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor,
-                        num_classes: int = 10, k: int = PR_K) -> list[float | None]:
+def per_class_precision(
+    real: torch.Tensor,
+    real_labels: torch.Tensor,
+    fake: torch.Tensor,
+    fake_labels: torch.Tensor,
+    num_classes: int = 10,
+    k: int = PR_K,
+) -> list[float | None]:
     """Precision of each class's samples against the real k-NN manifold of that class alone.
 
     Which classes the model draws off the data manifold: a sample labelled c counts when it lies within the k-NN
@@ -86,8 +96,9 @@ def per_class_precision(real: torch.Tensor, real_labels: torch.Tensor, fake: tor
     return out
 
 
-def equal_size_subsample(real_labels: torch.Tensor | None, fake_labels: torch.Tensor | None, n_real: int, n_fake: int,
-                         seed: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def equal_size_subsample(
+    real_labels: torch.Tensor | None, fake_labels: torch.Tensor | None, n_real: int, n_fake: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(real indices, fake indices) of two sets of one size m = min(n_real, n_fake), drawn with a seeded generator.
 
     With labels, real images are drawn class by class in the fake set's class counts (capped by what each class
@@ -129,7 +140,9 @@ def within_class_diversity(feats: torch.Tensor, labels: torch.Tensor, num_classe
     return out
 
 
-def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor | None, pr_seed: int = 0) -> dict:
+def reference_metrics(
+    reference: dict, feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor | None, pr_seed: int = 0
+) -> dict:
     """All metrics of a sample set against the shipped reference statistics.
 
     Precision/recall (and per-class precision) compare equal real and generated sets: the reference subset is
@@ -155,7 +168,9 @@ def reference_metrics(reference: dict, feats: torch.Tensor, probs: torch.Tensor,
         div = within_class_diversity(feats, labels)
         out["diversity"] = float(torch.nanmean(div))
         out["diversity_ratio"] = float(torch.nanmean(div / reference["diversity"]))
-        out["per_class_accuracy"] = [float((pred[labels == c] == c).float().mean()) if (labels == c).any() else None for c in range(10)]
+        out["per_class_accuracy"] = [
+            float((pred[labels == c] == c).float().mean()) if (labels == c).any() else None for c in range(10)
+        ]
         if per_class is not None:
             out["per_class_precision"] = per_class
     return out

@@ -53,7 +53,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m analysis.mirror", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=300, batch_size=250)
-    p.set_defaults(class_label=",".join(map(str, FOOTWEAR)))  # --class-label here also takes K,K,…: the n samples split among them
+    p.set_defaults(
+        class_label=",".join(map(str, FOOTWEAR))
+    )  # --class-label here also takes K,K,…: the n samples split among them
     p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
@@ -68,15 +70,36 @@ def main(argv=None) -> int:
     classes = sorted(set(labels.tolist()))
     real, real_labels = torch.from_numpy(images), torch.from_numpy(real_labels)
     means = class_means(real, real_labels)
-    gen = generate(model, len(labels), steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
-                   batch_size=args.batch_size, labels=labels, bf16=args.bf16, interval=args.guidance_interval)  # fmt: skip
+    gen = generate(
+        model,
+        len(labels),
+        steps=args.steps,
+        guidance=args.guidance,
+        sampler=args.sampler,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        labels=labels,
+        bf16=args.bf16,
+        interval=args.guidance_interval,
+    )
     real_share, gen_share = mirror_agreement(real, real_labels, means), mirror_agreement(gen.images, gen.labels, means)
     names = model.card.class_names or [str(c) for c in range(model.card.num_classes)]
-    print(json.dumps({
-        "model": model.name, "n": len(labels), "steps": args.steps, "guidance": args.guidance, "sampler": args.sampler,
-        "seed": args.seed, "guidance_interval": args.guidance_interval,
-        "agreement": {names[c]: {"real_test": round(real_share[c], 3), "samples": round(gen_share[c], 3)} for c in classes},
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": model.name,
+                "n": len(labels),
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "sampler": args.sampler,
+                "seed": args.seed,
+                "guidance_interval": args.guidance_interval,
+                "agreement": {
+                    names[c]: {"real_test": round(real_share[c], 3), "samples": round(gen_share[c], 3)} for c in classes
+                },
+            }
+        )
+    )
     return 0
 
 

@@ -66,7 +66,9 @@ def plot_spectrum_heatmap(timeline, name: str = "") -> go.Figure:
     """log10 radial power of the x0 prediction, step by step (rows: timesteps high → low; columns: frequency)."""
     z = np.log10(np.maximum(timeline.power[:, 1:], 1e-12))
     fig = go.Figure(
-        go.Heatmap(x=timeline.freq[1:], y=[str(t) for t in timeline.t], z=z, colorscale="Viridis", colorbar={"title": "log10 power"})
+        go.Heatmap(
+            x=timeline.freq[1:], y=[str(t) for t in timeline.t], z=z, colorscale="Viridis", colorbar={"title": "log10 power"}
+        )
     )
     fig.update_xaxes(title="frequency (cycles / pixel)")
     fig.update_yaxes(title="timestep t", autorange="reversed", type="category")
@@ -80,7 +82,9 @@ def plot_branch_gap(curves: Mapping, title: str = "Guidance branches against the
     for i, (name, c) in enumerate(curves.items()):
         for col, y in enumerate((c.rho, c.cos, c.gap_mse), start=1):
             fig.add_trace(
-                go.Scatter(x=c.t, y=y, mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1, line={"color": palette[i]}),
+                go.Scatter(
+                    x=c.t, y=y, mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1, line={"color": palette[i]}
+                ),
                 row=1,
                 col=col,
             )
@@ -148,13 +152,21 @@ def plot_pareto(
     positions = _label_positions([p[0] for p in pts], [p[1] for p in pts], shown, log_x and all(p[0] > 0 for p in pts))
     fig = go.Figure(
         go.Scatter(
-            x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] if i in shown else "" for i, p in enumerate(pts)],
-            customdata=[p[2] for p in pts], mode="markers+text", textposition=positions, marker={"size": 11}, name="models",
+            x=[p[0] for p in pts],
+            y=[p[1] for p in pts],
+            text=[p[2] if i in shown else "" for i, p in enumerate(pts)],
+            customdata=[p[2] for p in pts],
+            mode="markers+text",
+            textposition=positions,
+            marker={"size": 11},
+            name="models",
             hovertemplate=f"%{{customdata}}<br>{x} = %{{x:.4g}}<br>{y} = %{{y:.4g}}<extra></extra>",
         )
-    )  # fmt: skip
+    )
     fig.add_trace(
-        go.Scatter(x=[pts[i][0] for i in front], y=[pts[i][1] for i in front], mode="lines", line={"dash": "dash"}, name="Pareto front")
+        go.Scatter(
+            x=[pts[i][0] for i in front], y=[pts[i][1] for i in front], mode="lines", line={"dash": "dash"}, name="Pareto front"
+        )
     )
     fig.update_xaxes(title=x_title or x, type="log" if log_x and all(p[0] > 0 for p in pts) else "linear")
     fig.update_yaxes(title=f"{y} (lower is better)", type="log" if log_y and all(p[1] > 0 for p in pts) else "linear")
@@ -228,21 +240,30 @@ def plot_embedding(
         text = [hover[i] + ("<br>" + ascii_thumbnail(images[i]) if images is not None else "") for i in idx]
         fig.add_trace(
             go.Scatter(
-                x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=g, text=text, marker={"size": 8, "opacity": 0.8},
+                x=xy[idx, 0],
+                y=xy[idx, 1],
+                mode="markers",
+                name=g,
+                text=text,
+                marker={"size": 8, "opacity": 0.8},
                 hovertemplate="%{text}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     fig.update_layout(hoverlabel={"font": {"family": "monospace", "size": 9}})
     fig.update_xaxes(title="UMAP 1", showticklabels=False)
     fig.update_yaxes(title="UMAP 2", showticklabels=False, scaleanchor="x")
     return _layout(fig, title, height=520)
 
 
-def plot_image_grid(images: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], cell_text=None, title: str = "") -> go.Figure:
+def plot_image_grid(
+    images: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], cell_text=None, title: str = ""
+) -> go.Figure:
     """uint8 images [R, C, H, W] as an R×C grid of panels; `cell_text[r][c]` (e.g. latency, confidence) titles each panel."""
     images = np.asarray(images)
     R, C = images.shape[:2]
-    titles = [f"{col_labels[c]}<br>{cell_text[r][c]}" if cell_text is not None else col_labels[c] for r in range(R) for c in range(C)]
+    titles = [
+        f"{col_labels[c]}<br>{cell_text[r][c]}" if cell_text is not None else col_labels[c] for r in range(R) for c in range(C)
+    ]
     fig = make_subplots(rows=R, cols=C, subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.08 / max(1, R / 3))
     for r in range(R):
         for c in range(C):
@@ -265,8 +286,11 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def plot_token_maps(maps: Mapping[str, Mapping[str, np.ndarray]], class_names: Sequence[str] | None = None,
-                    title: str = "Where the discriminator looks") -> go.Figure:  # fmt: skip
+def plot_token_maps(
+    maps: Mapping[str, Mapping[str, np.ndarray]],
+    class_names: Sequence[str] | None = None,
+    title: str = "Where the discriminator looks",
+) -> go.Figure:
     """Discriminator token weights over generator samples, one row per model (`HDRefinement.discriminator_maps`).
 
     `maps[name]` holds `images` [N, H, W] (uint8 or float in [−1, 1]) and `token_weights` [N, h, w] (each summing to 1);
@@ -278,8 +302,13 @@ def plot_token_maps(maps: Mapping[str, Mapping[str, np.ndarray]], class_names: S
     if not names or N == 0:
         return empty_figure("No discriminator maps: train HD with the AWD or GAP discriminator to record them.")
     cols = [class_names[i % len(class_names)] if class_names else str(i) for i in range(N)]
-    fig = make_subplots(rows=len(names), cols=N, subplot_titles=[c if r == 0 else "" for r in range(len(names)) for c in cols],
-                        horizontal_spacing=0.005, vertical_spacing=0.04)  # fmt: skip
+    fig = make_subplots(
+        rows=len(names),
+        cols=N,
+        subplot_titles=[c if r == 0 else "" for r in range(len(names)) for c in cols],
+        horizontal_spacing=0.005,
+        vertical_spacing=0.04,
+    )
     for r, name in enumerate(names):
         images = np.asarray(maps[name]["images"], dtype=np.float32)
         images = images[:, 0] if images.ndim == 4 else images  # [N, 1, H, W] → [N, H, W]

@@ -62,13 +62,36 @@ def classifier_key(classifier) -> str:
     return h.hexdigest()[:16]
 
 
-def features_key(weights: str, classifier: str, n: int, steps: int, guidance: float, sampler: str, seed: int, bf16: bool = False,
-                 interval=None, clip_x0: bool = False, batch_size: int = 250, class_label="all") -> dict:
+def features_key(
+    weights: str,
+    classifier: str,
+    n: int,
+    steps: int,
+    guidance: float,
+    sampler: str,
+    seed: int,
+    bf16: bool = False,
+    interval=None,
+    clip_x0: bool = False,
+    batch_size: int = 250,
+    class_label="all",
+) -> dict:
     """What a cached feature set depends on. `batch_size` stays in: the stochastic samplers' extra noise is drawn per batch."""
-    return {"version": FEATURES_VERSION, "weights": weights, "classifier": classifier, "n": int(n), "steps": int(steps),
-            "guidance": float(guidance), "sampler": sampler, "seed": int(seed), "bf16": bool(bf16),
-            "interval": list(interval) if interval is not None else None, "clip_x0": bool(clip_x0), "batch_size": int(batch_size),
-            "class_label": str(class_label)}  # fmt: skip
+    return {
+        "version": FEATURES_VERSION,
+        "weights": weights,
+        "classifier": classifier,
+        "n": int(n),
+        "steps": int(steps),
+        "guidance": float(guidance),
+        "sampler": sampler,
+        "seed": int(seed),
+        "bf16": bool(bf16),
+        "interval": list(interval) if interval is not None else None,
+        "clip_x0": bool(clip_x0),
+        "batch_size": int(batch_size),
+        "class_label": str(class_label),
+    }
 
 
 def _features_path(cache_dir: Path, name: str, key: dict) -> Path:
@@ -76,9 +99,23 @@ def _features_path(cache_dir: Path, name: str, key: dict) -> Path:
     return Path(cache_dir) / f"{name}-s{key['steps']}-W{key['guidance']:g}-seed{key['seed']}-n{key['n']}-{digest}.safetensors"
 
 
-def sample_features(folder, model, n: int, steps: int, guidance: float, sampler: str = "ddim", seed: int = 0, batch_size: int = 250,
-                    bf16: bool = False, interval=None, clip_x0: bool = False, classifier=None, cache_dir=None,
-                    log=None, class_label="all") -> FeatureSet:  # fmt: skip
+def sample_features(
+    folder,
+    model,
+    n: int,
+    steps: int,
+    guidance: float,
+    sampler: str = "ddim",
+    seed: int = 0,
+    batch_size: int = 250,
+    bf16: bool = False,
+    interval=None,
+    clip_x0: bool = False,
+    classifier=None,
+    cache_dir=None,
+    log=None,
+    class_label="all",
+) -> FeatureSet:
     """The features of `n` samples of a model folder at one seed, sampled on the first call and read from the cache after.
 
     `interval` is a parsed guidance interval (`demo.core.guidance.parse_interval`) or None. `cache_dir=False` disables the
@@ -92,33 +129,71 @@ def sample_features(folder, model, n: int, steps: int, guidance: float, sampler:
     from demo.core.generate import generate
 
     classifier = classifier or load_classifier(device=model.device)
-    key = features_key(weights_key(folder), classifier_key(classifier), n, steps, guidance, sampler, seed, bf16, interval, clip_x0, batch_size,
-                       class_label)  # fmt: skip
+    key = features_key(
+        weights_key(folder),
+        classifier_key(classifier),
+        n,
+        steps,
+        guidance,
+        sampler,
+        seed,
+        bf16,
+        interval,
+        clip_x0,
+        batch_size,
+        class_label,
+    )
     path = _features_path(Path(FEATURES_DIR if cache_dir is None else cache_dir or "."), model.name, key)
     if cache_dir is not False and path.is_file():
         try:
             t = load_file(str(path))
             meta = json.loads(t["meta"].numpy().tobytes().decode())
             if meta["key"] == key:
-                return FeatureSet(t["feats"], t["probs"], t["labels"], meta["nfe"], meta["seconds"], t["spectrum_freq"].numpy(),
-                                  t["spectrum_power"].numpy(), meta["hf_share"], key)  # fmt: skip
+                return FeatureSet(
+                    t["feats"],
+                    t["probs"],
+                    t["labels"],
+                    meta["nfe"],
+                    meta["seconds"],
+                    t["spectrum_freq"].numpy(),
+                    t["spectrum_power"].numpy(),
+                    meta["hf_share"],
+                    key,
+                )
         except (OSError, ValueError, KeyError):  # a half-written or foreign file is resampled
             pass
     options = {"bf16": bf16, **({"interval": interval} if interval is not None else {}), **({"clip_x0": True} if clip_x0 else {})}
     gen = generate(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
     feats, probs = classify(classifier, gen.images)
     freq, power = radial_power_spectrum(gen.images)
-    fs = FeatureSet(feats, probs, gen.labels.long(), gen.nfe, round(gen.seconds, 3), np.asarray(freq, dtype=np.float64),
-                    np.asarray(power, dtype=np.float64), high_frequency_share(gen.images), key)  # fmt: skip
+    fs = FeatureSet(
+        feats,
+        probs,
+        gen.labels.long(),
+        gen.nfe,
+        round(gen.seconds, 3),
+        np.asarray(freq, dtype=np.float64),
+        np.asarray(power, dtype=np.float64),
+        high_frequency_share(gen.images),
+        key,
+    )
     if log is not None:
         log(f"{model.name}: {n} samples at {steps} steps, W={guidance:g}, seed {seed} in {gen.seconds:.0f} s")
     if cache_dir is not False:
         meta = json.dumps({"key": key, "nfe": fs.nfe, "seconds": fs.seconds, "hf_share": fs.hf_share})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({"feats": feats.float().contiguous(), "probs": probs.float().contiguous(), "labels": fs.labels.contiguous(),
-                   "spectrum_freq": torch.from_numpy(fs.spectrum_freq), "spectrum_power": torch.from_numpy(fs.spectrum_power),
-                   "meta": torch.frombuffer(bytearray(meta.encode()), dtype=torch.uint8)}, str(tmp))  # fmt: skip
+        save_file(
+            {
+                "feats": feats.float().contiguous(),
+                "probs": probs.float().contiguous(),
+                "labels": fs.labels.contiguous(),
+                "spectrum_freq": torch.from_numpy(fs.spectrum_freq),
+                "spectrum_power": torch.from_numpy(fs.spectrum_power),
+                "meta": torch.frombuffer(bytearray(meta.encode()), dtype=torch.uint8),
+            },
+            str(tmp),
+        )
         tmp.replace(path)
     return fs
 
@@ -157,7 +232,18 @@ def feature_metrics(fs: FeatureSet, reference: dict, seed: int = 0) -> dict:
     return {**m, "nfe": fs.nfe, "seconds": fs.seconds, "hf_share": fs.hf_share}
 
 
-MEAN_KEYS = ("frechet_distance", "kid", "precision", "recall", "accuracy", "confidence", "diversity", "diversity_ratio", "hf_share", "seconds")
+MEAN_KEYS = (
+    "frechet_distance",
+    "kid",
+    "precision",
+    "recall",
+    "accuracy",
+    "confidence",
+    "diversity",
+    "diversity_ratio",
+    "hf_share",
+    "seconds",
+)
 
 
 def mean_metrics(per_seed: list[dict], seeds: list[int]) -> dict:
@@ -167,8 +253,10 @@ def mean_metrics(per_seed: list[dict], seeds: list[int]) -> dict:
     out = {**first, **{k: float(np.mean([m[k] for m in per_seed])) for k in MEAN_KEYS if first.get(k) is not None}}
     for key in ("per_class_accuracy", "per_class_precision"):
         if key in first:
-            out[key] = [None if any(m[key][c] is None for m in per_seed) else float(np.mean([m[key][c] for m in per_seed]))
-                        for c in range(len(first[key]))]  # fmt: skip
+            out[key] = [
+                None if any(m[key][c] is None for m in per_seed) else float(np.mean([m[key][c] for m in per_seed]))
+                for c in range(len(first[key]))
+            ]
     out["seeds"] = list(seeds)
     out["fd_by_seed"] = [m["frechet_distance"] for m in per_seed]
     out["accuracy_by_seed"] = [m["accuracy"] for m in per_seed]
@@ -219,7 +307,9 @@ def generated_indices(n: int, seed: int, replicates: int, boot_seed: int) -> np.
     return np.random.default_rng([boot_seed, 1, int(seed), int(n)]).integers(0, n, (replicates, n))
 
 
-def bootstrap_fds(feats: torch.Tensor, pool: torch.Tensor, seed: int, replicates: int = BOOTSTRAP, boot_seed: int = 0) -> np.ndarray:
+def bootstrap_fds(
+    feats: torch.Tensor, pool: torch.Tensor, seed: int, replicates: int = BOOTSTRAP, boot_seed: int = 0
+) -> np.ndarray:
     """[replicates] Fréchet distances of resampled generated features against resampled real features.
 
     What is resampled, and why. A goal ratio FD(student)/FD(teacher) has two sources of sampling error:
@@ -250,7 +340,9 @@ def bootstrap_fds(feats: torch.Tensor, pool: torch.Tensor, seed: int, replicates
     return out
 
 
-def ratio_interval(point_by_seed: list[float], replicates_by_seed: list[np.ndarray], level: float = LEVEL) -> tuple[float, float, float]:
+def ratio_interval(
+    point_by_seed: list[float], replicates_by_seed: list[np.ndarray], level: float = LEVEL
+) -> tuple[float, float, float]:
     """(mean over seeds of the per-seed ratio, low, high): the replicates' percentile interval, re-centred on the point.
 
     `replicates_by_seed[s][b]`: the ratio at seed s in replicate b (numerator and denominator resampled with the same
@@ -275,8 +367,17 @@ def _fingerprint(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[int], pool: torch.Tensor, reference: dict,
-            replicates: int = BOOTSTRAP, boot_seed: int = 0, level: float = LEVEL, teacher_fds: list[np.ndarray] | None = None) -> dict:  # fmt: skip
+def compare(
+    student: list[FeatureSet],
+    teacher: list[FeatureSet],
+    seeds: list[int],
+    pool: torch.Tensor,
+    reference: dict,
+    replicates: int = BOOTSTRAP,
+    boot_seed: int = 0,
+    level: float = LEVEL,
+    teacher_fds: list[np.ndarray] | None = None,
+) -> dict:
     """A student's goal ratios against the teacher, at the same seeds: the Fréchet-distance ratio (mean over seeds of
     the per-seed ratio) and the accuracy difference, each with a paired bootstrap interval.
 
@@ -289,7 +390,13 @@ def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[in
     mu_r, cov_r = reference["mu"].numpy(), reference["cov"].numpy()
     fd = lambda fs: frechet_distance(*gaussian_stats(fs.feats), mu_r, cov_r)
     if teacher_fds is None:  # one teacher serves many students: its replicates are memoised
-        memo = (*(_fingerprint(t.feats) for t in teacher), _fingerprint(pool), tuple(seeds), replicates, boot_seed)  # by content, not by key
+        memo = (
+            *(_fingerprint(t.feats) for t in teacher),
+            _fingerprint(pool),
+            tuple(seeds),
+            replicates,
+            boot_seed,
+        )  # by content, not by key
         if memo not in _TEACHER_FDS:
             _TEACHER_FDS[memo] = [bootstrap_fds(t.feats, pool, s, replicates, boot_seed) for t, s in zip(teacher, seeds)]
         teacher_fds = _TEACHER_FDS[memo]
@@ -307,10 +414,16 @@ def compare(student: list[FeatureSet], teacher: list[FeatureSet], seeds: list[in
     acc = np.mean(np.stack(acc_reps), axis=0)
     alpha = (1 - level) / 2
     return {
-        "fd_ratio": ratio, "fd_ratio_lo": lo, "fd_ratio_hi": hi, "fd_ratio_by_seed": ratios,
-        "accuracy_diff": float(np.mean(diffs)), "accuracy_diff_lo": float(np.quantile(acc, alpha)),
-        "accuracy_diff_hi": float(np.quantile(acc, 1 - alpha)), "bootstrap": replicates, "level": level,
-    }  # fmt: skip
+        "fd_ratio": ratio,
+        "fd_ratio_lo": lo,
+        "fd_ratio_hi": hi,
+        "fd_ratio_by_seed": ratios,
+        "accuracy_diff": float(np.mean(diffs)),
+        "accuracy_diff_lo": float(np.quantile(acc, alpha)),
+        "accuracy_diff_hi": float(np.quantile(acc, 1 - alpha)),
+        "bootstrap": replicates,
+        "level": level,
+    }
 
 
 def with_interval(value, lo, hi) -> str | None:

@@ -33,8 +33,21 @@ from demo.core.models import load_model_folder
 from demo.core.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
-COLUMNS = ("guidance", "interval", "steps", "n", "accuracy", "frechet_distance", "kid", "precision", "recall", "diversity_ratio", "nfe", "seconds",
-           "fd_vs_plain")  # fmt: skip
+COLUMNS = (
+    "guidance",
+    "interval",
+    "steps",
+    "n",
+    "accuracy",
+    "frechet_distance",
+    "kid",
+    "precision",
+    "recall",
+    "diversity_ratio",
+    "nfe",
+    "seconds",
+    "fd_vs_plain",
+)
 FLOOR_COLUMNS = COLUMNS[3:10]  # n … diversity_ratio
 
 
@@ -43,15 +56,24 @@ def _fmt(v) -> str:
 
 
 def _reference_row(label: str, values: dict) -> str:
-    return f"| {label} | – | – | " + " | ".join(_fmt(values.get(c, "–")) for c in FLOOR_COLUMNS) + " | –" * len(COLUMNS[10:]) + " |\n"
+    return (
+        f"| {label} | – | – | "
+        + " | ".join(_fmt(values.get(c, "–")) for c in FLOOR_COLUMNS)
+        + " | –" * len(COLUMNS[10:])
+        + " |\n"
+    )
 
 
 def markdown_table(rows: list[dict], floor: dict, guided_floors: list[dict] = ()) -> str:
     """Model rows, the real-train floor, and (when measured, `analysis.floors`) the guided real-data floor per W."""
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    cell = lambda r, c: with_interval(r[c], r.get(f"{c}_lo"), r.get(f"{c}_hi")) if c == "fd_vs_plain" and c in r else _fmt(r.get(c, "–"))
+    cell = lambda r, c: (
+        with_interval(r[c], r.get(f"{c}_lo"), r.get(f"{c}_hi")) if c == "fd_vs_plain" and c in r else _fmt(r.get(c, "–"))
+    )
     body = "".join("| " + " | ".join(cell(r, c) for c in COLUMNS) + " |\n" for r in rows)
-    guided = "".join(_reference_row(f"real train, p(c\\|x)^(W−1)-resampled: guided floor at W = {f['guidance']:g}", f) for f in guided_floors)
+    guided = "".join(
+        _reference_row(f"real train, p(c\\|x)^(W−1)-resampled: guided floor at W = {f['guidance']:g}", f) for f in guided_floors
+    )
     return head + body + _reference_row("real train images (floor)", floor) + guided
 
 
@@ -71,11 +93,15 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", "--seed", default="0,1", help="comma-separated seeds; numbers are means over them")
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--guidances", default="0,1,2,3")
-    p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="also evaluate each W > 1 with this guidance interval")
+    p.add_argument(
+        "--guidance-interval", default=None, metavar="LO,HI", help="also evaluate each W > 1 with this guidance interval"
+    )
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--cache", default=None, help="cached per-seed feature sets (default: analysis.protocol.FEATURES_DIR, runs/eval-features)")
+    p.add_argument(
+        "--cache", default=None, help="cached per-seed feature sets (default: analysis.protocol.FEATURES_DIR, runs/eval-features)"
+    )
     args = p.parse_args(argv)
     try:
         model = load_model_folder(args.model)
@@ -94,8 +120,23 @@ def main(argv=None) -> int:
     log = lambda text: print(text, file=sys.stderr, flush=True)
     for W, iv in plan:
         n = args.n if W == 2.0 else args.n_other
-        r, sets = evaluate_seeds(args.model, model, seeds, n, args.steps, W, "ddim", "all", 250, classifier, reference, bf16=args.bf16,
-                                 interval=iv, cache_dir=args.cache, log=log)  # fmt: skip
+        r, sets = evaluate_seeds(
+            args.model,
+            model,
+            seeds,
+            n,
+            args.steps,
+            W,
+            "ddim",
+            "all",
+            250,
+            classifier,
+            reference,
+            bf16=args.bf16,
+            interval=iv,
+            cache_dir=args.cache,
+            log=log,
+        )
         r = {**r, "interval": f"{iv[0]}–{iv[1]}" if iv else "–"}
         if iv is None:
             plain_sets[W] = sets
@@ -106,11 +147,22 @@ def main(argv=None) -> int:
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "bf16": args.bf16, "sampler": "ddim", "floor": floor, "protocol": PROTOCOL, "seeds": seeds,
-            "bootstrap": args.bootstrap}  # fmt: skip
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "bf16": args.bf16,
+        "sampler": "ddim",
+        "floor": floor,
+        "protocol": PROTOCOL,
+        "seeds": seeds,
+        "bootstrap": args.bootstrap,
+    }
     guided_floors = load_guided_floors(out / "floors.json", guidances)
-    (out / f"{model.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "guided_floors": guided_floors}, indent=2) + "\n")
+    (out / f"{model.name}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "guided_floors": guided_floors}, indent=2) + "\n"
+    )
     (out / f"{model.name}.md").write_text(markdown_table(rows, floor, guided_floors))
     # Per-class grids: 10 classes × 8 seeds at W = 2 (and with the interval, when given).
     labels = torch.arange(10).repeat_interleave(8)
@@ -119,8 +171,20 @@ def main(argv=None) -> int:
         grid = image_grid(to_uint8(gen.images), ncols=8)
         grid.resize((grid.width * 3, grid.height * 3), 0).save(out / f"{model.name}-classes{suffix}.png")  # 0: nearest
     card = read_card(args.model, strict=True)
-    tag = lambda r: f"ddim{args.steps}_W{r['guidance']:g}" + (f"_gi{r['interval'].replace('–', '-')}" if r["interval"] != "–" else "")
-    card["metrics"] = {**card.get("metrics", {}), **{tag(r): {k: r[k] for k in (*COLUMNS, "fd_vs_plain_lo", "fd_vs_plain_hi") if k in r and k not in ("guidance", "steps", "interval")} for r in rows}}
+    tag = lambda r: (
+        f"ddim{args.steps}_W{r['guidance']:g}" + (f"_gi{r['interval'].replace('–', '-')}" if r["interval"] != "–" else "")
+    )
+    card["metrics"] = {
+        **card.get("metrics", {}),
+        **{
+            tag(r): {
+                k: r[k]
+                for k in (*COLUMNS, "fd_vs_plain_lo", "fd_vs_plain_hi")
+                if k in r and k not in ("guidance", "steps", "interval")
+            }
+            for r in rows
+        },
+    }
     write_card(args.model, card)
     print(json.dumps({"written": [str(out / f"{model.name}.json"), str(out / f"{model.name}.md")]}))
     return 0

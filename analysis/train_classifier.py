@@ -53,12 +53,20 @@ def main(argv=None) -> int:
         opt.step()
         sched.step()
         if step % 200 == 0:
-            print(json.dumps({"step": step, "of": iters, "loss": round(float(loss), 4), "s": round(time.time() - t0, 1)}), flush=True)
+            print(
+                json.dumps({"step": step, "of": iters, "loss": round(float(loss), 4), "s": round(time.time() - t0, 1)}),
+                flush=True,
+            )
     model.eval()
     test_images = to_model_space(xte)
     test_feats, test_probs = classify(model, test_images)
     acc = float((test_probs.argmax(1) == torch.as_tensor(yte)).float().mean())
-    info = {"test_accuracy": acc, "epochs": args.epochs, "train_seconds": round(time.time() - t0, 1), "feature_dim": test_feats.shape[1]}
+    info = {
+        "test_accuracy": acc,
+        "epochs": args.epochs,
+        "train_seconds": round(time.time() - t0, 1),
+        "feature_dim": test_feats.shape[1],
+    }
     from pathlib import Path
 
     from analysis.metrics import write_reference
@@ -66,7 +74,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     save_classifier(model, out, info)
     train_feats, train_probs = classify(model, to_model_space(xtr))
-    info["floor"] = write_reference(out / "reference.safetensors", test_feats, torch.as_tensor(yte), train_feats, torch.as_tensor(ytr), train_probs)
+    info["floor"] = write_reference(
+        out / "reference.safetensors", test_feats, torch.as_tensor(yte), train_feats, torch.as_tensor(ytr), train_probs
+    )
     save_classifier(model, out, info)
     print(json.dumps(info))
     return 0

@@ -94,9 +94,16 @@ class GuidedPipeline(DiffusionPipeline):
         tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if local and (folder / TIRT_FILE).is_file() else None
         scheduler = DDPMScheduler.from_config(self.scheduler.config)
         return LoadedModel(
-            name=card.name, path=folder, net=net, schedule=NoiseSchedule.from_scheduler(scheduler), prediction_type=scheduler.config.prediction_type,
-            card=card, scheduler_config=dict(scheduler.config), tirt_logits=tirt, vae=vae,
-        )  # fmt: skip
+            name=card.name,
+            path=folder,
+            net=net,
+            schedule=NoiseSchedule.from_scheduler(scheduler),
+            prediction_type=scheduler.config.prediction_type,
+            card=card,
+            scheduler_config=dict(scheduler.config),
+            tirt_logits=tirt,
+            vae=vae,
+        )
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """diffusers' folder (`model_index.json` and one folder per component) plus `card.json` and the TIRT logits."""
@@ -163,11 +170,25 @@ class GuidedPipeline(DiffusionPipeline):
         else:
             seed = 0 if seed is None else seed
             noise = initial_noise(seed, count, model.sample_shape) if isinstance(count, int) and count >= 1 else None
-        hooks = [h for h in (callback, _diffusers_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs)) if h is not None]
+        hooks = [
+            h
+            for h in (callback, _diffusers_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs))
+            if h is not None
+        ]
         gen = generate(
-            model, count, "all" if labels is not None else class_labels, num_inference_steps, guidance_scale, sampler, seed, batch_size,
-            callback=(lambda info: [h(info) for h in hooks]) if hooks else None, noise=noise, labels=labels, **options,
-        )  # fmt: skip
+            model,
+            count,
+            "all" if labels is not None else class_labels,
+            num_inference_steps,
+            guidance_scale,
+            sampler,
+            seed,
+            batch_size,
+            callback=(lambda info: [h(info) for h in hooks]) if hooks else None,
+            noise=noise,
+            labels=labels,
+            **options,
+        )
         if output_type == "pt":
             images = gen.images
         else:
@@ -188,7 +209,9 @@ def _diffusers_callback(pipe, hook, tensor_inputs):
     names = list(tensor_inputs or ["latents"])
     unknown = [k for k in names if k not in GuidedPipeline._callback_tensor_inputs]
     if unknown:
-        raise ValueError(f"callback_on_step_end_tensor_inputs must be among {GuidedPipeline._callback_tensor_inputs}, got {unknown!r}")
+        raise ValueError(
+            f"callback_on_step_end_tensor_inputs must be among {GuidedPipeline._callback_tensor_inputs}, got {unknown!r}"
+        )
 
     def on_step(info: dict) -> None:
         tensors = {"latents": info["z"], "x0": info["x0"]}
@@ -209,7 +232,9 @@ if getattr(diffusers, GuidedPipeline.__name__, None) is None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m demo.pipeline", description="Add model_index.json to model folders written before it existed.")
+    p = argparse.ArgumentParser(
+        prog="python -m demo.pipeline", description="Add model_index.json to model folders written before it existed."
+    )
     p.add_argument("--write-index", nargs="+", metavar="DIR", required=True, help="model folders (e.g. assets/models/*)")
     args = p.parse_args(argv)
     try:

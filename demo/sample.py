@@ -39,11 +39,24 @@ def main(argv=None) -> int:
         args.device = check_device(args.device)
         check_out_file(args.out)
     except ValueError as e:
-        p.error(f"argument --{'device' if str(e).startswith('device') else 'out'}: {str(e).removeprefix('device ').removeprefix('--out ')}")
+        p.error(
+            f"argument --{'device' if str(e).startswith('device') else 'out'}: {str(e).removeprefix('device ').removeprefix('--out ')}"
+        )
     try:  # the settings are checked once, into a request (the interval against this model's schedule), then sampled
         model = load_model_folder(args.model, device=args.device)
-        request = SamplingRequest.check(model, args.n, args.class_label, args.steps, args.guidance, args.sampler, args.seed, args.batch_size,
-                                        interval=args.guidance_interval, clip_x0=args.clip_x0, bf16=args.bf16)  # fmt: skip
+        request = SamplingRequest.check(
+            model,
+            args.n,
+            args.class_label,
+            args.steps,
+            args.guidance,
+            args.sampler,
+            args.seed,
+            args.batch_size,
+            interval=args.guidance_interval,
+            clip_x0=args.clip_x0,
+            bf16=args.bf16,
+        )
         gen = run(model, request)
     except (ValueError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -60,8 +73,21 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"error: --out {args.out} could not be written ({e.strerror or type(e).__name__}).", file=sys.stderr)
         return 2
-    print(json.dumps({"out": str(out), "n": args.n, "nfe": gen.nfe, "seconds": round(gen.seconds, 4), "steps": args.steps,
-                      "guidance": args.guidance, "guidance_interval": interval and list(interval), "sampler": args.sampler, "model": model.name}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "n": args.n,
+                "nfe": gen.nfe,
+                "seconds": round(gen.seconds, 4),
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "guidance_interval": interval and list(interval),
+                "sampler": args.sampler,
+                "model": model.name,
+            }
+        )
+    )
     return 0
 
 

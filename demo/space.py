@@ -113,7 +113,11 @@ def write_space(models: list[str], out: str | Path, cpu: bool = True, overwrite:
     out.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in CODE_PACKAGES:
-        shutil.copytree(repo / package, out / package, ignore=lambda d, files: [*ignore(d, files), *(f for f in files if (Path(d) / f).is_file() and not f.endswith(".py"))])
+        shutil.copytree(
+            repo / package,
+            out / package,
+            ignore=lambda d, files: [*ignore(d, files), *(f for f in files if (Path(d) / f).is_file() and not f.endswith(".py"))],
+        )
     for name in COPIED_FILES:
         if (repo / name).is_file():
             shutil.copy2(repo / name, out / name)
@@ -143,12 +147,19 @@ def write_space(models: list[str], out: str | Path, cpu: bool = True, overwrite:
         "Compare them side by side from the same noise (`/compare`), follow their trajectories, guidance branches, grids and "
         "metrics. The Distill tab is read-only on a shared Space: duplicate it (and set `GDL_ALLOW_TRAINING=1` in its "
         "settings) to train students of your own.\n\nRun it locally: `pip install -r requirements.txt && python app.py`.\n"
-    )  # fmt: skip
+    )
     files = [p for p in out.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
     if total > SIZE_WARN_BYTES:
         print(f"warning: {out} holds {total / 1e6:.0f} MB", file=sys.stderr)
-    return {"out": str(out), "models": names, "hub_models": hub, "files": len(files), "megabytes": round(total / 1e6, 2), "license": license_}
+    return {
+        "out": str(out),
+        "models": names,
+        "hub_models": hub,
+        "files": len(files),
+        "megabytes": round(total / 1e6, 2),
+        "license": license_,
+    }
 
 
 # ---- at the Space's start (app.py) ----
@@ -162,7 +173,9 @@ def fetch_hub_models(folder: str | Path = REPO, cache_dir: str | Path | None = N
     from demo.core.hub import fetch_model_folder
 
     listing = Path(folder) / HUB_MODELS_FILE
-    specs = [s.strip() for s in listing.read_text().splitlines() if s.strip() and not s.startswith("#")] if listing.is_file() else []
+    specs = (
+        [s.strip() for s in listing.read_text().splitlines() if s.strip() and not s.startswith("#")] if listing.is_file() else []
+    )
     fetched = [fetch_model_folder(s, cache_dir=cache_dir or Path(folder) / "hub-models") for s in specs]
     roots = [r for r in os.environ.get("GDL_MODEL_ROOTS", "").split(os.pathsep) if r]
     roots += [str(f.parent) for f in fetched if str(f.parent) not in roots]  # the catalog lists model folders *below* a root
@@ -190,13 +203,17 @@ def place_models(catalog) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo.space", description=__doc__.splitlines()[0].strip("`"))
-    p.add_argument("--models", required=True, help="comma-separated: shipped model names, model folder paths or Hub names owner/name@commit")
+    p.add_argument(
+        "--models", required=True, help="comma-separated: shipped model names, model folder paths or Hub names owner/name@commit"
+    )
     p.add_argument("--out", required=True, help="the Space folder to write")
     p.add_argument("--gpu", action="store_true", help="take torch from the default index (a GPU Space) instead of the CPU index")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     args = p.parse_args(argv)
     try:
-        summary = write_space([m for m in args.models.split(",") if m.strip()], args.out, cpu=not args.gpu, overwrite=args.overwrite)
+        summary = write_space(
+            [m for m in args.models.split(",") if m.strip()], args.out, cpu=not args.gpu, overwrite=args.overwrite
+        )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

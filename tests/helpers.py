@@ -31,13 +31,27 @@ def make_tiny_teacher(folder, seed: int = 0, prediction_type: str = "v_predictio
 # A DiT-XL/2-shaped latent teacher in miniature, built from plain diffusers configs (as a paper author's would be):
 # ε-prediction on a linear schedule, a learned-variance output (2x channels), 10 classes + the null class 10.
 TINY_DIT_CONFIG = {
-    "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 4, "out_channels": 8, "num_layers": 2,
-    "sample_size": 16, "patch_size": 2, "num_embeds_ada_norm": 10, "norm_num_groups": 1,
-}  # fmt: skip
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 2,
+    "sample_size": 16,
+    "patch_size": 2,
+    "num_embeds_ada_norm": 10,
+    "norm_num_groups": 1,
+}
 TINY_VAE_CONFIG = {
-    "in_channels": 1, "out_channels": 1, "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
-    "block_out_channels": [8, 8], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4, "sample_size": 32,
-}  # fmt: skip
+    "in_channels": 1,
+    "out_channels": 1,
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "block_out_channels": [8, 8],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 32,
+}
 
 
 def make_tiny_latent_teacher(folder, seed: int = 0, name: str = "tiny-dit-teacher"):
@@ -104,7 +118,13 @@ def make_model_root(root: Path) -> Path:
     )
     make_tiny_teacher(root / "tiny-student", seed=1, name="tiny-student")
     card = json.loads((root / "tiny-student" / "card.json").read_text())
-    card.update(kind="student", method="dash", teacher="tiny-teacher", steps=2, metrics={"2 steps": {"nfe": 4, "seconds": 0.05, "frechet_distance": 12.0}})
+    card.update(
+        kind="student",
+        method="dash",
+        teacher="tiny-teacher",
+        steps=2,
+        metrics={"2 steps": {"nfe": 4, "seconds": 0.05, "frechet_distance": 12.0}},
+    )
     (root / "tiny-student" / "card.json").write_text(json.dumps(card))
     (root / "run-kd").mkdir()
     (root / "run-kd" / "stats.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 5)))
@@ -142,8 +162,15 @@ def tiny_method(seed: int = 0) -> RecordingTeacher:
 
 def config(iterations: int, **overrides) -> TrainConfig:
     # Constant lr after a 1-step warm-up (lr_final = 1), so a resumed run can be compared with an uninterrupted one.
-    options = {"iterations": iterations, "batch_size": 4, "lr": 1e-3, "warmup": 1, "lr_final": 1.0, "mixed_precision": "no",
-               "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 2}  # fmt: skip
+    options = {
+        "iterations": iterations,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "warmup": 1,
+        "lr_final": 1.0,
+        "mixed_precision": "no",
+        "log_every": 1,
+        "checkpoint_every": 1,
+        "keep_checkpoints": 2,
+    }
     return TrainConfig(**{**options, **overrides})
-
-

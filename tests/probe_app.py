@@ -137,8 +137,13 @@ class Watch:
 
 def repo_changes() -> set[str]:
     """Files git sees as new or changed in the repository (ignored ones too), caches aside."""
-    out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], check=False, cwd=REPO, capture_output=True,
-                         text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
     return {ln for ln in out.splitlines() if "__pycache__" not in ln and ".pytest_cache" not in ln}
 
 
@@ -159,7 +164,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log
         self._log = open(log, "w")  # noqa: SIM115  (open for the server's lifetime)
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py")], env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -203,8 +210,12 @@ class Server:
 
 def raw_call(url: str, api_name: str, data: list, timeout: float = 120) -> tuple[str, object]:
     """One call over Gradio's HTTP API, so that NaN and ±inf reach the server as a client could send them."""
-    r = httpx.post(f"{url}gradio_api/call{api_name}", content=json.dumps({"data": data}), headers={"content-type": "application/json"},
-                   timeout=timeout)  # fmt: skip
+    r = httpx.post(
+        f"{url}gradio_api/call{api_name}",
+        content=json.dumps({"data": data}),
+        headers={"content-type": "application/json"},
+        timeout=timeout,
+    )
     if r.status_code != 200:
         return "error", f"HTTP {r.status_code}: {r.text[:300]}"
     event = None
@@ -271,49 +282,126 @@ def seed_jobs(runs: Path, tmp: Path) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(runs / DB_NAME)
     db.executescript(_SCHEMA)
-    spec = {"method": "dash", "iterations": 10, "teacher": str(MODELS / TEACHER), "init": None, "batch_size": 4, "lr": 1e-3, "seed": 0,
-            "name": None, "log_every": None, "checkpoint_every": None, "num_processes": 1, "extra_args": []}  # fmt: skip
-    error = (f"$ {sys.executable} -m demo.distill --method dash --teacher {MODELS / TEACHER} --out {runs}/00002-dash\n"
-             f"ValueError: Model folder {tmp}/extra-models/probe-corrupt-tirt could not be read from {runs}/00002-dash")  # fmt: skip
+    spec = {
+        "method": "dash",
+        "iterations": 10,
+        "teacher": str(MODELS / TEACHER),
+        "init": None,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "seed": 0,
+        "name": None,
+        "log_every": None,
+        "checkpoint_every": None,
+        "num_processes": 1,
+        "extra_args": [],
+    }
+    error = (
+        f"$ {sys.executable} -m demo.distill --method dash --teacher {MODELS / TEACHER} --out {runs}/00002-dash\n"
+        f"ValueError: Model folder {tmp}/extra-models/probe-corrupt-tirt could not be read from {runs}/00002-dash"
+    )
     for job_id, state, err in ((1, "cancelled", None), (2, "failed", error)):
         run_dir = runs / f"{job_id:05d}-dash"
         run_dir.mkdir()
-        db.execute("INSERT INTO jobs (id, method, state, run_dir, spec, created, started, finished, error) VALUES (?, 'dash', ?, ?, ?, ?, ?, ?, ?)",
-                   (job_id, state, str(run_dir), json.dumps(spec), time.time() - 60, time.time() - 50, time.time() - 40, err))  # fmt: skip
+        db.execute(
+            "INSERT INTO jobs (id, method, state, run_dir, spec, created, started, finished, error) VALUES (?, 'dash', ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, state, str(run_dir), json.dumps(spec), time.time() - 60, time.time() - 50, time.time() - 40, err),
+        )
     db.commit()
     db.close()
 
 
 # ---- the API probes ----
 
+
 # A small valid call per endpoint with parameters; each probe replaces one value by a bad one.
 def valid_calls() -> dict[str, dict]:
     return {
-        "/compare": {"teacher": TEACHER, "student": STUDENT, "class_label": "3", "guidance": 2.0, "teacher_steps": 8, "student_steps": 4,
-                     "seed": 0, "sampler": "ddim", "n": 1, "guidance_interval": "", "clip_x0": False},
+        "/compare": {
+            "teacher": TEACHER,
+            "student": STUDENT,
+            "class_label": "3",
+            "guidance": 2.0,
+            "teacher_steps": 8,
+            "student_steps": 4,
+            "seed": 0,
+            "sampler": "ddim",
+            "n": 1,
+            "guidance_interval": "",
+            "clip_x0": False,
+        },
         "/student_defaults": {"student": STUDENT, "teacher_steps": 8},
-        "/trajectory": {"teacher": TEACHER, "student": STUDENT, "class_label": "3", "guidance": 2.0, "teacher_steps": 8, "student_steps": 4,
-                        "seed": 0, "sampler": "ddim"},
-        "/sketch_refined": {"sketch": "fmnist-hd-sketch", "sketch_steps": 1, "refined": "fmnist-hd", "refined_steps": 1, "class_label": "0",
-                            "guidance": 2.0, "seed": 0, "sampler": "ddim"},
-        "/branch_gap": {"teacher": TEACHER, "models": ["fmnist-dash"], "n_images": 4, "n_timesteps": 2, "seed": 0, "guidance": 2.0},
+        "/trajectory": {
+            "teacher": TEACHER,
+            "student": STUDENT,
+            "class_label": "3",
+            "guidance": 2.0,
+            "teacher_steps": 8,
+            "student_steps": 4,
+            "seed": 0,
+            "sampler": "ddim",
+        },
+        "/sketch_refined": {
+            "sketch": "fmnist-hd-sketch",
+            "sketch_steps": 1,
+            "refined": "fmnist-hd",
+            "refined_steps": 1,
+            "class_label": "0",
+            "guidance": 2.0,
+            "seed": 0,
+            "sampler": "ddim",
+        },
+        "/branch_gap": {
+            "teacher": TEACHER,
+            "models": ["fmnist-dash"],
+            "n_images": 4,
+            "n_timesteps": 2,
+            "seed": 0,
+            "guidance": 2.0,
+        },
         "/w_sweep": {"models": ["fmnist-dash"], "class_label": "0", "seed": 0, "steps": 2, "sampler": "ddim"},
         "/grid": {"model": STUDENT, "class_label": "0", "seed": 0, "steps": [1], "guidances": [1.0], "sampler": "ddim"},
-        "/embedding": {"models": ["fmnist-dash"], "n_per_model": 8, "steps": 2, "guidance": 2.0, "seed": 0, "include_real": False,
-                       "color_by": "model"},
+        "/embedding": {
+            "models": ["fmnist-dash"],
+            "n_per_model": 8,
+            "steps": 2,
+            "guidance": 2.0,
+            "seed": 0,
+            "include_real": False,
+            "color_by": "model",
+        },
         "/metrics": {"x_axis": "nfe", "y_metric": "frechet_distance", "guidance": 2.0, "all_columns": False},
         "/loss_curves": {"run": None},
-        "/distill_start": {"method": "dash", "iterations": 2, "teacher": TEACHER, "init": "", "batch_size": 4, "lr": 1e-3, "seed": 0},
+        "/distill_start": {
+            "method": "dash",
+            "iterations": 2,
+            "teacher": TEACHER,
+            "init": "",
+            "batch_size": 4,
+            "lr": 1e-3,
+            "seed": 0,
+        },
         "/distill_status": {"job_id": 1},
         "/distill_cancel": {"job_id": 1},
         "/distill_resume": {"job_id": 1},
         "/distill_preview": {"job_id": 1},
-    }  # fmt: skip
+    }
 
 
 MODEL_PARAMS = {"teacher", "student", "sketch", "refined", "model", "models", "init", "run"}
-WHOLE_PARAMS = {"teacher_steps", "student_steps", "sketch_steps", "refined_steps", "seed", "n_images", "n_timesteps", "steps", "n_per_model",
-                "iterations", "batch_size"}  # fmt: skip
+WHOLE_PARAMS = {
+    "teacher_steps",
+    "student_steps",
+    "sketch_steps",
+    "refined_steps",
+    "seed",
+    "n_images",
+    "n_timesteps",
+    "steps",
+    "n_per_model",
+    "iterations",
+    "batch_size",
+}
 FLOAT_PARAMS = {"guidance", "lr"}
 CHOICE_PARAMS = {"class_label", "sampler", "n", "x_axis", "y_metric", "color_by", "method"}
 
@@ -334,13 +422,26 @@ def bad_choices(param: str) -> list:
 
 
 def bad_names(tmp: Path, plural: bool) -> list:
-    names = ["x" * 300, "a/" * 600 + "b", "../../etc", "../../../etc/passwd", "/etc/passwd", str(tmp / "outside" / SECRET), "no-such-model",
-             f"{TEACHER}/../../..", "n" * 300]  # fmt: skip
+    names = [
+        "x" * 300,
+        "a/" * 600 + "b",
+        "../../etc",
+        "../../../etc/passwd",
+        "/etc/passwd",
+        str(tmp / "outside" / SECRET),
+        "no-such-model",
+        f"{TEACHER}/../../..",
+        "n" * 300,
+    ]
     return [[n] for n in names] + [[], [TEACHER] * 65] if plural else names
 
 
 def field_words(param: str, label: str | None) -> list[str]:
-    words = {param, param.replace("_", " "), *(w for w in (label or "").lower().replace("(", " ").replace(")", " ").split() if len(w) > 2)}
+    words = {
+        param,
+        param.replace("_", " "),
+        *(w for w in (label or "").lower().replace("(", " ").replace(")", " ").split() if len(w) > 2),
+    }
     words -= {"the", "per", "for", "one", "optional", "images"} if param != "n_images" else {"the", "per", "for"}
     if param in MODEL_PARAMS:
         words |= {"model", "run"}
@@ -376,8 +477,16 @@ class ApiProber:
         event, data = raw_call(self.server.url, api_name, [args[p] for p in self.order[api_name]], timeout)
         return (event == "complete"), ("" if event == "complete" else str(data)), data
 
-    def probe(self, family: str, api_name: str, param: str | None, value, expect: list[str] | None = None, args: dict | None = None,
-              ok_by_design: bool = False) -> None:  # fmt: skip
+    def probe(
+        self,
+        family: str,
+        api_name: str,
+        param: str | None,
+        value,
+        expect: list[str] | None = None,
+        args: dict | None = None,
+        ok_by_design: bool = False,
+    ) -> None:
         """Send the valid call of `api_name` with `param` = `value`; it must be refused with one sentence naming `expect`."""
         args = dict(args or self.valid[api_name])
         if param is not None:
@@ -397,12 +506,20 @@ class ApiProber:
             why.append(f"does not name {words[:3]}")
         if "Traceback" in new_log:
             why.append("traceback in the server log: " + new_log[new_log.index("Traceback") :][-300:].replace("\n", " ⏎ "))
-        leaks = leaked_paths(message + (json.dumps(result, default=str) if ok and isinstance(result, dict) else ""), list(args.values()))
+        leaks = leaked_paths(
+            message + (json.dumps(result, default=str) if ok and isinstance(result, dict) else ""), list(args.values())
+        )
         if leaks:
             why.append(f"server paths {leaks[:2]}")
         if not self.server.answers():
             why.append("server no longer answers")
-        text = message if not ok else f"(accepted by design: {_short(result, 70)})" if ok_by_design else f"(accepted) {_short(result, 70)}"
+        text = (
+            message
+            if not ok
+            else f"(accepted by design: {_short(result, 70)})"
+            if ok_by_design
+            else f"(accepted) {_short(result, 70)}"
+        )
         self.report.add(family, what, not why, text, "; ".join(why))
 
     def run_all(self) -> None:
@@ -430,8 +547,14 @@ class ApiProber:
                         self.probe("unknown choices", api_name, param, value)
                 elif param in MODEL_PARAMS:
                     for value in bad_names(self.tmp, plural=param == "models"):
-                        by_design = api_name == "/student_defaults"  # a dropdown's change helper: it leaves the controls as they are
-                        fam = "/student_defaults with bad names (controls left unchanged, by design)" if by_design else "model names: > 255 chars, traversal, outside"
+                        by_design = (
+                            api_name == "/student_defaults"
+                        )  # a dropdown's change helper: it leaves the controls as they are
+                        fam = (
+                            "/student_defaults with bad names (controls left unchanged, by design)"
+                            if by_design
+                            else "model names: > 255 chars, traversal, outside"
+                        )
                         self.probe(fam, api_name, param, value, ok_by_design=by_design)
                 elif param == "job_id":
                     for value in (1.5, 0, 10**30, -1, "abc", math.nan, math.inf):
@@ -446,30 +569,67 @@ class ApiProber:
             "probe-negative-timesteps": ["num_train_timesteps"],
         }
         for name, words in expected.items():
-            for api_name, param in (("/distill_start", "teacher"), ("/distill_start", "init"), ("/compare", "teacher"), ("/compare", "student"),
-                                    ("/trajectory", "student"), ("/branch_gap", "models"), ("/branch_gap", "teacher"), ("/grid", "model"),
-                                    ("/embedding", "models"), ("/w_sweep", "models"), ("/sketch_refined", "sketch")):  # fmt: skip
+            for api_name, param in (
+                ("/distill_start", "teacher"),
+                ("/distill_start", "init"),
+                ("/compare", "teacher"),
+                ("/compare", "student"),
+                ("/trajectory", "student"),
+                ("/branch_gap", "models"),
+                ("/branch_gap", "teacher"),
+                ("/grid", "model"),
+                ("/embedding", "models"),
+                ("/w_sweep", "models"),
+                ("/sketch_refined", "sketch"),
+            ):
                 value = [name] if param == "models" else name
                 self.probe("malformed model folders (symlink, list card, …)", api_name, param, value, expect=words)
         # The longest folder name a filesystem allows is a model like any other; its card-less name is usable.
-        self.probe("malformed model folders (symlink, list card, …)", "/student_defaults", "student", "L" * 255, ok_by_design=True)
+        self.probe(
+            "malformed model folders (symlink, list card, …)", "/student_defaults", "student", "L" * 255, ok_by_design=True
+        )
         ok, message, result = self.call("/refresh_models", {})
-        self.report.add("malformed model folders (symlink, list card, …)", "/refresh_models lists the roots", ok and "model folders" in str(result),
-                        _short(result[-1] if ok and result else message, 90))  # fmt: skip
+        self.report.add(
+            "malformed model folders (symlink, list card, …)",
+            "/refresh_models lists the roots",
+            ok and "model folders" in str(result),
+            _short(result[-1] if ok and result else message, 90),
+        )
         # Every model a dropdown offers can be requested back by that name (a 300-character card name once could not).
         listed = [c[0] for c in result[0]["choices"]] if ok else []
         unusable = [n for n in listed if len(n) > 1024 or any(len(part) > 255 for part in n.split("/"))]
-        self.report.add("malformed model folders (symlink, list card, …)", "every listed name is one a request may carry", ok and not unusable,
-                        f"{len(listed)} names listed, {len(unusable)} too long to request" + (f" ({_short(unusable[0], 30)})" if unusable else ""))  # fmt: skip
-        self.probe("malformed model folders (symlink, list card, …)", "/student_defaults", "student", "probe-long-card-name", ok_by_design=True)
+        self.report.add(
+            "malformed model folders (symlink, list card, …)",
+            "every listed name is one a request may carry",
+            ok and not unusable,
+            f"{len(listed)} names listed, {len(unusable)} too long to request"
+            + (f" ({_short(unusable[0], 30)})" if unusable else ""),
+        )
+        self.probe(
+            "malformed model folders (symlink, list card, …)",
+            "/student_defaults",
+            "student",
+            "probe-long-card-name",
+            ok_by_design=True,
+        )
 
         # A job status whose stored error holds absolute paths and the worker's command line.
         ok, message, status = self.call("/distill_status", {"job_id": 2})
         leaks = leaked_paths(json.dumps(status, default=str), [])
-        self.report.add("path-free status and errors", "/distill_status of a failed job", ok and not leaks and "$ " not in str(status),
-                        _short(status.get("error") if isinstance(status, dict) else message, 90), f"server paths {leaks[:2]}" if leaks else "")  # fmt: skip
+        self.report.add(
+            "path-free status and errors",
+            "/distill_status of a failed job",
+            ok and not leaks and "$ " not in str(status),
+            _short(status.get("error") if isinstance(status, dict) else message, 90),
+            f"server paths {leaks[:2]}" if leaks else "",
+        )
         ok, message, runs = self.call("/distill_runs", {})
-        self.report.add("path-free status and errors", "/distill_runs", ok and not leaked_paths(json.dumps(runs, default=str), []), _short(runs, 90))
+        self.report.add(
+            "path-free status and errors",
+            "/distill_runs",
+            ok and not leaked_paths(json.dumps(runs, default=str), []),
+            _short(runs, 90),
+        )
 
     def max_request(self) -> str:
         """One over-budget request (refused), then the largest request the budget allows and, right behind it, a small
@@ -479,7 +639,9 @@ class ApiProber:
         start = time.monotonic()
         ok, message, _ = self.call("/compare", big)
         refused_in = time.monotonic() - start
-        self.report.add(fam, "/compare n=64 × 250 teacher steps", not ok and "GDL_MAX_WORK" in message and one_sentence(message), message)
+        self.report.add(
+            fam, "/compare n=64 × 250 teacher steps", not ok and "GDL_MAX_WORK" in message and one_sentence(message), message
+        )
         m = re.search(r"needs ([\d,]+) network evaluations.*limit of ([\d,]+)", message)
         if not m:
             return "the over-budget request was not refused with the budget sentence; no timing run."
@@ -495,7 +657,9 @@ class ApiProber:
         start = time.monotonic()
         ok, message, _ = self.call("/compare", self.valid["/compare"])
         small = time.monotonic() - start
-        self.report.add(fam, f"small /compare behind n=64 × {steps} steps", ok and small < 15, f"served in {small:.1f} s" if ok else message)
+        self.report.add(
+            fam, f"small /compare behind n=64 × {steps} steps", ok and small < 15, f"served in {small:.1f} s" if ok else message
+        )
         try:
             job.result(timeout=600)
             end, outcome = time.monotonic(), "completed"
@@ -503,17 +667,25 @@ class ApiProber:
             end, outcome = time.monotonic(), str(e)
         big_s = end - t0
         cut = "time limit" in outcome
-        self.report.add(fam, f"/compare n=64 × {steps} teacher steps (largest within the budget)", cut or outcome == "completed",
-                        outcome if cut else f"completed in {big_s:.0f} s")  # fmt: skip
-        return (f"over-budget request (n = 64 × 250 teacher steps, {cost:,} NFE·images > {limit:,}) refused in {refused_in:.2f} s; "
-                f"the largest allowed one (n = 64 × {steps} teacher steps) {'was stopped at the time limit' if cut else 'completed'} "
-                f"after {big_s:.0f} s; a small /compare (1 image, 8 + 4 steps) sent 2 s after it started was served in {small:.1f} s.")  # fmt: skip
+        self.report.add(
+            fam,
+            f"/compare n=64 × {steps} teacher steps (largest within the budget)",
+            cut or outcome == "completed",
+            outcome if cut else f"completed in {big_s:.0f} s",
+        )
+        return (
+            f"over-budget request (n = 64 × 250 teacher steps, {cost:,} NFE·images > {limit:,}) refused in {refused_in:.2f} s; "
+            f"the largest allowed one (n = 64 × {steps} teacher steps) {'was stopped at the time limit' if cut else 'completed'} "
+            f"after {big_s:.0f} s; a small /compare (1 image, 8 + 4 steps) sent 2 s after it started was served in {small:.1f} s."
+        )
 
     def uploads(self, limit_mb: float) -> None:
         fam = "uploads over GDL_MAX_UPLOAD_MB"
         for size, should_pass in ((1024, True), (int((limit_mb + 1) * 2**20), False), (int(limit_mb * 4 * 2**20), False)):
             before = len(self.server.log())
-            r = httpx.post(self.server.url + "gradio_api/upload", files={"files": ("probe.png", b"\0" * size, "image/png")}, timeout=60)
+            r = httpx.post(
+                self.server.url + "gradio_api/upload", files={"files": ("probe.png", b"\0" * size, "image/png")}, timeout=60
+            )
             new_log = self.server.log()[before:]
             text = r.text[:300]
             try:
@@ -526,7 +698,11 @@ class ApiProber:
                 handled = r.status_code == 200  # its answer is Gradio's handle for the file: a path in its temporary folder
                 msg = f"HTTP {r.status_code} (a 1 kB file is accepted)"
             else:
-                handled = r.status_code in (400, 413) and one_sentence(detail) and ("size" in detail.lower() or "large" in detail.lower())
+                handled = (
+                    r.status_code in (400, 413)
+                    and one_sentence(detail)
+                    and ("size" in detail.lower() or "large" in detail.lower())
+                )
                 msg = f"HTTP {r.status_code}: {detail}"
             handled = handled and "Traceback" not in new_log and self.server.answers()
             self.report.add(fam, f"{size / 2**20:.1f} MB", handled, msg)
@@ -541,7 +717,9 @@ def _short(value, n: int = 40) -> str:
 
 
 def run_cli(args: list[str], env: dict, timeout: float = 300) -> tuple[int, str, str]:
-    p = subprocess.run([sys.executable, "-m", *args], check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", *args], check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     return p.returncode, p.stdout, p.stderr
 
 
@@ -554,29 +732,77 @@ def cli_probes(report: Report, tmp: Path, folders: dict[str, Path], env: dict) -
     no_data = tmp / "no-fashion-mnist"  # the distill CLI can never train here: a flag that got through meets missing data
     no_data.mkdir()
     env = {**env, "FASHION_MNIST_DIR": str(no_data)}
-    malformed = {k: v for k, v in folders.items() if k in ("probe-list-card", "probe-string-classes", "probe-corrupt-tirt", "probe-negative-timesteps")}
-    words = {"probe-list-card": "card.json", "probe-string-classes": "num_classes", "probe-corrupt-tirt": "tirt.safetensors",
-             "probe-negative-timesteps": "num_train_timesteps"}  # fmt: skip
+    malformed = {
+        k: v
+        for k, v in folders.items()
+        if k in ("probe-list-card", "probe-string-classes", "probe-corrupt-tirt", "probe-negative-timesteps")
+    }
+    words = {
+        "probe-list-card": "card.json",
+        "probe-string-classes": "num_classes",
+        "probe-corrupt-tirt": "tirt.safetensors",
+        "probe-negative-timesteps": "num_train_timesteps",
+    }
 
-    sample = ["demo.sample", "--model", str(MODELS / "fmnist-dash"), "--n", "1", "--steps", "1", "--out", str(out / "x.png"), "--device", "cpu"]
+    sample = [
+        "demo.sample",
+        "--model",
+        str(MODELS / "fmnist-dash"),
+        "--n",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        str(out / "x.png"),
+        "--device",
+        "cpu",
+    ]
     sample_probes = [
-        ("--n", "100000000", "--n"), ("--out", "/dev/null/x.png", "--out"), ("--device", "cuda", "--device"), ("--device", "bogus", "--device"),
-        ("--seed", "1e20", "--seed"), ("--steps", "nan", "--steps"), ("--guidance", "inf", "--guidance"), ("--batch-size", "0", "--batch-size"),
-        ("--out", str(out), "--out"), ("--model", "x" * 300, "--model"),
-    ] + [("--model", str(f), words[k]) for k, f in malformed.items()]  # fmt: skip
+        ("--n", "100000000", "--n"),
+        ("--out", "/dev/null/x.png", "--out"),
+        ("--device", "cuda", "--device"),
+        ("--device", "bogus", "--device"),
+        ("--seed", "1e20", "--seed"),
+        ("--steps", "nan", "--steps"),
+        ("--guidance", "inf", "--guidance"),
+        ("--batch-size", "0", "--batch-size"),
+        ("--out", str(out), "--out"),
+        ("--model", "x" * 300, "--model"),
+    ] + [("--model", str(f), words[k]) for k, f in malformed.items()]
     for flag, value, expect in sample_probes:
         argv = _replace(sample, flag, value)
         _cli_probe(report, "CLI: python -m demo.sample", argv, env, f"{flag} {_short(value, 30)}", expect)
 
-    distill = ["demo.distill", "--method", "dash", "--teacher", str(MODELS / TEACHER), "--out", str(out / "run"), "--iterations", "1",
-               "--batch-size", "1"]  # fmt: skip
+    distill = [
+        "demo.distill",
+        "--method",
+        "dash",
+        "--teacher",
+        str(MODELS / TEACHER),
+        "--out",
+        str(out / "run"),
+        "--iterations",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     distill_probes = [
-        ("--checkpoint-every", "0", "--checkpoint-every"), ("--log-every", "0", "--log-every"), ("--batch-size", "0", "--batch-size"),
-        ("--batch-size", "-1", "--batch-size"), ("--seed", "1e20", "--seed"), ("--out", str(a_file), "--out"), ("--warmup", "-1", "--warmup"),
-        ("--ema-decay", "2", "--ema-decay"), ("--lr", "nan", "--lr"), ("--iterations", "1.5", "--iterations"), ("--w-min", "9", "--w-min"),
-    ] + [("--teacher", str(f), words[k]) for k, f in malformed.items()]  # fmt: skip
+        ("--checkpoint-every", "0", "--checkpoint-every"),
+        ("--log-every", "0", "--log-every"),
+        ("--batch-size", "0", "--batch-size"),
+        ("--batch-size", "-1", "--batch-size"),
+        ("--seed", "1e20", "--seed"),
+        ("--out", str(a_file), "--out"),
+        ("--warmup", "-1", "--warmup"),
+        ("--ema-decay", "2", "--ema-decay"),
+        ("--lr", "nan", "--lr"),
+        ("--iterations", "1.5", "--iterations"),
+        ("--w-min", "9", "--w-min"),
+    ] + [("--teacher", str(f), words[k]) for k, f in malformed.items()]
     for flag, value, expect in distill_probes:
-        _cli_probe(report, "CLI: python -m demo.distill", _replace(distill, flag, value), env, f"{flag} {_short(value, 30)}", expect)
+        _cli_probe(
+            report, "CLI: python -m demo.distill", _replace(distill, flag, value), env, f"{flag} {_short(value, 30)}", expect
+        )
     argv = _replace(distill, "--out", str(out / "empty-run")) + ["--export-only"]
     _cli_probe(report, "CLI: python -m demo.distill", argv, env, "--export-only on an empty folder", "--export-only")
 
@@ -611,18 +837,32 @@ def _cli_probe(report: Report, family: str, argv: list[str], env: dict, what: st
 
 
 SETTINGS = [
-    ("GDL_RUNS_DIR", "/proc/x"), ("GRADIO_SERVER_PORT", "abc"), ("GRADIO_SERVER_PORT", "99999"), ("GDL_CONCURRENCY", "0"),
-    ("GDL_QUEUE_MAX_SIZE", "0"), ("GDL_MAX_BATCH", "0"), ("GDL_CACHE_SIZE", "many"), ("GDL_MAX_WORK", "1e3.5"),
-    ("GDL_REQUEST_TIMEOUT", "nan"), ("GDL_MAX_UPLOAD_MB", "-1"), ("GDL_PRECISION", "fp8"), ("GDL_DEVICE", "bogus"),
-    ("GDL_ALLOW_HUB", "yes"), ("GDL_MAX_JOBS", "0"), ("GDL_MAX_ITERATIONS", "x"), ("GDL_MIN_FREE_GB", "nan"),
-]  # fmt: skip
+    ("GDL_RUNS_DIR", "/proc/x"),
+    ("GRADIO_SERVER_PORT", "abc"),
+    ("GRADIO_SERVER_PORT", "99999"),
+    ("GDL_CONCURRENCY", "0"),
+    ("GDL_QUEUE_MAX_SIZE", "0"),
+    ("GDL_MAX_BATCH", "0"),
+    ("GDL_CACHE_SIZE", "many"),
+    ("GDL_MAX_WORK", "1e3.5"),
+    ("GDL_REQUEST_TIMEOUT", "nan"),
+    ("GDL_MAX_UPLOAD_MB", "-1"),
+    ("GDL_PRECISION", "fp8"),
+    ("GDL_DEVICE", "bogus"),
+    ("GDL_ALLOW_HUB", "yes"),
+    ("GDL_MAX_JOBS", "0"),
+    ("GDL_MAX_ITERATIONS", "x"),
+    ("GDL_MIN_FREE_GB", "nan"),
+]
 
 
 def settings_probes(report: Report, tmp: Path, env: dict) -> None:
     for var, value in SETTINGS:
         e = {**env, "GRADIO_SERVER_PORT": str(free_port()), "GDL_PRELOAD": "0", var: value}
         try:
-            p = subprocess.run([sys.executable, str(REPO / "app.py")], check=False, env=e, cwd=tmp, capture_output=True, text=True, timeout=90)
+            p = subprocess.run(
+                [sys.executable, str(REPO / "app.py")], check=False, env=e, cwd=tmp, capture_output=True, text=True, timeout=90
+            )
             code, err, out = p.returncode, p.stderr, p.stdout
         except subprocess.TimeoutExpired as t:  # it started serving: the setting was accepted
             code, err, out = None, _text(t.stderr), _text(t.stdout)
@@ -653,7 +893,9 @@ def _text(data) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for the app and the CLIs (default 1: a shared 2-core host)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="OMP_NUM_THREADS for the app and the CLIs (default 1: a shared 2-core host)"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["api", "max", "uploads", "cli", "settings"])
     opts = parser.parse_args()
     report = Report()
@@ -663,12 +905,19 @@ def main() -> int:
         runs = tmp / "runs"
         seed_jobs(runs, tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GDL_", "GRADIO_"))}
-        env.update({
-            "GDL_RUNS_DIR": str(runs), "GDL_MODEL_ROOTS": str(tmp / "extra-models"), "GRADIO_SERVER_NAME": "127.0.0.1",
-            "GRADIO_SERVER_PORT": str(free_port()), "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-            "GDL_MIN_FREE_GB": "1e6",  # the safety net: no /distill_start that got through validation can start a worker
-            "OMP_NUM_THREADS": str(opts.threads), "PYTHONUNBUFFERED": "1",
-        })  # fmt: skip
+        env.update(
+            {
+                "GDL_RUNS_DIR": str(runs),
+                "GDL_MODEL_ROOTS": str(tmp / "extra-models"),
+                "GRADIO_SERVER_NAME": "127.0.0.1",
+                "GRADIO_SERVER_PORT": str(free_port()),
+                "GRADIO_ANALYTICS_ENABLED": "False",
+                "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+                "GDL_MIN_FREE_GB": "1e6",  # the safety net: no /distill_start that got through validation can start a worker
+                "OMP_NUM_THREADS": str(opts.threads),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         timing = ""
         if not {"api", "max", "uploads"} <= set(opts.skip):
             secret = tmp / "outside" / SECRET
@@ -689,16 +938,30 @@ def main() -> int:
                 log = server.log()
             finally:
                 server.stop()
-            report.add("server after all API probes", "still answering, tracebacks in the whole log", alive and "Traceback" not in log,
-                       f"answers: {alive}; tracebacks in the log: {log.count('Traceback')}")  # fmt: skip
+            report.add(
+                "server after all API probes",
+                "still answering, tracebacks in the whole log",
+                alive and "Traceback" not in log,
+                f"answers: {alive}; tracebacks in the log: {log.count('Traceback')}",
+            )
             touched = watch.events()
-            report.add("server after all API probes", "nothing outside the roots opened or written (inotify)", not touched,
-                       f"{len(touched)} accesses" + (f": {', '.join(touched[:4])}" if touched else ""))  # fmt: skip
+            report.add(
+                "server after all API probes",
+                "nothing outside the roots opened or written (inotify)",
+                not touched,
+                f"{len(touched)} accesses" + (f": {', '.join(touched[:4])}" if touched else ""),
+            )
             written = sorted(repo_changes() - before)
-            report.add("server after all API probes", "nothing written into the repository", not written,
-                       f"{len(written)} new files" + (f": {', '.join(written[:3])}" if written else ""))  # fmt: skip
+            report.add(
+                "server after all API probes",
+                "nothing written into the repository",
+                not written,
+                f"{len(written)} new files" + (f": {', '.join(written[:3])}" if written else ""),
+            )
             jobs = sqlite3.connect(runs / "jobs.sqlite").execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-            report.add("server after all API probes", "no job was queued by a probe", jobs == 2, f"{jobs} jobs in the store (2 seeded)")
+            report.add(
+                "server after all API probes", "no job was queued by a probe", jobs == 2, f"{jobs} jobs in the store (2 seeded)"
+            )
         if "cli" not in opts.skip:
             cli_probes(report, tmp, folders, env)
         if "settings" not in opts.skip:

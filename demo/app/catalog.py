@@ -183,7 +183,9 @@ class Catalog:
                 if not self._inside_roots(resolved):
                     raise ValueError(f"Model path {show(text)} is outside the allowed model folders.")
                 if not is_model_folder(resolved):
-                    raise ValueError(f"{show(text)} is not a model folder (it has no unet/config.json or transformer/config.json).")
+                    raise ValueError(
+                        f"{show(text)} is not a model folder (it has no unet/config.json or transformer/config.json)."
+                    )
                 return resolved
         if p.is_absolute():
             raise ValueError(f"Model path {show(text)} is outside the allowed model folders or does not exist.")

@@ -75,7 +75,9 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def labelled_strip(frames: list[torch.Tensor], labels: list[str], scale: int = 3, title: str | None = None, per_row: int | None = None):
+def labelled_strip(
+    frames: list[torch.Tensor], labels: list[str], scale: int = 3, title: str | None = None, per_row: int | None = None
+):
     """Frames [1,C,H,W] with a caption under each and an optional title above (filmstrips, W sweeps, previews), in
     rows of at most `per_row` frames, so a long strip keeps its frames large instead of being shrunk to the page's
     width. Captions sit below their frame and the title above the first row: no text covers a picture."""
@@ -210,12 +212,15 @@ class Comparison:
 
     def summary(self) -> dict:
         return {
-            "teacher_nfe": self.teacher.nfe, "student_nfe": self.student.nfe,
-            "teacher_seconds": round(self.teacher.seconds, 4), "student_seconds": round(self.student.seconds, 4),
-            "speedup": round(self.speedup, 2), "nfe_ratio": round(self.teacher.nfe / max(self.student.nfe, 1), 2),
+            "teacher_nfe": self.teacher.nfe,
+            "student_nfe": self.student.nfe,
+            "teacher_seconds": round(self.teacher.seconds, 4),
+            "student_seconds": round(self.student.seconds, 4),
+            "speedup": round(self.speedup, 2),
+            "nfe_ratio": round(self.teacher.nfe / max(self.student.nfe, 1), 2),
             "warmup_seconds": {k: round(v, 3) for k, v in self.warmup_seconds.items()},
             "student_runs": len(self.student_runs) or 1,
-        }  # fmt: skip
+        }
 
 
 def compare_stream(
@@ -234,21 +239,32 @@ def compare_stream(
 ):
     """`compare_requests` from user-level values, checked here once (`compare_request_pair`)."""
     n = whole("batch size", n, 1, 256)
-    t_request, s_request = compare_request_pair(teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n,
-                                                **guidance_options)  # fmt: skip
+    t_request, s_request = compare_request_pair(
+        teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, **guidance_options
+    )
     yield from compare_requests(teacher, student, t_request, s_request, previews, stop)
 
 
-def compare_request_pair(teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim", n=1,
-                         **guidance_options) -> tuple[SamplingRequest, SamplingRequest]:  # fmt: skip
+def compare_request_pair(
+    teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim", n=1, **guidance_options
+) -> tuple[SamplingRequest, SamplingRequest]:
     """The teacher's and the student's requests: the same labels, seed, W, sampler and options, each at its own steps.
     `n` is a checked batch size (its limit is the caller's); `guidance_options` are `interval` (parsed against the
     teacher's schedule) and `clip_x0`."""
-    t_request = SamplingRequest.check(teacher, n, class_label, teacher_steps, guidance, sampler, seed, steps_name="teacher steps", **guidance_options)
+    t_request = SamplingRequest.check(
+        teacher, n, class_label, teacher_steps, guidance, sampler, seed, steps_name="teacher steps", **guidance_options
+    )
     return t_request, t_request.for_model(student, student_steps, "student steps")
 
 
-def compare_requests(teacher, student, t_request: SamplingRequest, s_request: SamplingRequest, previews: int = 16, stop: threading.Event | None = None):
+def compare_requests(
+    teacher,
+    student,
+    t_request: SamplingRequest,
+    s_request: SamplingRequest,
+    previews: int = 16,
+    stop: threading.Event | None = None,
+):
     """Student first (it is fast), then the teacher streamed step by step; both from the same noise and labels.
 
     The requests' guidance options (`interval`, `clip_x0`; see `demo.core.guidance`) apply to both models alike. Both
@@ -311,7 +327,9 @@ def filmstrip_indices(k: int, max_frames: int = FILMSTRIP_FRAMES) -> list[int]:
     return sorted({round(i * (k - 1) / (m - 1)) for i in range(m)})
 
 
-def filmstrip(traj: Trajectory, max_frames: int = FILMSTRIP_FRAMES, scale: int = 4, title: str | None = None, per_row: int = FILMSTRIP_ROW):
+def filmstrip(
+    traj: Trajectory, max_frames: int = FILMSTRIP_FRAMES, scale: int = 4, title: str | None = None, per_row: int = FILMSTRIP_ROW
+):
     """The x0 prediction of every step (up to `max_frames`, see `filmstrip_indices`) and the final sample, captioned
     with t, in rows of `per_row` frames; `title` goes above (the model, its steps and NFE)."""
     idx = filmstrip_indices(len(traj.x0s), max_frames)
@@ -319,7 +337,9 @@ def filmstrip(traj: Trajectory, max_frames: int = FILMSTRIP_FRAMES, scale: int =
     return labelled_strip(frames, [f"t={traj.t[i]}" for i in idx] + ["sample"], scale, title, per_row)
 
 
-def w_sweep_iter(model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP) -> Iterator[tuple[list[float], torch.Tensor, list[float]]]:
+def w_sweep_iter(
+    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP
+) -> Iterator[tuple[list[float], torch.Tensor, list[float]]]:
     """`w_sweep` one guidance weight at a time: yields the sweep so far after each W (for progress, and so that a
     caller can stop between two samplings)."""
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
@@ -332,7 +352,9 @@ def w_sweep_iter(model, class_label, seed: int, steps: int, sampler: str = "ddim
         yield ws[: i + 1], x, [float((x[k] - x[0]).abs().mean()) for k in range(i + 1)]
 
 
-def w_sweep(model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP) -> tuple[list[float], torch.Tensor, list[float]]:
+def w_sweep(
+    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP
+) -> tuple[list[float], torch.Tensor, list[float]]:
     """The same noise at each W: (W list, images [G,C,H,W], mean |x(W) − x(W_first)| per W)."""
     out = None
     for out in w_sweep_iter(model, class_label, seed, steps, sampler, guidances):
@@ -358,7 +380,8 @@ class GridResult:
         """'12 ms · p=0.93' per cell (latency, and the classifier's confidence in the class when measured)."""
         return [
             [
-                f"{self.seconds[r, c] * 1000:.0f} ms" + (f" · p={self.confidence[r, c]:.2f}" if self.confidence is not None else "")
+                f"{self.seconds[r, c] * 1000:.0f} ms"
+                + (f" · p={self.confidence[r, c]:.2f}" if self.confidence is not None else "")
                 for c in range(len(self.guidances))
             ]
             for r in range(len(self.steps))
@@ -375,7 +398,9 @@ def w_sweep_strip(name: str, ws: list[float], images: torch.Tensor, change: list
     )
 
 
-def steps_guidance_grid(model, class_label, seed: int, steps_list, guidance_list, sampler: str = "ddim", classifier=None) -> GridResult:
+def steps_guidance_grid(
+    model, class_label, seed: int, steps_list, guidance_list, sampler: str = "ddim", classifier=None
+) -> GridResult:
     """One seed and class through every (steps, W) pair; latency per cell and, with a classifier, its confidence."""
     from analysis.classifier import classify
 
@@ -433,14 +458,21 @@ def embedding_data(
         groups += ["real data"] * len(real[0])
     x = torch.cat(xs)
     feats = classify(classifier, x)[0] if classifier is not None else x.flatten(1)
-    return EmbeddingData(feats, groups, torch.cat(ys), to_uint8(x), "classifier features" if classifier is not None else "raw pixels")
+    return EmbeddingData(
+        feats, groups, torch.cat(ys), to_uint8(x), "classifier features" if classifier is not None else "raw pixels"
+    )
 
 
 def merge_embedding_data(parts: list[EmbeddingData], real=None, classifier=None) -> EmbeddingData:
     """Join per-model `embedding_data` results (sampled one model at a time, for progress) and optional real images."""
     from analysis.classifier import classify
 
-    feats, groups, labels, images = [p.features for p in parts], sum((p.groups for p in parts), []), [p.labels for p in parts], [p.images for p in parts]
+    feats, groups, labels, images = (
+        [p.features for p in parts],
+        sum((p.groups for p in parts), []),
+        [p.labels for p in parts],
+        [p.images for p in parts],
+    )
     if real is not None:
         x = real[0].float()
         feats.append(classify(classifier, x)[0] if classifier is not None else x.flatten(1))

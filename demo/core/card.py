@@ -126,5 +126,7 @@ def named_teacher(folders, fallback: str | os.PathLike = "assets/models/fmnist-t
         raise ValueError(f"the students' cards name different teachers ({', '.join(sorted(named))}); choose one with --teacher.")
     ((name, (folder, path)),) = named.items()
     if path is None:
-        raise ValueError(f"the students' cards name the teacher {name!r}, but {folder.parent / name} is not a model folder; choose one with --teacher.")
+        raise ValueError(
+            f"the students' cards name the teacher {name!r}, but {folder.parent / name} is not a model folder; choose one with --teacher."
+        )
     return path

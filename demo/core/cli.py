@@ -24,13 +24,23 @@ def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> No
     """The sampling flags ARCHITECTURE.md names, shared by `demo.sample`, `analysis.evaluate` and `analysis.mirror`."""
     # Each flag's type checks its range (demo.core.validate), so a bad value is argparse's one line naming the flag.
     p.add_argument("--model", required=True, type=arg_model)
-    p.add_argument("--n", "--num-samples", dest="n", type=arg_int(1, MAX_SAMPLES), default=n)  # torchrun's parser takes --n for an abbreviation
+    p.add_argument(
+        "--n", "--num-samples", dest="n", type=arg_int(1, MAX_SAMPLES), default=n
+    )  # torchrun's parser takes --n for an abbreviation
     p.add_argument("--class-label", default="all")
     p.add_argument("--steps", type=arg_int(1, MAX_TIMESTEPS), default=64)
     p.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0)
-    p.add_argument("--sampler", default="ddim", choices=sampler_names(),
-                   help="; ".join(f"{name}: {text}" for name, text in sampler_help().items()))
+    p.add_argument(
+        "--sampler",
+        default="ddim",
+        choices=sampler_names(),
+        help="; ".join(f"{name}: {text}" for name, text in sampler_help().items()),
+    )
     p.add_argument("--seed", type=arg_seed, default=0)
     p.add_argument("--batch-size", type=arg_int(1, 4096), default=batch_size)
-    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
-                   help="apply guidance only for timesteps LO <= t <= HI, the conditional model elsewhere (Kynkäänniemi et al. 2024)")
+    p.add_argument(
+        "--guidance-interval",
+        default=None,
+        metavar="LO,HI",
+        help="apply guidance only for timesteps LO <= t <= HI, the conditional model elsewhere (Kynkäänniemi et al. 2024)",
+    )

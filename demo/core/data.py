@@ -13,9 +13,17 @@ import torch
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 ENV_VAR = "FASHION_MNIST_DIR"
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -88,8 +96,15 @@ def load_image_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             images, labels = f["images"], f["labels"]
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path} is not an .npz holding `images` and `labels` arrays ({type(e).__name__}).") from None
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path} must hold images uint8 [N, H, W(, C)] and integer labels [N], got {images.dtype} {images.shape}, {labels.dtype} {labels.shape}.")
+    if (
+        images.dtype != np.uint8
+        or images.ndim not in (3, 4)
+        or labels.shape != (len(images),)
+        or not np.issubdtype(labels.dtype, np.integer)
+    ):
+        raise ValueError(
+            f"{path} must hold images uint8 [N, H, W(, C)] and integer labels [N], got {images.dtype} {images.shape}, {labels.dtype} {labels.shape}."
+        )
     return images, labels.astype(np.int64)
 
 

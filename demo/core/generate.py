@@ -62,10 +62,21 @@ class SamplingRequest:
 
     @classmethod
     def check(
-        cls, model, n: int = 16, class_label="all", steps: int = 64, guidance: float = 2.0, sampler: str = "ddim", seed: int = 0,
-        batch_size: int = 256, labels: torch.Tensor | None = None, interval=None, clip_x0: bool = False, bf16: bool = False,
+        cls,
+        model,
+        n: int = 16,
+        class_label="all",
+        steps: int = 64,
+        guidance: float = 2.0,
+        sampler: str = "ddim",
+        seed: int = 0,
+        batch_size: int = 256,
+        labels: torch.Tensor | None = None,
+        interval=None,
+        clip_x0: bool = False,
+        bf16: bool = False,
         steps_name: str = "steps",
-    ) -> SamplingRequest:  # fmt: skip
+    ) -> SamplingRequest:
         """The request for `model` from a user's values (UI numbers, a client's JSON, CLI flags); one `ValueError`
         sentence naming the field otherwise. `labels` given explicitly replace `n` and `class_label`;
         `steps_name` names the steps field in the message ("teacher steps")."""
@@ -75,7 +86,11 @@ class SamplingRequest:
         sampler = choice("sampler", sampler, sampler_names())
         seed = check_seed(seed)
         batch_size = whole("batch size", batch_size, 1)
-        labels = parse_labels(class_label, n, model.card.num_classes) if labels is None else torch.as_tensor(labels, dtype=torch.long).cpu()
+        labels = (
+            parse_labels(class_label, n, model.card.num_classes)
+            if labels is None
+            else torch.as_tensor(labels, dtype=torch.long).cpu()
+        )
         interval = parse_interval(interval, T)
         return cls(labels, steps, guidance, sampler, seed, batch_size, interval, bool(clip_x0), bool(bf16))
 
@@ -120,7 +135,9 @@ def generate(
 
     `guidance_options` are `interval` (a pair or "LO,HI") and `clip_x0`. See `run` for what the request does.
     """
-    request = SamplingRequest.check(model, n, class_label, steps, guidance, sampler, seed, batch_size, labels, bf16=bf16, **guidance_options)
+    request = SamplingRequest.check(
+        model, n, class_label, steps, guidance, sampler, seed, batch_size, labels, bf16=bf16, **guidance_options
+    )
     return run(model, request, callback=callback, noise=noise)
 
 
@@ -139,7 +156,11 @@ def run(model, request: SamplingRequest, callback=None, noise: torch.Tensor | No
         callback = _decoding(callback, model)
     callback = _timed(callback)  # a request past its time limit (demo.core.validate.time_limit) stops at the next step
     gen = torch.Generator().manual_seed(request.seed + 1)  # for stochastic samplers, separate from z_T
-    options = {"interval": request.interval, "clip_x0": request.clip_x0, "autocast_dtype": torch.bfloat16 if request.bf16 else None}
+    options = {
+        "interval": request.interval,
+        "clip_x0": request.clip_x0,
+        "autocast_dtype": torch.bfloat16 if request.bf16 else None,
+    }
     out, nfe = [], 0
     start = time.perf_counter()
     for lo in range(0, n, batch_size):

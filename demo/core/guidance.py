@@ -63,7 +63,9 @@ def _t_batch(t: int, z: torch.Tensor) -> torch.Tensor:
     return torch.full((z.shape[0],), int(t), dtype=torch.long, device=z.device)
 
 
-def guided_x0(model, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, W, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+def guided_x0(
+    model, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, W, autocast_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The x0 of x̂_u + W·(x̂_c − x̂_u) for a class-conditional model: 2 NFE in one batched forward.
 
     `W` is a float or a per-example tensor [B] (distillation draws it per example).
@@ -86,9 +88,14 @@ class CFGDenoiser:
     """
 
     def __init__(
-        self, model, labels: torch.Tensor, guidance: float, interval: tuple[int, int] | None = None, clip_x0: bool = False,
+        self,
+        model,
+        labels: torch.Tensor,
+        guidance: float,
+        interval: tuple[int, int] | None = None,
+        clip_x0: bool = False,
         autocast_dtype: torch.dtype | None = None,
-    ):  # fmt: skip
+    ):
         self.model = model
         self.labels = labels
         self.null = torch.full_like(labels, model.null_class)
@@ -124,9 +131,14 @@ class WConditionedDenoiser:
     nfe = 1
 
     def __init__(
-        self, model, labels: torch.Tensor, guidance: float, interval: tuple[int, int] | None = None, clip_x0: bool = False,
+        self,
+        model,
+        labels: torch.Tensor,
+        guidance: float,
+        interval: tuple[int, int] | None = None,
+        clip_x0: bool = False,
         autocast_dtype: torch.dtype | None = None,
-    ):  # fmt: skip
+    ):
         self.evaluations = 0
         self.model = model
         self.labels = labels

@@ -58,18 +58,27 @@ def fetch_model_folder(spec: str, cache_dir: str | os.PathLike | None = None) ->
     if revision is None:
         raise HubError(f"Pin a revision for {repo_id}: write {repo_id}@<commit hash> (a branch can change under your results).")
     if not _COMMIT.match(revision):
-        warnings.warn(f"{repo_id}@{revision} is a branch or tag, not a commit hash; pin the commit to make results reproducible.", stacklevel=2)
+        warnings.warn(
+            f"{repo_id}@{revision} is a branch or tag, not a commit hash; pin the commit to make results reproducible.",
+            stacklevel=2,
+        )
     from huggingface_hub import errors, snapshot_download
 
     where = f"{repo_id}@{revision}"
     try:
         path = snapshot_download(
-            repo_id, revision=revision, allow_patterns=FETCH_PATTERNS, cache_dir=str(cache_dir) if cache_dir else None, etag_timeout=ETAG_TIMEOUT_S
+            repo_id,
+            revision=revision,
+            allow_patterns=FETCH_PATTERNS,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            etag_timeout=ETAG_TIMEOUT_S,
         )
     except errors.RevisionNotFoundError:
         raise HubError(f"Revision {revision!r} does not exist in {repo_id} on the Hugging Face Hub.") from None
     except (errors.RepositoryNotFoundError, errors.GatedRepoError):
-        raise HubError(f"{repo_id} is not a model repository you can read on the Hugging Face Hub (check the name, or log in for a private one).") from None
+        raise HubError(
+            f"{repo_id} is not a model repository you can read on the Hugging Face Hub (check the name, or log in for a private one)."
+        ) from None
     except errors.LocalEntryNotFoundError:  # offline, a dead network or a timeout, and not in the local cache
         why = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face Hub cannot be reached"
         raise HubError(f"Cannot fetch {where}: {why} and it is not in the local cache.") from None
@@ -124,7 +133,9 @@ def model_license(folder: str | os.PathLike) -> str:
     if teacher is not None:
         return model_license(teacher)
     if read_card(folder).get("teacher"):
-        warnings.warn(f"The teacher of {folder} was not found, so its license is unknown; assuming {DEFAULT_LICENSE}.", stacklevel=2)
+        warnings.warn(
+            f"The teacher of {folder} was not found, so its license is unknown; assuming {DEFAULT_LICENSE}.", stacklevel=2
+        )
     return DEFAULT_LICENSE
 
 
@@ -134,7 +145,11 @@ def _command() -> str | None:
     import sys
 
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return f"python -m demo.distill {shlex.join(sys.argv[1:])}" if spec is not None and spec.name == "demo.distill.__main__" else None
+    return (
+        f"python -m demo.distill {shlex.join(sys.argv[1:])}"
+        if spec is not None and spec.name == "demo.distill.__main__"
+        else None
+    )
 
 
 def model_card(folder: str | os.PathLike, repo_id: str | None = None, base_model: str | None = None, command: str | None = None):
@@ -154,11 +169,19 @@ def model_card(folder: str | os.PathLike, repo_id: str | None = None, base_model
     for setting, row in sorted((card.get("metrics") or {}).items()):
         for key, (metric_type, what) in CARD_METRICS.items():
             if isinstance(row, dict) and isinstance(row.get(key), int | float):
-                results.append(EvalResult(
-                    task_type="image-generation", task_name="Class-conditional image generation", dataset_type=dataset,
-                    dataset_name="Fashion-MNIST" if dataset == DEFAULT_DATASET else dataset, dataset_split="test",
-                    metric_type=metric_type, metric_name=f"{what}, {setting}", metric_value=round(float(row[key]), 4), metric_config=setting,
-                ))  # fmt: skip
+                results.append(
+                    EvalResult(
+                        task_type="image-generation",
+                        task_name="Class-conditional image generation",
+                        dataset_type=dataset,
+                        dataset_name="Fashion-MNIST" if dataset == DEFAULT_DATASET else dataset,
+                        dataset_split="test",
+                        metric_type=metric_type,
+                        metric_name=f"{what}, {setting}",
+                        metric_value=round(float(row[key]), 4),
+                        metric_config=setting,
+                    )
+                )
     data = ModelCardData(
         license=model_license(folder),
         library_name="diffusers",
@@ -167,7 +190,12 @@ def model_card(folder: str | os.PathLike, repo_id: str | None = None, base_model
         metrics=sorted({r.metric_type for r in results}) or None,
         model_name=name,
         eval_results=results or None,
-        tags=["guided-distillation-lab", "class-conditional", "classifier-free-guidance", str(card.get("method") or "diffusion").split(" ")[0]],
+        tags=[
+            "guided-distillation-lab",
+            "class-conditional",
+            "classifier-free-guidance",
+            str(card.get("method") or "diffusion").split(" ")[0],
+        ],
     )
     command = command or (card.get("training") or {}).get("command") or _command()
     repo = repo_id or "OWNER/NAME"
@@ -189,7 +217,7 @@ def model_card(folder: str | os.PathLike, repo_id: str | None = None, base_model
         "from diffusers import DiffusionPipeline",
         "",
         f'pipe = DiffusionPipeline.from_pretrained("{repo}", revision="<commit>")',
-        f"images = pipe(class_labels=\"all\", num_images_per_prompt=10, guidance_scale={(card.get('guidance') or {}).get('default', 2.0)}, "
+        f'images = pipe(class_labels="all", num_images_per_prompt=10, guidance_scale={(card.get("guidance") or {}).get("default", 2.0)}, '
         f"num_inference_steps={card.get('steps') or 64}).images",
         "```",
         "",
@@ -211,7 +239,12 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def push_model_folder(
-    folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None, base_model: str | None = None, command: str | None = None
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    base_model: str | None = None,
+    command: str | None = None,
 ) -> str:
     """Upload a model folder's JSON and safetensors files (plus its model card as README.md) to `repo_id`; returns
     `repo_id@commit`, which is also recorded as `hub` in the local card.json so its students name it as base model."""
@@ -227,7 +260,10 @@ def push_model_folder(
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), allow_patterns=[*ALLOW_PATTERNS, "README.md"], commit_message=f"Upload {card.get('name', folder.name)}"
+            repo_id=repo_id,
+            folder_path=str(folder),
+            allow_patterns=[*ALLOW_PATTERNS, "README.md"],
+            commit_message=f"Upload {card.get('name', folder.name)}",
         )
     except (OSError, errors.HfHubHTTPError) as e:
         raise HubError(f"Cannot push {folder} to {repo_id} on the Hugging Face Hub ({type(e).__name__}).") from None

@@ -25,4 +25,3 @@ def denoiser_dir(folder: str | os.PathLike) -> Path | None:
 
 def is_model_folder(folder: str | os.PathLike) -> bool:
     return denoiser_dir(folder) is not None
-

@@ -163,7 +163,10 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
     def from_teacher(cls, teacher_net: UNet2DModel, guidance_embed_dim: int = 64) -> GuidanceUNet:
         config = {k: v for k, v in teacher_net.config.items() if not k.startswith("_")}
         student = cls(unet_config=config, guidance_embed_dim=guidance_embed_dim)
-        state = {("class_embedding.classes.weight" if k == "class_embedding.weight" else k): v for k, v in teacher_net.state_dict().items()}
+        state = {
+            ("class_embedding.classes.weight" if k == "class_embedding.weight" else k): v
+            for k, v in teacher_net.state_dict().items()
+        }
         missing, unexpected = student.unet.load_state_dict(state, strict=False)
         if unexpected or not all(k.startswith("class_embedding.w_mlp") for k in missing):
             raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
@@ -189,7 +192,9 @@ class GuidanceDiT(ModelMixin, ConfigMixin):
         self.dit = no_label_dropout(DiTTransformer2DModel(**dit_config))
         for block in self.dit.transformer_blocks:
             table = block.norm1.emb.class_embedder.embedding_table  # [num_classes + 1 (null), D]
-            block.norm1.emb.class_embedder = ClassAndGuidanceEmbedding(table.num_embeddings, table.embedding_dim, guidance_embed_dim)
+            block.norm1.emb.class_embedder = ClassAndGuidanceEmbedding(
+                table.num_embeddings, table.embedding_dim, guidance_embed_dim
+            )
 
     @property
     def inner_config(self):
@@ -217,7 +222,9 @@ def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
         return GuidanceDiT.from_teacher(teacher_net)
     if isinstance(teacher_net, UNet2DModel):
         return GuidanceUNet.from_teacher(teacher_net)
-    raise ValueError(f"guided distillation needs a UNet2DModel or DiTTransformer2DModel teacher, got {type(teacher_net).__name__}")
+    raise ValueError(
+        f"guided distillation needs a UNet2DModel or DiTTransformer2DModel teacher, got {type(teacher_net).__name__}"
+    )
 
 
 MODEL_CLASSES.update({"GuidanceUNet": GuidanceUNet, "GuidanceDiT": GuidanceDiT})
@@ -228,7 +235,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def net_output(net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+def net_output(
+    net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None
+) -> torch.Tensor:
     """One denoiser evaluation, whatever the network: UNet2DModel, DiTTransformer2DModel or a w-conditioned student.
 
     `t` is broadcast to a [B] tensor (DiT's timestep embedding needs one). `guidance` is W per example [B], given to
@@ -279,7 +288,12 @@ def denoiser_subfolder(net: torch.nn.Module) -> str:
 
 
 def save_model_folder(
-    folder: str | os.PathLike, net: torch.nn.Module, scheduler, card: Card, extra: dict | None = None, vae: AutoencoderKL | None = None
+    folder: str | os.PathLike,
+    net: torch.nn.Module,
+    scheduler,
+    card: Card,
+    extra: dict | None = None,
+    vae: AutoencoderKL | None = None,
 ) -> Path:
     """Write `unet/` or `transformer/`, `vae/` for a latent model, `scheduler/`, `card.json` (and extra safetensors
     files, name → {tensor name: tensor})."""
@@ -302,7 +316,11 @@ def save_model_folder(
 def _component_entry(config_file: Path) -> list[str]:
     """`[library, class]` for model_index.json: diffusers' own classes by library name, ours by their module."""
     class_name = json.loads(config_file.read_text()).get("_class_name", "")
-    if class_name not in INDEX_LIBRARIES and class_name in MODEL_CLASSES and not MODEL_CLASSES[class_name].__module__.startswith("diffusers"):
+    if (
+        class_name not in INDEX_LIBRARIES
+        and class_name in MODEL_CLASSES
+        and not MODEL_CLASSES[class_name].__module__.startswith("diffusers")
+    ):
         return [MODEL_CLASSES[class_name].__module__, class_name]
     return [INDEX_LIBRARIES.get(class_name, "diffusers"), class_name]
 
@@ -345,7 +363,9 @@ def check_model_folder(folder: str | os.PathLike) -> Path:
         raise ModelFolderError(f"Model folder {folder} does not exist (a Hub model is written owner/name@revision).")
     sub = denoiser_dir(folder)
     if sub is None:
-        raise ModelFolderError(f"Model folder {folder} has no unet/config.json (pixel model) or transformer/config.json (latent model).")
+        raise ModelFolderError(
+            f"Model folder {folder} has no unet/config.json (pixel model) or transformer/config.json (latent model)."
+        )
     _check_weights(folder, sub)
     vae = folder / VAE_DIR
     if vae.is_dir():
@@ -398,9 +418,13 @@ class LoadedModel:
         return sample_shape(self.net) or (self.card.channels, self.card.image_size, self.card.image_size)
 
     def output(
-        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None,
+        self,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor,
+        guidance: torch.Tensor | None = None,
         autocast_dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """One network evaluation in the model's own parametrisation (ε, v or x0); `guidance` is W [B] for a
         w-conditioned student. The one place sampling runs a network in reduced precision: under autocast to
         `autocast_dtype`, or else to the model's own `autocast_dtype` (the app's precision setting); float32 when both
@@ -445,7 +469,11 @@ def _card_defaults(net: torch.nn.Module, vae: AutoencoderKL | None) -> dict:
     """Card fields implied by the networks, for a folder whose card.json is missing or partial (any checkpoint)."""
     config = getattr(net, "inner_config", None) or net.config
     n = config.get("num_embeds_ada_norm") or ((config.get("num_class_embeds") or 11) - 1)
-    d = {"num_classes": n, "null_class": n, "class_names": list(CLASS_NAMES) if n == len(CLASS_NAMES) else [str(k) for k in range(n)]}
+    d = {
+        "num_classes": n,
+        "null_class": n,
+        "class_names": list(CLASS_NAMES) if n == len(CLASS_NAMES) else [str(k) for k in range(n)],
+    }
     if vae is not None:
         d.update(space="latent", image_size=int(vae.config.sample_size), channels=int(vae.config.out_channels))
     elif (shape := sample_shape(net)) is not None:

@@ -68,7 +68,15 @@ def _emit(callback: Callback, i: int, steps: int, t: int, t_next: int, z, x0) ->
 @register("ddim", "deterministic DDIM (Song et al. 2021)")
 @torch.no_grad()
 def sample_ddim(
-    denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None, eta: float = 0.0, spacing: str = "trailing"
+    denoiser,
+    z_T,
+    steps: int,
+    schedule: NoiseSchedule,
+    *,
+    generator=None,
+    callback: Callback = None,
+    eta: float = 0.0,
+    spacing: str = "trailing",
 ):
     """DDIM from t = T−1 (trailing spacing) down to clean data; eta = 1 gives the ancestral DDPM sampler."""
     ts = schedule.timesteps(steps, spacing)

@@ -65,7 +65,9 @@ def whole(name: str, value, lo: int | None = None, hi: int | None = None) -> int
     return v
 
 
-def number(name: str, value, lo: float | None = None, hi: float | None = None, open_lo: bool = False, open_hi: bool = False) -> float:
+def number(
+    name: str, value, lo: float | None = None, hi: float | None = None, open_lo: bool = False, open_hi: bool = False
+) -> float:
     """A finite float in [lo, hi] (or (lo, hi) with the open flags); NaN, inf and text are refused."""
     left, right = ("(" if open_lo else "["), (")" if open_hi else "]")
     span = f" in {left}{lo:g}, {hi:g}{right}" if lo is not None and hi is not None else _span(lo, hi)
@@ -110,7 +112,9 @@ def model_text(value, name: str = "model") -> str:
         raise ValueError(f"{name} must be a model name or a path inside the model folders, got {show(value)}")
     text = str(value).strip()
     if "\0" in text or len(text) > PATH_MAX or any(len(part) > NAME_MAX for part in text.split("/")):
-        raise ValueError(f"{name} must be a model name or a path of at most {PATH_MAX} characters ({NAME_MAX} per folder name), got {show(value)}")
+        raise ValueError(
+            f"{name} must be a model name or a path of at most {PATH_MAX} characters ({NAME_MAX} per folder name), got {show(value)}"
+        )
     return text
 
 
@@ -334,7 +338,9 @@ def check_tirt(path: Path, num_train_timesteps: int, where: str = "tirt.safetens
         found = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
         raise ValueError(f"{where} must hold a tensor named lambda_t, found {found or 'none'}.")
     if list(shape) != [num_train_timesteps]:
-        raise ValueError(f"{where}: lambda_t must have shape [{num_train_timesteps}] (the schedule's timesteps), got {list(shape)}.")
+        raise ValueError(
+            f"{where}: lambda_t must have shape [{num_train_timesteps}] (the schedule's timesteps), got {list(shape)}."
+        )
 
 
 def check_model_files(folder: str | os.PathLike, denoiser: str | os.PathLike) -> None:

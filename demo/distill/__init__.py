@@ -83,7 +83,9 @@ def register(cls: type) -> type:
     for name, description in cls.cli.items():
         if name in _ENTRIES and _ENTRIES[name].cls is not cls:
             other = _ENTRIES[name].cls
-            raise ValueError(f"method {name!r} is registered twice: by {other.__module__}.{other.__name__} and {cls.__module__}.{cls.__name__}")
+            raise ValueError(
+                f"method {name!r} is registered twice: by {other.__module__}.{other.__name__} and {cls.__module__}.{cls.__name__}"
+            )
         _ENTRIES[name] = MethodEntry(name, cls, description)
     if cls not in _CLASSES:
         _CLASSES.append(cls)

@@ -32,8 +32,17 @@ def parse_args(argv=None):
     p.add_argument("--init", default=None, help="student initialisation folder, where the method takes one")
     p.add_argument("--out", required=True, help="run folder (checkpoints, stats.jsonl, model/)")
     p.add_argument("--name", default=None, type=arg_name, help="model name written to card.json")
-    p.add_argument("--data", default=None, metavar="FILE.npz", help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)")
-    p.add_argument("--hflip", action="store_true", help="augment with random horizontal flips (off by default: every Fashion-MNIST shoe points left, so a flipped shoe is off the data distribution)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE.npz",
+        help="own training images: `images` uint8 [N,H,W(,C)], `labels` [N] (default: Fashion-MNIST)",
+    )
+    p.add_argument(
+        "--hflip",
+        action="store_true",
+        help="augment with random horizontal flips (off by default: every Fashion-MNIST shoe points left, so a flipped shoe is off the data distribution)",
+    )
     # The training loop's flags, shared by every method. Each numeric flag's type checks its range (demo.core.validate):
     # a bad value is one line naming the flag, exit code 2.
     p.add_argument("--iterations", type=arg_int(1, STEPS), default=1000)
@@ -43,8 +52,12 @@ def parse_args(argv=None):
     p.add_argument("--lr-final", type=arg_float(0.0, 1.0), default=0.1)
     p.add_argument("--ema-decay", type=arg_float(0.0, 1.0, open_hi=True), default=0.999)
     p.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0)
-    p.add_argument("--mixed-precision", default="auto", choices=list(PRECISION_CHOICES),
-                   help="bf16 autocast, float32 (no), or auto: bf16 on a GPU or a CPU with bfloat16 instructions, where it is faster")
+    p.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="bf16 autocast, float32 (no), or auto: bf16 on a GPU or a CPU with bfloat16 instructions, where it is faster",
+    )
     p.add_argument("--log-every", type=arg_int(1, STEPS), default=25)
     p.add_argument("--checkpoint-every", type=arg_int(1, STEPS), default=500)
     p.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA student to OUT/model and stop")

@@ -133,7 +133,9 @@ class Method:
         from demo.core.models import save_model_folder
 
         card = self.card(cfg)
-        return save_model_folder(folder, self.student, self.export_scheduler(), card, self.export_files() or None, vae=self.export_vae())
+        return save_model_folder(
+            folder, self.student, self.export_scheduler(), card, self.export_files() or None, vae=self.export_vae()
+        )
 
     def describe(self) -> dict:
         return {"name": self.name}
@@ -145,5 +147,16 @@ def student_card(teacher, name: str, method: str, training: dict, description: s
     from demo.core.models import Card
 
     c = teacher.card
-    return Card(name=name, kind="student", method=method, teacher=teacher.name, num_classes=c.num_classes, class_names=c.class_names,
-                null_class=teacher.null_class, image_size=c.image_size, training=training, description=description, **fields)  # fmt: skip
+    return Card(
+        name=name,
+        kind="student",
+        method=method,
+        teacher=teacher.name,
+        num_classes=c.num_classes,
+        class_names=c.class_names,
+        null_class=teacher.null_class,
+        image_size=c.image_size,
+        training=training,
+        description=description,
+        **fields,
+    )

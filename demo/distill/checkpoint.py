@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -58,10 +57,20 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefi
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(run_dir: Path, step: int, modules: dict, ema: EMA, opt, extra: dict | None = None, keep: int = 2,
-                    aux_optimizers: dict | None = None) -> Path:  # fmt: skip
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    modules: dict,
+    ema: EMA,
+    opt,
+    extra: dict | None = None,
+    keep: int = 2,
+    aux_optimizers: dict | None = None,
+) -> Path:
     """Modules, EMA, the main optimiser and a method's auxiliary optimisers (e.g. HD's fake score), in one file."""
-    tensors = {f"module.{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors = {
+        f"module.{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()
+    }
     tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
@@ -123,8 +132,6 @@ def latest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict, dict] | None:
     return None
 
 
-
-
 def checkpoint_step(run_dir: str | os.PathLike) -> int | None:
     """Step of the newest valid checkpoint (hash-checked, as the loop does on resume), or None."""
     found = latest_valid_checkpoint(Path(run_dir))
@@ -166,5 +173,16 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
         if (teacher / VAE_DIR / "config.json").is_file():  # a latent student decodes with its teacher's VAE
             vae = AutoencoderKL.from_pretrained(teacher / VAE_DIR, use_safetensors=True).to(device).eval().requires_grad_(False)
     w_conditioned = "guidance" in inspect.signature(net.forward).parameters
-    card = Card.from_dict({**card, "name": f"{run_dir.name}@{meta['step']}", "kind": "student", "w_conditioned": w_conditioned, "steps": None})
-    return LoadedModel(card.name, run_dir, net, NoiseSchedule.from_scheduler(scheduler), scheduler.config.prediction_type, card, dict(scheduler.config), vae=vae)
+    card = Card.from_dict(
+        {**card, "name": f"{run_dir.name}@{meta['step']}", "kind": "student", "w_conditioned": w_conditioned, "steps": None}
+    )
+    return LoadedModel(
+        card.name,
+        run_dir,
+        net,
+        NoiseSchedule.from_scheduler(scheduler),
+        scheduler.config.prediction_type,
+        card,
+        dict(scheduler.config),
+        vae=vae,
+    )

@@ -83,7 +83,9 @@ DIT_SHRINK = 2  # a DiT student has 1/2 the heads (width) and 1/2 the blocks (de
 
 
 def compact_student(teacher_card: Card) -> torch.nn.Module:
-    return teacher_unet(num_classes=teacher_card.num_classes, image_size=teacher_card.image_size, channels=STUDENT_CHANNELS, layers_per_block=1)
+    return teacher_unet(
+        num_classes=teacher_card.num_classes, image_size=teacher_card.image_size, channels=STUDENT_CHANNELS, layers_per_block=1
+    )
 
 
 def compact_dit(teacher_net: DiTTransformer2DModel) -> DiTTransformer2DModel:
@@ -176,14 +178,28 @@ class DashDistillation(Method):
             l_an = zero
         l_comp = term(S_u + COMPOSITE_W * (S_c - S_u), T_u + COMPOSITE_W * (T_c - T_u)) if v.composite else zero
         loss = l_im + l_un + ANCHOR_WEIGHT * l_an + l_comp
-        return loss, {"l_im": float(l_im.detach()), "l_un": float(l_un.detach()), "l_an": float(l_an.detach()), "l_comp": float(l_comp.detach())}
+        return loss, {
+            "l_im": float(l_im.detach()),
+            "l_un": float(l_un.detach()),
+            "l_an": float(l_an.detach()),
+            "l_comp": float(l_comp.detach()),
+        }
 
     def card(self, cfg) -> Card:
-        training = {**self.training_record(cfg), "variant": asdict(self.variant), "teacher_parameters": count_parameters(self.teacher.net)}
+        training = {
+            **self.training_record(cfg),
+            "variant": asdict(self.variant),
+            "teacher_parameters": count_parameters(self.teacher.net),
+        }
         return student_card(self.teacher, self.card_name, self.name, training, DESCRIPTIONS[self.name])
 
     def export_files(self):
         return {"tirt.safetensors": {"lambda_t": self.tirt.lambda_t}}
 
     def describe(self):
-        return {"name": self.name, "variant": asdict(self.variant), "teacher": str(self.teacher.path), "p_uncond_of_teacher": P_UNCOND}
+        return {
+            "name": self.name,
+            "variant": asdict(self.variant),
+            "teacher": str(self.teacher.path),
+            "p_uncond_of_teacher": P_UNCOND,
+        }

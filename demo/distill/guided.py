@@ -44,8 +44,12 @@ def student_card(
 
 def add_w_range_arguments(parser) -> None:
     """--w-min/--w-max: the W range a w-conditioned student is trained over (guided, progressive, HD/DMD)."""
-    parser.add_argument("--w-min", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=1.0, help="lowest W of a w-conditioned student")
-    parser.add_argument("--w-max", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=5.0, help="highest W of a w-conditioned student")
+    parser.add_argument(
+        "--w-min", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=1.0, help="lowest W of a w-conditioned student"
+    )
+    parser.add_argument(
+        "--w-max", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=5.0, help="highest W of a w-conditioned student"
+    )
     parser.add_check(check_w_range)
 
 
@@ -72,7 +76,12 @@ class GuidedDistillation(Method):
     @classmethod
     def add_arguments(cls, parser):
         add_w_range_arguments(parser)
-        parser.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0, help="W for methods with one fixed guidance scale")
+        parser.add_argument(
+            "--guidance",
+            type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX),
+            default=2.0,
+            help="W for methods with one fixed guidance scale",
+        )
 
     @classmethod
     def from_args(cls, method, args):
@@ -81,7 +90,9 @@ class GuidedDistillation(Method):
             return cls(teacher, teacher_data(args, teacher), fixed_w=args.guidance, name=args.name)
         return cls(teacher, teacher_data(args, teacher), args.w_min, args.w_max, name=args.name)
 
-    def __init__(self, teacher, data, w_min: float = 1.0, w_max: float = 5.0, fixed_w: float | None = None, name: str | None = None):
+    def __init__(
+        self, teacher, data, w_min: float = 1.0, w_max: float = 5.0, fixed_w: float | None = None, name: str | None = None
+    ):
         if not 0 <= w_min <= w_max:
             raise ValueError(f"need 0 <= w_min <= w_max, got {w_min!r}, {w_max!r}")
         self.teacher = teacher
@@ -117,7 +128,9 @@ class GuidedDistillation(Method):
         return loss, {"w_mean": float(w.mean())}
 
     def card(self, cfg) -> Card:
-        what = "guided distillation stage 1 (Meng et al. 2023)" + (f", single W = {self.fixed_w:g}" if self.fixed_w is not None else "")
+        what = "guided distillation stage 1 (Meng et al. 2023)" + (
+            f", single W = {self.fixed_w:g}" if self.fixed_w is not None else ""
+        )
         training = {**self.training_record(cfg), "w_range": [self.w_min, self.w_max]}
         return student_card(self.teacher, self.card_name, self.name, None, (self.w_min, self.w_max), training, what)
 

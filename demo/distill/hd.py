@@ -58,7 +58,13 @@ class TokenDiscriminator(nn.Module):
         if pooling not in ("gap", "awd"):
             raise ValueError(f"pooling must be 'gap' or 'awd', got {pooling!r}")
         self.pooling = pooling
-        self.token_logit = nn.Sequential(nn.GroupNorm(math.gcd(8, channels), channels), nn.SiLU(), nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
+        self.token_logit = nn.Sequential(
+            nn.GroupNorm(math.gcd(8, channels), channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 1),
+            nn.SiLU(),
+            nn.Conv2d(channels, 1, 1),
+        )
         self.key = nn.Conv2d(channels, key_dim, 1)
         self.query = nn.Parameter(torch.randn(key_dim) / key_dim**0.5)
 
@@ -132,14 +138,30 @@ class HDRefinement(Method):
     @classmethod
     def add_arguments(cls, parser):
         add_w_range_arguments(parser)
-        parser.add_argument("--fake-warmup", type=arg_int(0, MAX_STEPS), default=0,
-                            help="DMD/HD: first iterations that train only the fake score, not the generator")
-        parser.add_argument("--fake-updates", type=arg_int(1, 100), default=None,
-                            help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)")
-        parser.add_argument("--adv-weight", type=arg_float(0.0, 1000.0), default=None,
-                            help="HD: weight of the generator's adversarial term against DMD (default 3e-3, DMD2's)")
-        parser.add_argument("--d-weight", type=arg_float(0.0, 1000.0), default=None,
-                            help="HD: weight of the discriminator loss in the fake-score network's update (default 1e-2, DMD2's)")
+        parser.add_argument(
+            "--fake-warmup",
+            type=arg_int(0, MAX_STEPS),
+            default=0,
+            help="DMD/HD: first iterations that train only the fake score, not the generator",
+        )
+        parser.add_argument(
+            "--fake-updates",
+            type=arg_int(1, 100),
+            default=None,
+            help="DMD/HD: fake-score (and discriminator) updates per generator update (default 2)",
+        )
+        parser.add_argument(
+            "--adv-weight",
+            type=arg_float(0.0, 1000.0),
+            default=None,
+            help="HD: weight of the generator's adversarial term against DMD (default 3e-3, DMD2's)",
+        )
+        parser.add_argument(
+            "--d-weight",
+            type=arg_float(0.0, 1000.0),
+            default=None,
+            help="HD: weight of the discriminator loss in the fake-score network's update (default 1e-2, DMD2's)",
+        )
 
     @classmethod
     def from_args(cls, method, args):
@@ -150,22 +172,47 @@ class HDRefinement(Method):
         teacher = load_teacher(args)
         data = teacher_data(args, teacher)
         options = {k: getattr(args, k) for k in ("adv_weight", "d_weight", "fake_updates") if getattr(args, k, None) is not None}
-        return cls(teacher, load_model_folder(args.init), data, POOLING[method], w_min=args.w_min, w_max=args.w_max,
-                   fake_warmup=args.fake_warmup, name=args.name, **options)
+        return cls(
+            teacher,
+            load_model_folder(args.init),
+            data,
+            POOLING[method],
+            w_min=args.w_min,
+            w_max=args.w_max,
+            fake_warmup=args.fake_warmup,
+            name=args.name,
+            **options,
+        )
 
-    def __init__(self, teacher, generator_model, data, pooling: str | None = "awd", adv_weight: float = ADV_WEIGHT,
-                 fake_updates: int = 2, w_min: float = 1.0, w_max: float = 5.0, fake_lr: float = 1e-4, fake_warmup: int = 0,
-                 name: str | None = None, d_weight: float = D_WEIGHT):  # fmt: skip
+    def __init__(
+        self,
+        teacher,
+        generator_model,
+        data,
+        pooling: str | None = "awd",
+        adv_weight: float = ADV_WEIGHT,
+        fake_updates: int = 2,
+        w_min: float = 1.0,
+        w_max: float = 5.0,
+        fake_lr: float = 1e-4,
+        fake_warmup: int = 0,
+        name: str | None = None,
+        d_weight: float = D_WEIGHT,
+    ):
         if fake_updates < 1:
             raise ValueError(f"fake_updates must be at least 1, got {fake_updates!r}")
         if not adv_weight >= 0:  # also rejects NaN
             raise ValueError(f"adv_weight must be non-negative, got {adv_weight!r}")
         if generator_model.card.w_conditioned:
             student = copy.deepcopy(generator_model.net)
-        elif generator_model.card.kind == "teacher":  # DMD from the teacher's weights (Yin et al.): + a zero-initialised W embedding
+        elif (
+            generator_model.card.kind == "teacher"
+        ):  # DMD from the teacher's weights (Yin et al.): + a zero-initialised W embedding
             student = guidance_student(generator_model.net)
         else:
-            raise ValueError(f"the HD generator must be a w-conditioned one-step student or a teacher; {generator_model.name} is neither")
+            raise ValueError(
+                f"the HD generator must be a w-conditioned one-step student or a teacher; {generator_model.name} is neither"
+            )
         self.teacher, self.data = teacher, data
         self.pooling = pooling  # None: DMD only
         self.adv_weight = adv_weight if pooling else 0.0
@@ -238,7 +285,9 @@ class HDRefinement(Method):
                 x_fake = self.generate(torch.randn(shape, generator=generator).to(device), y, w)
             x_t, t, eps = self._noise(x_fake, generator)
             alpha, sigma = (a.to(device) for a in self.teacher.schedule.alpha_sigma(t))
-            loss_fake = F.mse_loss(self.fake_out(x_t, t, y, w), denoising_target(eps, x_fake, alpha, sigma, self.teacher.prediction_type))
+            loss_fake = F.mse_loss(
+                self.fake_out(x_t, t, y, w), denoising_target(eps, x_fake, alpha, sigma, self.teacher.prediction_type)
+            )
             loss_d = torch.zeros((), device=device)
             entropy = None
             if self.adv_weight > 0:
@@ -295,15 +344,36 @@ class HDRefinement(Method):
         h, wd = feats.shape[-2:]
         weights = self.disc.token_weights(feats).reshape(n, h, wd)
         logits = self.disc.token_logit(feats.float()).reshape(n, h, wd)
-        return {"images": x.float().cpu(), "labels": y.cpu(), "token_weights": weights.float().cpu(), "token_logits": logits.float().cpu(),
-                "t": torch.tensor([int(t)]), "w": torch.tensor([float(w)])}  # fmt: skip
+        return {
+            "images": x.float().cpu(),
+            "labels": y.cpu(),
+            "token_weights": weights.float().cpu(),
+            "token_logits": logits.float().cpu(),
+            "t": torch.tensor([int(t)]),
+            "w": torch.tensor([float(w)]),
+        }
 
     def card(self, cfg):
-        training = {**self.training_record(cfg), "pooling": self.pooling, "adv_weight": self.adv_weight, "d_weight": self.d_weight,
-                    "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup, "generator_init": self.generator_meta}
+        training = {
+            **self.training_record(cfg),
+            "pooling": self.pooling,
+            "adv_weight": self.adv_weight,
+            "d_weight": self.d_weight,
+            "fake_updates": self.fake_updates,
+            "fake_warmup": self.fake_warmup,
+            "generator_init": self.generator_meta,
+        }
         what = "DMD only" if self.pooling is None else f"DMD + adversarial ({self.pooling.upper()} discriminator)"
         method = {None: "dmd", "gap": "hd-gap", "awd": "hd"}[self.pooling]  # the --method key
-        return student_card(self.teacher, self.card_name, method, 1, (self.w_min, self.w_max), training, f"hierarchical distillation refinement: {what}")
+        return student_card(
+            self.teacher,
+            self.card_name,
+            method,
+            1,
+            (self.w_min, self.w_max),
+            training,
+            f"hierarchical distillation refinement: {what}",
+        )
 
     def export_files(self):
         if self.pooling is None:
@@ -315,8 +385,14 @@ class HDRefinement(Method):
         return {"discriminator_maps.safetensors": maps}
 
     def describe(self):
-        return {"name": self.name, "pooling": self.pooling, "adv_weight": self.adv_weight, "d_weight": self.d_weight,
-                "fake_updates": self.fake_updates, "fake_warmup": self.fake_warmup}  # fmt: skip
+        return {
+            "name": self.name,
+            "pooling": self.pooling,
+            "adv_weight": self.adv_weight,
+            "d_weight": self.d_weight,
+            "fake_updates": self.fake_updates,
+            "fake_warmup": self.fake_warmup,
+        }
 
 
 __all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss"]

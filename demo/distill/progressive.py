@@ -109,4 +109,10 @@ class ProgressiveRound(Method):
         return card
 
     def describe(self):
-        return {"name": self.name, "student_steps": self.N, "w_min": self.w_min, "w_max": self.w_max, "teacher": str(self.teacher.path)}
+        return {
+            "name": self.name,
+            "student_steps": self.N,
+            "w_min": self.w_min,
+            "w_max": self.w_max,
+            "teacher": str(self.teacher.path),
+        }

@@ -68,7 +68,9 @@ def arg_channels(text: str) -> str:
 @register
 class TeacherTraining(Method):
     name = "teacher"
-    cli = {"teacher": "train the class-conditional CFG teacher from data (label dropout 0.1, TIRT logits), or further with --init"}
+    cli = {
+        "teacher": "train the class-conditional CFG teacher from data (label dropout 0.1, TIRT logits), or further with --init"
+    }
     summary = "teacher: train a CFG teacher"
     needs_teacher = False
 
@@ -90,14 +92,31 @@ class TeacherTraining(Method):
 
             init = load_model_folder(args.init)
             net = init.net.train().requires_grad_(True)
-            return cls(net, DDPMScheduler.from_config(init.scheduler_config), model_space(data, init), init.card.num_classes,
-                       card_name=args.name or init.name, tirt_logits=init.tirt_logits, vae=init.vae, card=init.card)
+            return cls(
+                net,
+                DDPMScheduler.from_config(init.scheduler_config),
+                model_space(data, init),
+                init.card.num_classes,
+                card_name=args.name or init.name,
+                tirt_logits=init.tirt_logits,
+                vae=init.vae,
+                card=init.card,
+            )
         channels = tuple(int(c) for c in args.channels.split(","))
         net = teacher_unet(channels=channels, layers_per_block=args.layers_per_block)
         return cls(net, default_scheduler(), data, card_name=args.name or "fmnist-teacher")
 
-    def __init__(self, net, scheduler, data: BatchSampler, num_classes: int = 10, card_name: str = "fmnist-teacher", tirt_logits=None,
-                 vae=None, card: Card | None = None):  # fmt: skip
+    def __init__(
+        self,
+        net,
+        scheduler,
+        data: BatchSampler,
+        num_classes: int = 10,
+        card_name: str = "fmnist-teacher",
+        tirt_logits=None,
+        vae=None,
+        card: Card | None = None,
+    ):
         self.student = net
         self.vae = vae
         self.base_card = card  # the card of a teacher being trained further (kept: class names, guidance range)
@@ -109,13 +128,17 @@ class TeacherTraining(Method):
         self.card_name = card_name
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in _LOSS_NAMES:
-            raise ValueError(f"the teacher objective needs prediction_type in {', '.join(_LOSS_NAMES)}, got {self.prediction_type!r}")
+            raise ValueError(
+                f"the teacher objective needs prediction_type in {', '.join(_LOSS_NAMES)}, got {self.prediction_type!r}"
+            )
 
     def trainable_modules(self):
         return {"student": self.student, "tirt": self.tirt}
 
     def param_groups(self, lr, weight_decay):
-        return super().param_groups(lr, weight_decay) + [{"params": list(self.tirt.parameters()), "lr": 1e-2, "weight_decay": 0.0}]
+        return super().param_groups(lr, weight_decay) + [
+            {"params": list(self.tirt.parameters()), "lr": 1e-2, "weight_decay": 0.0}
+        ]
 
     def loss(self, step, generator):
         device = self.tirt.lambda_t.device
@@ -134,12 +157,21 @@ class TeacherTraining(Method):
         out = net_output(self.student, z_t, t, y).float()
         mse = F.mse_loss(out, denoising_target(eps, x0, alpha, sigma, self.prediction_type), reduction="none").mean(dim=(1, 2, 3))
         # 4. TIRT logits fitted on the ε-error (‖ε̂ − ε‖² = alpha_t²·‖v̂ − v‖² = SNR_t·‖x̂0 − x0‖²), detached.
-        eps_err = mse * {"v_prediction": alpha**2, "epsilon": 1.0, "sample": (alpha / sigma.clamp(min=1e-4)) ** 2}[self.prediction_type]
+        eps_err = (
+            mse * {"v_prediction": alpha**2, "epsilon": 1.0, "sample": (alpha / sigma.clamp(min=1e-4)) ** 2}[self.prediction_type]
+        )
         loss_tirt = self.tirt.fit_loss(t, eps_err)
-        return mse.mean() + loss_tirt, {_LOSS_NAMES[self.prediction_type]: float(mse.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
+        return mse.mean() + loss_tirt, {
+            _LOSS_NAMES[self.prediction_type]: float(mse.detach().mean()),
+            "loss_tirt": float(loss_tirt.detach()),
+        }
 
     def card(self, cfg) -> Card:
-        base = dict(self.base_card.__dict__) if self.base_card is not None else {"num_classes": self.num_classes, "null_class": self.num_classes}
+        base = (
+            dict(self.base_card.__dict__)
+            if self.base_card is not None
+            else {"num_classes": self.num_classes, "null_class": self.num_classes}
+        )
         card = Card.from_dict({**base, "name": self.card_name, "kind": "teacher", "metrics": {}})
         card.method = f"diffusion ({self.prediction_type.replace('_', '-')}, CFG label dropout 0.1, TIRT logits)"
         card.training = {**self.training_record(cfg), "ema_decay": cfg.ema_decay}

@@ -77,7 +77,7 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def resolve_precision(mixed_precision: str, device: torch.device) -> str:
-    """"auto" → "bf16" where `bf16_is_fast`, else "no"; an explicit choice is kept."""
+    """ "auto" → "bf16" where `bf16_is_fast`, else "no"; an explicit choice is kept."""
     if mixed_precision == "auto":
         return "bf16" if bf16_is_fast(device) else "no"
     return mixed_precision
@@ -181,7 +181,10 @@ def train(
     ckpt_extra = {"method": method.name, "student_config": _student_config(method.student)}  # lets a preview rebuild the student
     precision = resolve_precision(cfg.mixed_precision, device)
     if is_main and cfg.mixed_precision == "auto":
-        print(f"mixed precision: {'bf16 autocast' if precision == 'bf16' else 'float32 (no fast bfloat16 on this device)'}", flush=True)
+        print(
+            f"mixed precision: {'bf16 autocast' if precision == 'bf16' else 'float32 (no fast bfloat16 on this device)'}",
+            flush=True,
+        )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     stats_path = RunFolder(run_dir).stats_file
     t_start, last = time.time(), {}

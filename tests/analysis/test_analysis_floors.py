@@ -33,7 +33,9 @@ def test_w1_is_a_uniform_class_balanced_draw_without_repeats():
 
 def test_larger_w_prefers_confidently_classified_images():
     p_true, labels = toy()
-    mean_p = [float(p_true[guided_resample(p_true, labels, 10, W, torch.Generator().manual_seed(0))].mean()) for W in (1.0, 3.0, 30.0)]
+    mean_p = [
+        float(p_true[guided_resample(p_true, labels, 10, W, torch.Generator().manual_seed(0))].mean()) for W in (1.0, 3.0, 30.0)
+    ]
     assert mean_p[0] < mean_p[1] < mean_p[2]
     top = torch.cat([(labels == c).nonzero()[:, 0][p_true[labels == c].argsort(descending=True)[:10]] for c in range(10)])
     sharp = guided_resample(p_true, labels, 10, 1000.0, torch.Generator().manual_seed(0))

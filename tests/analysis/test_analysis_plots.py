@@ -99,12 +99,17 @@ def test_token_maps_overlay_weights_above_uniform_and_loader_reads_exported_maps
     one = np.zeros((2, 7, 7), dtype=np.float32)
     one[:, 0, 0] = 1.0
     images = np.full((2, 28, 28), 100, dtype=np.uint8)
-    fig = plot_token_maps({"gap": {"images": images, "token_weights": np.full((2, 7, 7), 1 / 49)}, "awd": {"images": images, "token_weights": one}})
+    fig = plot_token_maps(
+        {"gap": {"images": images, "token_weights": np.full((2, 7, 7), 1 / 49)}, "awd": {"images": images, "token_weights": one}}
+    )
     gap_img, awd_img = np.asarray(fig.data[0].z), np.asarray(fig.data[2].z)
     assert np.ptp(gap_img[..., 0] - gap_img[..., 1]) <= 1  # grey: no channel stands out
     assert awd_img[0, 0, 0] == 255 and awd_img[0, 0, 1] == 0 and awd_img[27, 27, 0] == awd_img[27, 27, 1]
     folder = tmp_path / "hd"
     folder.mkdir()
-    save_file({"images": torch.zeros(2, 1, 28, 28), "token_weights": torch.from_numpy(one)}, str(folder / "discriminator_maps.safetensors"))
+    save_file(
+        {"images": torch.zeros(2, 1, 28, 28), "token_weights": torch.from_numpy(one)},
+        str(folder / "discriminator_maps.safetensors"),
+    )
     maps = discriminator_maps([folder, tmp_path / "no-maps"])
     assert list(maps) == ["hd (entropy 0.00)"]

@@ -41,9 +41,31 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     write_idx(data / "t10k-images-idx3-ubyte", rng.integers(0, 256, (16, 28, 28), dtype=np.uint8))
     write_idx(data / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 16, dtype=np.uint8))
     student = student_copy(tiny_teacher_dir, tmp_path / "tiny-dash", "dash")
-    args = ["--teacher", str(tiny_teacher_dir), "--students", str(student), "--n", "8", "--steps", "2", "--batch-size", "8",
-            "--timesteps", "3", "--branch-images", "6", "--data-dir", str(data), "--no-png", "--latency-steps", "2", "--bootstrap", "20",
-            "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--students",
+        str(student),
+        "--n",
+        "8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--timesteps",
+        "3",
+        "--branch-images",
+        "6",
+        "--data-dir",
+        str(data),
+        "--no-png",
+        "--latency-steps",
+        "2",
+        "--bootstrap",
+        "20",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert dash_report.main(args) == 0
     report = json.loads((tmp_path / "out" / "dash.json").read_text())
     teacher_row, student_row = report["rows"]
@@ -51,7 +73,11 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     assert teacher_row["rho"] == pytest.approx(1.0) and teacher_row["cos"] == pytest.approx(1.0) and teacher_row["gap_mse"] == 0
     assert student_row["rho"] == pytest.approx(1.0) and student_row["ratio"] == pytest.approx(1.0)
     assert len(student_row["curves"]["rho"]) == 3 and student_row["frechet_distance"] == teacher_row["frechet_distance"]
-    assert student_row["fd_vs_teacher"] == pytest.approx(1.0) and student_row["seeds"] == [0, 1] and len(student_row["fd_by_seed"]) == 2
+    assert (
+        student_row["fd_vs_teacher"] == pytest.approx(1.0)
+        and student_row["seeds"] == [0, 1]
+        and len(student_row["fd_by_seed"]) == 2
+    )
     assert "| tiny-dash | dash |" in (tmp_path / "out" / "dash.md").read_text()
     lat = report["latency"]["rows"]  # the teacher and the dash student timed at 2-step CFG: 4 NFE
     assert [r["model"] for r in lat] == ["tiny-teacher", "tiny-dash"] and all(r["nfe"] == 4 for r in lat)
@@ -63,7 +89,9 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
 
 
 def test_report_missing_student_is_a_sentence(tiny_teacher_dir, tmp_path, capsys):
-    assert dash_report.main(["--teacher", str(tiny_teacher_dir), "--students", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert (
+        dash_report.main(["--teacher", str(tiny_teacher_dir), "--students", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope" in err and "evaluated" not in err
 
@@ -116,29 +144,72 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     from demo.core.models import default_scheduler, save_model_folder
     from demo.distill.guided import GuidanceUNet, student_card
 
-    pd2 = save_model_folder(tmp_path / "tiny-pd-2", GuidanceUNet.from_teacher(tiny_teacher.net), default_scheduler(),
-                            student_card(tiny_teacher, "tiny-pd-2", "progressive", 2, (1.0, 5.0), {}))  # fmt: skip
+    pd2 = save_model_folder(
+        tmp_path / "tiny-pd-2",
+        GuidanceUNet.from_teacher(tiny_teacher.net),
+        default_scheduler(),
+        student_card(tiny_teacher, "tiny-pd-2", "progressive", 2, (1.0, 5.0), {}),
+    )
     out = tmp_path / "out"
-    args = ["--teacher", str(tiny_teacher_dir), "--students", str(pd2), "--steps", "1,2", "--guidances", "1,3", "--n", "8",
-            "--batch-size", "8", "--reference-steps", "3", "--reference-guidances", "3", "--student-samplers", "ddim,stochastic",
-            "--seeds", "0", "--bootstrap", "20", "--no-png", "--out", str(out)]  # fmt: skip
+    args = [
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--students",
+        str(pd2),
+        "--steps",
+        "1,2",
+        "--guidances",
+        "1,3",
+        "--n",
+        "8",
+        "--batch-size",
+        "8",
+        "--reference-steps",
+        "3",
+        "--reference-guidances",
+        "3",
+        "--student-samplers",
+        "ddim,stochastic",
+        "--seeds",
+        "0",
+        "--bootstrap",
+        "20",
+        "--no-png",
+        "--out",
+        str(out),
+    ]
     assert guided_report.main(args) == 0
     rows = json.loads((out / "guided.json").read_text())["rows"]
     stochastic = [(r["model"], r["steps"], r["guidance"]) for r in rows if r["sampler"] == "stochastic"]
     assert stochastic == [("tiny-pd-2", 2, 1.0), ("tiny-pd-2", 2, 3.0)]  # students only
     rows = [r for r in rows if r["sampler"] == "ddim"]
     assert [(r["model"], r["steps"], r["guidance"], r["nfe"]) for r in rows] == [
-        ("tiny-teacher", 1, 1.0, 1), ("tiny-teacher", 1, 3.0, 2), ("tiny-teacher", 2, 1.0, 2), ("tiny-teacher", 2, 3.0, 4),
-        ("tiny-teacher", 3, 3.0, 6), ("tiny-pd-2", 2, 1.0, 2), ("tiny-pd-2", 2, 3.0, 2),
-    ]  # fmt: skip  (W = 1 needs only the conditional branch: 1 NFE per step; the 3-step reference only at W = 3)
+        ("tiny-teacher", 1, 1.0, 1),
+        ("tiny-teacher", 1, 3.0, 2),
+        ("tiny-teacher", 2, 1.0, 2),
+        ("tiny-teacher", 2, 3.0, 4),
+        ("tiny-teacher", 3, 3.0, 6),
+        ("tiny-pd-2", 2, 1.0, 2),
+        ("tiny-pd-2", 2, 3.0, 2),
+    ]  # (W = 1 needs only the conditional branch: 1 NFE per step; the 3-step reference only at W = 3)
     ref = rows[4]["frechet_distance"]
-    assert [r.get("fd_vs_reference") for r in rows if r["guidance"] == 3.0] == [pytest.approx(r["frechet_distance"] / ref) for r in rows if r["guidance"] == 3.0]
+    assert [r.get("fd_vs_reference") for r in rows if r["guidance"] == 3.0] == [
+        pytest.approx(r["frechet_distance"] / ref) for r in rows if r["guidance"] == 3.0
+    ]
     assert all("fd_vs_reference" not in r for r in rows if r["guidance"] == 1.0)
-    for r in (r for r in rows if r["guidance"] == 3.0):  # each ratio with its bootstrap interval, printed in the table as "value [low, high]"
+    for r in (
+        r for r in rows if r["guidance"] == 3.0
+    ):  # each ratio with its bootstrap interval, printed in the table as "value [low, high]"
         assert r["fd_vs_reference_lo"] <= r["fd_vs_reference_hi"] and "accuracy_diff_lo" in r and r["protocol"] == "eval-v2"
-        assert f"{r['fd_vs_reference']:.3g} [{r['fd_vs_reference_lo']:.3g}, {r['fd_vs_reference_hi']:.3g}]" in (out / "guided.md").read_text()
+        assert (
+            f"{r['fd_vs_reference']:.3g} [{r['fd_vs_reference_lo']:.3g}, {r['fd_vs_reference_hi']:.3g}]"
+            in (out / "guided.md").read_text()
+        )
     metrics = json.loads((pd2 / "card.json").read_text())["metrics"]  # the students' rows land in their cards
-    assert metrics["ddim2_W3_guided_report"]["frechet_distance"] == rows[-1]["frechet_distance"] and "stochastic2_W1_guided_report" in metrics
+    assert (
+        metrics["ddim2_W3_guided_report"]["frechet_distance"] == rows[-1]["frechet_distance"]
+        and "stochastic2_W1_guided_report" in metrics
+    )
     teacher_card = json.loads((tiny_teacher_dir / "card.json").read_text())
     assert not any("guided_report" in k for k in teacher_card.get("metrics", {}))  # only students' cards are written
     assert "**W = 3**" in (out / "guided.md").read_text() and (out / "guided-nfe.html").is_file()
@@ -146,7 +217,10 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     assert 'src="plotly.min.js"' in html and "cdn.plot.ly" not in html and (out / "plotly.min.js").stat().st_size > 1_000_000
     fig = guided_report.quality_vs_nfe_figure(rows, [1.0, 3.0])
     assert {t.name for t in fig.data} == {"tiny-teacher", "progressive students"} and len(fig.data) == 4
-    assert guided_report.series_name({"method": "progressive", "model": "x", "sampler": "stochastic"}) == "progressive students (stochastic)"
+    assert (
+        guided_report.series_name({"method": "progressive", "model": "x", "sampler": "stochastic"})
+        == "progressive students (stochastic)"
+    )
     assert guided_report.main([*args[:4], "--steps", "0"]) == 2
     assert guided_report.main([*args[:4], "--guidances", "1", "--reference-guidances", "2"]) == 2  # reference W not evaluated
 
@@ -159,8 +233,27 @@ def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher
     from analysis.metrics import load_reference
 
     cache = tmp_path / "cache"
-    args = ["--teacher", str(tiny_teacher_dir), "--steps", "1", "--guidances", "2", "--reference-steps", "0", "--n", "8",
-            "--batch-size", "250", "--seeds", "0", "--no-png", "--out", str(tmp_path / "out"), "--cache", str(cache)]  # fmt: skip
+    args = [
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--steps",
+        "1",
+        "--guidances",
+        "2",
+        "--reference-steps",
+        "0",
+        "--n",
+        "8",
+        "--batch-size",
+        "250",
+        "--seeds",
+        "0",
+        "--no-png",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache",
+        str(cache),
+    ]
     assert guided_report.main(args) == 0
     sampled = json.loads((tmp_path / "out" / "guided.json").read_text())["rows"][0]
 
@@ -182,21 +275,51 @@ def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_
     from demo.distill.guided import GuidanceUNet, student_card
 
     def one_step(name, method):
-        return save_model_folder(tmp_path / name, GuidanceUNet.from_teacher(tiny_teacher.net), default_scheduler(),
-                                 student_card(tiny_teacher, name, method, 1, (1.0, 5.0), {}))  # fmt: skip
+        return save_model_folder(
+            tmp_path / name,
+            GuidanceUNet.from_teacher(tiny_teacher.net),
+            default_scheduler(),
+            student_card(tiny_teacher, name, method, 1, (1.0, 5.0), {}),
+        )
 
     sketch, refined = one_step("tiny-sketch", "progressive"), one_step("tiny-hd", "hd")
     out = tmp_path / "out"
-    args = ["--teacher", str(tiny_teacher_dir), "--teacher-steps", "3", "--sketch", str(sketch), "--students", str(refined),
-            "--n", "40", "--batch-size", "40", "--bootstrap", "20", "--no-png", "--out", str(out)]  # fmt: skip
+    args = [
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--teacher-steps",
+        "3",
+        "--sketch",
+        str(sketch),
+        "--students",
+        str(refined),
+        "--n",
+        "40",
+        "--batch-size",
+        "40",
+        "--bootstrap",
+        "20",
+        "--no-png",
+        "--out",
+        str(out),
+    ]
     assert hd_report.main([*args, "--seeds", "0"]) == 0
     rows = json.loads((out / "hd.json").read_text())["rows"]
-    assert [(r["model"], r["steps"], r["nfe"]) for r in rows] == [("tiny-teacher", 3, 6), ("tiny-sketch", 1, 1), ("tiny-hd", 1, 1)]
+    assert [(r["model"], r["steps"], r["nfe"]) for r in rows] == [
+        ("tiny-teacher", 3, 6),
+        ("tiny-sketch", 1, 1),
+        ("tiny-hd", 1, 1),
+    ]
     assert rows[0]["fd_vs_teacher"] == 1.0 and rows[0]["hf_gap"] == 0.0
     assert rows[1]["frechet_distance"] == rows[2]["frechet_distance"]  # equal weights, equal noise: equal samples
     assert all(len(r["class_recall"]) == 10 and 0 <= r["hf_share"] <= 1 for r in rows)
-    assert rows[2]["fd_vs_sketch"] == pytest.approx(1.0) and rows[2]["fd_vs_sketch_lo"] == pytest.approx(1.0)  # equal samples: no spread
-    assert rows[1]["fd_vs_teacher_lo"] <= rows[1]["fd_vs_teacher"] <= rows[1]["fd_vs_teacher_hi"] and "fd_vs_teacher" in (out / "hd.md").read_text()
+    assert rows[2]["fd_vs_sketch"] == pytest.approx(1.0) and rows[2]["fd_vs_sketch_lo"] == pytest.approx(
+        1.0
+    )  # equal samples: no spread
+    assert (
+        rows[1]["fd_vs_teacher_lo"] <= rows[1]["fd_vs_teacher"] <= rows[1]["fd_vs_teacher_hi"]
+        and "fd_vs_teacher" in (out / "hd.md").read_text()
+    )
     fig = hd_report.spectrum_figure(rows)
     assert len(fig.data) == 2 * len(rows)  # a spectrum line and a coverage bar per model
     assert hd_report.main([*args[:4], "--sketch", str(tmp_path / "missing")]) == 2
@@ -241,8 +364,26 @@ def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, t
     out.mkdir()
     floors = [{"guidance": W, "n": 100, "frechet_distance": 0.5 * W, "precision": 0.9} for W in (1.0, 2.0, 3.0)]
     (out / "floors.json").write_text(json.dumps({"rows": floors}))
-    args = ["--model", str(model_dir), "--n", "20", "--n-other", "10", "--guidances", "1,2", "--steps", "2",
-            "--guidance-interval", "300,700", "--bootstrap", "20", "--out", str(out), "--cache", str(cache)]  # fmt: skip
+    args = [
+        "--model",
+        str(model_dir),
+        "--n",
+        "20",
+        "--n-other",
+        "10",
+        "--guidances",
+        "1,2",
+        "--steps",
+        "2",
+        "--guidance-interval",
+        "300,700",
+        "--bootstrap",
+        "20",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+    ]
     assert teacher_report.main(args) == 0
     md = (out / "tiny-teacher.md").read_text()
     rows = json.loads((out / "tiny-teacher.json").read_text())["rows"]

@@ -37,13 +37,23 @@ def add_plain_student(root: Path, steps=None) -> Path:
     """A DASH-style student: a plain class-conditional UNet sampled with CFG, here with no distilled step count."""
     plain = make_tiny_teacher(root / "tiny-plain", seed=1, name="tiny-plain")
     card = json.loads((plain / "card.json").read_text())
-    (plain / "card.json").write_text(json.dumps({**card, "kind": "student", "method": "dash", "teacher": "tiny-teacher", "steps": steps}))
+    (plain / "card.json").write_text(
+        json.dumps({**card, "kind": "student", "method": "dash", "teacher": "tiny-teacher", "steps": steps})
+    )
     return plain
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "analysis.bench", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis.bench", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +70,15 @@ def test_last_line_is_one_json_row_per_model_and_step_count(quick_run):
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [(r["model"], r["steps"]) for r in rows] == [("tiny-teacher", s) for s in TEACHER_STEPS] + [("tiny-w-student", 2)]
     types = {"model": str, "steps": int, "nfe": int, "params": int, "flops_per_nfe": int}
-    numbers = ("latency_ms_b1", "latency_ms_b16", "img_per_s", "overhead", "overhead_b1", "peak_rss_delta_mb", "speedup_vs_teacher_64")
+    numbers = (
+        "latency_ms_b1",
+        "latency_ms_b16",
+        "img_per_s",
+        "overhead",
+        "overhead_b1",
+        "peak_rss_delta_mb",
+        "speedup_vs_teacher_64",
+    )
     for r in rows:
         assert all(isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in types.items()), r
         assert all(isinstance(r[k], float) and r[k] > 0 for k in numbers), r
@@ -95,9 +113,15 @@ def test_rows_follow_the_cards(tmp_path):
     add_plain_student(root)
     make_tiny_teacher(root / "other-teacher", name="other-teacher")
     rows = [(t.name, t.steps, t.w_conditioned) for t in find_targets(root, teacher="tiny-teacher")]
-    assert rows == [("tiny-teacher", s, False) for s in TEACHER_STEPS] + [("tiny-plain", PLAIN_STUDENT_STEPS, False), ("tiny-w-student", 2, True)]
+    assert rows == [("tiny-teacher", s, False) for s in TEACHER_STEPS] + [
+        ("tiny-plain", PLAIN_STUDENT_STEPS, False),
+        ("tiny-w-student", 2, True),
+    ]
     assert PLAIN_STUDENT_STEPS == 64
-    assert {t.name for t in find_targets(root) if t.kind == "teacher"} == {"tiny-teacher", "other-teacher"}  # no fmnist-teacher: all
+    assert {t.name for t in find_targets(root) if t.kind == "teacher"} == {
+        "tiny-teacher",
+        "other-teacher",
+    }  # no fmnist-teacher: all
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,28 @@ def test_torchrun_two_cpu_processes_print_one_row(tiny_teacher_dir, tiny_teacher
     from helpers import free_port
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = ["torchrun", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "analysis.evaluate", "--model", str(tiny_teacher_dir),
-           "--num-samples", "12", "--steps", "2", "--guidance", "2", "--device", "cpu", "--json"]  # fmt: skip
+    cmd = [
+        "torchrun",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "analysis.evaluate",
+        "--model",
+        str(tiny_teacher_dir),
+        "--num-samples",
+        "12",
+        "--steps",
+        "2",
+        "--guidance",
+        "2",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     result = subprocess.run(cmd, cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

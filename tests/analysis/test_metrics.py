@@ -167,7 +167,9 @@ def test_per_class_precision_names_the_class_drawn_off_its_manifold():
     pc = per_class_precision(real, real_labels, fake, fake_labels, num_classes=3)
     assert pc[0] > 0.9 and pc[2] > 0.9 and pc[1] == 0.0
     # samples labelled 0 but drawn where class 2 lives are off class 0's manifold, though on the data as a whole
-    swapped = per_class_precision(real, real_labels, centres[2] + 0.3 * torch.randn(20, 8, generator=g), torch.zeros(20, dtype=torch.long), num_classes=3)
+    swapped = per_class_precision(
+        real, real_labels, centres[2] + 0.3 * torch.randn(20, 8, generator=g), torch.zeros(20, dtype=torch.long), num_classes=3
+    )
     assert swapped[0] == 0.0 and swapped[1] is None and swapped[2] is None
     # too few real images of a class (≤ k) gives None rather than a number
     assert per_class_precision(real[:3], real_labels[:3], fake[:5], fake_labels[:5], num_classes=3)[0] is None

@@ -13,8 +13,17 @@ from analysis.metrics import equal_size_subsample, gaussian_stats, reference_met
 
 def feature_set(x: np.ndarray, seed: int) -> protocol.FeatureSet:
     labels = torch.arange(len(x)) % 10
-    return protocol.FeatureSet(torch.from_numpy(x).float(), torch.nn.functional.one_hot(labels, 10).float(), labels, 1, 0.0,
-                               np.zeros(1), np.zeros(1), 0.0, {"seed": seed})  # fmt: skip
+    return protocol.FeatureSet(
+        torch.from_numpy(x).float(),
+        torch.nn.functional.one_hot(labels, 10).float(),
+        labels,
+        1,
+        0.0,
+        np.zeros(1),
+        np.zeros(1),
+        0.0,
+        {"seed": seed},
+    )
 
 
 def gaussian_family(rng, d=8, n=2000, m_t=0.5, m_s=0.55, seeds=(0, 1), correlation=0.8):
@@ -94,8 +103,13 @@ def test_equal_size_subsample_matches_sizes_and_classes():
 
 def test_reference_metrics_compare_equal_sets():
     g = torch.Generator().manual_seed(0)
-    reference = {"mu": torch.zeros(4, dtype=torch.float64), "cov": torch.eye(4, dtype=torch.float64), "subset_feats": torch.randn(300, 4, generator=g),
-                 "subset_labels": torch.arange(300) % 10, "diversity": torch.ones(10)}  # fmt: skip
+    reference = {
+        "mu": torch.zeros(4, dtype=torch.float64),
+        "cov": torch.eye(4, dtype=torch.float64),
+        "subset_feats": torch.randn(300, 4, generator=g),
+        "subset_labels": torch.arange(300) % 10,
+        "diversity": torch.ones(10),
+    }
     feats, labels = torch.randn(40, 4, generator=g), torch.arange(40) % 10
     probs = torch.nn.functional.one_hot(labels, 10).float()
     m = reference_metrics(reference, feats, probs, labels)
@@ -142,7 +156,11 @@ def test_evaluate_cli_seeds(tiny_teacher_dir, tmp_path, monkeypatch, capsys):
     args = ["--model", str(tiny_teacher_dir), "--steps", "1", "--n", "12", "--batch-size", "12", "--json"]
     assert evaluate.main([*args, "--seeds", "0,1"]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["seeds"] == [0, 1] and row["protocol"] == protocol.PROTOCOL and row["frechet_distance"] == pytest.approx(np.mean(row["fd_by_seed"]))
+    assert (
+        row["seeds"] == [0, 1]
+        and row["protocol"] == protocol.PROTOCOL
+        and row["frechet_distance"] == pytest.approx(np.mean(row["fd_by_seed"]))
+    )
     assert evaluate.main([*args, "--seed", "1"]) == 0  # the single-seed path: the same numbers as seed 1 of the two
     single = json.loads(capsys.readouterr().out)
     assert single["frechet_distance"] == pytest.approx(row["fd_by_seed"][1], rel=1e-4) and single["pr_n"] == 12

@@ -49,6 +49,7 @@ def ctx(model_root, tmp_path_factory):
 
 def opened(out):
     """A handler's outputs with its image files (content-named PNGs, see `image_file`) opened as PIL images."""
+
     def one(o):
         return Image.open(o) if isinstance(o, str) and o.startswith(str(IMAGE_DIR)) else o
 
@@ -110,7 +111,11 @@ def test_compare_streams_then_finishes(ctx):
     assert t_img.size == s_img.size and t_img.width >= 4 * 28
     assert "Speedup" in summary and "warm sampling" in summary
     # teacher and student are the table's columns: four short rows, narrow enough for a 390 px phone
-    assert "| model | tiny-teacher | tiny-student |" in summary and "| steps | 8 | 2 |" in summary and "| NFE / image | 16 | 4 |" in summary
+    assert (
+        "| model | tiny-teacher | tiny-student |" in summary
+        and "| steps | 8 | 2 |" in summary
+        and "| NFE / image | 16 | 4 |" in summary
+    )
     assert teacher.height == min(t_img.height, 640) + 80  # the box fits the picture and leaves the label room above it
     assert len(fig.data) == 2 and any("Teacher step" in o[2] for o in outs if isinstance(o[2], str))
     import zipfile
@@ -231,7 +236,9 @@ def test_bad_input_is_one_sentence(ctx, overrides, message):
 
 
 def test_trajectory_tab(ctx):
-    strip_t, strip_s, timeline, heat_t, heat_s = call(ctx, trajectory.trajectory, "tiny-teacher", "tiny-student", "0", 2.0, 6, 2, 0)
+    strip_t, strip_s, timeline, heat_t, heat_s = call(
+        ctx, trajectory.trajectory, "tiny-teacher", "tiny-student", "0", 2.0, 6, 2, 0
+    )
     assert strip_t.width > strip_s.width  # more frames for more steps
     assert [t.name for t in timeline.data] == ["teacher: tiny-teacher", "student: tiny-student"]
     assert heat_t.data[0].z.shape[0] == 6 and heat_s.data[0].z.shape[0] == 2
@@ -302,7 +309,11 @@ def test_grid_says_when_a_step_distilled_student_runs_off_its_step_count(ctx):
     fig, note = call(ctx, grid.grid, "tiny-student", "2", 0, [1, 2, 4], [2.0])
     assert "was distilled for 2 steps: the rows at 1, 4 steps run it at step counts it was not distilled for" in note
     rows = [fig.layout[f"yaxis{'' if i == 1 else i}"].title.text for i in (1, 2, 3)]
-    assert rows == ["1 step · 2 NFE<br>(not distilled for)", "2 steps · 4 NFE<br>(its distilled count)", "4 steps · 8 NFE<br>(not distilled for)"]
+    assert rows == [
+        "1 step · 2 NFE<br>(not distilled for)",
+        "2 steps · 4 NFE<br>(its distilled count)",
+        "4 steps · 8 NFE<br>(not distilled for)",
+    ]
     assert "distilled for 2 steps" in fig.layout.title.text
     _, own = call(ctx, grid.grid, "tiny-student", "2", 0, [2], [2.0])
     assert "not distilled" not in own  # only its own row: nothing to warn about
@@ -338,8 +349,11 @@ def test_metrics_table_rounds_and_front_labels_alternate(tmp_path):
     fig = plot_pareto(rows, label_front_only=True)
     assert list(fig.data[0].textposition) == ["top center", "bottom center", "top center", "bottom center"]
     # two front points close together on the log axis (100 and 110 NFE): names outward, the higher one's above
-    rows = [{"model": "a", "nfe": 1, "frechet_distance": 10.0}, {"model": "b", "nfe": 100, "frechet_distance": 5.0},
-            {"model": "c", "nfe": 110, "frechet_distance": 2.5}]  # fmt: skip
+    rows = [
+        {"model": "a", "nfe": 1, "frechet_distance": 10.0},
+        {"model": "b", "nfe": 100, "frechet_distance": 5.0},
+        {"model": "c", "nfe": 110, "frechet_distance": 2.5},
+    ]
     assert list(plot_pareto(rows, label_front_only=True).data[0].textposition) == ["top center", "top left", "bottom right"]
 
 
@@ -380,9 +394,18 @@ def test_readiness_without_and_with_the_dataset(model_root, tmp_path, monkeypatc
 def test_distill_panel_says_what_failed_and_only_offers_real_resumes():
     from demo.app.ui import distill
 
-    status = {"name": "00001-dash", "state": "failed", "step": 0, "iterations": 200, "loss": None, "img_per_s": None,
-              "eta_s": None, "resumable": True, "model": None,
-              "error": "exit code 1\n$ /usr/bin/python -m demo.distill --method dash --out runs/x\nFileNotFoundError: dataset missing"}  # fmt: skip
+    status = {
+        "name": "00001-dash",
+        "state": "failed",
+        "step": 0,
+        "iterations": 200,
+        "loss": None,
+        "img_per_s": None,
+        "eta_s": None,
+        "resumable": True,
+        "model": None,
+        "error": "exit code 1\n$ /usr/bin/python -m demo.distill --method dash --out runs/x\nFileNotFoundError: dataset missing",
+    }
     html = distill.progress_html(status)
     assert "resumable" not in html  # it failed at step 0: nothing to resume from
     first = html.split("<details>")[0]
@@ -462,7 +485,10 @@ def test_default_models_prefer_the_requested_step_count(tmp_path):
     card = json.loads((root / "b-student" / "card.json").read_text())
     (root / "b-student" / "card.json").write_text(json.dumps({**card, "method": "hd"}))
     c = Context(settings_for(root, tmp_path))
-    assert c.default_model("student", steps=4, method="hd") == "b-student" and c.default_model("student", steps=1, method="hd") == "a-student"
+    assert (
+        c.default_model("student", steps=4, method="hd") == "b-student"
+        and c.default_model("student", steps=1, method="hd") == "a-student"
+    )
 
 
 # ---- presets: precomputed at start-up, answered at once, never timed alongside a request ----
@@ -472,14 +498,19 @@ def _progressive_root(root: Path) -> Path:
     for name, steps in (("tiny-pd-1", 1), ("tiny-pd-4", 4)):
         make_tiny_teacher(root / name, seed=steps, name=name)
         card = json.loads((root / name / "card.json").read_text())
-        (root / name / "card.json").write_text(json.dumps({**card, "kind": "student", "method": "progressive", "teacher": "tiny-teacher", "steps": steps}))
+        (root / name / "card.json").write_text(
+            json.dumps({**card, "kind": "student", "method": "progressive", "teacher": "tiny-teacher", "steps": steps})
+        )
     return root
 
 
 def test_compare_presets_are_precomputed_and_answer_without_sampling(tmp_path, monkeypatch):
     c = Context(settings_for(_progressive_root(tmp_path / "models"), tmp_path))
     rows = compare.presets(c)
-    assert [label for label, _ in rows] == ["4-step student vs teacher", "1-step student vs teacher"]  # the 4-step one was missing
+    assert [label for label, _ in rows] == [
+        "4-step student vs teacher",
+        "1-step student vs teacher",
+    ]  # the 4-step one was missing
     assert rows[0][1][:2] == ["tiny-teacher", "tiny-pd-4"] and rows[0][1][5] == 4
     app = build_app(c.settings)
     ctx = app.ctx
@@ -548,7 +579,10 @@ def test_dash_preset_label_states_the_size_ratio_from_the_cards(tmp_path):
     root = tmp_path / "models"
     make_tiny_teacher(root / "tiny-teacher")
     make_tiny_teacher(root / "tiny-dash", name="tiny-dash")
-    for name, params, extra in (("tiny-teacher", 5700, {}), ("tiny-dash", 1000, {"kind": "student", "method": "dash", "teacher": "tiny-teacher"})):
+    for name, params, extra in (
+        ("tiny-teacher", 5700, {}),
+        ("tiny-dash", 1000, {"kind": "student", "method": "dash", "teacher": "tiny-teacher"}),
+    ):
         card = json.loads((root / name / "card.json").read_text())
         (root / name / "card.json").write_text(json.dumps({**card, "parameters": params, **extra}))
     labels = [label for label, _ in compare.presets(Context(settings_for(root, tmp_path)))]

@@ -95,7 +95,13 @@ def test_every_api_name(served):
     assert is_png(sketch) and is_png(refined) and "high-frequency share" in note
 
     _gap, _weff, table, note = call(
-        "branch_gap", teacher="tiny-teacher", models=["tiny-teacher", "tiny-student"], n_images=8, n_timesteps=3, seed=0, guidance=2.0
+        "branch_gap",
+        teacher="tiny-teacher",
+        models=["tiny-teacher", "tiny-student"],
+        n_images=8,
+        n_timesteps=3,
+        seed=0,
+        guidance=2.0,
     )
     assert table["headers"][:2] == ["model", "rho"] and table["data"][0][1] == pytest.approx(1.0)
     sweep, fig = call("w_sweep", models=["tiny-student"], class_label="2", seed=0, steps=2)

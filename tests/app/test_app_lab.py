@@ -14,7 +14,9 @@ from demo.core.models import Card
 
 
 def test_compare_stream_uses_the_same_noise(tiny_teacher):
-    events = [e for e in lab.compare_stream(tiny_teacher, tiny_teacher, "all", 2.0, 4, 4, seed=5, n=3, previews=2) if e[0] != "warm"]
+    events = [
+        e for e in lab.compare_stream(tiny_teacher, tiny_teacher, "all", 2.0, 4, 4, seed=5, n=3, previews=2) if e[0] != "warm"
+    ]
     kinds = [k for k, _ in events]
     assert kinds[0] == "student" and kinds[-1] == "done" and kinds.count("step") == 3  # steps 0, 2 and the last
     c = events[-1][1]

@@ -13,8 +13,15 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-COMPARE = {"teacher": "tiny-dit-teacher", "student": "tiny-dit-student", "class_label": "3", "guidance": 2.0, "teacher_steps": 4,
-           "student_steps": 2, "seed": 0}  # fmt: skip
+COMPARE = {
+    "teacher": "tiny-dit-teacher",
+    "student": "tiny-dit-student",
+    "class_label": "3",
+    "guidance": 2.0,
+    "teacher_steps": 4,
+    "student_steps": 2,
+    "seed": 0,
+}
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -34,8 +41,13 @@ def served(tmp_path_factory):
     root = tmp / "models"
     teacher = load_model_folder(make_tiny_latent_teacher(root / "tiny-dit-teacher"))
     card = Card(name="tiny-dit-student", kind="student", method="progressive", teacher=teacher.name, steps=2, w_conditioned=True)
-    save_model_folder(root / "tiny-dit-student", GuidanceDiT.from_teacher(teacher.net), DDPMScheduler.from_config(teacher.scheduler_config),
-                      card, vae=teacher.vae)  # fmt: skip
+    save_model_folder(
+        root / "tiny-dit-student",
+        GuidanceDiT.from_teacher(teacher.net),
+        DDPMScheduler.from_config(teacher.scheduler_config),
+        card,
+        vae=teacher.vae,
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GDL_HUB_DIR", str(tmp / "hub"))
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no test ever touches the network

@@ -66,8 +66,16 @@ def test_click_compare_renders_two_images(url):
 # ---- the first visit, on the shipped models: cold `python app.py` → one Compare → a true speed-up ----
 REPO = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
 SHIPPED = REPO / "assets" / "models"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WIDTHS = (1400, 390)
 
 
@@ -203,7 +211,11 @@ def test_first_compare_on_a_cold_server_shows_the_warm_speedup(cold_app):
             page.wait_for_timeout(1500)  # the query string's settings and the student's defaults are applied
             seconds = []
             for seed in (1, 2, 3, 4):  # the first one loads and warms fmnist-pd-1; a new seed gives a new picture
-                before = page.locator("#student-image img").first.get_attribute("src") if page.locator("#student-image img").count() else ""
+                before = (
+                    page.locator("#student-image img").first.get_attribute("src")
+                    if page.locator("#student-image img").count()
+                    else ""
+                )
                 previous = page.locator("#compare-summary").inner_text()
                 page.get_by_label("Seed").first.fill(str(seed))
                 start = page.evaluate("() => performance.now()")
@@ -222,8 +234,10 @@ def test_first_compare_on_a_cold_server_shows_the_warm_speedup(cold_app):
             import re
 
             nfe_ms = float(re.search(r"latency\s+\d+ ms\s+(\d+) ms", page.locator("#compare-summary").inner_text())[1])
-            print(f"time to the 1-step student's first image: {[round(x, 3) for x in seconds]} s (warm median {warm_first_image:.3f} s); "
-                  f"its one network evaluation took {nfe_ms:.0f} ms (benchmark: 25 ms)")  # fmt: skip
+            print(
+                f"time to the 1-step student's first image: {[round(x, 3) for x in seconds]} s (warm median {warm_first_image:.3f} s); "
+                f"its one network evaluation took {nfe_ms:.0f} ms (benchmark: 25 ms)"
+            )
             # The goal (under 1 s warm) is judged when the machine runs the student at up to 4x the benchmark's time: on
             # this shared 2-core machine other sessions' work has slowed that single evaluation to 300-400 ms.
             if nfe_ms <= 100:
@@ -235,7 +249,9 @@ def test_first_compare_on_a_cold_server_shows_the_warm_speedup(cold_app):
             page.locator("#trajectory-button").click()
             strip = "#student-strip img"
             page.wait_for_function(
-                "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth > 0; }", arg=strip, timeout=300_000
+                "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth > 0; }",
+                arg=strip,
+                timeout=300_000,
             )
             from demo.app.lab import FILMSTRIP_FRAMES, FILMSTRIP_ROW
 
@@ -271,11 +287,15 @@ def _both_widths(page, name: str, target: str | None = None) -> None:
 
 def _wait_image(page, selector: str) -> None:
     page.wait_for_function(
-        "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth > 0; }", arg=selector, timeout=600_000
+        "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth > 0; }",
+        arg=selector,
+        timeout=600_000,
     )
 
 
-@pytest.mark.skipif(not os.environ.get("GDL_SCREENSHOT_DIR"), reason="set GDL_SCREENSHOT_DIR=assets/screenshots to take the screenshots")
+@pytest.mark.skipif(
+    not os.environ.get("GDL_SCREENSHOT_DIR"), reason="set GDL_SCREENSHOT_DIR=assets/screenshots to take the screenshots"
+)
 def test_screenshots_of_the_landing_page_presets_and_tabs(cold_app):
     """The README's pictures: landing page, each preset's result and each tab, at 1400 px and 390 px; the Trajectory and
     Grid tabs with a result (the Grid on the 1-step student, to show its warning), the others as they open."""

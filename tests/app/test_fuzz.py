@@ -27,34 +27,96 @@ CLI_EXAMPLES = 120
 # A valid call per endpoint; each example replaces one parameter by a bad value. Model names, job ids and the like
 # have no valid stand-in a fuzzer could hit by accident: every generated value below is invalid for its parameter.
 VALID = {
-    "/compare": {"teacher": "tiny-teacher", "student": "tiny-student", "class_label": "3", "guidance": 2.0, "teacher_steps": 4,
-                 "student_steps": 2, "seed": 0, "sampler": "ddim", "n": 1, "guidance_interval": "", "clip_x0": False},
+    "/compare": {
+        "teacher": "tiny-teacher",
+        "student": "tiny-student",
+        "class_label": "3",
+        "guidance": 2.0,
+        "teacher_steps": 4,
+        "student_steps": 2,
+        "seed": 0,
+        "sampler": "ddim",
+        "n": 1,
+        "guidance_interval": "",
+        "clip_x0": False,
+    },
     "/student_defaults": {"student": "tiny-student", "teacher_steps": 4},
-    "/trajectory": {"teacher": "tiny-teacher", "student": "tiny-student", "class_label": "3", "guidance": 2.0, "teacher_steps": 4,
-                    "student_steps": 2, "seed": 0, "sampler": "ddim"},
-    "/sketch_refined": {"sketch": "tiny-student", "sketch_steps": 1, "refined": "tiny-teacher", "refined_steps": 2, "class_label": "all",
-                        "guidance": 2.0, "seed": 0, "sampler": "ddim"},
-    "/branch_gap": {"teacher": "tiny-teacher", "models": ["tiny-student"], "n_images": 4, "n_timesteps": 2, "seed": 0, "guidance": 2.0},
+    "/trajectory": {
+        "teacher": "tiny-teacher",
+        "student": "tiny-student",
+        "class_label": "3",
+        "guidance": 2.0,
+        "teacher_steps": 4,
+        "student_steps": 2,
+        "seed": 0,
+        "sampler": "ddim",
+    },
+    "/sketch_refined": {
+        "sketch": "tiny-student",
+        "sketch_steps": 1,
+        "refined": "tiny-teacher",
+        "refined_steps": 2,
+        "class_label": "all",
+        "guidance": 2.0,
+        "seed": 0,
+        "sampler": "ddim",
+    },
+    "/branch_gap": {
+        "teacher": "tiny-teacher",
+        "models": ["tiny-student"],
+        "n_images": 4,
+        "n_timesteps": 2,
+        "seed": 0,
+        "guidance": 2.0,
+    },
     "/w_sweep": {"models": ["tiny-student"], "class_label": "2", "seed": 0, "steps": 2, "sampler": "ddim"},
     "/grid": {"model": "tiny-teacher", "class_label": "1", "seed": 0, "steps": [1, 2], "guidances": [1.0], "sampler": "ddim"},
-    "/embedding": {"models": ["tiny-teacher"], "n_per_model": 8, "steps": 2, "guidance": 2.0, "seed": 0, "include_real": False,
-                   "color_by": "class"},
+    "/embedding": {
+        "models": ["tiny-teacher"],
+        "n_per_model": 8,
+        "steps": 2,
+        "guidance": 2.0,
+        "seed": 0,
+        "include_real": False,
+        "color_by": "class",
+    },
     "/metrics": {"x_axis": "nfe", "y_metric": "frechet_distance", "guidance": 2.0, "all_columns": False},
     "/loss_curves": {"run": "run-kd"},
-    "/distill_start": {"method": "dash", "iterations": 2, "teacher": "tiny-teacher", "init": "", "batch_size": 4, "lr": 1e-3, "seed": 0},
+    "/distill_start": {
+        "method": "dash",
+        "iterations": 2,
+        "teacher": "tiny-teacher",
+        "init": "",
+        "batch_size": 4,
+        "lr": 1e-3,
+        "seed": 0,
+    },
     "/distill_status": {"job_id": 1},
     "/distill_cancel": {"job_id": 1},
     "/distill_resume": {"job_id": 1},
     "/distill_preview": {"job_id": 1},
-}  # fmt: skip
+}
 MODEL_PARAMS = {"teacher", "student", "sketch", "refined", "model", "models", "init", "run"}
 JOB_PARAMS = {"job_id"}
 
 _numbers = st.sampled_from([math.nan, math.inf, -math.inf, 10**30, -(10**30), -1, 1.5, 1e300, -0.5, 123456789.25])
 _junk = st.sampled_from(["abc", "", " ", "1e999", "NaN", "x" * 5000, "\u202e\u0000", "[]", "{}", "-1", "0x10"])
 _containers = st.sampled_from([[1, 2], [], {"a": 1}, [None], [[1]], True, False])
-_names = st.sampled_from(["x" * 300, "a/" * 700 + "b", "../../etc", "/etc/passwd", "/proc/self/environ", "no-such-model",
-                          "tiny-teacher/../../..", "~root", "tiny-teacher\u0000", "run-kd/../../x", "C:\\Windows"])  # fmt: skip
+_names = st.sampled_from(
+    [
+        "x" * 300,
+        "a/" * 700 + "b",
+        "../../etc",
+        "/etc/passwd",
+        "/proc/self/environ",
+        "no-such-model",
+        "tiny-teacher/../../..",
+        "~root",
+        "tiny-teacher\u0000",
+        "run-kd/../../x",
+        "C:\\Windows",
+    ]
+)
 
 
 def bad_values(param: str):
@@ -174,7 +236,7 @@ def test_fuzz_every_endpoint_parameter(served, capfd):
         probe()
     finally:
         logging.getLogger().removeHandler(handler)
-    assert failures == [], '\n'.join(map(str, failures))
+    assert failures == [], "\n".join(map(str, failures))
     assert spawned == [], "a fuzz example queued a training job"
     # The server still answers, quickly, and nothing it printed was a traceback.
     start = time.monotonic()
@@ -187,16 +249,80 @@ def test_fuzz_every_endpoint_parameter(served, capfd):
 # ---- the CLIs: every numeric flag of demo.sample (and so analysis.evaluate) and demo.distill ----
 
 SAMPLE_FLAGS = ["--n", "--steps", "--guidance", "--seed", "--batch-size", "--cols", "--device", "--model", "--sampler"]
-DISTILL_FLAGS = ["--iterations", "--batch-size", "--lr", "--warmup", "--lr-final", "--ema-decay", "--seed", "--log-every",
-                 "--checkpoint-every", "--channels", "--layers-per-block", "--guidance", "--w-min", "--w-max", "--steps",
-                 "--fake-warmup", "--fake-updates", "--adv-weight", "--name", "--method", "--mixed-precision"]  # fmt: skip
-_cli_bad = st.sampled_from(["nan", "inf", "-inf", "1e20", "-1", "0", "1.5", "abc", "", "100000000", "1e400", "9" * 40, "-0.5", "x" * 300,
-                            "0x10", "2,", "a/b"])  # fmt: skip
-_CLI_OK = {("--w-min", "0"), ("--w-max", "0"), ("--guidance", "0"), ("--warmup", "0"), ("--lr-final", "0"), ("--ema-decay", "0"),
-           ("--seed", "0"), ("--seed", "100000000"), ("--fake-warmup", "0"), ("--adv-weight", "0"), ("--name", "abc"), ("--name", "1e20"), ("--name", "nan"),
-           ("--name", "inf"), ("--name", "-inf"), ("--name", "-1"), ("--name", "0"), ("--name", "1.5"), ("--name", "100000000"),
-           ("--name", "1e400"), ("--name", "9" * 40), ("--name", "-0.5"), ("--name", "0x10"), ("--name", "2,"),
-           ("--guidance", "1.5"), ("--w-min", "1.5"), ("--w-max", "1.5"), ("--adv-weight", "1.5")}  # fmt: skip
+DISTILL_FLAGS = [
+    "--iterations",
+    "--batch-size",
+    "--lr",
+    "--warmup",
+    "--lr-final",
+    "--ema-decay",
+    "--seed",
+    "--log-every",
+    "--checkpoint-every",
+    "--channels",
+    "--layers-per-block",
+    "--guidance",
+    "--w-min",
+    "--w-max",
+    "--steps",
+    "--fake-warmup",
+    "--fake-updates",
+    "--adv-weight",
+    "--name",
+    "--method",
+    "--mixed-precision",
+]
+_cli_bad = st.sampled_from(
+    [
+        "nan",
+        "inf",
+        "-inf",
+        "1e20",
+        "-1",
+        "0",
+        "1.5",
+        "abc",
+        "",
+        "100000000",
+        "1e400",
+        "9" * 40,
+        "-0.5",
+        "x" * 300,
+        "0x10",
+        "2,",
+        "a/b",
+    ]
+)
+_CLI_OK = {
+    ("--w-min", "0"),
+    ("--w-max", "0"),
+    ("--guidance", "0"),
+    ("--warmup", "0"),
+    ("--lr-final", "0"),
+    ("--ema-decay", "0"),
+    ("--seed", "0"),
+    ("--seed", "100000000"),
+    ("--fake-warmup", "0"),
+    ("--adv-weight", "0"),
+    ("--name", "abc"),
+    ("--name", "1e20"),
+    ("--name", "nan"),
+    ("--name", "inf"),
+    ("--name", "-inf"),
+    ("--name", "-1"),
+    ("--name", "0"),
+    ("--name", "1.5"),
+    ("--name", "100000000"),
+    ("--name", "1e400"),
+    ("--name", "9" * 40),
+    ("--name", "-0.5"),
+    ("--name", "0x10"),
+    ("--name", "2,"),
+    ("--guidance", "1.5"),
+    ("--w-min", "1.5"),
+    ("--w-max", "1.5"),
+    ("--adv-weight", "1.5"),
+}
 
 
 def _parse(main_parser, argv, capsys) -> tuple[int, str]:

@@ -58,8 +58,14 @@ MALFORMED = {
     "string-classes": (_card_update(num_classes="ten"), "num_classes must be a whole number"),
     "bad-class-names": (_card_update(class_names="abc"), "class_names must be a list"),
     "bad-steps": (_card_update(steps=-4), "steps must be a whole number"),
-    "corrupt-tirt": (lambda f: (f / "tirt.safetensors").write_bytes(b"\x07not a safetensors file"), "tirt.safetensors is not a readable"),
-    "wrong-tirt": (lambda f: (f / "tirt.safetensors").write_bytes((f / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()), "lambda_t"),
+    "corrupt-tirt": (
+        lambda f: (f / "tirt.safetensors").write_bytes(b"\x07not a safetensors file"),
+        "tirt.safetensors is not a readable",
+    ),
+    "wrong-tirt": (
+        lambda f: (f / "tirt.safetensors").write_bytes((f / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()),
+        "lambda_t",
+    ),
     "negative-timesteps": (_scheduler_update(num_train_timesteps=-5), "num_train_timesteps must be a whole number"),
     "bad-prediction": (_scheduler_update(prediction_type="noise"), "prediction_type must be one of"),
     "bad-json": (lambda f: (f / "card.json").write_text("{not json"), "not readable JSON"),
@@ -113,8 +119,10 @@ def test_jobs_refuse_weights_linked_from_outside_the_roots(root, tmp_path):
         # A folder swapped for a link while its job waits in the queue: the worker is never started on it.
         shutil.copytree(root / "tiny-teacher", inside / "swapped")
         jobs.limits = JobLimits(max_concurrent=1, min_free_bytes=0)
-        jobs.store.execute("INSERT INTO jobs (id, method, state, run_dir, spec, created, started) VALUES (1, 'dash', 'running', ?, '{}', 0, ?)",
-                         (str(tmp_path / "runs" / "busy"), time.time()))  # fmt: skip  (a slot held by a job being spawned)
+        jobs.store.execute(
+            "INSERT INTO jobs (id, method, state, run_dir, spec, created, started) VALUES (1, 'dash', 'running', ?, '{}', 0, ?)",
+            (str(tmp_path / "runs" / "busy"), time.time()),
+        )  # (a slot held by a job being spawned)
         job = jobs.start("dash", 2, teacher=str(inside / "swapped"))
         weights = inside / "swapped" / "unet" / "diffusion_pytorch_model.safetensors"
         weights.unlink()

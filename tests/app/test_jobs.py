@@ -82,8 +82,16 @@ def dash(tiny_teacher_dir):
     """Options of a tiny DASH job (teacher and student: the tiny UNet)."""
 
     def options(iterations, **kw):
-        return dict(method="dash", iterations=iterations, teacher=str(tiny_teacher_dir), init=str(tiny_teacher_dir), batch_size=2,
-                    log_every=1, extra_args=("--mixed-precision", "no"), **kw)  # fmt: skip
+        return dict(
+            method="dash",
+            iterations=iterations,
+            teacher=str(tiny_teacher_dir),
+            init=str(tiny_teacher_dir),
+            batch_size=2,
+            log_every=1,
+            extra_args=("--mixed-precision", "no"),
+            **kw,
+        )
 
     return options
 
@@ -288,7 +296,9 @@ def test_core_never_imports_gradio():
 # ---- the Distill tab: thin adapters over the JobManager ----
 
 
-def test_distill_tab_builds_with_its_api_and_turns_errors_into_gr_error(make_manager, dash, tiny_teacher_dir, monkeypatch, tmp_path):
+def test_distill_tab_builds_with_its_api_and_turns_errors_into_gr_error(
+    make_manager, dash, tiny_teacher_dir, monkeypatch, tmp_path
+):
     import types
 
     import gradio as gr
@@ -297,12 +307,22 @@ def test_distill_tab_builds_with_its_api_and_turns_errors_into_gr_error(make_man
 
     jobs = make_manager(monitor=False, max_iterations=50)
     ctx = types.SimpleNamespace(
-        jobs=jobs, model_names=lambda: [str(tiny_teacher_dir)], default_teacher=lambda: str(tiny_teacher_dir), data_missing=lambda: None
+        jobs=jobs,
+        model_names=lambda: [str(tiny_teacher_dir)],
+        default_teacher=lambda: str(tiny_teacher_dir),
+        data_missing=lambda: None,
     )
     with gr.Blocks() as app:
         ui.build_distill_tab(ctx)
     api = app.get_api_info()["named_endpoints"]
-    assert {"/distill_start", "/distill_status", "/distill_cancel", "/distill_resume", "/distill_runs", "/distill_preview"} <= set(api)
+    assert {
+        "/distill_start",
+        "/distill_status",
+        "/distill_cancel",
+        "/distill_resume",
+        "/distill_runs",
+        "/distill_preview",
+    } <= set(api)
     start = {p["parameter_name"]: p for p in api["/distill_start"]["parameters"]}
     assert list(start)[:2] == ["method", "iterations"]
     assert all(p["parameter_has_default"] for p in start.values())
@@ -315,8 +335,18 @@ def test_distill_tab_builds_with_its_api_and_turns_errors_into_gr_error(make_man
     with pytest.raises(gr.Error, match="Choose a job first"):
         ui._adapter(ui.distill_status, jobs)(None)
     assert "No job selected" in ui.progress_html(None)
-    status = {"name": "00001-dash", "state": "running", "step": 5, "iterations": 20, "loss": 0.5, "img_per_s": 40.0, "eta_s": 75.0,
-              "resumable": False, "model": None, "error": None}  # fmt: skip
+    status = {
+        "name": "00001-dash",
+        "state": "running",
+        "step": 5,
+        "iterations": 20,
+        "loss": 0.5,
+        "img_per_s": 40.0,
+        "eta_s": 75.0,
+        "resumable": False,
+        "model": None,
+        "error": None,
+    }
     html = ui.progress_html(status)
     assert "width:25.0%" in html and "step 5/20" in html and "ETA 1m 15s" in html
     rows = [{"step": s, "loss": 1.0 / s, "l_im": 0.1, "l_un": 0.0} for s in range(1, 5)]

@@ -104,7 +104,13 @@ def test_safetensors_win_over_a_pickle_next_to_them(tiny_teacher_dir, tiny_teach
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "demo.sample", "--device", "cpu", *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "demo.sample", "--device", "cpu", *args],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -112,12 +118,16 @@ def test_cli_bad_steps_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
     result = run_cli("--model", str(tiny_teacher_dir), "--steps", "0", "--out", str(tmp_path / "x.npz"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()  # argparse's usage, then its one error sentence (the flag's type checks it)
-    assert [line for line in lines if "error:" in line] == lines[-1:] and "--steps" in lines[-1] and "Traceback" not in result.stderr
+    assert (
+        [line for line in lines if "error:" in line] == lines[-1:] and "--steps" in lines[-1] and "Traceback" not in result.stderr
+    )
     assert not (tmp_path / "x.npz").exists()
 
 
 def test_cli_bad_guidance_interval_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
-    result = run_cli("--model", str(tiny_teacher_dir), "--steps", "2", "--guidance-interval", "900,100", "--out", str(tmp_path / "x.npz"))
+    result = run_cli(
+        "--model", str(tiny_teacher_dir), "--steps", "2", "--guidance-interval", "900,100", "--out", str(tmp_path / "x.npz")
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "guidance interval must satisfy" in lines[0]
@@ -125,7 +135,18 @@ def test_cli_bad_guidance_interval_exits_2_with_one_line(tiny_teacher_dir, tmp_p
 
 
 def test_cli_guidance_interval_is_reported_and_saves_nfe(tiny_teacher_dir, tmp_path):
-    result = run_cli("--model", str(tiny_teacher_dir), "--n", "2", "--steps", "2", "--guidance-interval", "300,700", "--out", str(tmp_path / "x.npz"))
+    result = run_cli(
+        "--model",
+        str(tiny_teacher_dir),
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--guidance-interval",
+        "300,700",
+        "--out",
+        str(tmp_path / "x.npz"),
+    )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["guidance_interval"] == [300, 700] and info["nfe"] == 3  # t = 999 outside (1 NFE), t = 499 inside (2)
@@ -134,9 +155,23 @@ def test_cli_guidance_interval_is_reported_and_saves_nfe(tiny_teacher_dir, tmp_p
 def test_cli_writes_npz(tiny_teacher_dir, tmp_path):
     out = tmp_path / "samples.npz"
     result = run_cli(
-        "--model", str(tiny_teacher_dir), "--n", "3", "--class-label", "all", "--steps", "2", "--guidance", "2",
-        "--sampler", "ddim", "--seed", "1", "--out", str(out),
-    )  # fmt: skip
+        "--model",
+        str(tiny_teacher_dir),
+        "--n",
+        "3",
+        "--class-label",
+        "all",
+        "--steps",
+        "2",
+        "--guidance",
+        "2",
+        "--sampler",
+        "ddim",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["nfe"] == 4  # 2 steps × 2 NFE (CFG at W = 2)
@@ -160,7 +195,9 @@ def test_cli_writes_png_grid(tiny_teacher_dir, tmp_path):
     from PIL import Image
 
     out = tmp_path / "grid.png"
-    result = run_cli("--model", str(tiny_teacher_dir), "--n", "4", "--class-label", "3", "--steps", "2", "--guidance", "1", "--out", str(out))
+    result = run_cli(
+        "--model", str(tiny_teacher_dir), "--n", "4", "--class-label", "3", "--steps", "2", "--guidance", "1", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["nfe"] == 2 and "seconds" in info
@@ -180,6 +217,8 @@ def test_cli_main_reports_model_folder_errors(tmp_path, capsys):
 def test_cli_main_adds_npz_suffix(tiny_teacher_dir, tmp_path, capsys):
     from demo.sample import main
 
-    assert main(["--model", str(tiny_teacher_dir), "--device", "cpu", "--n", "1", "--steps", "1", "--out", str(tmp_path / "s")]) == 0
+    assert (
+        main(["--model", str(tiny_teacher_dir), "--device", "cpu", "--n", "1", "--steps", "1", "--out", str(tmp_path / "s")]) == 0
+    )
     assert (tmp_path / "s.npz").is_file()
     assert json.loads(capsys.readouterr().out.strip())["out"].endswith("s.npz")

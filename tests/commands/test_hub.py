@@ -58,7 +58,9 @@ def fake_hub(tiny_latent_dir, tmp_path, monkeypatch):
 
     def snapshot_download(repo_id, revision, allow_patterns, cache_dir, etag_timeout):
         calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": list(allow_patterns)})
-        target = Path(cache_dir or tmp_path / "cache") / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision  # the Hub cache layout
+        target = (
+            Path(cache_dir or tmp_path / "cache") / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
+        )  # the Hub cache layout
         for f in remote.rglob("*"):
             rel = f.relative_to(remote).as_posix()
             if f.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
@@ -73,7 +75,9 @@ def fake_hub(tiny_latent_dir, tmp_path, monkeypatch):
 def test_a_hub_model_loads_at_a_pinned_revision_with_safetensors_only(fake_hub, tmp_path):
     model = load_model_folder(f"someone/tiny-dit@{SHA}")
     assert model.is_latent and model.sample_shape == (4, 16, 16)
-    assert fake_hub == [{"repo_id": "someone/tiny-dit", "revision": SHA, "allow_patterns": ["*.json", "*.safetensors", "README.md"]}]
+    assert fake_hub == [
+        {"repo_id": "someone/tiny-dit", "revision": SHA, "allow_patterns": ["*.json", "*.safetensors", "README.md"]}
+    ]
     files = {p.name for p in model.path.rglob("*")}
     assert "diffusion_pytorch_model.bin" not in files and "pipeline.py" not in files  # never downloaded
 
@@ -96,9 +100,18 @@ def _raise(error):
 @pytest.mark.parametrize(
     ("error", "message"),
     [
-        (errors.LocalEntryNotFoundError("connect timeout"), "the Hugging Face Hub cannot be reached and it is not in the local cache"),
-        (errors.RepositoryNotFoundError("404", response=httpx.Response(404, request=httpx.Request("GET", "https://hf.co"))), "not a model repository"),
-        (errors.RevisionNotFoundError("404", response=httpx.Response(404, request=httpx.Request("GET", "https://hf.co"))), "does not exist in someone/x"),
+        (
+            errors.LocalEntryNotFoundError("connect timeout"),
+            "the Hugging Face Hub cannot be reached and it is not in the local cache",
+        ),
+        (
+            errors.RepositoryNotFoundError("404", response=httpx.Response(404, request=httpx.Request("GET", "https://hf.co"))),
+            "not a model repository",
+        ),
+        (
+            errors.RevisionNotFoundError("404", response=httpx.Response(404, request=httpx.Request("GET", "https://hf.co"))),
+            "does not exist in someone/x",
+        ),
         (ConnectionResetError("reset"), "ConnectionResetError"),
     ],
 )
@@ -114,7 +127,17 @@ def test_hub_failures_are_one_sentence_model_folder_errors(error, message, monke
 def test_offline_sample_cli_fails_fast_with_one_sentence(tmp_path):
     """The real huggingface_hub with HF_HUB_OFFLINE=1: no network, no hang, one line on stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    cmd = [sys.executable, "-m", "demo.sample", "--model", f"someone/tiny-dit@{SHA}", "--device", "cpu", "--out", str(tmp_path / "x.npz")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "demo.sample",
+        "--model",
+        f"someone/tiny-dit@{SHA}",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "x.npz"),
+    ]
     result = subprocess.run(cmd, cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -134,8 +157,12 @@ def fake_api(monkeypatch):
         calls["create"] = {"repo_id": repo_id, **kwargs}
 
     def upload_folder(self, *, repo_id, folder_path, allow_patterns, commit_message, **kwargs):
-        calls["upload"] = {"repo_id": repo_id, "files": sorted(p.name for p in Path(folder_path).rglob("*")
-                                                               if any(fnmatch.fnmatch(p.name, a) for a in allow_patterns))}  # fmt: skip
+        calls["upload"] = {
+            "repo_id": repo_id,
+            "files": sorted(
+                p.name for p in Path(folder_path).rglob("*") if any(fnmatch.fnmatch(p.name, a) for a in allow_patterns)
+            ),
+        }
         calls["readme"] = (Path(folder_path) / "README.md").read_text()
         return type("CommitInfo", (), {"oid": "f" * 40})()
 
@@ -150,9 +177,28 @@ def test_distill_push_to_hub_uploads_the_student(tiny_latent_dir, tmp_path, monk
     from demo.distill.__main__ import main
 
     rng = np.random.default_rng(0)
-    monkeypatch.setattr(registry, "_train_data", lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2))
-    argv = ["--method", "dash", "--teacher", str(tiny_latent_dir), "--iterations", "2", "--batch-size", "2", "--mixed-precision", "no",
-            "--out", str(tmp_path / "run"), "--push-to-hub", "someone/tiny-dash", "--hub-private"]  # fmt: skip
+    monkeypatch.setattr(
+        registry,
+        "_train_data",
+        lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2),
+    )
+    argv = [
+        "--method",
+        "dash",
+        "--teacher",
+        str(tiny_latent_dir),
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--mixed-precision",
+        "no",
+        "--out",
+        str(tmp_path / "run"),
+        "--push-to-hub",
+        "someone/tiny-dash",
+        "--hub-private",
+    ]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["pushed"] == "someone/tiny-dash@" + "f" * 40  # what a reader pins
@@ -161,7 +207,9 @@ def test_distill_push_to_hub_uploads_the_student(tiny_latent_dir, tmp_path, monk
     assert {"config.json", "diffusion_pytorch_model.safetensors", "card.json", "scheduler_config.json", "README.md"} <= set(files)
     assert not any(f.endswith((".bin", ".pt", ".pkl", ".py")) for f in files)
     assert "library_name: diffusers" in fake_api["readme"] and "dash" in fake_api["readme"]
-    assert json.loads((tmp_path / "run" / "model" / "card.json").read_text())["hub"] == printed["pushed"]  # its students' base model
+    assert (
+        json.loads((tmp_path / "run" / "model" / "card.json").read_text())["hub"] == printed["pushed"]
+    )  # its students' base model
 
 
 def test_a_pushed_students_card_has_license_base_model_dataset_and_metrics(fake_hub, fake_api, tmp_path, monkeypatch):
@@ -175,9 +223,25 @@ def test_a_pushed_students_card_has_license_base_model_dataset_and_metrics(fake_
     from demo.distill.__main__ import main
 
     rng = np.random.default_rng(0)
-    monkeypatch.setattr(registry, "_train_data", lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2))
-    argv = ["--method", "dash", "--teacher", f"someone/tiny-dit@{SHA}", "--iterations", "2", "--batch-size", "2", "--mixed-precision", "no",
-            "--out", str(tmp_path / "run")]  # fmt: skip
+    monkeypatch.setattr(
+        registry,
+        "_train_data",
+        lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2),
+    )
+    argv = [
+        "--method",
+        "dash",
+        "--teacher",
+        f"someone/tiny-dit@{SHA}",
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--mixed-precision",
+        "no",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 0
     model = tmp_path / "run" / "model"
     card = json.loads((model / "card.json").read_text())
@@ -190,7 +254,7 @@ def test_a_pushed_students_card_has_license_base_model_dataset_and_metrics(fake_
     assert pushed.data.library_name == "diffusers" and set(pushed.data.metrics) == {"fid", "accuracy", "precision", "recall"}
     fid = next(r for r in pushed.data.eval_results if r.metric_type == "fid")
     assert fid.metric_value == 9.5 and fid.metric_config == "ddim8_W2"
-    assert "DiffusionPipeline.from_pretrained(\"someone/tiny-dash\"" in pushed.text
+    assert 'DiffusionPipeline.from_pretrained("someone/tiny-dash"' in pushed.text
     made = model_card(model, command="python -m demo.distill --method dash --teacher someone/tiny-dit@x").text
     assert "## How it was made" in made and "--method dash --teacher someone/tiny-dit@x" in made
 
@@ -211,7 +275,18 @@ def test_push_to_hub_checks_the_repo_id_before_training_and_refuses_offline(tiny
 
     from demo.distill.__main__ import main
 
-    argv = ["--method", "dash", "--teacher", str(tiny_latent_dir), "--iterations", "2", "--out", str(tmp_path / "run"), "--push-to-hub", "no-owner"]
+    argv = [
+        "--method",
+        "dash",
+        "--teacher",
+        str(tiny_latent_dir),
+        "--iterations",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--push-to-hub",
+        "no-owner",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "owner/name" in err[0] and not (tmp_path / "run").exists()

@@ -33,7 +33,9 @@ def tiny_student_dir(tiny_teacher, tmp_path_factory):
 
 
 def _images(pipe, **kw):
-    return pipe(class_labels="all", num_images_per_prompt=3, guidance_scale=3.0, num_inference_steps=2, output_type="pt", **kw).images
+    return pipe(
+        class_labels="all", num_images_per_prompt=3, guidance_scale=3.0, num_inference_steps=2, output_type="pt", **kw
+    ).images
 
 
 @pytest.mark.parametrize("folder", ["tiny_teacher_dir", "tiny_student_dir", "tiny_latent_dir"])
@@ -59,7 +61,9 @@ def test_components_carry_diffusers_names_and_the_card_and_tirt_travel_along(tin
     latent = GuidedPipeline.from_model_folder(tiny_latent_dir)
     assert latent.transformer is not None and latent.unet is None and latent.vae is not None
     latent.save_pretrained(tmp_path / "dit")
-    assert {"model_index.json", "card.json", "tirt.safetensors", "transformer", "vae", "scheduler"} <= {p.name for p in (tmp_path / "dit").iterdir()}
+    assert {"model_index.json", "card.json", "tirt.safetensors", "transformer", "vae", "scheduler"} <= {
+        p.name for p in (tmp_path / "dit").iterdir()
+    }
     back = DiffusionPipeline.from_pretrained(tmp_path / "dit")
     assert back.loaded.card.name == "tiny-dit-teacher" and back.loaded.is_latent
     assert torch.equal(back.loaded.tirt_logits, latent.loaded.tirt_logits)
@@ -75,7 +79,13 @@ def test_diffusers_call_arguments(tiny_teacher_dir):
     pipe = GuidedPipeline.from_model_folder(tiny_teacher_dir)
     by_seed = pipe(class_labels=[1, 4], num_images_per_prompt=2, num_inference_steps=2, seed=7, output_type="pt")
     assert by_seed.labels.tolist() == [1, 1, 4, 4]  # each label num_images_per_prompt times
-    by_generator = pipe(class_labels=[1, 4], num_images_per_prompt=2, num_inference_steps=2, generator=torch.Generator().manual_seed(7), output_type="pt")
+    by_generator = pipe(
+        class_labels=[1, 4],
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(7),
+        output_type="pt",
+    )
     assert torch.equal(by_seed.images, by_generator.images)  # seed s and a generator seeded with s draw the same z_T
     seen = []
 
@@ -84,14 +94,26 @@ def test_diffusers_call_arguments(tiny_teacher_dir):
         seen.append((i, int(t), tuple(kwargs["latents"].shape), sorted(kwargs)))
         return kwargs
 
-    images, labels = pipe(class_labels=3, num_images_per_prompt=2, num_inference_steps=3, callback_on_step_end=on_step_end,
-                          callback_on_step_end_tensor_inputs=["latents", "x0"], output_type="np", return_dict=False)  # fmt: skip
+    images, labels = pipe(
+        class_labels=3,
+        num_images_per_prompt=2,
+        num_inference_steps=3,
+        callback_on_step_end=on_step_end,
+        callback_on_step_end_tensor_inputs=["latents", "x0"],
+        output_type="np",
+        return_dict=False,
+    )
     assert images.shape == (2, 28, 28) and images.dtype.name == "uint8" and labels.tolist() == [3, 3]
     assert [s[0] for s in seen] == [0, 1, 2] and seen[0][1] > seen[-1][1] and seen[0][2:] == ((2, 1, 28, 28), ["latents", "x0"])
     with pytest.raises(ValueError, match="seed or generator"):
         pipe(seed=1, generator=torch.Generator())
     with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
-        pipe(num_images_per_prompt=1, num_inference_steps=1, callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["prompt_embeds"])
+        pipe(
+            num_images_per_prompt=1,
+            num_inference_steps=1,
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=["prompt_embeds"],
+        )
 
 
 def test_a_fresh_interpreter_loads_a_student_with_diffusers_after_importing_demo_pipeline(tiny_student_dir):
@@ -111,7 +133,9 @@ def test_write_index_adds_model_index_json_to_an_older_folder(tiny_student_dir, 
 
     old = shutil.copytree(tiny_student_dir, tmp_path / "old")
     (old / "model_index.json").unlink()
-    result = subprocess.run([sys.executable, "-m", "demo.pipeline", "--write-index", str(old)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "demo.pipeline", "--write-index", str(old)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((old / "model_index.json").read_text())["unet"] == ["demo.distill.guided", "GuidanceUNet"]
 
@@ -119,4 +143,6 @@ def test_write_index_adds_model_index_json_to_an_older_folder(tiny_student_dir, 
 def test_every_shipped_model_folder_has_a_model_index():
     folders = [p for p in (REPO / "assets" / "models").iterdir() if (p / "unet" / "config.json").is_file()]
     missing = [p.name for p in folders if not (p / "model_index.json").is_file()]
-    assert folders and not missing, f"run: python -m demo.pipeline --write-index {' '.join('assets/models/' + m for m in missing)}"
+    assert folders and not missing, (
+        f"run: python -m demo.pipeline --write-index {' '.join('assets/models/' + m for m in missing)}"
+    )

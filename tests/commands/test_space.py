@@ -41,7 +41,9 @@ def test_the_space_folder_holds_the_app_and_the_two_models_only(space):
     assert sorted(p.name for p in (out / "assets" / "models").iterdir()) == ["fmnist-pd-4", "fmnist-teacher"]
     for name in ("fmnist-teacher", "fmnist-pd-4"):
         assert (out / "assets" / "models" / name / "model_index.json").is_file()
-    assert {"app.py", "requirements.txt", "packages.txt", "README.md", "LICENSE", ".gitattributes"} <= {p.name for p in out.iterdir()}
+    assert {"app.py", "requirements.txt", "packages.txt", "README.md", "LICENSE", ".gitattributes"} <= {
+        p.name for p in out.iterdir()
+    }
     assert not [p for p in files if p.suffix == ".pyc" or "tests" in p.relative_to(out).parts or p.name == "requirements-dev.txt"]
     code = {p.relative_to(out).parts[0] for p in files if p.suffix == ".py"}
     assert code == {"app.py", "demo", "analysis"}
@@ -49,11 +51,20 @@ def test_the_space_folder_holds_the_app_and_the_two_models_only(space):
     import gradio
 
     data = SpaceCard.load(out / "README.md").data
-    assert (data.sdk, data.sdk_version, str(data.python_version), data.app_file) == ("gradio", gradio.__version__, "3.11", "app.py")
+    assert (data.sdk, data.sdk_version, str(data.python_version), data.app_file) == (
+        "gradio",
+        gradio.__version__,
+        "3.11",
+        "app.py",
+    )
     assert data.license == "mit" and data.datasets == ["zalando-datasets/fashion_mnist"]
     # runtime requirements only, pinned to constraints.txt, torch from the CPU index
     req = (out / "requirements.txt").read_text().splitlines()
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in req and "torch==2.13.0" in req and f"gradio=={gradio.__version__}" in req
+    assert (
+        "--extra-index-url https://download.pytorch.org/whl/cpu" in req
+        and "torch==2.13.0" in req
+        and f"gradio=={gradio.__version__}" in req
+    )
     assert not any(line.startswith(("pytest", "playwright", "httpx", "gradio_client")) for line in req)
     # every weight file, and every file over the Hub's 10 MB limit for plain git, is under an LFS rule
     assert "*.safetensors filter=lfs" in (out / ".gitattributes").read_text()
@@ -66,9 +77,17 @@ def test_the_app_starts_from_the_space_folder_and_answers_compare(space, tmp_pat
 
     out, _ = space
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
-           "GDL_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": ""}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "OMP_NUM_THREADS": "1",
+        "GDL_RUNS_DIR": str(tmp_path / "runs"),
+        "PYTHONPATH": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         client, deadline = None, time.time() + 120
         while client is None and time.time() < deadline and proc.poll() is None:
@@ -79,8 +98,16 @@ def test_the_app_starts_from_the_space_folder_and_answers_compare(space, tmp_pat
         assert client is not None, proc.stdout.read() if proc.poll() is not None else "no answer in 120 s"
         *_, summary = client.predict(api_name="/refresh_models")
         assert summary.startswith("2 model folders")  # the chosen two, nothing else of the repository
-        teacher, student, table, *_ = client.predict(teacher="fmnist-teacher", student="fmnist-pd-4", class_label="7", guidance=2.0,
-                                                    teacher_steps=4, student_steps=4, seed=0, api_name="/compare")  # fmt: skip
+        teacher, student, table, *_ = client.predict(
+            teacher="fmnist-teacher",
+            student="fmnist-pd-4",
+            class_label="7",
+            guidance=2.0,
+            teacher_steps=4,
+            student_steps=4,
+            seed=0,
+            api_name="/compare",
+        )
         teacher, student = (x["value"] if isinstance(x, dict) else x for x in (teacher, student))  # updates carry their path
         assert Path(teacher).is_file() and Path(student).is_file() and "Speedup" in table
     finally:
@@ -123,10 +150,16 @@ def test_a_shared_space_refuses_training_but_a_duplicate_may(monkeypatch, isolat
     monkeypatch.delenv("GDL_ALLOW_TRAINING", raising=False)
     assert not distill.training_allowed()
     with gr.Blocks() as blocks:
-        ctx = types.SimpleNamespace(model_names=lambda: ["fmnist-teacher"], default_teacher=lambda: "fmnist-teacher", data_missing=lambda: None)
+        ctx = types.SimpleNamespace(
+            model_names=lambda: ["fmnist-teacher"], default_teacher=lambda: "fmnist-teacher", data_missing=lambda: None
+        )
         distill.build_distill_tab(ctx)
     fns = {f.api_name: f.fn for f in blocks.fns.values()}
-    for api_name, args in (("distill_start", ("dash", 2, "fmnist-teacher", "", 2, 1e-3, 0)), ("distill_cancel", (1,)), ("distill_resume", (1,))):
+    for api_name, args in (
+        ("distill_start", ("dash", 2, "fmnist-teacher", "", 2, 1e-3, 0)),
+        ("distill_cancel", (1,)),
+        ("distill_resume", (1,)),
+    ):
         with pytest.raises(gr.Error, match="shared Space"):
             fns[api_name](*args)
     assert any(isinstance(b, gr.DuplicateButton) for b in blocks.blocks.values())

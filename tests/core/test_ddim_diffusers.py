@@ -18,7 +18,11 @@ from demo.core.samplers import initial_noise, sample_ddim
 def diffusers_ddim(model, z, labels, steps: int, W: float) -> torch.Tensor:
     """The textbook diffusers loop: scheduler.set_timesteps, UNet output (CFG on the raw output), scheduler.step."""
     sched = DDIMScheduler.from_config(
-        model.scheduler_config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type="v_prediction", clip_sample=False
+        model.scheduler_config,
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        prediction_type="v_prediction",
+        clip_sample=False,
     )
     sched.set_timesteps(steps)
     null = torch.full_like(labels, model.null_class)

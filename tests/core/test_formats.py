@@ -66,12 +66,20 @@ def test_run_folder_and_stats(tmp_path):
     run = RunFolder(tmp_path / run_name(12, "guided"))
     assert run.name == "00012-guided" and run_number(run.path) == 12 and run_number(tmp_path / "eval-features") is None
     run.path.mkdir()
-    for row in ({"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "event": "stopped", "time": 5.0}, {"step": 2, "loss": 1.5}):
+    for row in (
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.0},
+        {"step": 2, "event": "stopped", "time": 5.0},
+        {"step": 2, "loss": 1.5},
+    ):
         append_row(run.stats_file, row)
     with open(run.stats_file, "a") as f:
         f.write('{"step": 3, "lo')  # a line being written right now
     assert len(read_stats(run.stats_file)) == 4 and read_stats(tmp_path / "missing.jsonl") == []
-    assert [(r["step"], r["loss"]) for r in training_rows(run.stats())] == [(1, 3.0), (2, 1.5)]  # the resumed step replaces the old
+    assert [(r["step"], r["loss"]) for r in training_rows(run.stats())] == [
+        (1, 3.0),
+        (2, 1.5),
+    ]  # the resumed step replaces the old
     assert events_since(run.stats(), 5.0) == ["stopped"] and events_since(run.stats(), 6.0) == []
     assert run.model() is None and finished_models(tmp_path) == {}
     fake_model(run.model_dir, scheduler=False)

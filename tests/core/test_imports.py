@@ -9,7 +9,17 @@ import sys
 from demo.core.paths import REPO_ROOT
 
 REPO = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
-CORE = ("demo", "demo.core.samplers", "demo.core.generate", "demo.core.models", "demo.distill", "demo.distill.train", "analysis.metrics", "analysis.evaluate", "analysis.classifier")
+CORE = (
+    "demo",
+    "demo.core.samplers",
+    "demo.core.generate",
+    "demo.core.models",
+    "demo.distill",
+    "demo.distill.train",
+    "analysis.metrics",
+    "analysis.evaluate",
+    "analysis.classifier",
+)
 
 
 def test_core_does_not_import_gradio():
@@ -22,8 +32,13 @@ def test_core_does_not_import_gradio():
         "print('ok')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], check=False, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
-

@@ -46,7 +46,9 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 
 def source_files() -> list[Path]:
-    return sorted(p for p in [*REPO_ROOT.glob("demo/**/*.py"), *REPO_ROOT.glob("analysis/**/*.py"), REPO_ROOT / "app.py"] if p.is_file())
+    return sorted(
+        p for p in [*REPO_ROOT.glob("demo/**/*.py"), *REPO_ROOT.glob("analysis/**/*.py"), REPO_ROOT / "app.py"] if p.is_file()
+    )
 
 
 def violations() -> list[str]:
@@ -73,7 +75,9 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     """The check itself can fail: a core module importing the app, or gradio, is reported with its line."""
     fake_root = tmp_path
     (fake_root / "demo" / "core").mkdir(parents=True)
-    (fake_root / "demo" / "core" / "bad.py").write_text("import os\n\ndef f():\n    from demo.app import lab\n    import gradio\n")
+    (fake_root / "demo" / "core" / "bad.py").write_text(
+        "import os\n\ndef f():\n    from demo.app import lab\n    import gradio\n"
+    )
     monkeypatch.setattr(__import__(__name__), "REPO_ROOT", fake_root)
     assert violations() == [
         "demo.core.bad:4 imports demo.app, a higher layer",
@@ -82,7 +86,18 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     ]
 
 
-@pytest.mark.parametrize(("module", "rank"), [("demo.core.models", 0), ("demo.distill.hd", 1), ("analysis.metrics", 2), ("demo.app.ui.compare", 3), ("demo.sample", 4), ("app", 4), ("torch", None)])
+@pytest.mark.parametrize(
+    ("module", "rank"),
+    [
+        ("demo.core.models", 0),
+        ("demo.distill.hd", 1),
+        ("analysis.metrics", 2),
+        ("demo.app.ui.compare", 3),
+        ("demo.sample", 4),
+        ("app", 4),
+        ("torch", None),
+    ],
+)
 def test_layers_of_known_modules(module, rank):
     assert layer(module) == rank
 

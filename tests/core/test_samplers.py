@@ -80,7 +80,9 @@ def test_samplers_reach_the_data_distribution(gaussian_model, z_T, name):
 def test_ddpm_with_every_timestep_samples_exactly(gaussian_model, z_T):
     """With all 1000 timesteps each ancestral step is the exact posterior q(z_{t−1} | z_t), so there is no
     discretisation error left: only the sampling noise of the 64k values."""
-    x = sample_ddpm(GaussianDenoiser(gaussian_model.schedule), z_T, 1000, gaussian_model.schedule, generator=torch.Generator().manual_seed(0))
+    x = sample_ddpm(
+        GaussianDenoiser(gaussian_model.schedule), z_T, 1000, gaussian_model.schedule, generator=torch.Generator().manual_seed(0)
+    )
     assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
     assert float(x.std()) == pytest.approx(STD, rel=0.01)
 
@@ -99,7 +101,9 @@ def test_callback_contract(gaussian_model, name):
         assert e["z"].shape == z.shape and e["x0"].shape == z.shape
         torch.testing.assert_close(e["x0"], den(e["z"], e["t"]))  # x0 is the denoiser's prediction at (z, t)
     ts = [e["t"] for e in events]
-    first = (steps - 1) * (1000 // steps) if name == "ddim-leading" else 999  # leading spacing starts below T − 1 (DASH's protocol)
+    first = (
+        (steps - 1) * (1000 // steps) if name == "ddim-leading" else 999
+    )  # leading spacing starts below T − 1 (DASH's protocol)
     assert ts[0] == first and all(a > b for a, b in pairwise(ts))
     assert [e["t_next"] for e in events[:-1]] == ts[1:] and events[-1]["t_next"] == -1
     torch.testing.assert_close(events[0]["z"], z)
@@ -126,7 +130,9 @@ def test_a_registered_sampler_is_one_function(gaussian_model, tiny_teacher, monk
     assert "euler-test" in sampler_names()
     den = GaussianDenoiser(gaussian_model.schedule)
     z = initial_noise(0, 2, (1, 4, 4))
-    torch.testing.assert_close(sample("euler-test", den, z, 10, gaussian_model.schedule), sample_ddim(den, z, 10, gaussian_model.schedule))
+    torch.testing.assert_close(
+        sample("euler-test", den, z, 10, gaussian_model.schedule), sample_ddim(den, z, 10, gaussian_model.schedule)
+    )
     g = generate(tiny_teacher, n=2, steps=3, guidance=2.0, sampler="euler-test", seed=0)
     torch.testing.assert_close(g.images, generate(tiny_teacher, n=2, steps=3, guidance=2.0, sampler="ddim", seed=0).images)
     import argparse
@@ -251,7 +257,9 @@ def test_guidance_interval_in_generate_counts_nfe_and_changes_the_images(tiny_te
     assert part.nfe == 4 + sum(400 <= t <= 800 for t in ts)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("167,882", (167, 882)), (" 0 999 ", (0, 999)), ((5, 5), (5, 5))])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, None), ("", None), ("167,882", (167, 882)), (" 0 999 ", (0, 999)), ((5, 5), (5, 5))]
+)
 def test_parse_interval(value, expected):
     assert parse_interval(value) == expected
 

@@ -160,9 +160,32 @@ def test_pipeline_samples_with_cfg_and_calls_back_every_step(tiny_latent_dir):
 
 def test_sample_cli_on_a_latent_dit_folder(tiny_latent_dir, tmp_path):
     out = tmp_path / "samples.npz"
-    cmd = [sys.executable, "-m", "demo.sample", "--model", str(tiny_latent_dir), "--n", "3", "--class-label", "all", "--steps", "2",
-           "--guidance", "2", "--sampler", "ddim", "--seed", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False, capture_output=True, text=True, timeout=120)
+    cmd = [
+        sys.executable,
+        "-m",
+        "demo.sample",
+        "--model",
+        str(tiny_latent_dir),
+        "--n",
+        "3",
+        "--class-label",
+        "all",
+        "--steps",
+        "2",
+        "--guidance",
+        "2",
+        "--sampler",
+        "ddim",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["nfe"] == 4
     with np.load(out) as data:
@@ -188,7 +211,13 @@ def test_a_saved_diffusers_dit_pipeline_samples_exactly_like_dit_pipeline(W, ste
     theirs.save_pretrained(tmp_path / "dit", safe_serialization=True)
     ours = GuidedPipeline.from_model_folder(tmp_path / "dit")
     assert (ours.loaded.card.num_classes, ours.loaded.null_class) == (1000, 1000)
-    expected = theirs(class_labels=[1, 2], guidance_scale=W, num_inference_steps=steps, generator=torch.Generator().manual_seed(5), output_type="np").images
+    expected = theirs(
+        class_labels=[1, 2],
+        guidance_scale=W,
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+    ).images
     got = ours(class_labels=[1, 2], guidance_scale=W, num_inference_steps=steps, seed=5, output_type="pt").images
     assert float(expected.std()) > 0.01
     np.testing.assert_allclose((got.permute(0, 2, 3, 1).numpy() + 1) / 2, expected, atol=1e-5)  # [-1, 1] → diffusers' [0, 1]
@@ -213,8 +242,24 @@ def test_latent_batches_are_vae_latents_of_the_pixel_batches(tiny_latent, tiny_t
 
 def distill_argv(name, teacher_dir, guided_dir, out):
     teacher = guided_dir if name == "progressive" else teacher_dir
-    argv = ["--method", name, "--out", str(out), "--iterations", "2", "--batch-size", "2", "--mixed-precision", "no",
-            "--log-every", "1", "--checkpoint-every", "2", "--steps", "1"]  # fmt: skip
+    argv = [
+        "--method",
+        name,
+        "--out",
+        str(out),
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--mixed-precision",
+        "no",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--steps",
+        "1",
+    ]
     if name == "teacher":
         return [*argv, "--init", str(teacher_dir)]
     argv += ["--teacher", str(teacher)]
@@ -222,7 +267,9 @@ def distill_argv(name, teacher_dir, guided_dir, out):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_runs_two_iterations_on_a_latent_dit_teacher(name, tiny_latent, tiny_latent_dir, tiny_latent_guided_dir, tmp_path, monkeypatch, capsys):
+def test_every_method_runs_two_iterations_on_a_latent_dit_teacher(
+    name, tiny_latent, tiny_latent_dir, tiny_latent_guided_dir, tmp_path, monkeypatch, capsys
+):
     import demo.distill as registry
     from demo.distill.__main__ import main
 
@@ -249,8 +296,23 @@ def test_guided_distillation_cli_in_a_subprocess_encodes_real_idx_data(tiny_late
     write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, size=(8, 28, 28), dtype=np.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte", (np.arange(8) % 10).astype(np.uint8))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHION_MNIST_DIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "demo.distill", "--method", "guided", "--teacher", str(tiny_latent_dir), "--iterations", "2",
-           "--batch-size", "2", "--mixed-precision", "no", "--out", str(tmp_path / "run")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "demo.distill",
+        "--method",
+        "guided",
+        "--teacher",
+        str(tiny_latent_dir),
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--mixed-precision",
+        "no",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     result = subprocess.run(cmd, cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     model = load_model_folder(tmp_path / "run" / "model")
@@ -273,7 +335,12 @@ def test_compact_dit_is_narrower_and_shallower(tiny_latent):
     small = compact_dit(tiny_latent.net)
     c, t = small.config, tiny_latent.net.config
     assert (c.num_attention_heads, c.num_layers) == (t.num_attention_heads // 2, t.num_layers // 2)
-    assert (c.sample_size, c.patch_size, c.in_channels, c.num_embeds_ada_norm) == (t.sample_size, t.patch_size, t.in_channels, t.num_embeds_ada_norm)
+    assert (c.sample_size, c.patch_size, c.in_channels, c.num_embeds_ada_norm) == (
+        t.sample_size,
+        t.patch_size,
+        t.in_channels,
+        t.num_embeds_ada_norm,
+    )
     assert c.out_channels == c.in_channels
 
 
@@ -283,8 +350,22 @@ def test_distill_trains_on_your_own_images_from_an_npz(tiny_latent_dir, tmp_path
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "mine.npz", images=rng.integers(0, 256, (6, 20, 20, 3), dtype=np.uint8), labels=np.arange(6) % 10)
-    argv = ["--method", "dash", "--teacher", str(tiny_latent_dir), "--data", str(tmp_path / "mine.npz"), "--iterations", "2",
-            "--batch-size", "2", "--mixed-precision", "no", "--out", str(tmp_path / "run")]  # fmt: skip
+    argv = [
+        "--method",
+        "dash",
+        "--teacher",
+        str(tiny_latent_dir),
+        "--data",
+        str(tmp_path / "mine.npz"),
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--mixed-precision",
+        "no",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 0
     assert load_model_folder(tmp_path / "run" / "model").is_latent
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 4, 4), np.float32), labels=np.zeros(2, np.int64))

@@ -94,9 +94,28 @@ def test_a_method_written_in_one_file_trains_through_the_cli(tiny_teacher_dir, t
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", images=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), labels=np.arange(8) % 10)
     run = tmp_path / "run"
-    argv = ["--method", "cfg-fold", "--teacher", str(tiny_teacher_dir), "--data", str(tmp_path / "data.npz"), "--iterations", "2",
-            "--batch-size", "2", "--mixed-precision", "no", "--log-every", "1", "--checkpoint-every", "2", "--fold-w", "2.5",
-            "--out", str(run)]  # fmt: skip
+    argv = [
+        "--method",
+        "cfg-fold",
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--mixed-precision",
+        "no",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--fold-w",
+        "2.5",
+        "--out",
+        str(run),
+    ]
 
     # Without the plugin the method does not exist: argparse's one error line, exit code 2, nothing written.
     refused = _distill(argv, None)
@@ -115,4 +134,3 @@ def test_a_method_written_in_one_file_trains_through_the_cli(tiny_teacher_dir, t
     assert card.training == {"iterations": 2, "batch_size": 2, "lr": 1e-3, "fold_w": 2.5}
     assert card.description == "CFG folded into a copy of the teacher at one W"
     assert json.loads((run / "config.json").read_text())["method"] == {"name": "cfg-fold"}
-

@@ -35,7 +35,9 @@ def tiny_guided_dir(tiny_teacher, tmp_path_factory):
     card = Card(name="tiny-guided", kind="student", method="guided", teacher=tiny_teacher.name, steps=1, w_conditioned=True)
     from diffusers import DDPMScheduler
 
-    return save_model_folder(tmp_path_factory.mktemp("m") / "tiny-guided", net, DDPMScheduler.from_config(tiny_teacher.scheduler_config), card)
+    return save_model_folder(
+        tmp_path_factory.mktemp("m") / "tiny-guided", net, DDPMScheduler.from_config(tiny_teacher.scheduler_config), card
+    )
 
 
 def build(name, teacher, guided_dir):
@@ -73,7 +75,9 @@ def test_loss_finite_and_gradients_reach_only_the_student(name, tiny_teacher, ti
 @pytest.mark.parametrize("name", DISTILL_METHODS)
 def test_two_iteration_run_writes_checkpoint_stats_and_model(name, tiny_teacher, tiny_guided_dir, tmp_path):
     method = build(name, tiny_teacher, tiny_guided_dir)
-    train(method, TrainConfig(iterations=2, batch_size=2, warmup=1, log_every=1, checkpoint_every=2, mixed_precision="no"), tmp_path)
+    train(
+        method, TrainConfig(iterations=2, batch_size=2, warmup=1, log_every=1, checkpoint_every=2, mixed_precision="no"), tmp_path
+    )
     assert list_checkpoints(tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert rows[-1].get("event") == "done" and any(r.get("step") == 2 and "loss" in r for r in rows)
@@ -118,8 +122,16 @@ def test_registry_entries_describe_themselves_and_flags_are_declared_by_their_me
     assert {"--w-min", "--w-max", "--guidance", "--steps", "--channels", "--fake-updates", "--adv-weight", "--d-weight"} <= flags
     p = ap.ArgumentParser()
     HDRefinement.add_arguments(registry_arguments(p))
-    assert {o for a in p._actions for o in a.option_strings} == {"-h", "--help", "--w-min", "--w-max", "--fake-warmup", "--fake-updates",
-                                                                  "--adv-weight", "--d-weight"}
+    assert {o for a in p._actions for o in a.option_strings} == {
+        "-h",
+        "--help",
+        "--w-min",
+        "--w-max",
+        "--fake-warmup",
+        "--fake-updates",
+        "--adv-weight",
+        "--d-weight",
+    }
 
 
 def registry_arguments(parser):
@@ -164,13 +176,17 @@ def test_dash_terms_vanish_when_student_equals_teacher(tiny_teacher):
     method = DashDistillation(tiny_teacher, tiny_data(4), "dash", student=copy.deepcopy(tiny_teacher.net))
     _, stats = method.loss(0, torch.Generator().manual_seed(0))
     assert stats["l_im"] < 1e-10 and stats["l_un"] < 1e-10 and stats["l_an"] > 0
-    other = DashDistillation(tiny_teacher, tiny_data(4), "dash", student=teacher_unet(channels=(8, 16), layers_per_block=1, attention=False))
+    other = DashDistillation(
+        tiny_teacher, tiny_data(4), "dash", student=teacher_unet(channels=(8, 16), layers_per_block=1, attention=False)
+    )
     _, stats = other.loss(0, torch.Generator().manual_seed(0))
     assert stats["l_im"] > 1e-6 and stats["l_un"] > 1e-6
 
 
 def test_dash_tirt_weights_are_transferred_and_frozen(tiny_teacher):
-    method = DashDistillation(tiny_teacher, tiny_data(4), "dash", student=teacher_unet(channels=(8, 16), layers_per_block=1, attention=False))
+    method = DashDistillation(
+        tiny_teacher, tiny_data(4), "dash", student=teacher_unet(channels=(8, 16), layers_per_block=1, attention=False)
+    )
     assert torch.equal(method.tirt.lambda_t, tiny_teacher.tirt_logits)
     assert not method.tirt.lambda_t.requires_grad
     loss, _ = method.loss(0, torch.Generator().manual_seed(0))
@@ -250,7 +266,9 @@ def test_hd_fake_warmup_trains_the_fake_score_and_leaves_the_generator(tiny_teac
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
     z, t, y = torch.randn(2, 1, 28, 28), torch.tensor([300, 700]), torch.tensor([1, 2])
     with torch.no_grad():  # the fake score tells W apart once it has trained on W-dependent samples
-        assert not torch.allclose(method.fake_out(z, t, y, torch.full((2,), 1.0)), method.fake_out(z, t, y, torch.full((2,), 5.0)))
+        assert not torch.allclose(
+            method.fake_out(z, t, y, torch.full((2,), 1.0)), method.fake_out(z, t, y, torch.full((2,), 5.0))
+        )
 
 
 def test_dmd_from_the_teachers_weights_starts_as_the_teachers_one_step_prediction(tiny_teacher, tiny_teacher_dir):
@@ -382,10 +400,24 @@ def test_ddim_leading_starts_below_pure_noise_as_dashs_protocol():
     schedule = NoiseSchedule.cosine()
     seen = []
     model = SimpleNamespace(schedule=schedule)
-    sample("ddim-leading", lambda z, t: torch.zeros_like(z), torch.randn(1, 1, 4, 4), 50, model.schedule, callback=lambda d: seen.append(d["t"]))
+    sample(
+        "ddim-leading",
+        lambda z, t: torch.zeros_like(z),
+        torch.randn(1, 1, 4, 4),
+        50,
+        model.schedule,
+        callback=lambda d: seen.append(d["t"]),
+    )
     assert seen[0] == 980 and seen[-1] == 0 and len(seen) == 50
     seen.clear()
-    sample("ddim", lambda z, t: torch.zeros_like(z), torch.randn(1, 1, 4, 4), 50, model.schedule, callback=lambda d: seen.append(d["t"]))
+    sample(
+        "ddim",
+        lambda z, t: torch.zeros_like(z),
+        torch.randn(1, 1, 4, 4),
+        50,
+        model.schedule,
+        callback=lambda d: seen.append(d["t"]),
+    )
     assert seen[0] == 999
 
 
@@ -421,7 +453,11 @@ def test_hd_fake_score_optimizer_is_checkpointed_and_restored(tiny_teacher, tiny
 
     def run(iterations):
         method = HDRefinement(tiny_teacher, load_model_folder(tiny_guided_dir), tiny_data(), "awd", fake_updates=1)
-        train(method, TrainConfig(iterations=iterations, batch_size=2, warmup=1, log_every=1, checkpoint_every=1, mixed_precision="no"), tmp_path)
+        train(
+            method,
+            TrainConfig(iterations=iterations, batch_size=2, warmup=1, log_every=1, checkpoint_every=1, mixed_precision="no"),
+            tmp_path,
+        )
         return method
 
     first = run(1)
@@ -434,9 +470,13 @@ def test_hd_fake_score_optimizer_is_checkpointed_and_restored(tiny_teacher, tiny
     step_state = first.auxiliary_optimizers()["fake"].state_dict()["state"]
     assert all(float(s["step"]) == 1 for s in step_state.values())
     resumed = run(2)
-    assert all(float(s["step"]) == 2 for s in resumed.auxiliary_optimizers()["fake"].state_dict()["state"].values())  # 1 restored + 1 new
+    assert all(
+        float(s["step"]) == 2 for s in resumed.auxiliary_optimizers()["fake"].state_dict()["state"].values()
+    )  # 1 restored + 1 new
     maps = load_file(str(tmp_path / "model" / "discriminator_maps.safetensors"))
-    assert maps["token_weights"].shape[0] == maps["images"].shape[0] and torch.allclose(maps["token_weights"].flatten(1).sum(1), torch.ones(maps["images"].shape[0]), atol=1e-5)
+    assert maps["token_weights"].shape[0] == maps["images"].shape[0] and torch.allclose(
+        maps["token_weights"].flatten(1).sum(1), torch.ones(maps["images"].shape[0]), atol=1e-5
+    )
 
 
 def test_the_loop_averages_and_clips_hds_fake_score_gradients_across_processes(tiny_teacher, tiny_guided_dir, monkeypatch):

@@ -219,8 +219,26 @@ def test_distill_cli_trains_the_registered_teacher(tmp_path, monkeypatch, capsys
     write_idx(tmp_path / "train-labels-idx1-ubyte", (np.arange(12) % 10).astype(np.uint8))
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
     out = tmp_path / "run"
-    argv = ["--method", "teacher", "--out", str(out), "--iterations", "2", "--batch-size", "2", "--channels", "8,16",
-            "--layers-per-block", "1", "--mixed-precision", "no", "--log-every", "1", "--name", "cli-teacher"]  # fmt: skip
+    argv = [
+        "--method",
+        "teacher",
+        "--out",
+        str(out),
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--channels",
+        "8,16",
+        "--layers-per-block",
+        "1",
+        "--mixed-precision",
+        "no",
+        "--log-every",
+        "1",
+        "--name",
+        "cli-teacher",
+    ]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 2
@@ -240,7 +258,11 @@ def test_teacher_training_continues_from_a_model_folder(tiny_teacher_dir, tmp_pa
     from demo.distill.__main__ import parse_args
 
     rng = np.random.default_rng(0)
-    monkeypatch.setattr(demo.core.data, "load_fashion_mnist", lambda split: (rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), rng.integers(0, 10, 8)))
+    monkeypatch.setattr(
+        demo.core.data,
+        "load_fashion_mnist",
+        lambda split: (rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), rng.integers(0, 10, 8)),
+    )
     args = parse_args(["--method", "teacher", "--init", str(tiny_teacher_dir), "--out", str(tmp_path), "--batch-size", "2"])
     method = METHODS["teacher"](args)
     start = load_model_folder(tiny_teacher_dir)
@@ -258,7 +280,11 @@ def _average_on_rank(rank: int, world: int, port: int, out) -> None:
     calls = []
     reduce = dist.all_reduce
     dist.all_reduce = lambda t, *a, **k: (calls.append(t.numel()), reduce(t, *a, **k))[1]
-    params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    params = [
+        torch.nn.Parameter(torch.zeros(3, 2)),
+        torch.nn.Parameter(torch.zeros(4)),
+        torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)),
+    ]
     for i, p in enumerate(params):
         p.grad = torch.full_like(p, float(rank + 1) * (i + 1))
     _average_gradients(params, world)
@@ -290,7 +316,11 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_bfloat16_instructions(m
 
     cpu = torch.device("cpu")
     assert tr.resolve_precision("no", cpu) == "no" and tr.resolve_precision("bf16", cpu) == "bf16"
-    for flags, expected in (("fpu sse2 avx avx2 fma", "no"), ("fpu avx2 avx512f avx512_bf16", "bf16"), ("fpu avx2 amx_bf16 amx_tile", "bf16")):
+    for flags, expected in (
+        ("fpu sse2 avx avx2 fma", "no"),
+        ("fpu avx2 avx512f avx512_bf16", "bf16"),
+        ("fpu avx2 amx_bf16 amx_tile", "bf16"),
+    ):
         info = tmp_path / f"cpuinfo-{expected}-{len(flags)}"
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         monkeypatch.setattr(tr, "Path", lambda p, info=info: info if p == "/proc/cpuinfo" else Path(p))

@@ -19,7 +19,22 @@ from demo.core.stats import read_stats, training_rows
 from demo.distill.checkpoint import checkpoint_step, load_checkpoint_student
 
 __all__ = [
-    "ACTIVE", "DB_NAME", "LOG_NAME", "MODEL_DIR", "RESUMABLE", "RUNS_ENV", "STARTUP_GRACE_S", "_SCHEMA", "JobLimits", "JobManager",
-    "JobSpec", "check_disk_space", "checkpoint_step", "default_runs_dir", "finished_models", "load_checkpoint_student", "read_stats",
+    "ACTIVE",
+    "DB_NAME",
+    "LOG_NAME",
+    "MODEL_DIR",
+    "RESUMABLE",
+    "RUNS_ENV",
+    "STARTUP_GRACE_S",
+    "_SCHEMA",
+    "JobLimits",
+    "JobManager",
+    "JobSpec",
+    "check_disk_space",
+    "checkpoint_step",
+    "default_runs_dir",
+    "finished_models",
+    "load_checkpoint_student",
+    "read_stats",
     "training_rows",
-]  # fmt: skip
+]

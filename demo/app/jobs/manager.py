@@ -33,7 +33,9 @@ STARTUP_GRACE_S = 60.0  # a claimed job without a pid yet is still being spawned
 def check_disk_space(folder: str | os.PathLike, min_free_bytes: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < min_free_bytes:
-        raise ValueError(f"Only {free / 2**30:.1f} GB is free under {folder}, and a job needs at least {min_free_bytes / 2**30:.1f} GB.")
+        raise ValueError(
+            f"Only {free / 2**30:.1f} GB is free under {folder}, and a job needs at least {min_free_bytes / 2**30:.1f} GB."
+        )
 
 
 def finished_models(runs_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -77,7 +79,9 @@ class JobManager:
 
     def start(self, method: str, iterations: int, teacher: str | None = None, **options) -> int:
         """Queue a job (it starts at once when a slot is free); returns its id. Bad options raise ValueError."""
-        spec = validated_spec(JobSpec(method=method, iterations=iterations, teacher=teacher, **options), self.limits, self.resolve_model)
+        spec = validated_spec(
+            JobSpec(method=method, iterations=iterations, teacher=teacher, **options), self.limits, self.resolve_model
+        )
         check_disk_space(self.runs_dir, self.limits.min_free_bytes)
         with self._lock:
             job_id = self.store.next_id()

@@ -88,7 +88,11 @@ def validated_spec(spec: JobSpec, limits: JobLimits, resolve_model: Callable[[st
 
     if spec.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(sorted(METHODS))}, got {spec.method!r}")
-    if isinstance(spec.iterations, bool) or not isinstance(spec.iterations, int) or not 1 <= spec.iterations <= limits.max_iterations:
+    if (
+        isinstance(spec.iterations, bool)
+        or not isinstance(spec.iterations, int)
+        or not 1 <= spec.iterations <= limits.max_iterations
+    ):
         raise ValueError(f"iterations must be an integer in 1..{limits.max_iterations}, got {spec.iterations!r}")
     if isinstance(spec.batch_size, bool) or not isinstance(spec.batch_size, int) or not 1 <= spec.batch_size <= 4096:
         raise ValueError(f"batch size must be an integer in 1..4096, got {show(spec.batch_size)}")

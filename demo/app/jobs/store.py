@@ -95,4 +95,6 @@ class JobStore:
 
     def claim(self, row: sqlite3.Row) -> bool:
         """Move a queued job to running (state guard first, so two managers never start the same job twice)."""
-        return self.set(row["id"], where_state="queued", state="running", pid=None, started=time.time(), attempts=row["attempts"] + 1)
+        return self.set(
+            row["id"], where_state="queued", state="running", pid=None, started=time.time(), attempts=row["attempts"] + 1
+        )

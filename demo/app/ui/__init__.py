@@ -15,9 +15,21 @@ from demo.app.ui.inputs import harden_inputs
 __all__ = ["API_NAMES", "AppSettings", "Context", "build_app", "launch_kwargs"]
 
 API_NAMES = (
-    "refresh_models", "compare", "stop_compare", "student_defaults", "trajectory", "sketch_refined",
-    "branch_gap", "w_sweep", "grid", "embedding", "metrics", "loss_curves", "list_runs", "settings_from_url",
-)  # fmt: skip
+    "refresh_models",
+    "compare",
+    "stop_compare",
+    "student_defaults",
+    "trajectory",
+    "sketch_refined",
+    "branch_gap",
+    "w_sweep",
+    "grid",
+    "embedding",
+    "metrics",
+    "loss_curves",
+    "list_runs",
+    "settings_from_url",
+)
 
 HEADER = """
 # Guided Distillation Lab
@@ -57,6 +69,7 @@ img { image-rendering: pixelated; }
   #compare-summary td, #compare-summary th { padding: 4px 6px; white-space: normal; overflow-wrap: anywhere; }
 }
 """
+
 
 def model_summary(ctx: Context) -> str:
     entries = ctx.catalog.entries()

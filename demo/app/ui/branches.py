@@ -53,7 +53,12 @@ def branch_gap(ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidanc
         curves[m.name] = c = branch_gap_curve(m, t_model, real[0], real[1], ts, seed)
         rows.append({"model": m.name, **{k: round(v, 4) for k, v in c.summary(float(guidance)).items()}})
         if i < len(names) - 1:
-            yield plot_branch_gap(curves), plot_effective_guidance(curves, float(guidance)), pd.DataFrame(rows), f"{i + 1} of {len(names)} models measured…"
+            yield (
+                plot_branch_gap(curves),
+                plot_effective_guidance(curves, float(guidance)),
+                pd.DataFrame(rows),
+                f"{i + 1} of {len(names)} models measured…",
+            )
     note = (
         f"Measured on {source}, noised to {len(ts)} timesteps with the same ε for every model. "
         f"ρ = 1 and cos = 1 mean the student's guidance direction matches {t_model.name}'s; ρ near 0 means it has collapsed. "
@@ -68,7 +73,10 @@ def w_sweep(ctx, models, class_label="0", seed=0, steps=16, sampler="ddim", prog
     loaded = _models(ctx, models)  # loading is cheap; the budget needs every model's steps and NFE before any runs
     steps = lab.check_int("steps", steps, 1, 1000)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
-    ctx.check_work(sum(len(lab.W_SWEEP) * lab.model_steps(m, steps) * model_nfe(m.card) for m in loaded), "6 guidance scales × steps × NFE per step per model")
+    ctx.check_work(
+        sum(len(lab.W_SWEEP) * lab.model_steps(m, steps) * model_nfe(m.card) for m in loaded),
+        "6 guidance scales × steps × NFE per step per model",
+    )
     for i, m in enumerate(loaded):
         progress((i, len(loaded)), desc=f"model {i + 1}/{len(loaded)}: {m.name}")
         k = lab.model_steps(m, steps)
@@ -92,7 +100,12 @@ def build(ctx) -> None:
     selection = [n for n in [teacher_name, *ctx.telling_students(limit=2)] if n]
     with gr.Row():
         teacher = ctx.model_dropdown("Teacher", teacher_name)
-        models = ctx.model_dropdown("Models to measure", selection, multiselect=True, info="the teacher (a sanity check: ρ = 1) and two students; each model adds a few seconds on a CPU")
+        models = ctx.model_dropdown(
+            "Models to measure",
+            selection,
+            multiselect=True,
+            info="the teacher (a sanity check: ρ = 1) and two students; each model adds a few seconds on a CPU",
+        )
     with gr.Row():
         n_images = gr.Slider(4, 256, value=16, step=4, label="Images", info="more images: smoother curves, longer runs")
         n_timesteps = gr.Slider(2, 25, value=6, step=1, label="Timesteps")
@@ -103,7 +116,9 @@ def build(ctx) -> None:
     gap_plot = gr.Plot(label="ρ, cos and Gap-MSE against t")
     with gr.Row():
         weff_plot = gr.Plot(label="Effective guidance")
-        table = gr.Dataframe(label="Averages over t", interactive=False, headers=["model", "rho", "cos", "gap_mse", "effective_guidance"])
+        table = gr.Dataframe(
+            label="Averages over t", interactive=False, headers=["model", "rho", "cos", "gap_mse", "effective_guidance"]
+        )
 
     gr.Markdown("### W sweep\nThe same noise at W = 0, 1, 2, 3, 5, 8: if the row barely changes, guidance has collapsed.")
     with gr.Row():
@@ -115,15 +130,26 @@ def build(ctx) -> None:
     sweep_inputs = [sweep_models, class_label, seed, steps, sampler]
     pair = [ctx.default_model("student", method="dash"), ctx.default_model("student", method="kd-cond")]
     preset_rows = [[[teacher_name, *pair], "9", 0, 16, "ddim"]] if ctx.has_method("dash") and ctx.has_method("kd-cond") else []
-    examples = gr.Examples(
-        preset_rows, sweep_inputs, example_labels=["DASH vs cond-only KD across W (look at W = 5)"], label=PRESET_NOTE,
-        elem_id="w-sweep-presets",
-    ) if preset_rows else None  # fmt: skip
-    sweep_img = gr.Image(label="W sweep", show_label=False, type="pil", format="png", elem_id="w-sweep-image")  # the rows carry their titles
+    examples = (
+        gr.Examples(
+            preset_rows,
+            sweep_inputs,
+            example_labels=["DASH vs cond-only KD across W (look at W = 5)"],
+            label=PRESET_NOTE,
+            elem_id="w-sweep-presets",
+        )
+        if preset_rows
+        else None
+    )
+    sweep_img = gr.Image(
+        label="W sweep", show_label=False, type="pil", format="png", elem_id="w-sweep-image"
+    )  # the rows carry their titles
     sweep_plot = gr.Plot(label="Change against W")
     sampling = {"concurrency_limit": ctx.settings.concurrency, "concurrency_id": "sampling"}
     if examples is not None:
-        ctx.register_presets(w_sweep, examples, preset_rows, sweep_inputs, [sweep_img, sweep_plot], api_name="w_sweep_preset", **sampling)
+        ctx.register_presets(
+            w_sweep, examples, preset_rows, sweep_inputs, [sweep_img, sweep_plot], api_name="w_sweep_preset", **sampling
+        )
 
     run.click(
         ctx.handler(branch_gap, gpu=True),

@@ -40,14 +40,36 @@ def compare(
     (t_model, t_load), (s_model, s_load) = ctx.load_timed(teacher), ctx.load_timed(student)
     loads = {role: sec for role, sec in (("teacher", t_load), ("student", s_load)) if sec > 0}
     # Every setting is checked once, here, into the two models' sampling requests; the layers below trust them.
-    t_req, s_req = lab.compare_request_pair(t_model, s_model, class_label, guidance, teacher_steps, student_steps, seed, sampler, n,
-                                            interval=guidance_interval, clip_x0=clip_x0)  # fmt: skip
-    ctx.check_work(n * (t_req.steps * model_nfe(t_model.card) + s_req.steps * model_nfe(s_model.card)), f"{n} images × (teacher + student steps × NFE per step)")
+    t_req, s_req = lab.compare_request_pair(
+        t_model,
+        s_model,
+        class_label,
+        guidance,
+        teacher_steps,
+        student_steps,
+        seed,
+        sampler,
+        n,
+        interval=guidance_interval,
+        clip_x0=clip_x0,
+    )
+    ctx.check_work(
+        n * (t_req.steps * model_nfe(t_model.card) + s_req.steps * model_nfe(s_model.card)),
+        f"{n} images × (teacher + student steps × NFE per step)",
+    )
     settings = {
-        "teacher": t_model.name, "student": s_model.name, "class_label": str(class_label), "guidance": t_req.guidance,
-        "teacher_steps": t_req.steps, "student_steps": s_req.steps, "seed": t_req.seed, "sampler": t_req.sampler,
-        "n": n, "guidance_interval": guidance_interval or "", "clip_x0": t_req.clip_x0,
-    }  # fmt: skip
+        "teacher": t_model.name,
+        "student": s_model.name,
+        "class_label": str(class_label),
+        "guidance": t_req.guidance,
+        "teacher_steps": t_req.steps,
+        "student_steps": s_req.steps,
+        "seed": t_req.seed,
+        "sampler": t_req.sampler,
+        "n": n,
+        "guidance_interval": guidance_interval or "",
+        "clip_x0": t_req.clip_x0,
+    }
     stop = ctx.stop_flag(request)
     try:
         events = lab.compare_requests(t_model, s_model, t_req, s_req, stop=stop)
@@ -70,17 +92,38 @@ def _outputs(events, t_model, s_model, loads: dict, settings: dict):
         elif kind == "student":
             student_img = lab.display_grid(value.images)
             status = f"Student: {value.nfe} NFE in {value.seconds * 1000:.0f} ms. Teacher sampling…"
-            yield gr.skip(), shown_image(student_img, _caption(s_model, settings["student_steps"], value.nfe)), status, gr.skip(), *skip2
+            yield (
+                gr.skip(),
+                shown_image(student_img, _caption(s_model, settings["student_steps"], value.nfe)),
+                status,
+                gr.skip(),
+                *skip2,
+            )
         elif kind == "step":
             step = value["i"] + 1
             status = f"Teacher step {value['i'] + 1}/{value['steps']} (t = {value['t']}): showing its x0 prediction."
             label = f"{t_model.name} · x0 prediction at step {step}/{value['steps']} (t = {value['t']})"
-            yield shown_image(lab.display_grid(value["x0"]), label), gr.skip(), status, gr.skip(), *skip2  # the student's image stays
+            yield (
+                shown_image(lab.display_grid(value["x0"]), label),
+                gr.skip(),
+                status,
+                gr.skip(),
+                *skip2,
+            )  # the student's image stays
         elif kind == "stopped":
-            yield gr.skip(), gr.skip(), f"Stopped after teacher step {step}; its last x0 preview stays on screen.", gr.skip(), *skip2
+            yield (
+                gr.skip(),
+                gr.skip(),
+                f"Stopped after teacher step {step}; its last x0 preview stays on screen.",
+                gr.skip(),
+                *skip2,
+            )
         else:
             teacher_img = lab.display_grid(value.teacher.images)
-            record = {"settings": settings, "timings": {**value.summary(), "load_seconds": {k: round(v, 3) for k, v in loads.items()}}}
+            record = {
+                "settings": settings,
+                "timings": {**value.summary(), "load_seconds": {k: round(v, 3) for k, v in loads.items()}},
+            }
             yield (
                 shown_image(teacher_img, _caption(t_model, settings["teacher_steps"], value.teacher.nfe)),
                 shown_image(student_img, _caption(s_model, settings["student_steps"], value.student.nfe)),
@@ -146,7 +189,9 @@ def bundle(images: dict, record: dict) -> str:
 
 def code_for(settings: dict, t_model, s_model) -> str:
     """The `python -m demo.sample` commands that produce the two images shown (same seed, same noise)."""
-    extra = (f" --guidance-interval {settings['guidance_interval']}" if settings["guidance_interval"] else "") + (" --clip-x0" if settings["clip_x0"] else "")
+    extra = (f" --guidance-interval {settings['guidance_interval']}" if settings["guidance_interval"] else "") + (
+        " --clip-x0" if settings["clip_x0"] else ""
+    )
     lines = ["# the same images from the command line (ARCHITECTURE.md: demo.sample)"]
     for role, model, steps in (("teacher", t_model, settings["teacher_steps"]), ("student", s_model, settings["student_steps"])):
         lines.append(
@@ -278,7 +323,9 @@ def build(ctx) -> None:
         n = gr.Radio([1, 4, 16, 64], value=1, label="Batch", info="images per model, shown as a grid")
     with gr.Row():
         teacher_steps = gr.Slider(1, 250, value=64, step=1, label="Teacher steps")
-        student_steps = gr.Slider(1, 250, value=(student.value and _student_steps(ctx, student.value, 64)) or 4, step=1, label="Student steps")
+        student_steps = gr.Slider(
+            1, 250, value=(student.value and _student_steps(ctx, student.value, 64)) or 4, step=1, label="Student steps"
+        )
     with gr.Accordion("Guidance options", open=False):
         with gr.Row():
             guidance_interval = gr.Textbox(
@@ -295,13 +342,19 @@ def build(ctx) -> None:
         stop = gr.Button("Stop", variant="stop")
     inputs = [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0]
     rows = presets(ctx)  # next to the button, where a first-time visitor looks; wired once the outputs exist
-    examples = gr.Examples(
-        [r[1] for r in rows], inputs[:9], example_labels=[r[0] for r in rows], label=PRESET_NOTE, elem_id="compare-presets"
-    ) if rows else None  # fmt: skip
+    examples = (
+        gr.Examples(
+            [r[1] for r in rows], inputs[:9], example_labels=[r[0] for r in rows], label=PRESET_NOTE, elem_id="compare-presets"
+        )
+        if rows
+        else None
+    )
     with gr.Row(equal_height=True):
         teacher_img = gr.Image(label="Teacher", type="pil", format="png", elem_id="teacher-image", height=472)
         student_img = gr.Image(label="Student", type="pil", format="png", elem_id="student-image", height=472)
-    summary = gr.Markdown("Choose two models and press **Compare** (or a preset): both start from the same noise.", elem_id="compare-summary")
+    summary = gr.Markdown(
+        "Choose two models and press **Compare** (or a preset): both start from the same noise.", elem_id="compare-summary"
+    )
     spectrum = gr.Plot(label="Spectra")
     with gr.Accordion("Keep and share: download, code for this", open=False):
         gr.Markdown("The address bar holds the current settings after each run: reload or share it to reproduce the view.")
@@ -314,5 +367,13 @@ def build(ctx) -> None:
         ctx.register_presets(compare, examples, [r[1] for r in rows], inputs, outputs, api_name="compare_preset", **sampling)
     event = run.click(ctx.handler(compare, gpu=True), inputs, outputs, api_name="compare", **sampling)
     stop.click(ctx.handler(stop_compare), None, summary, cancels=[event], api_name="stop_compare", queue=False)
-    student.change(ctx.handler(student_defaults), [student, teacher_steps], [student_steps, teacher], api_name="student_defaults", queue=False)
-    ctx.on_load.append((ctx.handler(from_url), [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n]))
+    student.change(
+        ctx.handler(student_defaults),
+        [student, teacher_steps],
+        [student_steps, teacher],
+        api_name="student_defaults",
+        queue=False,
+    )
+    ctx.on_load.append(
+        (ctx.handler(from_url), [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n])
+    )

@@ -223,7 +223,9 @@ class Context:
     def __init__(self, settings: AppSettings | None = None):
         self.settings = settings or AppSettings.from_env()
         s = self.settings
-        self.catalog = Catalog(s.model_roots, device=s.device, cache_size=s.cache_size, allow_hub=s.allow_hub, precision=s.precision)
+        self.catalog = Catalog(
+            s.model_roots, device=s.device, cache_size=s.cache_size, allow_hub=s.allow_hub, precision=s.precision
+        )
         self.gpu = _gpu_decorator()
         self.model_dropdowns: list[gr.Dropdown] = []  # refreshed together when the model folders change
         self.on_load: list[tuple] = []  # (event function, outputs) a tab wants run when the page loads
@@ -354,7 +356,9 @@ class Context:
             args = tuple(row) + tuple(c.value for c in inputs[len(row) :])  # the other inputs at their defaults
             self.preset_jobs.append((preset_key(fn, args), fn, args))
         # private: the same function as its tab's button, whose api_name is the public one
-        return examples.load_input_event.then(self.precomputed_handler(fn, gpu), inputs, outputs, api_visibility="private", **event)
+        return examples.load_input_event.then(
+            self.precomputed_handler(fn, gpu), inputs, outputs, api_visibility="private", **event
+        )
 
     def precomputed_handler(self, fn, gpu: bool = True):
         """`handler(fn)` that answers from `precomputed` when the arguments are a precomputed preset's (and its files
@@ -523,7 +527,9 @@ class Context:
 
     def model_dropdown(self, label: str, value=None, multiselect: bool = False, **kwargs) -> gr.Dropdown:
         """A dropdown over the catalog that also accepts a typed path inside the allowed roots."""
-        dd = gr.Dropdown(choices=self.model_names(), value=value, label=label, multiselect=multiselect, allow_custom_value=True, **kwargs)
+        dd = gr.Dropdown(
+            choices=self.model_names(), value=value, label=label, multiselect=multiselect, allow_custom_value=True, **kwargs
+        )
         self.model_dropdowns.append(dd)
         return dd
 

@@ -90,7 +90,18 @@ def _job_id(job_id) -> int:
 # ---- event functions (library calls and formatting only) ----
 
 
-def distill_start(jobs, method="dash", iterations=200, teacher=None, init=None, batch_size=32, lr=1e-3, seed=0, default_teacher=None, data_missing=None):
+def distill_start(
+    jobs,
+    method="dash",
+    iterations=200,
+    teacher=None,
+    init=None,
+    batch_size=32,
+    lr=1e-3,
+    seed=0,
+    default_teacher=None,
+    data_missing=None,
+):
     """Queue a job; returns its id (it starts as soon as a slot is free). Without the training data it refuses at once
     (`data_missing` says why and how to install it) instead of starting a worker that fails ten seconds later."""
     args = (validate.choice("method", method, sorted(METHODS)), _whole("iterations", iterations))
@@ -126,7 +137,10 @@ def distill_resume(jobs, job_id):
 
 def distill_runs(jobs):
     """Every job as a table row, newest first."""
-    return [[j["job_id"], j["name"], j["method"], j["state"], j["step"], j["iterations"], _fmt(j["loss"]), _eta(j)] for j in jobs.list_jobs()]
+    return [
+        [j["job_id"], j["name"], j["method"], j["state"], j["step"], j["iterations"], _fmt(j["loss"]), _eta(j)]
+        for j in jobs.list_jobs()
+    ]
 
 
 def distill_preview(jobs, job_id, guidance=2.0, seed=0):
@@ -275,8 +289,13 @@ def build_distill_tab(ctx) -> None:
     with gr.Row():
         method = gr.Dropdown(sorted(METHODS), value="dash" if "dash" in METHODS else None, label="Method", info=METHOD_INFO)
         teacher = gr.Dropdown(choices, value=teacher_default, label="Teacher", allow_custom_value=True)
-        init = gr.Dropdown(["", *choices], value="", label="Student initialisation (optional)", allow_custom_value=True,
-                           info="empty: the method's own initialisation")  # fmt: skip
+        init = gr.Dropdown(
+            ["", *choices],
+            value="",
+            label="Student initialisation (optional)",
+            allow_custom_value=True,
+            info="empty: the method's own initialisation",
+        )
     with gr.Row():
         iterations = gr.Number(200, precision=0, minimum=1, maximum=jobs.limits.max_iterations, label="Iterations")
         batch_size = gr.Number(32, precision=0, minimum=1, label="Batch size")
@@ -287,15 +306,27 @@ def build_distill_tab(ctx) -> None:
         cancel = gr.Button("Cancel", variant="stop", elem_id="distill-cancel", interactive=allowed)
         resume = gr.Button("Resume", elem_id="distill-resume", interactive=allowed and not missing)
         # A text box, not a Number: Gradio shows an empty Number as "0", which reads as a job id (ids start at 1).
-        job_id = gr.Textbox("", label="Job", placeholder="none chosen yet: start a job or click a row of the runs table", max_lines=1, elem_id="distill-job")
+        job_id = gr.Textbox(
+            "",
+            label="Job",
+            placeholder="none chosen yet: start a job or click a row of the runs table",
+            max_lines=1,
+            elem_id="distill-job",
+        )
         refresh = gr.Button("Refresh status", size="sm")
     progress = gr.HTML(progress_html(None))
     with gr.Row():
         loss_plot = gr.Plot(label="Loss curves")
         with gr.Column():
             gr.Markdown("**Current student**: one sample per class, captioned under each picture")
-            preview_image = gr.Image(label="Current student (one sample per class)", show_label=False, type="pil", interactive=False,
-                                     elem_id="distill-preview", height=320)  # fmt: skip
+            preview_image = gr.Image(
+                label="Current student (one sample per class)",
+                show_label=False,
+                type="pil",
+                interactive=False,
+                elem_id="distill-preview",
+                height=320,
+            )
             preview_text = gr.Markdown()
             with gr.Row():
                 preview = gr.Button("Preview samples", size="sm")
@@ -311,7 +342,9 @@ def build_distill_tab(ctx) -> None:
     # UI-only events (timers, row clicks) are private: not part of the API.
     private = {"api_visibility": "private", "queue": False}
     view_fn = _adapter(view, jobs)
-    view_io = dict(inputs=[job_id, drawn], outputs=[status_json, progress, loss_plot, runs, drawn], api_name="distill_view", **private)
+    view_io = dict(
+        inputs=[job_id, drawn], outputs=[status_json, progress, loss_plot, runs, drawn], api_name="distill_view", **private
+    )
     start_inputs = [method, iterations, teacher, init, batch_size, lr, seed]
     gate = (lambda fn: fn) if allowed else _refused
     start_fn = _adapter(gate(distill_start), jobs, default_teacher=teacher_default, data_missing=missing)
@@ -326,8 +359,12 @@ def build_distill_tab(ctx) -> None:
 
     preview_fn = _adapter(distill_preview, jobs)
     preview.click(preview_fn, job_id, [preview_image, preview_text], api_name="distill_preview")
-    preview_timer.tick(preview_fn, job_id, [preview_image, preview_text], api_name="distill_preview_tick", api_visibility="private")
-    auto_preview.change(lambda on: gr.Timer(active=bool(on)), auto_preview, preview_timer, api_name="distill_auto_preview", **private)
+    preview_timer.tick(
+        preview_fn, job_id, [preview_image, preview_text], api_name="distill_preview_tick", api_visibility="private"
+    )
+    auto_preview.change(
+        lambda on: gr.Timer(active=bool(on)), auto_preview, preview_timer, api_name="distill_auto_preview", **private
+    )
 
     # A finished run appears in the other tabs' model dropdowns without a restart.
     dropdowns = list(getattr(ctx, "model_dropdowns", []))

@@ -18,7 +18,9 @@ tends to sit near the cluster centres: the right classes, less variety. Hover a 
 """
 
 
-def embedding(ctx, models, n_per_model=32, steps=16, guidance=2.0, seed=0, include_real=True, color_by="model", progress=gr.Progress()):
+def embedding(
+    ctx, models, n_per_model=32, steps=16, guidance=2.0, seed=0, include_real=True, color_by="model", progress=gr.Progress()
+):
     """Stream a status line per model while sampling, then (scatter figure, note). Models distilled for a fixed step
     count use their own steps; a visitor who leaves stops the work at the next model."""
     names = model_list(models)
@@ -63,7 +65,9 @@ def build(ctx) -> None:
     one_step = ctx.default_model("student", steps=1, method="progressive")
     selection = [x for x in dict.fromkeys([teacher, *ctx.telling_students(limit=1), one_step]) if x]
     with gr.Row():
-        models = ctx.model_dropdown("Models", selection, multiselect=True, info="each model adds its sampling time (~5–15 s at 32 samples)")
+        models = ctx.model_dropdown(
+            "Models", selection, multiselect=True, info="each model adds its sampling time (~5–15 s at 32 samples)"
+        )
         color_by = gr.Radio(["model", "class"], value="model", label="Colour by")
     with gr.Row():
         n = gr.Slider(8, 256, value=32, step=8, label="Samples per model")
@@ -71,7 +75,10 @@ def build(ctx) -> None:
         guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         include_real = gr.Checkbox(
-            not missing, label="Include real data", interactive=not missing, info="needs the Fashion-MNIST dataset" if missing else None
+            not missing,
+            label="Include real data",
+            interactive=not missing,
+            info="needs the Fashion-MNIST dataset" if missing else None,
         )
     gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Embed", variant="primary", elem_id="embedding-button")

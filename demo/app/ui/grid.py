@@ -27,18 +27,31 @@ def grid(ctx, model, class_label="0", seed=0, steps=(1, 4, 16), guidances=(1.0, 
     m = ctx.catalog.load(model)
     if not isinstance(steps, list | tuple) or not isinstance(guidances, list | tuple):
         raise ValueError("steps and guidances must be lists of values")
-    ctx.check_work(sum(lab.check_int("steps", s, 1, m.schedule.num_train_timesteps) for s in set(steps)) * len(set(guidances)) * model_nfe(m.card),
-                   "steps × guidance scales × NFE per step")  # fmt: skip
+    ctx.check_work(
+        sum(lab.check_int("steps", s, 1, m.schedule.num_train_timesteps) for s in set(steps))
+        * len(set(guidances))
+        * model_nfe(m.card),
+        "steps × guidance scales × NFE per step",
+    )
     classifier, missing = ctx.classifier()
     for s in (1, 2):
         lab.warm_up(m, 1, s, 2.0, sampler)
-    res = lab.steps_guidance_grid(m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), steps, guidances, sampler, classifier)
+    res = lab.steps_guidance_grid(
+        m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), steps, guidances, sampler, classifier
+    )
     per_step, distilled = model_nfe(m.card), m.card.steps
     fig = plot_image_grid(
-        res.uint8(), [row_label(s, per_step, distilled) for s in res.steps], [f"W = {w:g}" for w in res.guidances], res.cell_text(),
-        title=f"{m.name}: steps × guidance ({per_step} NFE per step" + (f"; distilled for {distilled} step{'s' * (distilled != 1)})" if distilled else ")"),
-    )  # fmt: skip
-    note = missing or "Each cell: sampling latency (the median of a few runs when fast), and p = the classifier's probability of the requested class."
+        res.uint8(),
+        [row_label(s, per_step, distilled) for s in res.steps],
+        [f"W = {w:g}" for w in res.guidances],
+        res.cell_text(),
+        title=f"{m.name}: steps × guidance ({per_step} NFE per step"
+        + (f"; distilled for {distilled} step{'s' * (distilled != 1)})" if distilled else ")"),
+    )
+    note = (
+        missing
+        or "Each cell: sampling latency (the median of a few runs when fast), and p = the classifier's probability of the requested class."
+    )
     others = [s for s in res.steps if distilled and s != distilled]
     if others:
         note = (
@@ -54,6 +67,7 @@ def row_label(steps: int, nfe_per_step: int, distilled: int | None) -> str:
     if distilled:
         text += "<br>(its distilled count)" if steps == distilled else "<br>(not distilled for)"
     return text
+
 
 def build(ctx) -> None:
     gr.Markdown(LOOK_FOR)

@@ -57,7 +57,9 @@ def check_payload(block, payload):
         return None if payload is None or isinstance(payload, bool) else f"{label} must be true or false, got {show(payload)}."
     if isinstance(block, gr.CheckboxGroup):
         choices = _choices(block)
-        if isinstance(payload, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool) and v in choices for v in payload):
+        if isinstance(payload, list) and all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) and v in choices for v in payload
+        ):
             return None
         return f"{label} must be a list of values from {', '.join(map(str, choices))}, got {show(payload)}."
     if isinstance(block, gr.Radio | gr.Dropdown):
@@ -96,7 +98,9 @@ def _safe_preprocess(self, payload):
     except gr.Error as e:  # Gradio's own check: keep the sentence, drop the traceback
         raise gr.Error(str(e), print_exception=False) from None
     except Exception as e:  # noqa: BLE001  (a conversion Gradio did not expect to fail)
-        raise gr.Error(f"{_label(self)} could not be read ({type(e).__name__}), got {show(payload)}.", print_exception=False) from None
+        raise gr.Error(
+            f"{_label(self)} could not be read ({type(e).__name__}), got {show(payload)}.", print_exception=False
+        ) from None
 
 
 def harden_inputs(app: gr.Blocks) -> gr.Blocks:

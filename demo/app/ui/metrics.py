@@ -31,7 +31,16 @@ COLUMNS = (
     "accuracy",
 )
 # What a reader needs first; the rest (diversity, branch statistics, evaluation wall time …) behind "all columns".
-MAIN_COLUMNS = ("model", "steps", "guidance", "nfe", "latency_ms", "frechet_distance", "accuracy", "parameters")  # the name says the method
+MAIN_COLUMNS = (
+    "model",
+    "steps",
+    "guidance",
+    "nfe",
+    "latency_ms",
+    "frechet_distance",
+    "accuracy",
+    "parameters",
+)  # the name says the method
 DROPPED = ("params",)  # the same number as "parameters", under a second name in some cards
 BENCH_JSON = BENCH_DIR / "bench.json"
 COST_AXES = {"nfe": "network evaluations per image (NFE)", "latency_ms": "latency per image, ms (batch 1, from the benchmark)"}
@@ -68,9 +77,15 @@ def metrics(ctx, x_axis="nfe", y_metric="frechet_distance", guidance=2.0, all_co
     for r in at_w:
         r["label"] = r["model"] + (f" · {r['steps']} st" if r.get("steps") else "") + (" + interval" if r.get("interval") else "")
     fig = plot_pareto(
-        at_w, x=x_axis, y=y_metric, label="label", log_y=True, label_front_only=True, x_title=COST_AXES.get(x_axis, x_axis),
+        at_w,
+        x=x_axis,
+        y=y_metric,
+        label="label",
+        log_y=True,
+        label_front_only=True,
+        x_title=COST_AXES.get(x_axis, x_axis),
         title=f"{y_metric} against {x_axis} at W = {float(guidance):g} ({len(at_w)} settings; hover a point for its name)",
-    )  # fmt: skip
+    )
     return table, fig
 
 

@@ -26,15 +26,23 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
     strips, timelines = [], {}
     seed = lab.check_int("seed", seed, 0, SEED_MAX)
     # Each model's settings are checked once, into its sampling request.
-    models = [(role, m := ctx.catalog.load(name), SamplingRequest.check(m, 1, class_label, steps, guidance, sampler, seed, steps_name=f"{role} steps"))
-              for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps))]  # fmt: skip
+    models = [
+        (
+            role,
+            m := ctx.catalog.load(name),
+            SamplingRequest.check(m, 1, class_label, steps, guidance, sampler, seed, steps_name=f"{role} steps"),
+        )
+        for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps))
+    ]
     ctx.check_work(sum(r.steps * model_nfe(m.card) for _, m, r in models), "teacher + student steps × NFE per step")
     for role, model, request in models:
         steps = request.steps
         traj = lab.record_trajectory(model, request)
         shown = len(lab.filmstrip_indices(steps))
         every = "every step" if shown == steps else f"{shown} of {steps} steps"
-        strips.append(lab.filmstrip(traj, title=f"{role}: {model.name} · {steps} step{'s' * (steps != 1)} · {traj.nfe} NFE · {every}"))
+        strips.append(
+            lab.filmstrip(traj, title=f"{role}: {model.name} · {steps} step{'s' * (steps != 1)} · {traj.nfe} NFE · {every}")
+        )
         timelines[f"{role}: {model.name}"] = spectrum_timeline(traj.x0s, traj.t)
     (t_name, t_tl), (s_name, s_tl) = timelines.items()
     return (
@@ -49,10 +57,17 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
 def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim"):
     """(sketch grid, refined grid, their radial spectra, HF-share summary) from the same noise."""
     outputs, spectra, shares = [], {}, []
-    models = [(role, m := ctx.catalog.load(name), SamplingRequest.check(m, SPECTRUM_BATCH, class_label, steps, guidance, sampler, seed,
-                                                                          steps_name=f"{role} steps"))
-              for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps))]  # fmt: skip
-    ctx.check_work(SPECTRUM_BATCH * sum(r.steps * model_nfe(m.card) for _, m, r in models), f"{SPECTRUM_BATCH} images × steps × NFE per step")
+    models = [
+        (
+            role,
+            m := ctx.catalog.load(name),
+            SamplingRequest.check(m, SPECTRUM_BATCH, class_label, steps, guidance, sampler, seed, steps_name=f"{role} steps"),
+        )
+        for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps))
+    ]
+    ctx.check_work(
+        SPECTRUM_BATCH * sum(r.steps * model_nfe(m.card) for _, m, r in models), f"{SPECTRUM_BATCH} images × steps × NFE per step"
+    )
     for role, model, request in models:
         steps = request.steps
         g = run(model, request)
@@ -60,12 +75,19 @@ def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_labe
         img = lab.display_grid(g.images)
         outputs.append(shown_image(img, f"{role}: {model.name} · {steps} step{'s' * (steps > 1)} · {g.nfe} NFE"))
         spectra[f"{role}: {model.name}, {steps} step{'s' * (steps > 1)}"] = radial_power_spectrum(g.images)
-        shares.append(f"**{role}** ({model.name}, {steps} step{'s' * (steps > 1)}, {g.nfe} NFE): high-frequency share **{share:.3f}**")
+        shares.append(
+            f"**{role}** ({model.name}, {steps} step{'s' * (steps > 1)}, {g.nfe} NFE): high-frequency share **{share:.3f}**"
+        )
     note = (
         " · ".join(shares)
         + f"  \nShare of spectral energy above {HF_CUTOFF} cycles/pixel (half the Nyquist frequency), over {SPECTRUM_BATCH} samples."
     )
-    return outputs[0], outputs[1], plot_spectrum(spectra, cutoff=HF_CUTOFF, title="Sketch against refined: radial power spectrum"), note
+    return (
+        outputs[0],
+        outputs[1],
+        plot_spectrum(spectra, cutoff=HF_CUTOFF, title="Sketch against refined: radial power spectrum"),
+        note,
+    )
 
 
 LOOK_FOR = """
@@ -96,8 +118,12 @@ def build(ctx) -> None:
     gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Record trajectories", variant="primary", elem_id="trajectory-button")
     # The strips carry their own titles (model, steps, NFE) above the frames: no label badge over the first frame.
-    teacher_strip = gr.Image(label="Teacher: x0 prediction per step", show_label=False, type="pil", format="png", elem_id="teacher-strip")
-    student_strip = gr.Image(label="Student: x0 prediction per step", show_label=False, type="pil", format="png", elem_id="student-strip")
+    teacher_strip = gr.Image(
+        label="Teacher: x0 prediction per step", show_label=False, type="pil", format="png", elem_id="teacher-strip"
+    )
+    student_strip = gr.Image(
+        label="Student: x0 prediction per step", show_label=False, type="pil", format="png", elem_id="student-strip"
+    )
     timeline = gr.Plot(label="Spectrum timeline")
     with gr.Row():
         heat_t = gr.Plot(label="Teacher spectrum per step")
@@ -113,13 +139,24 @@ def build(ctx) -> None:
         has_hd = ctx.has_method("hd")
         sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student", steps=1, method="hd-sketch"))
         sketch_steps = gr.Slider(1, 64, value=1, step=1, label="Sketch steps")
-        refined = ctx.model_dropdown("Refined model", ctx.default_model("student", method="hd") if has_hd else ctx.default_model("teacher"))
+        refined = ctx.model_dropdown(
+            "Refined model", ctx.default_model("student", method="hd") if has_hd else ctx.default_model("teacher")
+        )
         refined_steps = gr.Slider(1, 250, value=1 if has_hd else 32, step=1, label="Refined steps")
     run_hd = gr.Button("Compare sketch and refined", variant="primary")
     hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]
     preset_rows = [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]] if has_hd and ctx.has_method("hd-sketch") else []
-    examples = gr.Examples(preset_rows, hd_inputs, example_labels=["one-step sketch vs refined (sneakers)"], label=PRESET_NOTE,
-                           elem_id="sketch-refined-presets") if preset_rows else None  # fmt: skip
+    examples = (
+        gr.Examples(
+            preset_rows,
+            hd_inputs,
+            example_labels=["one-step sketch vs refined (sneakers)"],
+            label=PRESET_NOTE,
+            elem_id="sketch-refined-presets",
+        )
+        if preset_rows
+        else None
+    )
     with gr.Row(equal_height=True):
         sketch_img = gr.Image(label="Sketch", type="pil", format="png", height=472, elem_id="sketch-image")
         refined_img = gr.Image(label="Refined", type="pil", format="png", height=472, elem_id="refined-image")
@@ -128,7 +165,9 @@ def build(ctx) -> None:
     hd_outputs = [sketch_img, refined_img, hd_plot, hd_note]
     sampling = {"concurrency_limit": ctx.settings.concurrency, "concurrency_id": "sampling"}
     if examples is not None:
-        ctx.register_presets(sketch_refined, examples, preset_rows, hd_inputs, hd_outputs, api_name="sketch_refined_preset", **sampling)
+        ctx.register_presets(
+            sketch_refined, examples, preset_rows, hd_inputs, hd_outputs, api_name="sketch_refined_preset", **sampling
+        )
 
     run.click(
         ctx.handler(trajectory, gpu=True),
