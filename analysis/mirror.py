@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     from demo.core.cli import add_sampling_args
     from demo.core.data import load_fashion_mnist
     from demo.core.generate import generate, parse_labels
-    from demo.core.models import ModelFolderError, default_device, load_model_folder
+    from demo.core.models import ModelFolderError, load_model_folder
+    from demo.core.validate import default_device
 
     p = argparse.ArgumentParser(prog="python -m analysis.mirror", description=__doc__.splitlines()[0])
     add_sampling_args(p, n=300, batch_size=250)

@@ -28,8 +28,7 @@ from diffusers.utils import BaseOutput
 
 from demo.core.card import read_card, write_card
 from demo.core.data import to_uint8
-from demo.core.models import Card, LoadedModel, _card_defaults, load_model_folder, no_label_dropout, write_model_index
-from demo.core.schedule import NoiseSchedule
+from demo.core.models import Card, LoadedModel, _card_defaults, assemble, load_model_folder, no_label_dropout, write_model_index
 
 TIRT_FILE = "tirt.safetensors"
 
@@ -92,18 +91,7 @@ class GuidedPipeline(DiffusionPipeline):
         card_dict = read_card(folder, strict=True) if local else {}
         card = Card.from_dict({"name": folder.name, **_card_defaults(net, vae), **card_dict})
         tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if local and (folder / TIRT_FILE).is_file() else None
-        scheduler = DDPMScheduler.from_config(self.scheduler.config)
-        return LoadedModel(
-            name=card.name,
-            path=folder,
-            net=net,
-            schedule=NoiseSchedule.from_scheduler(scheduler),
-            prediction_type=scheduler.config.prediction_type,
-            card=card,
-            scheduler_config=dict(scheduler.config),
-            tirt_logits=tirt,
-            vae=vae,
-        )
+        return assemble(folder, net, DDPMScheduler.from_config(self.scheduler.config), card, tirt, vae)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """diffusers' folder (`model_index.json` and one folder per component) plus `card.json` and the TIRT logits."""

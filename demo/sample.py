@@ -18,8 +18,8 @@ import numpy as np
 
 from demo.core.cli import add_sampling_args
 from demo.core.images import image_grid
-from demo.core.models import ModelFolderError, default_device
-from demo.core.validate import arg_int, check_device, check_out_file
+from demo.core.models import ModelFolderError
+from demo.core.validate import arg_int, check_device, check_out_file, default_device
 
 
 def main(argv=None) -> int:

@@ -99,7 +99,7 @@ class Catalog:
     @property
     def device(self) -> str:
         if self._device is None:
-            from demo.core.models import default_device  # torch only when the catalog first loads a model
+            from demo.core.validate import default_device
 
             self._device = default_device()
         return self._device

@@ -230,11 +230,6 @@ def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
 MODEL_CLASSES.update({"GuidanceUNet": GuidanceUNet, "GuidanceDiT": GuidanceDiT})
 
 
-def default_device() -> str:
-    """CUDA where the host has it, else the CPU: the default of every command's --device and of the app's catalog."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def net_output(
     net: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -488,6 +483,21 @@ def _from_pretrained(cls, sub: Path, folder: Path):
         raise ModelFolderError(f"Model folder {folder} could not be loaded ({type(e).__name__}: {e}).") from e
 
 
+def assemble(folder: Path, net, scheduler: DDPMScheduler, card: Card, tirt: torch.Tensor | None, vae) -> LoadedModel:
+    """A `LoadedModel` from its loaded parts (a model folder's, or a diffusers pipeline's components)."""
+    return LoadedModel(
+        name=card.name,
+        path=folder,
+        net=net,
+        schedule=NoiseSchedule.from_scheduler(scheduler),
+        prediction_type=scheduler.config.prediction_type,
+        card=card,
+        scheduler_config=dict(scheduler.config),
+        tirt_logits=tirt,
+        vae=vae,
+    )
+
+
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", name: str | None = None) -> LoadedModel:
     """Load a model folder (a path, or a Hub name `owner/name@revision`: see `demo.core.hub`)."""
     from demo.core.hub import HubError, resolve_model_source
@@ -519,14 +529,4 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     tirt = None
     if (folder / "tirt.safetensors").is_file():
         tirt = load_file(str(folder / "tirt.safetensors"))["lambda_t"]
-    return LoadedModel(
-        name=card.name,
-        path=folder,
-        net=net,
-        schedule=NoiseSchedule.from_scheduler(scheduler),
-        prediction_type=scheduler.config.prediction_type,
-        card=card,
-        scheduler_config=dict(scheduler.config),
-        tirt_logits=tirt,
-        vae=vae,
-    )
+    return assemble(folder, net, scheduler, card, tirt, vae)

@@ -189,6 +189,13 @@ def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return out
 
 
+def default_device() -> str:
+    """CUDA where the host has it, else the CPU: the default of every command's --device and of the app's catalog."""
+    import torch  # here, not at import: the app's cold build reads settings without torch's model stack
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def check_device(text) -> str:
     """cpu, cuda or cuda:N (only with a GPU), mps (only on a Mac with Metal)."""
     import torch

@@ -43,6 +43,7 @@ Plugins and tests: `GDL_METHOD_MODULES` lists more method files or modules, sepa
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import importlib.util
 import os
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PLUGIN_ENV = "GDL_METHOD_MODULES"
-_NOT_METHOD_MODULES = {"base", "__main__"}
+_NOT_METHOD_MODULES = {"base", "__main__", "train", "checkpoint"}  # the loop and its formats, not methods
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,45 @@ METHODS = _Registry()
 def method_summary() -> str:
     """One line over every family (what the app's method dropdown shows under it)."""
     return " · ".join(cls.summary for cls in METHODS.families() if cls.summary)
+
+
+def _method_files() -> list[Path]:
+    files = [
+        Path(info.module_finder.path) / f"{info.name}.py"
+        for info in pkgutil.iter_modules(__path__)
+        if info.name not in _NOT_METHOD_MODULES and not info.name.startswith("_")
+    ]
+    for item in filter(None, os.environ.get(PLUGIN_ENV, "").split(os.pathsep)):
+        spec = None if item.endswith(".py") else importlib.util.find_spec(item)
+        files.append(Path(item) if spec is None else Path(spec.origin))
+    return [f for f in files if f.is_file()]
+
+
+def method_catalog() -> tuple[list[str], str]:
+    """(every `--method` name, sorted; the families' summaries in one line) read from the method files' source, not
+    by importing them: the app builds its Distill tab from this without importing the model stack (diffusers), which
+    keeps its cold start short. The same names and summaries as `METHODS` (tests/distill/test_methods.py checks)."""
+    names, summaries = [], []
+    for path in _method_files():
+        tree = ast.parse(path.read_text(), str(path))
+        module_dicts = {
+            t.id: stmt.value
+            for stmt in tree.body
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict)
+            for t in stmt.targets
+            if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef) or not any(getattr(d, "id", None) == "register" for d in node.decorator_list):
+                continue
+            for stmt in node.body:
+                target = stmt.targets[0].id if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) else None
+                if target == "cli":  # a dict literal, or a module-level one by name: its keys are the names
+                    value = module_dicts.get(stmt.value.id) if isinstance(stmt.value, ast.Name) else stmt.value
+                    names += [ast.literal_eval(k) for k in getattr(value, "keys", [])]
+                elif target == "summary":
+                    summaries.append(ast.literal_eval(stmt.value))
+    return sorted(names), " · ".join(summaries)
 
 
 # ---- the command line's method flags ----

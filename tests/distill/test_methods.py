@@ -493,3 +493,13 @@ def test_the_loop_averages_and_clips_hds_fake_score_gradients_across_processes(t
     assert len(synced) == 2 and all(world == 2 and 0 < n <= len(aux_params) for n, world in synced)
     assert any(not torch.equal(a, b) for a, b in zip(before, method.disc.parameters()))
     assert all(p.grad is None for p in method.student.parameters())  # the generator is not touched by these updates
+
+
+def test_the_static_method_catalog_matches_the_registry():
+    """The Distill tab lists methods read from the method files' source (no import of the model stack at the app's
+    build); it must name exactly what the imported registry holds, with the same family summaries."""
+    from demo.distill import METHODS, method_catalog, method_summary
+
+    names, summary = method_catalog()
+    assert names == sorted(METHODS)
+    assert sorted(summary.split(" · ")) == sorted(method_summary().split(" · "))

@@ -22,10 +22,10 @@ from demo.app.ui.context import as_files
 from demo.core import validate
 from demo.core.guidance import GUIDANCE_MAX, GUIDANCE_MIN, check_guidance
 from demo.core.validate import public_text
-from demo.distill import METHODS, method_summary
+from demo.distill import METHODS, method_catalog
 
 RUN_COLUMNS = ["job", "run", "method", "state", "step", "iterations", "loss", "ETA"]
-METHOD_INFO = method_summary()  # each method file's `summary`, in registry order
+METHOD_NAMES, METHOD_INFO = method_catalog()  # read from the method files, not imported: a cold build stays light
 
 
 SHARED_SPACE_NOTE = (
@@ -287,7 +287,7 @@ def build_distill_tab(ctx) -> None:
             gr.Markdown(f"**{SHARED_SPACE_NOTE}**")
             gr.DuplicateButton()
     with gr.Row():
-        method = gr.Dropdown(sorted(METHODS), value="dash" if "dash" in METHODS else None, label="Method", info=METHOD_INFO)
+        method = gr.Dropdown(METHOD_NAMES, value="dash" if "dash" in METHOD_NAMES else None, label="Method", info=METHOD_INFO)
         teacher = gr.Dropdown(choices, value=teacher_default, label="Teacher", allow_custom_value=True)
         init = gr.Dropdown(
             ["", *choices],
