@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import plotly.graph_objects as go
+import pytest
 
 from analysis import plots
 from analysis.branches import BranchGap
@@ -81,6 +82,7 @@ def test_image_grid():
     assert "W=2<br>01" in [a.text for a in fig.layout.annotations]
 
 
+@pytest.mark.slow
 def test_analysis_and_app_libraries_import_without_gradio():
     modules = "analysis.spectrum, analysis.branches, analysis.projection, analysis.plots, demo.app.catalog, demo.app.lab"
     code = f"import sys, {modules}; assert 'gradio' not in sys.modules and 'umap' not in sys.modules"

@@ -18,6 +18,7 @@ def clusters(seed=0):
     return np.concatenate([c + rng.normal(size=(15, 16)) for c in centres]), np.repeat(np.arange(3), 15)
 
 
+@pytest.mark.slow
 def test_umap_is_seeded_and_separates_clusters():
     x, y = clusters()
     a = umap_embedding(x, random_state=7, n_neighbors=10)

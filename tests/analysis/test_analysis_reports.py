@@ -34,6 +34,7 @@ def student_copy(src, dst, method: str):
     return dst
 
 
+@pytest.mark.slow
 def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     data = tmp_path / "fmnist"
     data.mkdir()
@@ -127,6 +128,7 @@ def test_report_without_the_named_teacher_is_a_sentence(tiny_teacher_dir, tmp_pa
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="PNG export needs Chromium")
+@pytest.mark.slow
 def test_write_png(tmp_path):
     import plotly.graph_objects as go
     from PIL import Image
@@ -138,6 +140,7 @@ def test_write_png(tmp_path):
     assert img.size == (300, 200) and len(np.unique(np.asarray(img.convert("L")))) > 2  # a drawn plot, not a blank page
 
 
+@pytest.mark.slow
 def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path):
     """Teacher at every step count, a progressive student at its own, every W; the figure has one panel per W."""
     from analysis import guided_report
@@ -267,6 +270,7 @@ def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher
         bench.quality(tiny_teacher_dir, tiny_teacher, 1, 8, load_classifier(), load_reference(), cache, bf16=True)
 
 
+@pytest.mark.slow
 def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_dir, tmp_path, capsys):
     """Teacher at its steps, sketch and refined students at 1 step; ratios against the teacher and the sketch with
     intervals; one cached feature set per model and seed."""
@@ -354,6 +358,7 @@ def test_guided_report_plans_a_single_w_student_at_its_one_w(tiny_teacher):
     assert plan(SimpleNamespace(card=tiny_teacher.card), [1], [1.0, 2.0], (3, [2.0])) == [(1, 1.0), (1, 2.0), (3, 2.0)]
 
 
+@pytest.mark.slow
 def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, tmp_path, monkeypatch, capsys):
     import demo.core.generate
     from analysis import teacher_report

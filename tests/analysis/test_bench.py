@@ -65,6 +65,7 @@ def quick_run(tmp_path_factory):
     return proc, tmp / "out"
 
 
+@pytest.mark.slow
 def test_last_line_is_one_json_row_per_model_and_step_count(quick_run):
     proc, _ = quick_run
     rows = json.loads(proc.stdout.strip().splitlines()[-1])

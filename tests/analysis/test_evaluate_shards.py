@@ -57,6 +57,7 @@ def test_gathered_features_give_the_single_process_metrics(tiny_latent):
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_print_one_row(tiny_teacher_dir, tiny_teacher):
     """A real 2-process run on CPU (gloo). `--num-samples` is `--n`: torchrun's own parser rejects `--n` as ambiguous."""
     from helpers import free_port

@@ -84,6 +84,7 @@ def test_build_app_builds_without_launching(ctx):
     assert "tiny-teacher" in json.dumps(app.config, default=str)
 
 
+@pytest.mark.slow
 def test_cold_build_does_not_import_heavy_modules(model_root, tmp_path):
     code = (
         "import sys; from demo.app.ui import build_app, AppSettings;"
@@ -504,6 +505,7 @@ def _progressive_root(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_compare_presets_are_precomputed_and_answer_without_sampling(tmp_path, monkeypatch):
     c = Context(settings_for(_progressive_root(tmp_path / "models"), tmp_path))
     rows = compare.presets(c)

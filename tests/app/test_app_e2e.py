@@ -16,6 +16,8 @@ from helpers import make_model_root, serve_app, settings_for
 
 from demo.app.ui import API_NAMES
 
+pytestmark = pytest.mark.slow  # subprocesses, servers, training or many samples: not in `-m "not slow"`
+
 COMPARE = {
     "teacher": "tiny-teacher",
     "student": "tiny-student",

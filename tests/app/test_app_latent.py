@@ -61,6 +61,7 @@ def decoded_png(path) -> bool:
         return img.format == "PNG" and min(img.size) >= 32 and img.mode in ("L", "RGB")  # decoded 32x32 grey, not 4x16x16 latents
 
 
+@pytest.mark.slow
 def test_app_lists_and_compares_a_latent_dit_teacher_and_student(served):
     *updates, summary = served.predict(api_name="/refresh_models")
     assert summary.startswith("2 model folders")

@@ -14,7 +14,11 @@ import pytest
 from demo.core.paths import REPO_ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian's chromium is not installed at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.slow,  # a served app in headless Chromium: not in `-m "not slow"`
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian's chromium is not installed at {CHROMIUM}"),
+]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 

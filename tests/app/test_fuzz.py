@@ -207,6 +207,7 @@ def served(tmp_path_factory):
         JobManager._spawn = original
 
 
+@pytest.mark.slow
 def test_fuzz_every_endpoint_parameter(served, capfd):
     url, spawned = served
     api = httpx.get(f"{url}gradio_api/info", timeout=30).json()["named_endpoints"]

@@ -222,6 +222,7 @@ def test_public_text_hides_server_paths(tmp_path):
     assert "models/a/b" in out and "runs/00001-dash" in out and "key.txt" in out
 
 
+@pytest.mark.slow
 def test_work_budget_and_time_limit(root, tmp_path):
     from demo.app.ui import compare
     from demo.app.ui.context import Context

@@ -30,6 +30,8 @@ from demo.app.jobs import (
 )
 from demo.core.paths import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # subprocesses, servers, training or many samples: not in `-m "not slow"`
+
 ROOT = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
 
 

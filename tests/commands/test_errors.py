@@ -114,6 +114,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_bad_steps_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
     result = run_cli("--model", str(tiny_teacher_dir), "--steps", "0", "--out", str(tmp_path / "x.npz"))
     assert result.returncode == 2
@@ -124,6 +125,7 @@ def test_cli_bad_steps_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_guidance_interval_exits_2_with_one_line(tiny_teacher_dir, tmp_path):
     result = run_cli(
         "--model", str(tiny_teacher_dir), "--steps", "2", "--guidance-interval", "900,100", "--out", str(tmp_path / "x.npz")
@@ -134,6 +136,7 @@ def test_cli_bad_guidance_interval_exits_2_with_one_line(tiny_teacher_dir, tmp_p
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.slow
 def test_cli_guidance_interval_is_reported_and_saves_nfe(tiny_teacher_dir, tmp_path):
     result = run_cli(
         "--model",
@@ -152,6 +155,7 @@ def test_cli_guidance_interval_is_reported_and_saves_nfe(tiny_teacher_dir, tmp_p
     assert info["guidance_interval"] == [300, 700] and info["nfe"] == 3  # t = 999 outside (1 NFE), t = 499 inside (2)
 
 
+@pytest.mark.slow
 def test_cli_writes_npz(tiny_teacher_dir, tmp_path):
     out = tmp_path / "samples.npz"
     result = run_cli(
@@ -191,6 +195,7 @@ def test_cli_writes_npz(tiny_teacher_dir, tmp_path):
     np.testing.assert_array_equal(images, to_uint8(gen.images))
 
 
+@pytest.mark.slow
 def test_cli_writes_png_grid(tiny_teacher_dir, tmp_path):
     from PIL import Image
 

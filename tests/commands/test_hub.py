@@ -124,6 +124,7 @@ def test_hub_failures_are_one_sentence_model_folder_errors(error, message, monke
     assert one_sentence(str(info.value))
 
 
+@pytest.mark.slow
 def test_offline_sample_cli_fails_fast_with_one_sentence(tmp_path):
     """The real huggingface_hub with HF_HUB_OFFLINE=1: no network, no hang, one line on stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

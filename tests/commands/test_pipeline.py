@@ -116,6 +116,7 @@ def test_diffusers_call_arguments(tiny_teacher_dir):
         )
 
 
+@pytest.mark.slow
 def test_a_fresh_interpreter_loads_a_student_with_diffusers_after_importing_demo_pipeline(tiny_student_dir):
     """diffusers imports no module a repository names: `import demo.pipeline` must bring the student classes along."""
     code = (
@@ -128,6 +129,7 @@ def test_a_fresh_interpreter_loads_a_student_with_diffusers_after_importing_demo
     assert result.stdout.strip().splitlines()[-1] == "GuidanceUNet (2, 28, 28)"
 
 
+@pytest.mark.slow
 def test_write_index_adds_model_index_json_to_an_older_folder(tiny_student_dir, tmp_path):
     import shutil
 

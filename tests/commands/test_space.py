@@ -31,6 +31,7 @@ def space(tmp_path_factory):
     return out, json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_the_space_folder_holds_the_app_and_the_two_models_only(space):
     from huggingface_hub import SpaceCard
 
@@ -71,6 +72,7 @@ def test_the_space_folder_holds_the_app_and_the_two_models_only(space):
     assert all(p.suffix == ".safetensors" for p in files if p.stat().st_size > 10 * MB)
 
 
+@pytest.mark.slow
 def test_the_app_starts_from_the_space_folder_and_answers_compare(space, tmp_path):
     """`python app.py` in the written folder (this interpreter; the fresh-venv start is measured in the README)."""
     from gradio_client import Client

@@ -14,6 +14,8 @@ from diffusers import DDIMScheduler
 from demo.core.guidance import CFGDenoiser
 from demo.core.samplers import initial_noise, sample_ddim
 
+pytestmark = pytest.mark.slow  # subprocesses, servers, training or many samples: not in `-m "not slow"`
+
 
 def diffusers_ddim(model, z, labels, steps: int, W: float) -> torch.Tensor:
     """The textbook diffusers loop: scheduler.set_timesteps, UNet output (CFG on the raw output), scheduler.step."""

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from demo.core.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # subprocesses, servers, training or many samples: not in `-m "not slow"`
 
 REPO = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
 CORE = (

@@ -77,6 +77,7 @@ def test_samplers_reach_the_data_distribution(gaussian_model, z_T, name):
     assert float(x.std()) == pytest.approx(STD, rel=0.05)
 
 
+@pytest.mark.slow
 def test_ddpm_with_every_timestep_samples_exactly(gaussian_model, z_T):
     """With all 1000 timesteps each ancestral step is the exact posterior q(z_{t−1} | z_t), so there is no
     discretisation error left: only the sampling noise of the 64k values."""

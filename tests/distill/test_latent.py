@@ -158,6 +158,7 @@ def test_pipeline_samples_with_cfg_and_calls_back_every_step(tiny_latent_dir):
         pipe(class_labels=[3, 10])  # 10 is the null class: not a class to ask for
 
 
+@pytest.mark.slow
 def test_sample_cli_on_a_latent_dit_folder(tiny_latent_dir, tmp_path):
     out = tmp_path / "samples.npz"
     cmd = [
@@ -288,6 +289,7 @@ def test_every_method_runs_two_iterations_on_a_latent_dit_teacher(
         assert model.card.w_conditioned and type(model.net) is GuidanceDiT
 
 
+@pytest.mark.slow
 def test_guided_distillation_cli_in_a_subprocess_encodes_real_idx_data(tiny_latent_dir, tmp_path):
     """The real command on IDX files: Fashion-MNIST pixels → VAE latents → one w-conditioned DiT student."""
     from helpers import write_idx

@@ -11,11 +11,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from demo.core.models import load_model_folder
 from demo.core.paths import REPO_ROOT
 
 REPO = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
+pytestmark = pytest.mark.slow  # a training subprocess: not in `-m "not slow"`
 
 # The whole method: CFG folded into a copy of the teacher's own network at one W (one NFE per step instead of two).
 METHOD_FILE = '''

@@ -76,6 +76,7 @@ def test_training_changes_the_weights_and_exports_the_ema(two_step_run):
         assert torch.equal(w, method.after[1][name])
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(two_step_run, tmp_path, capsys):
     import shutil
 
@@ -292,6 +293,7 @@ def _average_on_rank(rank: int, world: int, port: int, out) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gradients_are_averaged_in_one_all_reduce_per_dtype():
     """Two CPU processes (gloo): every gradient becomes the mean over ranks, in one collective per flat buffer."""
     import torch.multiprocessing as mp
