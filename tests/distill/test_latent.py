@@ -267,6 +267,7 @@ def distill_argv(name, teacher_dir, guided_dir, out):
     return [*argv, "--init", str(guided_dir)] if name in ("hd", "hd-gap", "dmd") else argv
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_runs_two_iterations_on_a_latent_dit_teacher(
     name, tiny_latent, tiny_latent_dir, tiny_latent_guided_dir, tmp_path, monkeypatch, capsys
