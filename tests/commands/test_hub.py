@@ -264,7 +264,7 @@ def test_the_lab_teachers_are_mit_and_a_lost_teacher_warns(tiny_teacher_dir, tmp
     from demo.core.hub import model_license
 
     assert model_license(REPO / "assets" / "models" / "fmnist-teacher") == "mit"
-    assert model_license(REPO / "assets" / "models" / "fmnist-pd-4") == "mit"  # through its teacher fmnist-teacher-v1
+    assert model_license(REPO / "assets" / "models" / "fmnist-pd-4") == "mit"  # through its teacher fmnist-teacher
     orphan = shutil.copytree(tiny_teacher_dir, tmp_path / "orphan")
     (orphan / "card.json").write_text(json.dumps({"name": "orphan", "kind": "student", "teacher": "nowhere"}))
     with pytest.warns(UserWarning, match="license is unknown"):
