@@ -63,37 +63,16 @@ class Target:
     note: str = ""
 
 
-@dataclass
-class _Entry:
-    name: str
-    path: Path
-    kind: str
-    method: str
-    steps: int | None
-    w_conditioned: bool
-    card: dict
-
-
-def model_entries(models_dir: Path) -> list[_Entry]:
+def model_entries(models_dir: Path) -> list:
     """The model folders directly under `models_dir`, described from their cards (no weights read)."""
-    from demo.core.card import read_card
+    from demo.core.card import Entry, read_card
     from demo.core.layout import is_model_folder
 
     rows = []
     for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir() and is_model_folder(p)):
         card = read_card(folder)
         name = card.get("name") if isinstance(card.get("name"), str) and card.get("name") else folder.name
-        rows.append(
-            _Entry(
-                name,
-                folder,
-                str(card.get("kind", "teacher")),
-                str(card.get("method", "")),
-                card.get("steps"),
-                bool(card.get("w_conditioned", False)),
-                card,
-            )
-        )
+        rows.append(Entry.of(name, folder, card))
     return rows
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
-from demo.core.card import Card, read_card, teacher_folder
+from demo.core.card import Card, Entry, read_card, teacher_folder
 from demo.core.hub import parse_hub_spec
 from demo.core.layout import WEIGHTS_NAME, denoiser_dir, is_model_folder
 from demo.core.paths import DEFAULT_HUB_DIR, MODELS_DIR, runs_dir
@@ -32,19 +31,6 @@ def default_roots() -> list[Path]:
     roots = [MODELS_DIR, runs_dir()]
     roots += [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     return roots
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A discovered model folder, described from its card.json alone (no weights read)."""
-
-    name: str
-    path: Path
-    kind: str
-    method: str
-    steps: int | None
-    w_conditioned: bool
-    card: dict
 
 
 def _listed_name(card_name, folder_name: str) -> str:
@@ -115,15 +101,7 @@ class Catalog:
                 name = _listed_name(card.get("name"), folder.parent.name if folder.name == "model" else folder.name)
                 if name in found:
                     name = f"{root.name}/{rel}"
-                found[name] = Entry(
-                    name=name,
-                    path=folder,
-                    kind=str(card.get("kind", "teacher")),
-                    method=str(card.get("method", "")),
-                    steps=card.get("steps"),
-                    w_conditioned=bool(card.get("w_conditioned", False)),
-                    card=card,
-                )
+                found[name] = Entry.of(name, folder, card)
         return list(found.values())
 
     def _walk(self, folder: Path, depth: int = 0):
@@ -148,16 +126,7 @@ class Catalog:
         for e in self.entries():
             if e.path.resolve() == path:
                 return e
-        card = read_card(path)
-        return Entry(
-            str(name_or_path),
-            path,
-            str(card.get("kind", "teacher")),
-            str(card.get("method", "")),
-            card.get("steps"),
-            bool(card.get("w_conditioned")),
-            card,
-        )
+        return Entry.of(str(name_or_path), path, read_card(path))
 
     # ---- resolution: names, or paths inside the roots ----
     def _inside_roots(self, resolved: Path) -> bool:

@@ -130,3 +130,22 @@ def named_teacher(folders, fallback: str | os.PathLike = "assets/models/fmnist-t
             f"the students' cards name the teacher {name!r}, but {folder.parent / name} is not a model folder; choose one with --teacher."
         )
     return path
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A model folder described from its card.json alone (no weights read): what the catalog lists and the benchmark
+    measures."""
+
+    name: str
+    path: Path
+    kind: str
+    method: str
+    steps: int | None
+    w_conditioned: bool
+    card: dict
+
+    @classmethod
+    def of(cls, name: str, folder: Path, card: dict) -> Entry:
+        kind, method = str(card.get("kind", "teacher")), str(card.get("method", ""))
+        return cls(name, Path(folder), kind, method, card.get("steps"), bool(card.get("w_conditioned", False)), card)
