@@ -52,6 +52,11 @@ def evaluate_model(
     reference = reference or load_reference()
     gen = run(model, request)
     metrics = evaluate_images(gen.images, gen.labels, classifier, reference)
+    return {**_row_head(model, n, steps, guidance, sampler, seed, options, gen.nfe, gen.seconds, request.interval), **metrics}
+
+
+def _row_head(model, n, steps, guidance, sampler, seed, options, nfe, seconds, interval=None) -> dict:
+    """The settings and timing columns every evaluation row starts with (one process or sharded)."""
     return {
         "protocol": PROTOCOL,
         "model": model.name,
@@ -60,11 +65,10 @@ def evaluate_model(
         "sampler": sampler,
         "seed": seed,
         "bf16": bool(options.get("bf16", False)),
-        **({"guidance_interval": list(request.interval)} if request.interval is not None else {}),
-        "nfe": gen.nfe,
-        "seconds": round(gen.seconds, 3),
-        "img_per_s": round(n / gen.seconds, 2),
-        **metrics,
+        **({"guidance_interval": list(interval)} if interval is not None else {}),
+        "nfe": nfe,
+        "seconds": round(seconds, 3),
+        "img_per_s": round(n / seconds, 2),
     }
 
 
@@ -177,16 +181,7 @@ def evaluate_sharded(
     feats, probs, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
     seconds = max(p[3] for p in parts)  # wall time: the slowest process
     return {
-        "protocol": PROTOCOL,
-        "model": model.name,
-        "steps": steps,
-        "guidance": guidance,
-        "sampler": sampler,
-        "seed": seed,
-        "bf16": bool(options.get("bf16", False)),
-        "nfe": gen.nfe,
-        "seconds": round(seconds, 3),
-        "img_per_s": round(n / seconds, 2),
+        **_row_head(model, n, steps, guidance, sampler, seed, options, gen.nfe, seconds),
         "processes": world,
         **reference_metrics(load_reference(), feats, probs, labels),
     }
