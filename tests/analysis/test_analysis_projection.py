@@ -41,6 +41,7 @@ def test_umap_is_imported_lazily():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 
+@pytest.mark.slow
 def test_warm_up_runs_a_real_fit():
     """`warm_up` (the app runs it at start) fits UMAP once, which is what compiles numba's kernels; its speed effect is
     measured by the benchmark, not here."""

@@ -93,6 +93,7 @@ def test_last_line_is_one_json_row_per_model_and_step_count(quick_run):
     assert by["tiny-teacher", 64]["speedup_vs_teacher_64"] == 1.0
 
 
+@pytest.mark.slow
 def test_writes_markdown_json_and_chart(quick_run):
     _, out = quick_run
     md = (out / "bench.md").read_text()

@@ -283,6 +283,7 @@ def test_grid_tab_without_and_with_classifier(ctx, tmp_path):
     assert sum("p=" in a.text for a in fig.layout.annotations) == 2 and "missing" not in note
 
 
+@pytest.mark.slow  # the first UMAP fit compiles numba's kernels (~15 s of CPU)
 def test_embedding_tab(ctx):
     fig, note = call(ctx, embedding.embedding, ["tiny-teacher", "tiny-student"], 6, 2, 2.0, 0, True, "model")
     assert [t.name for t in fig.data] == ["tiny-teacher", "tiny-student"]

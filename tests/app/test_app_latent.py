@@ -73,6 +73,7 @@ def test_app_lists_and_compares_a_latent_dit_teacher_and_student(served):
     assert decoded_png(strip_t) and decoded_png(strip_s) and len(figs) == 3
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_model_is_one_sentence_and_the_app_keeps_serving(served):
     with pytest.raises(Exception) as e:
         served.predict(**{**COMPARE, "student": f"someone/tiny-dit@{SHA}"}, api_name="/compare")

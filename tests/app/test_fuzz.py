@@ -334,6 +334,7 @@ def _parse(main_parser, argv, capsys) -> tuple[int, str]:
     return 0, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fuzz_cli_flags(tmp_path, capsys, monkeypatch):
     from demo.core.cli import add_sampling_args
     from demo.distill.__main__ import parse_args as distill_args

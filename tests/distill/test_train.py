@@ -210,6 +210,7 @@ def test_tirt_fit_loss_trains_lambda_but_not_the_network():
 # ---- the registry's builder and the training CLI ----
 
 
+@pytest.mark.slow
 def test_distill_cli_trains_the_registered_teacher(tmp_path, monkeypatch, capsys):
     from helpers import write_idx
 
