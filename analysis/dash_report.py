@@ -40,7 +40,7 @@ from analysis.evaluate import (
 )
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
-from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
+from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, ratio_columns, real_pool, report_meta, with_interval
 from demo.core.card import named_teacher
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
 from demo.core.paths import RESULTS_DIR
@@ -122,13 +122,7 @@ def add_teacher_ratios(rows: list[dict], sets: list, pool, reference, replicates
     """`fd_vs_teacher` and `accuracy_diff` of each row against `rows[0]` (the teacher), with paired bootstrap intervals."""
     for r, s in zip(rows, sets):
         c = compare(s, sets[0], r["seeds"], pool, reference, replicates)
-        r["fd_vs_teacher"], r["fd_vs_teacher_lo"], r["fd_vs_teacher_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
-        r["fd_vs_teacher_by_seed"] = c["fd_ratio_by_seed"]
-        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = (
-            c["accuracy_diff"],
-            c["accuracy_diff_lo"],
-            c["accuracy_diff_hi"],
-        )
+        r.update(ratio_columns(c, "teacher"))
 
 
 def display_row(row: dict) -> dict:
@@ -310,13 +304,7 @@ def main(argv=None) -> int:
     latency = latency_rows(models, args.latency_steps, args.guidance) if args.latency_steps else None
     shares = {m: gain_share(rows, m) for m in ("frechet_distance", "rho", "cos")}
     ordered = list(rows.values())
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "protocol": PROTOCOL,
-        "settings": settings,
-    }
+    meta = report_meta(settings=settings)
     report = {"meta": meta, "rows": ordered, "l_un_gain_share": shares}
     if latency is None and (out / "dash.json").is_file():  # keep the last measured latency table when not re-measured
         latency = json.loads((out / "dash.json").read_text()).get("latency")

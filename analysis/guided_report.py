@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 from analysis.classifier import load_classifier
 from analysis.evaluate import add_teacher_arg, evaluate_seeds, markdown_table, store_card_metrics
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
-from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
+from analysis.protocol import BOOTSTRAP, compare, parse_seeds, ratio_columns, real_pool, report_meta, with_interval
 from demo.core.card import named_teacher
 from demo.core.guidance import parse_interval
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
@@ -106,14 +103,7 @@ def add_reference_ratios(
             r["fd_vs_reference"] = r["frechet_distance"] / rows[j]["frechet_distance"]
             continue
         c = compare(sets[i], sets[j], r["seeds"], pool, reference, replicates)
-        r["fd_vs_reference"], r["fd_vs_reference_lo"], r["fd_vs_reference_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
-        r["fd_vs_reference_by_seed"] = c["fd_ratio_by_seed"]
-        r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = (
-            c["accuracy_diff"],
-            c["accuracy_diff_lo"],
-            c["accuracy_diff_hi"],
-        )
-        r["bootstrap"] = c["bootstrap"]
+        r.update(ratio_columns(c, "reference"))
 
 
 def display_row(row: dict) -> dict:
@@ -321,14 +311,7 @@ def main(argv=None) -> int:
             }
             store_card_metrics(r["folder"], f"{r['sampler']}{r['steps']}_W{r['guidance']:g}_guided_report", metrics)
     out = Path(args.out)
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "protocol": PROTOCOL,
-        "settings": {**settings, "student_samplers": student_samplers},
-        "reference_steps": args.reference_steps,
-    }
+    meta = report_meta(settings={**settings, "student_samplers": student_samplers}, reference_steps=args.reference_steps)
     written = write_report(
         out,
         "guided",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,9 @@ from analysis.protocol import (
     compare,
     feature_metrics,
     parse_seeds,
+    ratio_columns,
     real_pool,
+    report_meta,
     sample_features,
     with_interval,
 )
@@ -150,14 +151,7 @@ def add_relative(rows: list[dict], sets: list | None = None, pool=None, referenc
                     r[f"fd_vs_{name}_by_seed"] = [a / b for a, b in zip(r["fd_by_seed"], rows[j]["fd_by_seed"])]
                 continue
             c = compare(sets[i], sets[j], r["seeds"], pool, reference, replicates)
-            r[f"fd_vs_{name}"], r[f"fd_vs_{name}_lo"], r[f"fd_vs_{name}_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
-            r[f"fd_vs_{name}_by_seed"] = c["fd_ratio_by_seed"]
-            if name == "teacher":
-                r["accuracy_diff"], r["accuracy_diff_lo"], r["accuracy_diff_hi"] = (
-                    c["accuracy_diff"],
-                    c["accuracy_diff_lo"],
-                    c["accuracy_diff_hi"],
-                )
+            r.update(ratio_columns(c, name, accuracy=name == "teacher"))
 
 
 def spectrum_figure(rows: list[dict], class_names: list[str] | None = None):
@@ -327,13 +321,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
     settings = {**common, "seeds": seeds, "bootstrap": args.bootstrap}
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "protocol": PROTOCOL,
-        "settings": settings,
-    }
+    meta = report_meta(settings=settings)
     written = write_report(
         out,
         "hd",

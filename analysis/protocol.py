@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,6 +424,32 @@ def compare(
         "accuracy_diff_hi": float(np.quantile(acc, 1 - alpha)),
         "bootstrap": replicates,
         "level": level,
+    }
+
+
+def ratio_columns(c: dict, against: str, accuracy: bool = True) -> dict:
+    """A report row's columns for one `compare` result: `fd_vs_<against>` with its interval and per-seed ratios, and
+    (with `accuracy`) the accuracy difference with its interval and the bootstrap size."""
+    cols = {
+        f"fd_vs_{against}": c["fd_ratio"],
+        f"fd_vs_{against}_lo": c["fd_ratio_lo"],
+        f"fd_vs_{against}_hi": c["fd_ratio_hi"],
+        f"fd_vs_{against}_by_seed": c["fd_ratio_by_seed"],
+    }
+    if accuracy:
+        cols |= {k: c[k] for k in ("accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "bootstrap")}
+    return cols
+
+
+def report_meta(**settings) -> dict:
+    """The `meta` block every report writes: when, with which torch and thread count, under which protocol; plus the
+    report's own settings."""
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "protocol": PROTOCOL,
+        **settings,
     }
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ import torch
 from analysis.classifier import CLASSIFIER_DIR, load_classifier
 from analysis.evaluate import evaluate_seeds
 from analysis.metrics import load_reference
-from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, real_pool, with_interval
+from analysis.protocol import BOOTSTRAP, compare, parse_seeds, ratio_columns, real_pool, report_meta, with_interval
 from demo.core.card import read_card, write_card
 from demo.core.data import to_uint8
 from demo.core.generate import generate
@@ -142,23 +141,19 @@ def main(argv=None) -> int:
             plain_sets[W] = sets
         else:  # the interval row beside the plain one: how much the interval changes the distance, same seeds and noise
             c = compare(sets, plain_sets[W], seeds, real_pool(reference, classifier), reference, args.bootstrap)
-            r["fd_vs_plain"], r["fd_vs_plain_lo"], r["fd_vs_plain_hi"] = c["fd_ratio"], c["fd_ratio_lo"], c["fd_ratio_hi"]
+            r.update(ratio_columns(c, "plain", accuracy=False))
         rows.append(r)
         print(json.dumps({k: r.get(k) for k in COLUMNS}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "bf16": args.bf16,
-        "sampler": "ddim",
-        "floor": floor,
-        "protocol": PROTOCOL,
-        "seeds": seeds,
-        "bootstrap": args.bootstrap,
-    }
+    meta = report_meta(
+        machine=platform.processor() or platform.machine(),
+        bf16=args.bf16,
+        sampler="ddim",
+        floor=floor,
+        seeds=seeds,
+        bootstrap=args.bootstrap,
+    )
     guided_floors = load_guided_floors(out / "floors.json", guidances)
     (out / f"{model.name}.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "guided_floors": guided_floors}, indent=2) + "\n"
