@@ -30,14 +30,7 @@ import torch
 
 from analysis.branches import BranchGap, branch_gap_curve, branch_timesteps
 from analysis.classifier import load_classifier
-from analysis.evaluate import (
-    add_teacher_arg,
-    cached_row,
-    evaluate_seeds,
-    markdown_table,
-    store_card_metrics,
-    weights_key,
-)
+from analysis.evaluate import add_teacher_arg, cached_row, evaluate_seeds, markdown_table, store_card_metrics, weights_key
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
 from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, ratio_columns, real_pool, report_meta, with_interval

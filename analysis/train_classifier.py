@@ -14,12 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from analysis.classifier import (
-    CLASSIFIER_DIR,
-    FashionClassifier,
-    classify,
-    save_classifier,
-)
+from analysis.classifier import CLASSIFIER_DIR, FashionClassifier, classify, save_classifier
 from demo.core.data import BatchSampler, load_fashion_mnist, to_model_space
 
 

@@ -97,8 +97,7 @@ def sample_ddim(
 
 
 @register(
-    "ddim-leading",
-    "deterministic DDIM on leading timesteps (50 steps: t = 980, 960, …, 0), the protocol DASH's evaluation uses",
+    "ddim-leading", "deterministic DDIM on leading timesteps (50 steps: t = 980, 960, …, 0), the protocol DASH's evaluation uses"
 )
 def sample_ddim_leading(denoiser, z_T, steps: int, schedule: NoiseSchedule, *, generator=None, callback: Callback = None):
     """DDIM on leading timesteps: it starts below T−1, taking pure noise as z_t at t = T − T/steps (DASH's protocol)."""

@@ -27,13 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DiTTransformer2DModel
 
-from demo.core.models import (
-    Card,
-    count_parameters,
-    net_output,
-    no_label_dropout,
-    teacher_unet,
-)
+from demo.core.models import Card, count_parameters, net_output, no_label_dropout, teacher_unet
 from demo.core.schedule import denoising_target
 from demo.distill import load_init, load_teacher, register, teacher_data
 from demo.distill.base import Method, student_card

@@ -9,12 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.spectrum import (
-    HF_CUTOFF,
-    high_frequency_share,
-    radial_power_spectrum,
-    spectrum_timeline,
-)
+from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum, spectrum_timeline
 
 
 def white_noise(n=64, size=28, seed=0):

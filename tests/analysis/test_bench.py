@@ -19,12 +19,7 @@ TEACHER_STEPS = [64, 32, 16, 8, 4]
 
 def make_models_dir(root: Path) -> Path:
     """A tiny CFG teacher and a tiny 2-step w-conditioned student (the teacher's UNet plus the W embedding)."""
-    from demo.core.models import (
-        Card,
-        default_scheduler,
-        load_model_folder,
-        save_model_folder,
-    )
+    from demo.core.models import Card, default_scheduler, load_model_folder, save_model_folder
     from demo.distill.guided import GuidanceUNet
 
     teacher = load_model_folder(make_tiny_teacher(root / "tiny-teacher"))

@@ -11,12 +11,7 @@ import subprocess
 import pytest
 import torch
 
-from analysis.evaluate import (
-    evaluate_model,
-    evaluate_sharded,
-    generate_shard,
-    shard_bounds,
-)
+from analysis.evaluate import evaluate_model, evaluate_sharded, generate_shard, shard_bounds
 from demo.core.generate import generate
 from demo.core.paths import REPO_ROOT
 

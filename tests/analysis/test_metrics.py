@@ -7,13 +7,7 @@ import math
 import pytest
 import torch
 
-from analysis.classifier import (
-    FEATURE_DIM,
-    FashionClassifier,
-    classify,
-    load_classifier,
-    save_classifier,
-)
+from analysis.classifier import FEATURE_DIM, FashionClassifier, classify, load_classifier, save_classifier
 from analysis.metrics import (
     evaluate_images,
     frechet_distance,

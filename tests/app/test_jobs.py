@@ -20,14 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.app.jobs import (
-    JobLimits,
-    JobManager,
-    checkpoint_step,
-    load_checkpoint_student,
-    read_stats,
-    training_rows,
-)
+from demo.app.jobs import JobLimits, JobManager, checkpoint_step, load_checkpoint_student, read_stats, training_rows
 from demo.core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # subprocesses, servers, training or many samples: not in `-m "not slow"`

@@ -7,13 +7,7 @@ import pytest
 import torch
 from helpers import idx_bytes, write_idx
 
-from demo.core.data import (
-    BatchSampler,
-    load_fashion_mnist,
-    read_idx,
-    to_model_space,
-    to_uint8,
-)
+from demo.core.data import BatchSampler, load_fashion_mnist, read_idx, to_model_space, to_uint8
 
 
 def random_images(n: int, seed: int = 0) -> np.ndarray:

@@ -19,14 +19,7 @@ from demo.core.data import BatchSampler
 from demo.core.generate import generate
 from demo.core.guidance import make_denoiser
 from demo.core.latent import LatentBatches, fit_to_vae, model_space
-from demo.core.models import (
-    Card,
-    count_parameters,
-    load_model_folder,
-    net_output,
-    no_label_dropout,
-    save_model_folder,
-)
+from demo.core.models import Card, count_parameters, load_model_folder, net_output, no_label_dropout, save_model_folder
 from demo.core.paths import REPO_ROOT
 from demo.core.samplers import initial_noise, sample
 from demo.distill import METHODS

@@ -6,12 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from analysis.plots import plot_spectrum, plot_spectrum_heatmap, plot_spectrum_timeline
-from analysis.spectrum import (
-    HF_CUTOFF,
-    high_frequency_share,
-    radial_power_spectrum,
-    spectrum_timeline,
-)
+from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum, spectrum_timeline
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
 from demo.app.ui.context import PRESET_NOTE, shown_image
