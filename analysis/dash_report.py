@@ -37,6 +37,7 @@ from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, ratio_c
 from demo.core.card import named_teacher
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
 from demo.core.paths import RESULTS_DIR
+from demo.core.samplers import sampler_names
 
 RESULTS = RESULTS_DIR
 COLUMNS = (
@@ -100,15 +101,30 @@ def quality_row(folder, model, settings: dict, classifier, reference, log=None) 
         settings["n"],
         settings["steps"],
         settings["guidance"],
-        "ddim",
+        settings["sampler"],
         "all",
         settings["batch_size"],
         classifier,
         reference,
         bf16=settings["bf16"],
+        clip_x0=settings["clip_x0"],
         log=log,
     )
     return {k: q[k] for k in QUALITY_KEYS if k in q}, sets
+
+
+def sampler_text(settings: dict) -> str:
+    """The sampler in words: our trailing DDIM from t = 999, or DASH's protocol (leading timesteps, clamped x0)."""
+    sampler, clip = settings.get("sampler", "ddim"), settings.get("clip_x0", False)
+    if sampler == "ddim-leading":
+        return "DDIM with leading timesteps (from t = 980)" + (", x0 clamped to [-1, 1] (DASH's protocol)" if clip else "")
+    return ("DDIM (trailing timesteps, from t = 999)" if sampler == "ddim" else sampler) + (", x0 clamped" if clip else "")
+
+
+def protocol_name(settings: dict) -> str:
+    """The sampling protocol in a card's metric key: `ddim50_W2`, or `ddim-leading-clip50_W2` for DASH's protocol."""
+    clip = "-clip" if settings.get("clip_x0") else ""
+    return f"{settings.get('sampler', 'ddim')}{clip}{settings['steps']}_W{settings['guidance']:g}"
 
 
 def add_teacher_ratios(rows: list[dict], sets: list, pool, reference, replicates: int = BOOTSTRAP) -> None:
@@ -146,7 +162,7 @@ def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
         else f"every number the mean over seeds {', '.join(map(str, seeds))} (the same noise for every model)"
     )
     note = (
-        f"\n{settings['steps']}-step DDIM, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples per seed, "
+        f"\n{settings['steps']}-step {sampler_text(settings)}, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples per seed, "
         f"{seed_text}{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: the mean of the per-seed Fréchet-distance "
         f"ratios to the teacher, `accuracy_diff`: accuracy minus the teacher's, each with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
         "paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real images. "
@@ -225,6 +241,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument(
+        "--sampler",
+        default="ddim",
+        choices=sampler_names(),
+        help="ddim: trailing timesteps from t = 999 (ours); ddim-leading with --clip-x0: DASH's evaluation protocol",
+    )
+    p.add_argument("--clip-x0", action="store_true", help="clamp each step's x0 prediction to [-1, 1] (DASH's protocol)")
+    p.add_argument(
         "--seeds", "--seed", default="0,1", help="comma-separated seeds, the same for every model; numbers are means over them"
     )
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
@@ -252,7 +275,18 @@ def main(argv=None) -> int:
     try:
         settings = {
             k: getattr(args, k)
-            for k in ("n", "steps", "guidance", "batch_size", "timesteps", "branch_images", "bf16", "bootstrap")
+            for k in (
+                "n",
+                "steps",
+                "guidance",
+                "sampler",
+                "clip_x0",
+                "batch_size",
+                "timesteps",
+                "branch_images",
+                "bf16",
+                "bootstrap",
+            )
         }
         settings["seeds"] = parse_seeds(args.seeds)
         if args.n < 2 or args.bootstrap < 10:
@@ -318,7 +352,7 @@ def main(argv=None) -> int:
         row = rows.get(models[folder].name) if folder in models else None
         if row is not None:
             keys = (*COLUMNS[2:], "fd_vs_teacher_lo", "fd_vs_teacher_hi", "seeds", "protocol")
-            store_card_metrics(folder, f"ddim{args.steps}_W{args.guidance:g}_dash_report", {k: row[k] for k in keys if k in row})
+            store_card_metrics(folder, f"{protocol_name(settings)}_dash_report", {k: row[k] for k in keys if k in row})
     print(json.dumps({"written": [str(w) for w in written], "l_un_gain_share": shares}))
     return 0
 

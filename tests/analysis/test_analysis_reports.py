@@ -87,6 +87,20 @@ def test_report_rows_and_cache(tiny_teacher_dir, tmp_path, capsys):
     capsys.readouterr()
     assert dash_report.main(args) == 0  # the second run reads both rows from the cache
     assert "evaluated in" not in capsys.readouterr().err
+    # DASH's own evaluation protocol (leading timesteps from t = 980, clamped x0): its own card key and table note.
+    assert dash_report.main([*args[:-1], str(tmp_path / "leading"), "--sampler", "ddim-leading", "--clip-x0"]) == 0
+    metrics = json.loads((student / "card.json").read_text())["metrics"]
+    assert {"ddim2_W2_dash_report", "ddim-leading-clip2_W2_dash_report"} <= metrics.keys()
+    assert "DASH's protocol" in (tmp_path / "leading" / "dash.md").read_text()
+    leading = json.loads((tmp_path / "leading" / "dash.json").read_text())["rows"][0]
+    assert leading["frechet_distance"] != teacher_row["frechet_distance"]  # other timesteps, other samples
+
+
+def test_dash_protocol_names():
+    assert dash_report.protocol_name({"steps": 50, "guidance": 2.0}) == "ddim50_W2"
+    dash = {"steps": 50, "guidance": 2.0, "sampler": "ddim-leading", "clip_x0": True}
+    assert dash_report.protocol_name(dash) == "ddim-leading-clip50_W2"
+    assert "t = 980" in dash_report.sampler_text(dash) and "t = 999" in dash_report.sampler_text({})
 
 
 def test_report_missing_student_is_a_sentence(tiny_teacher_dir, tmp_path, capsys):
