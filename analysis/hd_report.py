@@ -345,18 +345,13 @@ def main(argv=None) -> int:
 
 
 def discriminator_maps(folders: list[Path]) -> dict[str, dict]:
-    """`discriminator_maps.safetensors` of the folders that have one, by model name, with their mean token entropy."""
-    from safetensors.torch import load_file
-
-    from demo.distill.hd import weight_entropy
+    """The discriminator maps of the folders that have them, by model name with their mean token entropy."""
+    from demo.distill.hd import read_discriminator_maps
 
     maps = {}
     for folder in folders:
-        path = Path(folder) / "discriminator_maps.safetensors"
-        if path.is_file():
-            m = load_file(str(path))
-            entropy = float(weight_entropy(m["token_weights"].flatten(1)).mean())
-            maps[f"{Path(folder).name} (entropy {entropy:.2f})"] = {k: v.numpy() for k, v in m.items()}
+        if (m := read_discriminator_maps(folder)) is not None:
+            maps[f"{Path(folder).name} (entropy {m['entropy']:.2f})"] = m
     return maps
 
 

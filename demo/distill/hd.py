@@ -48,6 +48,7 @@ ADV_WEIGHT = 3e-3
 D_WEIGHT = 1e-2
 AUX_GRAD_CLIP = 10.0
 MAP_T = 250  # the noise level at which exported discriminator token maps are recorded (a low-noise view)
+MAPS_FILE = "discriminator_maps.safetensors"  # beside the exported HD/HD-GAP model; written by export_files
 
 
 class TokenDiscriminator(nn.Module):
@@ -382,7 +383,7 @@ class HDRefinement(Method):
         self.student.eval()
         maps = self.discriminator_maps()
         self.student.train(was_training)
-        return {"discriminator_maps.safetensors": maps}
+        return {MAPS_FILE: maps}
 
     def describe(self):
         return {
@@ -395,4 +396,19 @@ class HDRefinement(Method):
         }
 
 
-__all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss"]
+def read_discriminator_maps(folder) -> dict | None:
+    """A model folder's `discriminator_maps.safetensors` as numpy arrays (`images`, `token_weights`, … as
+    `HDRefinement.discriminator_maps` wrote them) plus `entropy`, the mean normalised token-weight entropy (1 = GAP's
+    uniform pooling); None when the folder has none (a DMD-only model, or one trained before the maps were recorded)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(folder) / MAPS_FILE
+    if not path.is_file():
+        return None
+    m = load_file(str(path))
+    return {**{k: v.numpy() for k, v in m.items()}, "entropy": float(weight_entropy(m["token_weights"].flatten(1)).mean())}
+
+
+__all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss", "read_discriminator_maps"]

@@ -246,10 +246,11 @@ def test_trajectory_tab(ctx):
 
 
 def test_sketch_refined_tab(ctx):
-    sketch, refined, fig, note = call(ctx, trajectory.sketch_refined, "tiny-student", 1, "tiny-teacher", 4, "all", 2.0, 0)
+    sketch, refined, fig, note, maps = call(ctx, trajectory.sketch_refined, "tiny-student", 1, "tiny-teacher", 4, "all", 2.0, 0)
     assert sketch.label == "sketch: tiny-student · 1 step · 2 NFE" and refined.label == "refined: tiny-teacher · 4 steps · 8 NFE"
     assert Image.open(sketch.value["path"]).size == Image.open(refined.value["path"]).size and len(fig.data) == 2
     assert note.count("high-frequency share") == 2 and "0.25 cycles/pixel" in note
+    assert "tiny-teacher has no discriminator maps" in maps.layout.annotations[0].text
 
 
 def test_branch_gap_tab(ctx):
@@ -599,3 +600,17 @@ def test_distill_preview_is_large_and_captioned_under_each_picture(tiny_teacher)
     img, caption = distill.distill_preview(jobs, 1, 2.0, 0)
     assert img.width == 5 * (28 * 4 + 4) + 4 and img.height > 2 * 28 * 4  # two rows of five frames at 4x
     assert "**tiny-teacher** · 32 NFE per image" in caption  # 16 steps × 2 (CFG)
+
+
+def test_sketch_refined_shows_the_refined_models_discriminator_maps(tmp_path):
+    """A folder with `discriminator_maps.safetensors` (as HD writes it) gets its heat maps and token-weight entropy."""
+    from types import SimpleNamespace
+
+    import torch
+    from safetensors.torch import save_file
+
+    weights = torch.full((3, 2, 2), 0.25)  # uniform over 2×2 tokens: entropy 1, GAP's pooling
+    save_file({"images": torch.zeros(3, 1, 8, 8), "token_weights": weights}, str(tmp_path / "discriminator_maps.safetensors"))
+    model = SimpleNamespace(path=tmp_path, name="tiny-hd", card=SimpleNamespace(class_names=["a", "b", "c"]))
+    fig = trajectory.token_maps(model)
+    assert len(fig.data) == 3 and "tiny-hd: token-weight entropy 1.00" in fig.layout.yaxis.title.text

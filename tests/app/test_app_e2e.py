@@ -84,7 +84,7 @@ def test_every_api_name(served):
 
     strip_t, strip_s, *figs = call("trajectory", **{k: v for k, v in COMPARE.items()})
     assert is_png(strip_t) and is_png(strip_s) and len(figs) == 3
-    sketch, refined, fig, note = call(
+    sketch, refined, fig, note, _maps = call(
         "sketch_refined",
         sketch="tiny-student",
         sketch_steps=1,

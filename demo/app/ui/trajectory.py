@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from analysis.plots import plot_spectrum, plot_spectrum_heatmap, plot_spectrum_timeline
+from analysis.plots import empty_figure, plot_spectrum, plot_spectrum_heatmap, plot_spectrum_timeline, plot_token_maps
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum, spectrum_timeline
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
@@ -50,7 +50,8 @@ def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, stud
 
 
 def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim"):
-    """(sketch grid, refined grid, their radial spectra, HF-share summary) from the same noise."""
+    """(sketch grid, refined grid, their radial spectra, HF-share summary, where the refined model's discriminator
+    looked) from the same noise."""
     outputs, spectra, shares = [], {}, []
     models = [
         (
@@ -82,7 +83,22 @@ def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_labe
         outputs[1],
         plot_spectrum(spectra, cutoff=HF_CUTOFF, title="Sketch against refined: radial power spectrum"),
         note,
+        token_maps(models[1][1]),
     )
+
+
+def token_maps(model):
+    """Where the refined model's discriminator looked in training (`discriminator_maps.safetensors`, written by HD and
+    HD-GAP), as heat over its samples; otherwise a figure that says why there is none."""
+    from demo.distill.hd import read_discriminator_maps
+
+    maps = read_discriminator_maps(model.path)
+    if maps is None:
+        return empty_figure(
+            f"{model.name} has no discriminator maps: only HD (AWD) and HD-GAP students trained with this version record them."
+        )
+    name = f"{model.name}: token-weight entropy {maps['entropy']:.2f} (1 = uniform, as GAP)"
+    return plot_token_maps({name: maps}, model.card.class_names, title="Where the refined model's discriminator looked (t = 250)")
 
 
 LOOK_FOR = """
@@ -157,7 +173,8 @@ def build(ctx) -> None:
         refined_img = gr.Image(label="Refined", type="pil", format="png", height=472, elem_id="refined-image")
     hd_note = gr.Markdown()
     hd_plot = gr.Plot(label="Radial spectra")
-    hd_outputs = [sketch_img, refined_img, hd_plot, hd_note]
+    hd_maps = gr.Plot(label="Where the discriminator looked")
+    hd_outputs = [sketch_img, refined_img, hd_plot, hd_note, hd_maps]
     sampling = {"concurrency_limit": ctx.settings.concurrency, "concurrency_id": "sampling"}
     if examples is not None:
         ctx.register_presets(
