@@ -435,7 +435,8 @@ def _stop(proc: subprocess.Popen) -> None:
 def app_bench(
     models_dir: Path, teacher: Target, student: Target | None, threads: int, device: str, quick: bool, timeout: float = 120.0
 ) -> dict:
-    """Seconds from `python app.py` to the first HTTP 200 on /, then /compare latency (first call loads the models)."""
+    """Seconds from `python app.py` to the first HTTP 200 on /, then /compare latency (first call loads the models), then
+    the default Guidance-branches and Embedding runs (`_default_analysis_seconds`)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -471,6 +472,7 @@ def app_bench(
                 return {"status": f"skipped: the app {why} ({tail[0][:200]})"}
             res = {"status": "ok", "cold_start_s": round(cold, 2)}
             res.update(_compare_latency(url, teacher, student, quick))
+            res.update(_default_analysis_seconds(url))
             return res
         finally:
             _stop(proc)
@@ -503,6 +505,24 @@ def _compare_latency(url: str, teacher: Target, student: Target | None, quick: b
         }
     except Exception as e:  # the server answered but the API did not: report it, keep the numbers we have
         return {"status": f"cold start measured; /compare failed ({type(e).__name__}: {str(e)[:200]})"}
+
+
+def _default_analysis_seconds(url: str) -> dict:
+    """Seconds for one Guidance-branches run and one Embedding run with the inputs the page opens with (gradio_client
+    fills every input from its component's default), on the server `app_bench` just started: what a first visitor who
+    presses Run waits, model loading included."""
+    out = {}
+    try:
+        from gradio_client import Client
+
+        client = Client(url, verbose=False)
+        for api in ("branch_gap", "embedding"):
+            t0 = time.perf_counter()
+            client.predict(api_name=f"/{api}")
+            out[f"{api}_default_s"] = round(time.perf_counter() - t0, 1)
+    except Exception as e:  # noqa: BLE001 (the numbers measured so far are kept, the failure is said)
+        out["analysis_status"] = f"default analysis runs failed ({type(e).__name__}: {str(e)[:200]})"
+    return out
 
 
 # ---- machine, markdown, figure ----

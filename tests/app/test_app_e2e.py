@@ -166,3 +166,13 @@ def test_bad_input_is_an_error_and_the_app_keeps_serving(served, overrides, mess
     else:
         assert message in text
     assert "Speedup" in client.predict(**COMPARE, api_name="/compare")[2]
+
+
+def test_the_benchmark_times_the_default_analysis_runs(served):
+    """`analysis.bench --app` times one Guidance-branches and one Embedding run with the page's default inputs."""
+    from analysis.bench import _default_analysis_seconds
+
+    client, _ = served
+    res = _default_analysis_seconds(client.src)
+    assert set(res) == {"branch_gap_default_s", "embedding_default_s"}, res
+    assert all(v > 0 for v in res.values())
