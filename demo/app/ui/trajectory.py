@@ -98,7 +98,8 @@ def token_maps(model):
             f"{model.name} has no discriminator maps: only HD (AWD) and HD-GAP students trained with this version record them."
         )
     name = f"{model.name}: token-weight entropy {maps['entropy']:.2f} (1 = uniform, as GAP)"
-    return plot_token_maps({name: maps}, model.card.class_names, title="Where the refined model's discriminator looked (t = 250)")
+    at = f" (t = {int(maps['t'][0])})" if "t" in maps else ""  # the noise level the maps were recorded at, from the file
+    return plot_token_maps({name: maps}, model.card.class_names, title=f"Where the refined model's discriminator looked{at}")
 
 
 LOOK_FOR = """
