@@ -432,6 +432,16 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def showcase_student(targets: list[Target], teacher: Target) -> Target | None:
+    """The student the app's /compare is timed with: the teacher's fastest w-conditioned student, preferring one
+    distilled from it (a student of another teacher only when it has none)."""
+    own = (teacher.name, teacher.folder.name)
+    students = sorted(
+        (t for t in targets if t.kind == "student"), key=lambda t: (t.teacher not in own, not t.w_conditioned, t.steps)
+    )
+    return students[0] if students else None
+
+
 def app_bench(
     models_dir: Path, teacher: Target, student: Target | None, threads: int, device: str, quick: bool, timeout: float = 120.0
 ) -> dict:
@@ -471,18 +481,24 @@ def app_bench(
                 )
                 return {"status": f"skipped: the app {why} ({tail[0][:200]})"}
             res = {"status": "ok", "cold_start_s": round(cold, 2)}
-            res.update(_compare_latency(url, teacher, student, quick))
-            res.update(_default_analysis_seconds(url))
+            try:
+                from gradio_client import Client
+
+                client = Client(url, verbose=False)
+            except Exception as e:  # noqa: BLE001 (the cold start is measured; say why the API could not be reached)
+                res["status"] = f"cold start measured; the API did not answer ({type(e).__name__}: {str(e)[:200]})"
+                return res
+            res.update(_compare_latency(client, teacher, student, quick))
+            res.update(_default_analysis_seconds(client))
             return res
         finally:
             _stop(proc)
 
 
-def _compare_latency(url: str, teacher: Target, student: Target | None, quick: bool) -> dict:
+def _compare_latency(client, teacher: Target, student: Target | None, quick: bool) -> dict:
+    """/compare at batch 1 through `client` (a gradio_client `Client` of the served app): the first call (which also loads
+    both models) and the median of the warm ones."""
     try:
-        from gradio_client import Client
-
-        client = Client(url, verbose=False)
         s_folder, s_steps = (student.folder, student.steps) if student else (teacher.folder, 4)
         kwargs = {
             "teacher": str(teacher.folder),
@@ -507,15 +523,12 @@ def _compare_latency(url: str, teacher: Target, student: Target | None, quick: b
         return {"status": f"cold start measured; /compare failed ({type(e).__name__}: {str(e)[:200]})"}
 
 
-def _default_analysis_seconds(url: str) -> dict:
+def _default_analysis_seconds(client) -> dict:
     """Seconds for one Guidance-branches run and one Embedding run with the inputs the page opens with (gradio_client
     fills every input from its component's default), on the server `app_bench` just started: what a first visitor who
     presses Run waits, model loading included."""
     out = {}
     try:
-        from gradio_client import Client
-
-        client = Client(url, verbose=False)
         for api in ("branch_gap", "embedding"):
             t0 = time.perf_counter()
             client.predict(api_name=f"/{api}")
@@ -728,9 +741,7 @@ def run(args, targets: list[Target]) -> dict:
     app = None
     if args.app:
         say("bench: the app's cold start and /compare …")
-        # The showcase pair: the teacher against its fastest w-conditioned student (else any student).
-        students = sorted((t for t in targets if t.kind == "student"), key=lambda t: (not t.w_conditioned, t.steps))
-        student = students[0] if students else None
+        student = showcase_student(targets, teacher_t)
         app = app_bench(args.models_dir, teacher_t, student, args.threads, args.device, args.quick)
         if app["status"] != "ok":
             print(f"note: app {app['status']}")

@@ -121,6 +121,20 @@ def test_rows_follow_the_cards(tmp_path):
     }  # no fmnist-teacher: all
 
 
+def test_the_app_is_timed_with_a_student_of_the_benched_teacher():
+    """/compare's showcase student is the fastest w-conditioned student *of the benched teacher*; a faster student
+    distilled from another teacher is the fallback only (it once paired fmnist-teacher with a student of teacher-v1)."""
+    from analysis.bench import Target, showcase_student
+
+    teacher = Target("t", Path("/m/t"), "teacher", "diffusion", 64, False, None)
+    own = Target("own-4", Path("/m/own-4"), "student", "progressive", 4, True, "t")
+    other = Target("other-1", Path("/m/other-1"), "student", "hd", 1, True, "t-v1")
+    plain = Target("own-plain", Path("/m/own-plain"), "student", "dash", 64, False, "t")
+    assert showcase_student([teacher, other, plain, own], teacher).name == "own-4"
+    assert showcase_student([teacher, other], teacher).name == "other-1"
+    assert showcase_student([teacher], teacher) is None
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -173,6 +173,6 @@ def test_the_benchmark_times_the_default_analysis_runs(served):
     from analysis.bench import _default_analysis_seconds
 
     client, _ = served
-    res = _default_analysis_seconds(client.src)
+    res = _default_analysis_seconds(client)
     assert set(res) == {"branch_gap_default_s", "embedding_default_s"}, res
     assert all(v > 0 for v in res.values())
