@@ -68,6 +68,13 @@ def make_tiny_latent_teacher(folder, seed: int = 0, name: str = "tiny-dit-teache
     return save_model_folder(folder, net, scheduler, Card(name=name), tirt, vae=vae)
 
 
+def tiny_run_argv(method: str, teacher, out, *extra: str) -> list[str]:
+    """`python -m demo.distill` flags for a test's run: `method` from `teacher` for 2 iterations at batch 2 in fp32 into
+    `out`, then `extra` (a flag given twice takes its last value, as argparse does)."""
+    base = ["--method", method, "--teacher", str(teacher), "--iterations", "2", "--batch-size", "2"]
+    return [*base, "--mixed-precision", "no", "--out", str(out), *extra]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

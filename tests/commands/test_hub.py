@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import tiny_run_argv
 from huggingface_hub import errors
 
 from demo.core.hub import HubError, fetch_model_folder, parse_hub_spec, push_model_folder
@@ -183,23 +184,7 @@ def test_distill_push_to_hub_uploads_the_student(tiny_latent_dir, tmp_path, monk
         "_train_data",
         lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2),
     )
-    argv = [
-        "--method",
-        "dash",
-        "--teacher",
-        str(tiny_latent_dir),
-        "--iterations",
-        "2",
-        "--batch-size",
-        "2",
-        "--mixed-precision",
-        "no",
-        "--out",
-        str(tmp_path / "run"),
-        "--push-to-hub",
-        "someone/tiny-dash",
-        "--hub-private",
-    ]
+    argv = tiny_run_argv("dash", tiny_latent_dir, tmp_path / "run", "--push-to-hub", "someone/tiny-dash", "--hub-private")
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["pushed"] == "someone/tiny-dash@" + "f" * 40  # what a reader pins
@@ -229,20 +214,7 @@ def test_a_pushed_students_card_has_license_base_model_dataset_and_metrics(fake_
         "_train_data",
         lambda args: BatchSampler(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 10, 2),
     )
-    argv = [
-        "--method",
-        "dash",
-        "--teacher",
-        f"someone/tiny-dit@{SHA}",
-        "--iterations",
-        "2",
-        "--batch-size",
-        "2",
-        "--mixed-precision",
-        "no",
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    argv = tiny_run_argv("dash", f"someone/tiny-dit@{SHA}", tmp_path / "run")
     assert main(argv) == 0
     model = tmp_path / "run" / "model"
     card = json.loads((model / "card.json").read_text())
@@ -276,18 +248,7 @@ def test_push_to_hub_checks_the_repo_id_before_training_and_refuses_offline(tiny
 
     from demo.distill.__main__ import main
 
-    argv = [
-        "--method",
-        "dash",
-        "--teacher",
-        str(tiny_latent_dir),
-        "--iterations",
-        "2",
-        "--out",
-        str(tmp_path / "run"),
-        "--push-to-hub",
-        "no-owner",
-    ]
+    argv = tiny_run_argv("dash", tiny_latent_dir, tmp_path / "run", "--push-to-hub", "no-owner")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "owner/name" in err[0] and not (tmp_path / "run").exists()

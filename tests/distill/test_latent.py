@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, DiTTransformer2DModel
-from helpers import TINY_DIT_CONFIG
+from helpers import TINY_DIT_CONFIG, tiny_run_argv
 
 from demo.core.data import BatchSampler
 from demo.core.generate import generate
@@ -292,23 +292,7 @@ def test_guided_distillation_cli_in_a_subprocess_encodes_real_idx_data(tiny_late
     write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, size=(8, 28, 28), dtype=np.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte", (np.arange(8) % 10).astype(np.uint8))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHION_MNIST_DIR": str(tmp_path)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "demo.distill",
-        "--method",
-        "guided",
-        "--teacher",
-        str(tiny_latent_dir),
-        "--iterations",
-        "2",
-        "--batch-size",
-        "2",
-        "--mixed-precision",
-        "no",
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    cmd = [sys.executable, "-m", "demo.distill", *tiny_run_argv("guided", tiny_latent_dir, tmp_path / "run")]
     result = subprocess.run(cmd, cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     model = load_model_folder(tmp_path / "run" / "model")
@@ -346,25 +330,11 @@ def test_distill_trains_on_your_own_images_from_an_npz(tiny_latent_dir, tmp_path
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "mine.npz", images=rng.integers(0, 256, (6, 20, 20, 3), dtype=np.uint8), labels=np.arange(6) % 10)
-    argv = [
-        "--method",
-        "dash",
-        "--teacher",
-        str(tiny_latent_dir),
-        "--data",
-        str(tmp_path / "mine.npz"),
-        "--iterations",
-        "2",
-        "--batch-size",
-        "2",
-        "--mixed-precision",
-        "no",
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    argv = tiny_run_argv("dash", tiny_latent_dir, tmp_path / "run", "--data", str(tmp_path / "mine.npz"))
     assert main(argv) == 0
     assert load_model_folder(tmp_path / "run" / "model").is_latent
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 4, 4), np.float32), labels=np.zeros(2, np.int64))
-    assert main([*argv[:5], str(tmp_path / "bad.npz"), *argv[6:-1], str(tmp_path / "run2")]) == 2
+    bad = tiny_run_argv("dash", tiny_latent_dir, tmp_path / "run2", "--data", str(tmp_path / "bad.npz"))
+    assert main(bad) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "must hold images uint8" in err[0]

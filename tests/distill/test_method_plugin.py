@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_run_argv
 
 from demo.core.models import load_model_folder
 from demo.core.paths import REPO_ROOT
@@ -96,28 +97,10 @@ def test_a_method_written_in_one_file_trains_through_the_cli(tiny_teacher_dir, t
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", images=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), labels=np.arange(8) % 10)
     run = tmp_path / "run"
-    argv = [
-        "--method",
-        "cfg-fold",
-        "--teacher",
-        str(tiny_teacher_dir),
-        "--data",
-        str(tmp_path / "data.npz"),
-        "--iterations",
-        "2",
-        "--batch-size",
-        "2",
-        "--mixed-precision",
-        "no",
-        "--log-every",
-        "1",
-        "--checkpoint-every",
-        "2",
-        "--fold-w",
-        "2.5",
-        "--out",
-        str(run),
-    ]
+    argv = tiny_run_argv(
+        "cfg-fold", tiny_teacher_dir, run, "--data", str(tmp_path / "data.npz"), "--log-every", "1", "--checkpoint-every", "2"
+    )
+    argv += ["--fold-w", "2.5"]
 
     # Without the plugin the method does not exist: argparse's one error line, exit code 2, nothing written.
     refused = _distill(argv, None)
