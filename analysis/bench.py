@@ -765,9 +765,9 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(to_markdown(report))
     fig = pareto_figure(report["rows"])
-    fig.write_html(out / "pareto.html", include_plotlyjs="directory")  # plotly.min.js beside it: readable offline
-    written = [out / "bench.json", out / "bench.md", out / "pareto.html"]
-    from analysis.figure_png import write_png
+    from analysis.figure_png import write_html, write_png
+
+    written = [out / "bench.json", out / "bench.md", write_html(fig, out / "pareto.html")]
 
     if write_png(fig, out / "pareto.png") is not None:
         written.append(out / "pareto.png")

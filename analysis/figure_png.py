@@ -58,6 +58,18 @@ def write_png(fig, path, width: int = 1100, height: int | None = None, scale: fl
     return path
 
 
+def write_html(fig, path) -> Path:
+    """`fig` as an interactive HTML page at `path`. Inside the repository's `assets/` (committed files) the page loads
+    plotly.js from its CDN, so the repository does not carry a 4.6 MB copy per folder; anywhere else plotly.min.js is
+    written beside it, so a report can be read offline."""
+    from demo.core.paths import ASSETS_DIR
+
+    path = Path(path)
+    committed = path.resolve().is_relative_to(ASSETS_DIR.resolve())
+    fig.write_html(path, include_plotlyjs="cdn" if committed else "directory")
+    return path
+
+
 def write_report(
     out, stem: str, payload: dict, markdown: str, fig, figure_stem: str, width: int, height: int, png: bool = True
 ) -> list[Path]:
@@ -68,7 +80,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown)
-    fig.write_html(out / f"{figure_stem}.html", include_plotlyjs="directory")  # plotly.min.js beside it: readable offline
+    write_html(fig, out / f"{figure_stem}.html")
     written = [out / f"{stem}.md", out / f"{stem}.json", out / f"{figure_stem}.html"]
     if png and write_png(fig, out / f"{figure_stem}.png", width=width, height=height) is not None:
         written.append(out / f"{figure_stem}.png")

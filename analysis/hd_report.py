@@ -30,7 +30,7 @@ import torch
 
 from analysis.classifier import load_classifier
 from analysis.evaluate import add_teacher_arg, markdown_table
-from analysis.figure_png import write_png, write_report
+from analysis.figure_png import write_html, write_png, write_report
 from analysis.metrics import equal_size_subsample, load_reference, precision_recall
 from analysis.plots import plot_token_maps
 from analysis.protocol import (
@@ -336,8 +336,7 @@ def main(argv=None) -> int:
     maps = discriminator_maps(students)
     if maps:  # where each refined student's final discriminator looked (recorded at export)
         fig = plot_token_maps(maps, class_names)
-        fig.write_html(out / "hd-token-maps.html", include_plotlyjs="directory")  # plotly.min.js beside it: readable offline
-        written.append(out / "hd-token-maps.html")
+        written.append(write_html(fig, out / "hd-token-maps.html"))
         if not args.no_png and (png := write_png(fig, out / "hd-token-maps.png", 1300)) is not None:
             written.append(png)
     print(json.dumps({"written": [str(w) for w in written]}))

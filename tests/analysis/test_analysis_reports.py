@@ -154,6 +154,23 @@ def test_write_png(tmp_path):
     assert img.size == (300, 200) and len(np.unique(np.asarray(img.convert("L")))) > 2  # a drawn plot, not a blank page
 
 
+def test_figures_in_assets_load_plotly_from_its_cdn_and_elsewhere_carry_it(tmp_path, monkeypatch):
+    """A report written into the repository's assets/ must not add a 4.6 MB plotly.min.js per folder; one written
+    elsewhere (runs/, a tmp folder) stays readable offline with the library beside it."""
+    import plotly.graph_objects as go
+
+    import demo.core.paths
+    from analysis.figure_png import write_html
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    monkeypatch.setattr(demo.core.paths, "ASSETS_DIR", tmp_path / "assets")
+    (tmp_path / "assets" / "results").mkdir(parents=True)
+    inside = write_html(fig, tmp_path / "assets" / "results" / "f.html")
+    assert 'src="https://cdn.plot.ly/' in inside.read_text() and not (inside.parent / "plotly.min.js").exists()
+    outside = write_html(fig, tmp_path / "f.html")
+    assert 'src="plotly.min.js"' in outside.read_text() and (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+
+
 @pytest.mark.slow
 def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path):
     """Teacher at every step count, a progressive student at its own, every W; the figure has one panel per W."""
