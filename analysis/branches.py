@@ -72,6 +72,10 @@ class BranchGap:
     norm_teacher: np.ndarray  # E‖Δ_T‖
     dot: np.ndarray  # E⟨Δ_S, Δ_T⟩
     sq_teacher: np.ndarray  # E‖Δ_T‖²
+    # Each branch on its own: mean squared ε error per element, E(ε_c^S − ε_c^T)² and E(ε_u^S − ε_u^T)². They say
+    # which branch a student learned (cond-only KD trains its null branch only through label dropout).
+    cond_mse: np.ndarray | None = None
+    uncond_mse: np.ndarray | None = None
 
     def effective_guidance(self, W: float) -> np.ndarray:
         """W_eff(t) = W · E⟨Δ_S, Δ_T⟩ / E‖Δ_T‖² (the teacher scale that best matches the student's push at W)."""
@@ -80,6 +84,9 @@ class BranchGap:
     def summary(self, W: float | None = None) -> dict:
         """Averages over the timesteps (uniform in t), as DASH reports them."""
         out = {"rho": float(self.rho.mean()), "cos": float(self.cos.mean()), "gap_mse": float(self.gap_mse.mean())}
+        for key in ("cond_mse", "uncond_mse"):
+            if getattr(self, key) is not None:
+                out[key] = float(getattr(self, key).mean())
         if W is not None:
             out["effective_guidance"] = float(self.effective_guidance(W).mean())
         return out
@@ -108,20 +115,23 @@ def branch_gap_curve(
     ts = _check_inputs(teacher, x0, labels, timesteps)
     device = teacher.device
     x0, labels = x0.float(), labels.long()
-    stats = {k: [] for k in ("rho", "cos", "gap", "ns", "nt", "dot", "sqt")}
+    stats = {k: [] for k in ("rho", "cos", "gap", "ns", "nt", "dot", "sqt", "ec", "eu")}
     for k, t in enumerate(ts):
         # 1. The shared noise and z_t for this timestep (drawn on the CPU, so any device sees the same numbers).
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + k)
         eps = torch.randn(x0.shape, generator=g)
-        ns, nt, cos, gap, dot, sqt = [], [], [], [], [], []
+        ns, nt, cos, gap, dot, sqt, ec, eu = [], [], [], [], [], [], [], []
         for lo in range(0, len(x0), batch_size):
             xb, yb, eb = (a[lo : lo + batch_size].to(device) for a in (x0, labels, eps))
             tb = torch.full((len(xb),), t, dtype=torch.long, device=device)
             z_t = teacher.schedule.add_noise(xb, eb, tb)
-            # 2. Both models' guidance directions Δ = ε_c − ε_u on the same (z_t, t).
-            d_t = torch.sub(*guidance_branches(teacher, z_t, tb, yb)).flatten(1)  # [B, D]
-            d_s = torch.sub(*guidance_branches(student, z_t.to(student.device), tb.to(student.device), yb.to(student.device)))
-            d_s = d_s.to(device).flatten(1)  # [B, D]
+            # 2. Both models' branches and guidance directions Δ = ε_c − ε_u on the same (z_t, t).
+            c_t, u_t = (e.flatten(1) for e in guidance_branches(teacher, z_t, tb, yb))  # [B, D] each
+            s_in = (a.to(student.device) for a in (z_t, tb, yb))
+            c_s, u_s = (e.to(device).flatten(1) for e in guidance_branches(student, *s_in))
+            d_t, d_s = c_t - u_t, c_s - u_s
+            ec.append((c_s - c_t).pow(2).mean(dim=1))
+            eu.append((u_s - u_t).pow(2).mean(dim=1))
             # 3. Per-sample statistics; averaged over the batch below.
             ns.append(d_s.norm(dim=1))
             nt.append(d_t.norm(dim=1))
@@ -129,12 +139,12 @@ def branch_gap_curve(
             gap.append((d_s - d_t).pow(2).mean(dim=1))
             dot.append((d_s * d_t).sum(dim=1))
             sqt.append(d_t.pow(2).sum(dim=1))
-        ns, nt, cos, gap, dot, sqt = (torch.cat(a).double().mean().item() for a in (ns, nt, cos, gap, dot, sqt))
+        ns, nt, cos, gap, dot, sqt, ec, eu = (torch.cat(a).double().mean().item() for a in (ns, nt, cos, gap, dot, sqt, ec, eu))
         stats["rho"].append(ns / nt if nt > 0 else float("nan"))
-        for key, v in (("cos", cos), ("gap", gap), ("ns", ns), ("nt", nt), ("dot", dot), ("sqt", sqt)):
+        for key, v in (("cos", cos), ("gap", gap), ("ns", ns), ("nt", nt), ("dot", dot), ("sqt", sqt), ("ec", ec), ("eu", eu)):
             stats[key].append(v)
     a = {k: np.array(v) for k, v in stats.items()}
-    return BranchGap(np.array(ts), a["rho"], a["cos"], a["gap"], a["ns"], a["nt"], a["dot"], a["sqt"])
+    return BranchGap(np.array(ts), a["rho"], a["cos"], a["gap"], a["ns"], a["nt"], a["dot"], a["sqt"], a["ec"], a["eu"])
 
 
 @torch.no_grad()

@@ -54,6 +54,8 @@ COLUMNS = (
     "rho",
     "cos",
     "gap_mse",
+    "cond_mse",
+    "uncond_mse",
     "nfe",
 )
 INTERVAL_COLUMNS = ("fd_vs_teacher", "accuracy_diff")  # printed as "value [low, high]"
@@ -72,7 +74,8 @@ QUALITY_KEYS = (
 )
 # Sampling seconds stay in the JSON but not in the table: evaluation runs share the CPU with other work, so their wall
 # times are not latencies; `--latency-steps` measures those.
-BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher")
+BRANCH_KEYS = ("t", "rho", "cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher", "cond_mse", "uncond_mse")
+BRANCH_STATS = 2  # the branch rows' version: 2 added each branch's own error (cond_mse, uncond_mse); older rows recompute
 
 
 def parameter_count(model) -> int:
@@ -167,7 +170,8 @@ def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
         f"ratios to the teacher, `accuracy_diff`: accuracy minus the teacher's, each with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
         "paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real images. "
         f"ρ / cos(Δ) / Gap-MSE averaged over "
-        f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images. `ratio` = teacher parameters / "
+        f"{settings['timesteps']} timesteps on {settings['branch_images']} held-out test images; `cond_mse` / `uncond_mse`: each "
+        "branch's own ε error against the teacher's, E(ε_c^S − ε_c^T)² and E(ε_u^S − ε_u^T)², on the same inputs. `ratio` = teacher parameters / "
         "model parameters. Fréchet distance uses the Fashion-MNIST classifier's features (not FID).\n"
     )
     for key, v in shares.items():
@@ -229,7 +233,7 @@ def branch_figure(rows: list[dict]):
     curves = {}
     for r in rows:
         c = r["curves"]
-        curves[r["model"]] = BranchGap(*(np.asarray(c[k]) for k in BRANCH_KEYS))
+        curves[r["model"]] = BranchGap(*(np.asarray(c[k]) if k in c else None for k in BRANCH_KEYS))
     return plot_branch_gap(curves, title="DASH and its baselines: guidance branches against the teacher (held-out images)")
 
 
@@ -305,7 +309,8 @@ def main(argv=None) -> int:
         log = lambda text: print(text, file=sys.stderr, flush=True)
         for folder in folders:
             model = models[folder] = teacher if folder == Path(args.teacher) else load_model_folder(folder)
-            key = {"protocol": PROTOCOL, "weights": weights_key(folder), "teacher": teacher_key, **branch_settings}
+            key = {"protocol": PROTOCOL, "branch_stats": BRANCH_STATS, "weights": weights_key(folder), "teacher": teacher_key}
+            key |= branch_settings
             started = time.time()
             row, computed = cached_row(
                 cache, model.name, key, lambda model=model: branch_row(model, teacher, settings, x0, labels)

@@ -55,7 +55,8 @@ def test_teacher_against_itself(tiny_teacher):
     np.testing.assert_allclose(curve.cos, 1.0, atol=1e-5)
     np.testing.assert_allclose(curve.gap_mse, 0.0, atol=1e-10)
     np.testing.assert_allclose(curve.effective_guidance(2.5), 2.5, rtol=1e-5)
-    assert curve.summary(2.0) == pytest.approx({"rho": 1.0, "cos": 1.0, "gap_mse": 0.0, "effective_guidance": 2.0}, abs=1e-5)
+    perfect = {"rho": 1.0, "cos": 1.0, "gap_mse": 0.0, "cond_mse": 0.0, "uncond_mse": 0.0, "effective_guidance": 2.0}
+    assert curve.summary(2.0) == pytest.approx(perfect, abs=1e-5)
 
 
 def test_collapsed_branch_gives_rho_zero(tiny_teacher):
@@ -65,6 +66,10 @@ def test_collapsed_branch_gives_rho_zero(tiny_teacher):
     np.testing.assert_allclose(curve.effective_guidance(3.0), 0.0, atol=1e-5)
     assert np.all(curve.gap_mse > 0)
     np.testing.assert_allclose(curve.gap_mse * x0[0].numel(), curve.sq_teacher, rtol=1e-4)  # Δ_S = 0: gap = ‖Δ_T‖²/D
+    # Each branch on its own: its null branch is the teacher's (no error); its conditional branch is the teacher's null
+    # branch, so its error is the teacher's Δ, i.e. the Gap-MSE.
+    np.testing.assert_allclose(curve.uncond_mse, 0.0, atol=1e-10)
+    np.testing.assert_allclose(curve.cond_mse, curve.gap_mse, rtol=1e-4)
 
 
 def test_same_noise_for_every_model(tiny_teacher):
