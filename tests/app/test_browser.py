@@ -358,6 +358,10 @@ def test_screenshots_of_the_landing_page_presets_and_tabs(cold_app):
                 if tab == "Guidance branches" and page.get_by_text("DASH vs cond-only KD across W (look at W = 5)").count():
                     page.get_by_text("DASH vs cond-only KD across W (look at W = 5)").first.click()
                     _wait_image(page, "#w-sweep-image img")
+                    # the sweep streams a row per model: wait for all three (teacher, DASH, cond-only KD) in the plot
+                    page.wait_for_function(
+                        "() => document.querySelectorAll('#w-sweep-plot .scatterlayer .trace').length >= 3", timeout=600_000
+                    )
                     _both_widths(page, "preset-w-sweep", "#w-sweep-presets")
         finally:
             browser.close()
