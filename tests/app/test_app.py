@@ -258,6 +258,8 @@ def test_branch_gap_tab(ctx):
     teacher_row = table.set_index("model").loc["tiny-teacher"]
     assert teacher_row["rho"] == pytest.approx(1.0) and teacher_row["cos"] == pytest.approx(1.0)
     assert teacher_row["effective_guidance"] == pytest.approx(2.0)
+    assert teacher_row["cond_mse"] == pytest.approx(0.0, abs=1e-10) and teacher_row["uncond_mse"] == pytest.approx(0.0, abs=1e-10)
+    assert list(table.columns) == ["model", "rho", "cos", "gap_mse", "cond_mse", "uncond_mse", "effective_guidance"]
     assert len(gap.data) == 6 and len(weff.data) == 2
     assert "teacher samples (the Fashion-MNIST test set is not installed)" in note
 

@@ -63,7 +63,8 @@ def branch_gap(ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidanc
     note = (
         f"Measured on {source}, noised to {len(ts)} timesteps with the same ε for every model. "
         f"ρ = 1 and cos = 1 mean the student's guidance direction matches {t_model.name}'s; ρ near 0 means it has collapsed. "
-        f"W_eff = W·E⟨Δ_S, Δ_T⟩ / E‖Δ_T‖² is the teacher guidance scale that best matches the student's push at W = {float(guidance):g}."
+        f"W_eff = W·E⟨Δ_S, Δ_T⟩ / E‖Δ_T‖² is the teacher guidance scale that best matches the student's push at W = {float(guidance):g}. "
+        "cond_mse / uncond_mse: each branch's own ε error against the teacher's (which branch the student learned)."
     )
     yield plot_branch_gap(curves), plot_effective_guidance(curves, float(guidance)), pd.DataFrame(rows), note
 
@@ -118,7 +119,9 @@ def build(ctx) -> None:
     with gr.Row():
         weff_plot = gr.Plot(label="Effective guidance")
         table = gr.Dataframe(
-            label="Averages over t", interactive=False, headers=["model", "rho", "cos", "gap_mse", "effective_guidance"]
+            label="Averages over t",
+            interactive=False,
+            headers=["model", "rho", "cos", "gap_mse", "cond_mse", "uncond_mse", "effective_guidance"],
         )
 
     gr.Markdown("### W sweep\nThe same noise at W = 0, 1, 2, 3, 5, 8: if the row barely changes, guidance has collapsed.")
