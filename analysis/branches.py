@@ -115,12 +115,13 @@ def branch_gap_curve(
     ts = _check_inputs(teacher, x0, labels, timesteps)
     device = teacher.device
     x0, labels = x0.float(), labels.long()
-    stats = {k: [] for k in ("rho", "cos", "gap", "ns", "nt", "dot", "sqt", "ec", "eu")}
+    fields = ("cos", "gap_mse", "norm_student", "norm_teacher", "dot", "sq_teacher", "cond_mse", "uncond_mse")
+    curves = {k: [] for k in fields}  # per timestep, each field's mean over the images
     for k, t in enumerate(ts):
         # 1. The shared noise and z_t for this timestep (drawn on the CPU, so any device sees the same numbers).
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + k)
         eps = torch.randn(x0.shape, generator=g)
-        ns, nt, cos, gap, dot, sqt, ec, eu = [], [], [], [], [], [], [], []
+        per_image = {k: [] for k in fields}
         for lo in range(0, len(x0), batch_size):
             xb, yb, eb = (a[lo : lo + batch_size].to(device) for a in (x0, labels, eps))
             tb = torch.full((len(xb),), t, dtype=torch.long, device=device)
@@ -130,21 +131,25 @@ def branch_gap_curve(
             s_in = (a.to(student.device) for a in (z_t, tb, yb))
             c_s, u_s = (e.to(device).flatten(1) for e in guidance_branches(student, *s_in))
             d_t, d_s = c_t - u_t, c_s - u_s
-            ec.append((c_s - c_t).pow(2).mean(dim=1))
-            eu.append((u_s - u_t).pow(2).mean(dim=1))
-            # 3. Per-sample statistics; averaged over the batch below.
-            ns.append(d_s.norm(dim=1))
-            nt.append(d_t.norm(dim=1))
-            cos.append(torch.nn.functional.cosine_similarity(d_s, d_t, dim=1, eps=1e-12))
-            gap.append((d_s - d_t).pow(2).mean(dim=1))
-            dot.append((d_s * d_t).sum(dim=1))
-            sqt.append(d_t.pow(2).sum(dim=1))
-        ns, nt, cos, gap, dot, sqt, ec, eu = (torch.cat(a).double().mean().item() for a in (ns, nt, cos, gap, dot, sqt, ec, eu))
-        stats["rho"].append(ns / nt if nt > 0 else float("nan"))
-        for key, v in (("cos", cos), ("gap", gap), ("ns", ns), ("nt", nt), ("dot", dot), ("sqt", sqt), ("ec", ec), ("eu", eu)):
-            stats[key].append(v)
-    a = {k: np.array(v) for k, v in stats.items()}
-    return BranchGap(np.array(ts), a["rho"], a["cos"], a["gap"], a["ns"], a["nt"], a["dot"], a["sqt"], a["ec"], a["eu"])
+            # 3. Per-image statistics; averaged over the images below.
+            batch = {
+                "cos": torch.nn.functional.cosine_similarity(d_s, d_t, dim=1, eps=1e-12),
+                "gap_mse": (d_s - d_t).pow(2).mean(dim=1),
+                "norm_student": d_s.norm(dim=1),
+                "norm_teacher": d_t.norm(dim=1),
+                "dot": (d_s * d_t).sum(dim=1),
+                "sq_teacher": d_t.pow(2).sum(dim=1),
+                "cond_mse": (c_s - c_t).pow(2).mean(dim=1),
+                "uncond_mse": (u_s - u_t).pow(2).mean(dim=1),
+            }
+            for key, v in batch.items():
+                per_image[key].append(v)
+        for key, v in per_image.items():
+            curves[key].append(torch.cat(v).double().mean().item())
+    a = {k: np.array(v) for k, v in curves.items()}
+    ns, nt = a["norm_student"], a["norm_teacher"]
+    rho = np.divide(ns, nt, out=np.full_like(ns, np.nan), where=nt > 0)  # ρ = E‖Δ_S‖ / E‖Δ_T‖ (NaN where Δ_T is 0)
+    return BranchGap(t=np.array(ts), rho=rho, **a)
 
 
 @torch.no_grad()
