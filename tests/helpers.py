@@ -181,3 +181,80 @@ def config(iterations: int, **overrides) -> TrainConfig:
         "keep_checkpoints": 2,
     }
     return TrainConfig(**{**options, **overrides})
+
+
+def tiny_clip_tokenizer(model_max_length: int = 16):
+    """A CLIP tokenizer built offline: byte-level characters (plain and word-final) and no merges, so every text
+    tokenizes (to one token per character), with CLIP's start and end tokens."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab.update({c: 2 + i for i, c in enumerate(chars)})
+    vocab.update({c + "</w>": 2 + len(chars) + i for i, c in enumerate(chars)})
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def make_tiny_sd_pipeline(folder, seed: int = 0, scheduler: str = "ddim"):
+    """A `StableDiffusionPipeline` of tiny random components (no download), saved with `save_pretrained`: a
+    UNet2DConditionModel on 4x8x8 latents, an RGB AutoencoderKL (32x32), a 2-layer CLIPTextModel and an offline CLIP
+    tokenizer. `scheduler` "ddim" is a DDIMScheduler with trailing spacing, "dpm" DPM-Solver++(2M). Returns the pipeline."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        block_out_channels=[8, 8, 8],
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    ).eval()
+    common = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "timestep_spacing": "trailing"}
+    if scheduler == "ddim":
+        sched = DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, steps_offset=1)
+    else:
+        sched = DPMSolverMultistepScheduler(**common, final_sigmas_type="zero", lower_order_final=True)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return pipe

@@ -40,6 +40,7 @@ class Card:
     image_size: int = 28  # of the (decoded) images
     channels: int = 1
     space: str = "pixel"  # pixel | latent (the denoiser works on VAE latents; images are decoded for display)
+    conditioning: str = "class"  # class | text (prompts and a negative prompt: demo.core.text)
     guidance: dict = field(
         default_factory=lambda: {"convention": "diffusers: eps_u + W*(eps_c - eps_u)", "default": 2.0, "min": 0.0, "max": 8.0}
     )

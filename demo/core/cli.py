@@ -4,6 +4,7 @@ type checks its range (`demo.core.validate`), so a bad value is argparse's one l
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from demo.core.guidance import GUIDANCE_MAX, GUIDANCE_MIN
 from demo.core.samplers import sampler_help, sampler_names
@@ -39,8 +40,30 @@ def add_sampling_args(p: argparse.ArgumentParser, n: int, batch_size: int) -> No
     p.add_argument("--seed", type=arg_seed, default=0)
     p.add_argument("--batch-size", type=arg_int(1, 4096), default=batch_size)
     p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="a text-conditional model's prompt (repeat for several; --class-label then picks one, 'all' cycles)",
+    )
+    p.add_argument("--prompts-file", default=None, help="a text file of prompts, one per line (blank lines skipped)")
+    p.add_argument("--negative-prompt", default=None, help="a text-conditional model's negative prompt (default: empty)")
+    p.add_argument(
         "--guidance-interval",
         default=None,
         metavar="LO,HI",
         help="apply guidance only for timesteps LO <= t <= HI, the conditional model elsewhere (Kynkäänniemi et al. 2024)",
     )
+
+
+def prompts_from_args(args) -> list[str] | None:
+    """The prompts of `--prompt` (repeated) and `--prompts-file`, in that order; None when neither is given."""
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        try:
+            text = Path(args.prompts_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"--prompts-file {args.prompts_file} could not be read ({getattr(e, 'strerror', None) or type(e).__name__})."
+            ) from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+    return prompts or None

@@ -55,6 +55,9 @@ class SamplingRequest:
     interval: tuple[int, int] | None = None  # parsed guidance interval (lo, hi), or None: W at every step
     clip_x0: bool = False
     bf16: bool = False  # the network under bfloat16 autocast (LoadedModel.output); the sampler stays float32
+    # A text-conditional model's prompts (labels index them) and negative prompt (its null class): demo.core.text.
+    prompts: tuple[str, ...] | None = None
+    negative_prompt: str = ""
 
     @property
     def n(self) -> int:
@@ -76,28 +79,50 @@ class SamplingRequest:
         clip_x0: bool = False,
         bf16: bool = False,
         steps_name: str = "steps",
+        prompt=None,
+        negative_prompt=None,
     ) -> SamplingRequest:
         """The request for `model` from a user's values (UI numbers, a client's JSON, CLI flags); one `ValueError`
         sentence naming the field otherwise. `labels` given explicitly replace `n` and `class_label`;
-        `steps_name` names the steps field in the message ("teacher steps")."""
+        `steps_name` names the steps field in the message ("teacher steps"). A text-conditional model takes `prompt`
+        (one text or a list; `class_label` then picks among them, "all" cycles) and `negative_prompt`."""
         T = model.schedule.num_train_timesteps
         steps = whole(steps_name, steps, 1, T)
         guidance = check_guidance(guidance)
         sampler = choice("sampler", sampler, sampler_names())
         seed = check_seed(seed)
         batch_size = whole("batch size", batch_size, 1)
-        labels = (
-            parse_labels(class_label, n, model.card.num_classes)
-            if labels is None
-            else torch.as_tensor(labels, dtype=torch.long).cpu()
-        )
+        prompts, negative = check_conditioning(model, prompt, negative_prompt)
+        num_classes = model.card.num_classes if prompts is None else len(prompts)
+        labels = parse_labels(class_label, n, num_classes) if labels is None else torch.as_tensor(labels, dtype=torch.long).cpu()
         interval = parse_interval(interval, T)
-        return cls(labels, steps, guidance, sampler, seed, batch_size, interval, bool(clip_x0), bool(bf16))
+        return cls(labels, steps, guidance, sampler, seed, batch_size, interval, bool(clip_x0), bool(bf16), prompts, negative)
 
     def for_model(self, model, steps: int, steps_name: str = "steps") -> SamplingRequest:
         """The same request for another model (a student beside its teacher) at its own step count, checked against
-        that model's schedule; the fields already checked are kept."""
+        that model's schedule and conditioning; the fields already checked are kept."""
+        check_conditioning(model, self.prompts, self.negative_prompt)
         return replace(self, steps=whole(steps_name, steps, 1, model.schedule.num_train_timesteps))
+
+
+def check_conditioning(model, prompt, negative_prompt) -> tuple[tuple[str, ...] | None, str]:
+    """(prompts, negative prompt) for a text-conditional model, which needs a prompt; (None, "") for a class-conditional
+    one, which takes none."""
+    empty = prompt is None or (isinstance(prompt, str | list | tuple) and not prompt)
+    if getattr(model, "is_text", False):
+        if empty:
+            raise ValueError(f"{model.name} is text-conditional: give it a prompt")
+        from demo.core.text import check_prompts
+
+        return check_prompts(prompt, negative_prompt)
+    if not empty or negative_prompt:
+        raise ValueError(f"{model.name} is class-conditional: it takes a class label, not a prompt")
+    return None, ""
+
+
+def conditioned(model, request: SamplingRequest):
+    """The model a request samples: a text model with the request's prompts bound (labels index them); else itself."""
+    return model.with_prompts(request.prompts, request.negative_prompt) if request.prompts is not None else model
 
 
 def _decoding(callback, model):
@@ -129,6 +154,8 @@ def generate(
     noise: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
     bf16: bool = False,
+    prompt=None,
+    negative_prompt=None,
     **guidance_options,
 ) -> Generation:
     """Sample `n` images from user-level values: `SamplingRequest.check` them, then `run`.
@@ -136,7 +163,19 @@ def generate(
     `guidance_options` are `interval` (a pair or "LO,HI") and `clip_x0`. See `run` for what the request does.
     """
     request = SamplingRequest.check(
-        model, n, class_label, steps, guidance, sampler, seed, batch_size, labels, bf16=bf16, **guidance_options
+        model,
+        n,
+        class_label,
+        steps,
+        guidance,
+        sampler,
+        seed,
+        batch_size,
+        labels,
+        bf16=bf16,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        **guidance_options,
     )
     return run(model, request, callback=callback, noise=noise)
 
@@ -151,6 +190,7 @@ def run(model, request: SamplingRequest, callback=None, noise: torch.Tensor | No
     on `batch_size`; the deterministic samplers (ddim, dpmsolver++) depend on the seed alone.
     """
     n, batch_size, labels = request.n, request.batch_size, request.labels
+    model = conditioned(model, request)
     z_T = initial_noise(request.seed, n, model.sample_shape) if noise is None else noise
     if callback is not None and model.is_latent:
         callback = _decoding(callback, model)

@@ -18,11 +18,11 @@ import contextvars
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DModel
+from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import LabelEmbedding
 from diffusers.models.modeling_utils import ModelMixin
@@ -33,12 +33,17 @@ from demo.core.card import Card, read_card, write_card
 from demo.core.data import CLASS_NAMES
 from demo.core.layout import VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.core.schedule import NoiseSchedule, to_x0
+from demo.core.text import check_text_folder, is_text_folder, load_text_parts
 from demo.core.validate import check_model_files
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # Student classes that are not plain diffusers models register here (name in config.json → class).
-MODEL_CLASSES: dict[str, type] = {"UNet2DModel": UNet2DModel, "DiTTransformer2DModel": DiTTransformer2DModel}
+MODEL_CLASSES: dict[str, type] = {
+    "UNet2DModel": UNet2DModel,
+    "DiTTransformer2DModel": DiTTransformer2DModel,
+    "UNet2DConditionModel": UNet2DConditionModel,  # text-conditional (demo.core.text), with text_encoder/ and tokenizer/
+}
 # The library `model_index.json` names for the W-conditioned students: where they lived when the shipped folders (and
 # Hub uploads) were written. It stays, so every folder keeps one index; `demo.distill.guided` re-exports the classes,
 # and `demo.pipeline` imports it so that `DiffusionPipeline.from_pretrained` finds them.
@@ -241,6 +246,8 @@ def net_output(
     """
     t = torch.as_tensor(t, device=z.device)
     t = t.expand(z.shape[0]) if t.ndim == 0 else t
+    if isinstance(net, UNet2DConditionModel):
+        raise ValueError("a text-conditional model samples from prompts: bind them first (demo.core.text.bind_prompts)")
     if isinstance(net, DiTTransformer2DModel):
         if guidance is not None:
             raise ValueError("a plain DiT takes no guidance input; w-conditioned students are GuidanceDiT models")
@@ -351,6 +358,14 @@ def _check_weights(folder: Path, sub: Path) -> None:
         raise ModelFolderError(f"Model folder {folder} has no {sub.name}/{WEIGHTS_NAME}{what}.")
 
 
+def _class_name(sub: Path) -> str:
+    try:
+        config = json.loads((sub / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(config.get("_class_name", "")) if isinstance(config, dict) else ""
+
+
 def check_model_folder(folder: str | os.PathLike) -> Path:
     """Validate the layout before anything is read; raises ModelFolderError with one sentence."""
     folder = Path(folder)
@@ -370,6 +385,8 @@ def check_model_folder(folder: str | os.PathLike) -> Path:
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelFolderError(f"Model folder {folder} has no scheduler/scheduler_config.json.")
     try:  # card, scheduler and TIRT contents, from JSON and headers: a malformed folder is a sentence, not a traceback
+        if is_text_folder(folder) or _class_name(sub) == "UNet2DConditionModel":
+            check_text_folder(folder)
         check_model_files(folder, sub)
     except ValueError as e:
         raise ModelFolderError(str(e)) from None
@@ -394,6 +411,12 @@ class LoadedModel:
     tirt_logits: torch.Tensor | None = None
     vae: AutoencoderKL | None = None
     autocast_dtype: torch.dtype | None = None  # the default precision of every NFE, e.g. torch.bfloat16 (~1.6x on a CPU)
+    # A text-conditional model (demo.core.text): its CLIP text encoder and tokenizer, the prompts bound to its network
+    # (None until `with_prompts`), and the prompt-bound models made from it so far.
+    text_encoder: torch.nn.Module | None = None
+    tokenizer: object | None = None
+    prompts: tuple[tuple[str, ...], str] | None = None
+    prompt_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -406,6 +429,17 @@ class LoadedModel:
     @property
     def is_latent(self) -> bool:
         return self.vae is not None
+
+    @property
+    def is_text(self) -> bool:
+        return self.text_encoder is not None
+
+    def with_prompts(self, prompts, negative_prompt: str = "") -> LoadedModel:
+        """This text model with `prompts` (labels 0..K−1) and `negative_prompt` (label K, the null class) bound to its
+        network (`demo.core.text.bind_prompts`); self for a class-conditional model."""
+        from demo.core.text import bind_prompts
+
+        return bind_prompts(self, prompts, negative_prompt) if self.is_text else self
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -464,10 +498,13 @@ def _card_defaults(net: torch.nn.Module, vae: AutoencoderKL | None) -> dict:
     """Card fields implied by the networks, for a folder whose card.json is missing or partial (any checkpoint)."""
     config = getattr(net, "inner_config", None) or net.config
     n = config.get("num_embeds_ada_norm") or ((config.get("num_class_embeds") or 11) - 1)
+    if isinstance(net, UNet2DConditionModel):  # classes come from the request's prompts (demo.core.text)
+        n = 0
     d = {
         "num_classes": n,
         "null_class": n,
         "class_names": list(CLASS_NAMES) if n == len(CLASS_NAMES) else [str(k) for k in range(n)],
+        "conditioning": "text" if isinstance(net, UNet2DConditionModel) else "class",
     }
     if vae is not None:
         d.update(space="latent", image_size=int(vae.config.sample_size), channels=int(vae.config.out_channels))
@@ -483,8 +520,11 @@ def _from_pretrained(cls, sub: Path, folder: Path):
         raise ModelFolderError(f"Model folder {folder} could not be loaded ({type(e).__name__}: {e}).") from e
 
 
-def assemble(folder: Path, net, scheduler: DDPMScheduler, card: Card, tirt: torch.Tensor | None, vae) -> LoadedModel:
-    """A `LoadedModel` from its loaded parts (a model folder's, or a diffusers pipeline's components)."""
+def assemble(
+    folder: Path, net, scheduler: DDPMScheduler, card: Card, tirt: torch.Tensor | None, vae, text=(None, None)
+) -> LoadedModel:
+    """A `LoadedModel` from its loaded parts (a model folder's, or a diffusers pipeline's components); `text` is a
+    text model's (text encoder, tokenizer)."""
     return LoadedModel(
         name=card.name,
         path=folder,
@@ -495,6 +535,8 @@ def assemble(folder: Path, net, scheduler: DDPMScheduler, card: Card, tirt: torc
         scheduler_config=dict(scheduler.config),
         tirt_logits=tirt,
         vae=vae,
+        text_encoder=text[0],
+        tokenizer=text[1],
     )
 
 
@@ -529,4 +571,10 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     tirt = None
     if (folder / "tirt.safetensors").is_file():
         tirt = load_file(str(folder / "tirt.safetensors"))["lambda_t"]
-    return assemble(folder, net, scheduler, card, tirt, vae)
+    text = (None, None)
+    if isinstance(net, UNet2DConditionModel):
+        try:
+            text = load_text_parts(folder, device)
+        except ValueError as e:
+            raise ModelFolderError(str(e)) from None
+    return assemble(folder, net, scheduler, card, tirt, vae, text)

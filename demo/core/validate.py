@@ -297,7 +297,9 @@ def check_card(card: dict, where: str = "card.json") -> dict:
             raise ValueError(f"{where}: {key} must be a string, got {show(card[key])}.")
     if card.get("kind") not in (None, "teacher", "student"):
         raise ValueError(f"{where}: kind must be teacher or student, got {show(card['kind'])}.")
-    k = _card_int(card, "num_classes", 1, MAX_CLASSES, where)
+    if card.get("conditioning") not in (None, "class", "text"):
+        raise ValueError(f"{where}: conditioning must be class or text, got {show(card['conditioning'])}.")
+    k = _card_int(card, "num_classes", 0 if card.get("conditioning") == "text" else 1, MAX_CLASSES, where)
     k = 10 if k is None else k
     _card_int(card, "null_class", 0, MAX_CLASSES, where)
     _card_int(card, "steps", 1, MAX_TIMESTEPS, where)
