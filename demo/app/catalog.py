@@ -48,6 +48,7 @@ def _warm_up(model) -> None:
     """One tiny forward pass, so the first timed sampling run does not pay one-off setup costs (a fair latency)."""
     import torch
 
+    model = model.with_prompts([""]) if model.is_text else model  # a text model: the empty prompt (encoder included)
     c = model.card
     z = torch.zeros(1, *model.sample_shape, device=model.device)
     t = torch.full((1,), model.schedule.num_train_timesteps - 1, device=model.device)

@@ -117,9 +117,12 @@ def stack_rows(rows: list):
 
 
 # ---- honest timings: one-off costs apart from sampling ----
-def warm_up(model, n: int = 1, steps: int = 1, guidance: float = 2.0, sampler: str = "ddim", **guidance_options) -> float:
-    """`warm_request` from user-level values (checked here)."""
-    return warm_request(model, SamplingRequest.check(model, n, 0, steps, guidance, sampler, **guidance_options))
+def warm_up(model, n: int = 1, steps: int = 1, guidance: float = 2.0, sampler: str = "ddim", **options) -> float:
+    """`warm_request` from user-level values (checked here); `options` are the guidance options and a text model's
+    `prompt` (the empty prompt when none is given)."""
+    if getattr(model, "is_text", False):
+        options.setdefault("prompt", [""])
+    return warm_request(model, SamplingRequest.check(model, n, 0, steps, guidance, sampler, **options))
 
 
 def warm_request(model, request: SamplingRequest) -> float:
@@ -338,26 +341,26 @@ def filmstrip(
 
 
 def w_sweep_iter(
-    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP
+    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP, **conditioning
 ) -> Iterator[tuple[list[float], torch.Tensor, list[float]]]:
     """`w_sweep` one guidance weight at a time: yields the sweep so far after each W (for progress, and so that a
-    caller can stop between two samplings)."""
+    caller can stop between two samplings). `conditioning`: a text model's `prompt` and `negative_prompt`."""
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
         class_label = 0  # one image per W: the sweep shows one class
     ws = [float(w) for w in guidances]
     images = []
     for i, w in enumerate(ws):
-        images.append(generate(model, 1, class_label, steps, w, sampler, seed).images)
+        images.append(generate(model, 1, class_label, steps, w, sampler, seed, **conditioning).images)
         x = torch.cat(images)  # [i + 1, C, H, W]
         yield ws[: i + 1], x, [float((x[k] - x[0]).abs().mean()) for k in range(i + 1)]
 
 
 def w_sweep(
-    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP
+    model, class_label, seed: int, steps: int, sampler: str = "ddim", guidances=W_SWEEP, **conditioning
 ) -> tuple[list[float], torch.Tensor, list[float]]:
     """The same noise at each W: (W list, images [G,C,H,W], mean |x(W) − x(W_first)| per W)."""
     out = None
-    for out in w_sweep_iter(model, class_label, seed, steps, sampler, guidances):
+    for out in w_sweep_iter(model, class_label, seed, steps, sampler, guidances, **conditioning):
         pass
     return out
 
@@ -399,19 +402,24 @@ def w_sweep_strip(name: str, ws: list[float], images: torch.Tensor, change: list
 
 
 def steps_guidance_grid(
-    model, class_label, seed: int, steps_list, guidance_list, sampler: str = "ddim", classifier=None
+    model, class_label, seed: int, steps_list, guidance_list, sampler: str = "ddim", classifier=None, **conditioning
 ) -> GridResult:
-    """One seed and class through every (steps, W) pair; latency per cell and, with a classifier, its confidence."""
+    """One seed and class (a text model: its first prompt, from `conditioning`) through every (steps, W) pair; latency
+    per cell and, with a classifier and a class-conditional model, its confidence in the class."""
     from analysis.classifier import classify
 
     steps_list = sorted({whole("steps", s, 1, model.schedule.num_train_timesteps) for s in steps_list})
     guidance_list = sorted({check_guidance(w) for w in guidance_list})
     if not steps_list or not guidance_list:
         raise ValueError("choose at least one step count and one guidance scale")
+    if conditioning.get("prompt") is not None:
+        class_label, classifier = 0, None  # the first prompt; no class to be confident in
     if isinstance(class_label, str) and class_label.strip().lower() == "all":
         raise ValueError("the grid shows one class; choose a class, not 'all'")
-    labels = parse_labels(class_label, 1, model.card.num_classes)
-    base = SamplingRequest.check(model, steps=steps_list[0], guidance=guidance_list[0], sampler=sampler, seed=seed, labels=labels)
+    labels = parse_labels(class_label, 1, model.card.num_classes or 1)
+    base = SamplingRequest.check(
+        model, steps=steps_list[0], guidance=guidance_list[0], sampler=sampler, seed=seed, labels=labels, **conditioning
+    )
     imgs, secs, conf = [], np.zeros((len(steps_list), len(guidance_list))), None
     for r, s in enumerate(steps_list):
         row = []

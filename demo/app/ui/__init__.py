@@ -19,6 +19,7 @@ API_NAMES = (
     "compare",
     "stop_compare",
     "student_defaults",
+    "conditioning_view",
     "trajectory",
     "sketch_refined",
     "branch_gap",

@@ -10,7 +10,7 @@ from analysis.branches import branch_gap_curve, branch_timesteps
 from analysis.plots import plot_branch_gap, plot_effective_guidance, plot_w_sweep
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
-from demo.app.ui.context import PRESET_NOTE
+from demo.app.ui.context import PRESET_NOTE, conditioning, prompt_boxes
 from demo.core.generate import generate
 from demo.core.guidance import check_guidance
 from demo.core.validate import model_list, model_nfe
@@ -69,8 +69,11 @@ def branch_gap(ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidanc
     yield plot_branch_gap(curves), plot_effective_guidance(curves, float(guidance)), pd.DataFrame(rows), note
 
 
-def w_sweep(ctx, models, class_label="0", seed=0, steps=16, sampler="ddim", progress=gr.Progress()):
-    """Stream (one image row per model across W = 0, 1, 2, 3, 5, 8; change-versus-W figure), a row per model."""
+def w_sweep(
+    ctx, models, class_label="0", seed=0, steps=16, sampler="ddim", prompt="", negative_prompt="", progress=gr.Progress()
+):
+    """Stream (one image row per model across W = 0, 1, 2, 3, 5, 8; change-versus-W figure), a row per model. Text
+    models draw the first prompt line."""
     rows, sweeps = [], {}
     loaded = _models(ctx, models)  # loading is cheap; the budget needs every model's steps and NFE before any runs
     steps = lab.check_int("steps", steps, 1, 1000)
@@ -82,12 +85,20 @@ def w_sweep(ctx, models, class_label="0", seed=0, steps=16, sampler="ddim", prog
     for i, m in enumerate(loaded):
         progress((i, len(loaded)), desc=f"model {i + 1}/{len(loaded)}: {m.name}")
         k = lab.model_steps(m, steps)
-        for j, (ws, images, change) in enumerate(lab.w_sweep_iter(m, class_label, seed, k, sampler)):
+        label, prompts = conditioning(m, class_label, prompt, negative_prompt)
+        label = 0 if prompts else label
+        for j, (ws, images, change) in enumerate(lab.w_sweep_iter(m, label, seed, k, sampler, **prompts)):
             if j < len(lab.W_SWEEP) - 1:
                 yield gr.skip(), gr.skip()  # a pause point between samplings: a visitor who left stops the work here
         rows.append(lab.w_sweep_strip(f"{m.name} · {k} step{'s' * (k != 1)} · {k * model_nfe(m.card)} NFE", ws, images, change))
         sweeps[m.name] = (ws, change)
         yield lab.stack_rows(rows), plot_w_sweep(sweeps)
+
+
+def _prompt_view(ctx, models):
+    """The prompt boxes show when any model of the sweep is text-conditional (the class picker stays for the others)."""
+    names = models if isinstance(models, list) else [models]
+    return gr.update(visible=any(isinstance(m, str) and m and ctx.is_text_model(m) for m in names))
 
 
 def build(ctx) -> None:
@@ -130,8 +141,10 @@ def build(ctx) -> None:
         class_label = gr.Dropdown(ctx.class_choices(with_all=False), value="0", label="Class", allow_custom_value=True)
         steps = gr.Slider(1, 250, value=16, step=1, label="Steps", info="students distilled for a fixed step count use theirs")
         sampler = sampler_dropdown()
+    prompt_row, prompt, negative_prompt = prompt_boxes(visible=any(ctx.is_text_model(m) for m in selection or []))
+    sweep_models.change(ctx.handler(_prompt_view), [sweep_models], [prompt_row], queue=False, api_visibility="private")
     run_sweep = gr.Button("Sweep W", variant="primary")
-    sweep_inputs = [sweep_models, class_label, seed, steps, sampler]
+    sweep_inputs = [sweep_models, class_label, seed, steps, sampler]  # the presets' fields
     pair = [ctx.default_model("student", method="dash"), ctx.default_model("student", method="kd-cond")]
     preset_rows = [[[teacher_name, *pair], "9", 0, 16, "ddim"]] if ctx.has_method("dash") and ctx.has_method("kd-cond") else []
     examples = (
@@ -165,7 +178,7 @@ def build(ctx) -> None:
     )
     run_sweep.click(
         ctx.handler(w_sweep, gpu=True),
-        sweep_inputs,
+        [*sweep_inputs, prompt, negative_prompt],
         [sweep_img, sweep_plot],
         api_name="w_sweep",
         concurrency_limit=ctx.settings.concurrency,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import gradio as gr
 from analysis.plots import plot_spectrum
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum
 from demo.app import lab
-from demo.app.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, PRESET_NOTE, shown_image
+from demo.app.ui.context import IMAGE_DIR, IMAGE_MAX_AGE, PRESET_NOTE, conditioning, conditioning_view, prompt_boxes, shown_image
 from demo.core.paths import REPO_ROOT
 from demo.core.samplers import sampler_help
 from demo.core.validate import model_nfe, whole
@@ -31,14 +32,18 @@ def compare(
     n=1,
     guidance_interval="",
     clip_x0=False,
+    prompt="",
+    negative_prompt="",
     request: gr.Request = None,
 ):
     """Stream (teacher image, student image, summary, spectrum figure, download, code); the last yield holds the final
-    results. Loading and warm-up are timed apart and shown on their own line; the speed-up is warm sampling only."""
+    results. Loading and warm-up are timed apart and shown on their own line; the speed-up is warm sampling only.
+    Text-conditional models take `prompt` (one per line) and `negative_prompt` in place of the class label."""
     n = whole("batch size", n, 1, ctx.settings.max_batch)  # before any model loads
     ctx.wait_for_preload()  # a start-up warm-up still running would share the CPU with the timed runs
     (t_model, t_load), (s_model, s_load) = ctx.load_timed(teacher), ctx.load_timed(student)
     loads = {role: sec for role, sec in (("teacher", t_load), ("student", s_load)) if sec > 0}
+    class_label, prompts = conditioning(t_model, class_label, prompt, negative_prompt)
     # Every setting is checked once, here, into the two models' sampling requests; the layers below trust them.
     t_req, s_req = lab.compare_request_pair(
         t_model,
@@ -52,6 +57,7 @@ def compare(
         n,
         interval=guidance_interval,
         clip_x0=clip_x0,
+        **prompts,
     )
     ctx.check_work(
         n * (t_req.steps * model_nfe(t_model.card) + s_req.steps * model_nfe(s_model.card)),
@@ -69,6 +75,7 @@ def compare(
         "n": n,
         "guidance_interval": guidance_interval or "",
         "clip_x0": t_req.clip_x0,
+        **({"prompts": list(t_req.prompts), "negative_prompt": t_req.negative_prompt} if t_req.prompts else {}),
     }
     stop = ctx.stop_flag(request)
     try:
@@ -192,6 +199,9 @@ def code_for(settings: dict, t_model, s_model) -> str:
     extra = (f" --guidance-interval {settings['guidance_interval']}" if settings["guidance_interval"] else "") + (
         " --clip-x0" if settings["clip_x0"] else ""
     )
+    if settings.get("prompts"):
+        extra += "".join(f" --prompt {shlex.quote(p)}" for p in settings["prompts"])
+        extra += f" --negative-prompt {shlex.quote(settings['negative_prompt'])}" if settings["negative_prompt"] else ""
     lines = ["# the same images from the command line (ARCHITECTURE.md: demo.sample)"]
     for role, model, steps in (("teacher", t_model, settings["teacher_steps"]), ("student", s_model, settings["student_steps"])):
         lines.append(
@@ -321,6 +331,7 @@ def build(ctx) -> None:
         guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance W", info="ε_u + W·(ε_c − ε_u)")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         n = gr.Radio([1, 4, 16, 64], value=1, label="Batch", info="images per model, shown as a grid")
+    prompt_row, prompt, negative_prompt = prompt_boxes(visible=bool(default_teacher) and ctx.is_text_model(default_teacher))
     with gr.Row():
         teacher_steps = gr.Slider(1, 250, value=64, step=1, label="Teacher steps")
         student_steps = gr.Slider(
@@ -341,6 +352,7 @@ def build(ctx) -> None:
         run = gr.Button("Compare", variant="primary", elem_id="compare-button")
         stop = gr.Button("Stop", variant="stop")
     inputs = [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n, guidance_interval, clip_x0]
+    inputs += [prompt, negative_prompt]
     rows = presets(ctx)  # next to the button, where a first-time visitor looks; wired once the outputs exist
     examples = (
         gr.Examples(
@@ -367,6 +379,9 @@ def build(ctx) -> None:
         ctx.register_presets(compare, examples, [r[1] for r in rows], inputs, outputs, api_name="compare_preset", **sampling)
     event = run.click(ctx.handler(compare, gpu=True), inputs, outputs, api_name="compare", **sampling)
     stop.click(ctx.handler(stop_compare), None, summary, cancels=[event], api_name="stop_compare", queue=False)
+    teacher.change(
+        ctx.handler(conditioning_view), [teacher], [class_label, prompt_row], api_name="conditioning_view", queue=False
+    )
     student.change(
         ctx.handler(student_defaults),
         [student, teacher_steps],

@@ -518,6 +518,16 @@ class Context:
     def has_method(self, method: str) -> bool:
         return any(e.method == method for e in self.catalog.entries())
 
+    def is_text_model(self, name) -> bool:
+        """Whether a listed model (or path inside the roots) is text-conditional, from its card or its folder alone."""
+        from demo.core.text import is_text_folder
+
+        try:
+            entry = self.catalog.entry(name)
+        except (ValueError, OSError):
+            return False
+        return entry.card.get("conditioning") == "text" or is_text_folder(entry.path)
+
     def class_choices(self, with_all: bool = True) -> list[tuple[str, str]]:
         entries = self.catalog.entries()
         names = entries[0].card.get("class_names") if entries else None
@@ -584,3 +594,40 @@ class Context:
         sig = inspect.signature(fn)
         wrapped.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
         return self.gpu(wrapped) if gpu else wrapped
+
+
+def prompt_boxes(visible: bool = False):
+    """The prompt and negative-prompt boxes that replace a tab's class picker for a text-conditional model, in a row
+    whose visibility follows the model (`AppContext.conditioning_view`). Returns (row, prompt, negative prompt)."""
+    with gr.Row(visible=visible) as row:
+        prompt = gr.Textbox(
+            "",
+            label="Prompt",
+            lines=2,
+            max_lines=8,
+            placeholder="one prompt per line, e.g. a dark sandal",
+            info="text-conditional models: the images cycle through the lines",
+        )
+        negative = gr.Textbox(
+            "", label="Negative prompt", placeholder="empty: the empty prompt", info="the unconditional branch of CFG"
+        )
+    return row, prompt, negative
+
+
+def conditioning_view(ctx, model):
+    """(class picker, prompt boxes) visibility for the model a tab samples: the prompts replace the class picker for a
+    text-conditional model."""
+    text = isinstance(model, str) and bool(model) and ctx.is_text_model(model)
+    return gr.update(visible=not text), gr.update(visible=text)
+
+
+def conditioning(model, class_label, prompt, negative_prompt) -> tuple[object, dict]:
+    """(class label, keyword arguments for `SamplingRequest.check`) from a tab's class picker and prompt boxes: a text
+    model takes the prompt lines ('all' cycles through them) and the negative prompt; a class-conditional model the
+    class label, and the (hidden) prompt boxes are ignored."""
+    if not getattr(model, "is_text", False):
+        return class_label, {}
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a text, one prompt per line, got {type(prompt).__name__}")
+    lines = [line.strip() for line in (prompt or "").splitlines() if line.strip()]
+    return "all", {"prompt": lines or None, "negative_prompt": negative_prompt or ""}

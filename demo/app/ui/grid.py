@@ -7,6 +7,7 @@ import gradio as gr
 from analysis.plots import plot_image_grid
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
+from demo.app.ui.context import conditioning, conditioning_view, prompt_boxes
 from demo.core.validate import model_nfe
 
 STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64]
@@ -21,10 +22,21 @@ never taught (a 1-step student run at 16 steps draws blocky noise), so read its 
 """
 
 
-def grid(ctx, model, class_label="0", seed=0, steps=(1, 4, 16), guidances=(1.0, 2.0, 3.0, 5.0), sampler="ddim"):
+def grid(
+    ctx,
+    model,
+    class_label="0",
+    seed=0,
+    steps=(1, 4, 16),
+    guidances=(1.0, 2.0, 3.0, 5.0),
+    sampler="ddim",
+    prompt="",
+    negative_prompt="",
+):
     """(figure of the grid, note). Both step counts' first-call costs are paid before timing, so cell latencies
-    follow the step count."""
+    follow the step count. A text-conditional model draws its first prompt line."""
     m = ctx.catalog.load(model)
+    class_label, prompts = conditioning(m, class_label, prompt, negative_prompt)
     if not isinstance(steps, list | tuple) or not isinstance(guidances, list | tuple):
         raise ValueError("steps and guidances must be lists of values")
     ctx.check_work(
@@ -35,9 +47,9 @@ def grid(ctx, model, class_label="0", seed=0, steps=(1, 4, 16), guidances=(1.0, 
     )
     classifier, missing = ctx.classifier()
     for s in (1, 2):
-        lab.warm_up(m, 1, s, 2.0, sampler)
+        lab.warm_up(m, 1, s, 2.0, sampler, **prompts)
     res = lab.steps_guidance_grid(
-        m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), steps, guidances, sampler, classifier
+        m, class_label, lab.check_int("seed", seed, 0, 2**31 - 1), steps, guidances, sampler, classifier, **prompts
     )
     per_step, distilled = model_nfe(m.card), m.card.steps
     fig = plot_image_grid(
@@ -76,15 +88,17 @@ def build(ctx) -> None:
         class_label = gr.Dropdown(ctx.class_choices(with_all=False), value="0", label="Class", allow_custom_value=True)
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         sampler = sampler_dropdown()
+    prompt_row, prompt, negative_prompt = prompt_boxes(visible=ctx.is_text_model(ctx.default_teacher() or ""))
     with gr.Row():
         steps = gr.CheckboxGroup(STEP_CHOICES, value=[1, 4, 16], label="Steps (rows)")
         guidances = gr.CheckboxGroup(W_CHOICES, value=[1.0, 2.0, 3.0, 5.0], label="Guidance W (columns)")
+    model.change(ctx.handler(conditioning_view), [model], [class_label, prompt_row], queue=False, api_visibility="private")
     run = gr.Button("Draw grid", variant="primary", elem_id="grid-button")
     note = gr.Markdown()
     fig = gr.Plot(label="Steps × guidance")
     run.click(
         ctx.handler(grid, gpu=True),
-        [model, class_label, seed, steps, guidances, sampler],
+        [model, class_label, seed, steps, guidances, sampler, prompt, negative_prompt],
         [fig, note],
         api_name="grid",
         concurrency_limit=ctx.settings.concurrency,

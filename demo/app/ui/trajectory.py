@@ -9,26 +9,38 @@ from analysis.plots import empty_figure, plot_spectrum, plot_spectrum_heatmap, p
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum, spectrum_timeline
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
-from demo.app.ui.context import PRESET_NOTE, shown_image
+from demo.app.ui.context import PRESET_NOTE, conditioning, conditioning_view, prompt_boxes, shown_image
 from demo.core.generate import SamplingRequest, run
 from demo.core.validate import SEED_MAX, model_nfe
 
 SPECTRUM_BATCH = 16  # spectra of single 28×28 images are noisy; the sketch view averages 16
 
 
-def trajectory(ctx, teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler="ddim"):
-    """(teacher filmstrip, student filmstrip, HF-share timeline, teacher heatmap, student heatmap)."""
+def trajectory(
+    ctx,
+    teacher,
+    student,
+    class_label,
+    guidance,
+    teacher_steps,
+    student_steps,
+    seed,
+    sampler="ddim",
+    prompt="",
+    negative_prompt="",
+):
+    """(teacher filmstrip, student filmstrip, HF-share timeline, teacher heatmap, student heatmap). Text-conditional
+    models draw the first prompt line."""
     strips, timelines = [], {}
     seed = lab.check_int("seed", seed, 0, SEED_MAX)
-    # Each model's settings are checked once, into its sampling request.
-    models = [
-        (
-            role,
-            m := ctx.catalog.load(name),
-            SamplingRequest.check(m, 1, class_label, steps, guidance, sampler, seed, steps_name=f"{role} steps"),
-        )
-        for role, name, steps in (("teacher", teacher, teacher_steps), ("student", student, student_steps))
-    ]
+    # The settings are checked once, into the teacher's sampling request; the student's is the same at its own steps.
+    t_model, s_model = ctx.catalog.load(teacher), ctx.catalog.load(student)
+    class_label, prompts = conditioning(t_model, class_label, prompt, negative_prompt)
+    class_label = 0 if prompts else class_label
+    t_req = SamplingRequest.check(
+        t_model, 1, class_label, teacher_steps, guidance, sampler, seed, steps_name="teacher steps", **prompts
+    )
+    models = [("teacher", t_model, t_req), ("student", s_model, t_req.for_model(s_model, student_steps, "student steps"))]
     ctx.check_work(sum(r.steps * model_nfe(m.card) for _, m, r in models), "teacher + student steps × NFE per step")
     for role, model, request in models:
         steps = request.steps
@@ -127,6 +139,8 @@ def build(ctx) -> None:
         teacher_steps = gr.Slider(1, 250, value=32, step=1, label="Teacher steps")
         distilled = default_student and ctx.catalog.entry(default_student).steps
         student_steps = gr.Slider(1, 64, value=int(distilled or 4), step=1, label="Student steps")
+    prompt_row, prompt, negative_prompt = prompt_boxes(visible=bool(default_teacher) and ctx.is_text_model(default_teacher))
+    teacher.change(ctx.handler(conditioning_view), [teacher], [class_label, prompt_row], queue=False, api_visibility="private")
     gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Record trajectories", variant="primary", elem_id="trajectory-button")
     # The strips carry their own titles (model, steps, NFE) above the frames: no label badge over the first frame.
@@ -184,7 +198,7 @@ def build(ctx) -> None:
 
     run.click(
         ctx.handler(trajectory, gpu=True),
-        [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler],
+        [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, prompt, negative_prompt],
         [teacher_strip, student_strip, timeline, heat_t, heat_s],
         api_name="trajectory",
         concurrency_limit=ctx.settings.concurrency,

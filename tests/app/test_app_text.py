@@ -1,0 +1,85 @@
+"""The app on text-conditional models (issue 26): it lists two saved `StableDiffusionPipeline` folders (tiny random
+components, no card), compares them from the same noise with a prompt and a negative prompt through `gradio_client`,
+shows the prompt boxes in place of the class picker, and a missing prompt is one sentence while the app keeps serving."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from gradio_client import Client
+from helpers import make_tiny_sd_pipeline, serve_app, settings_for
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+COMPARE = {
+    "teacher": "tiny-sd-a",
+    "student": "tiny-sd-b",
+    "class_label": "0",
+    "guidance": 3.0,
+    "teacher_steps": 4,
+    "student_steps": 2,
+    "seed": 0,
+    "n": 4,
+    "prompt": "a dark sandal\na light bag",
+    "negative_prompt": "blurry",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_runs(isolated_runs):
+    """The Distill tab's job store stays out of the repository (conftest.isolated_runs)."""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("text-app")
+    root = tmp / "models"
+    make_tiny_sd_pipeline(root / "tiny-sd-a", seed=0)
+    make_tiny_sd_pipeline(root / "tiny-sd-b", seed=1)
+    with serve_app(settings_for(root, tmp)) as url:
+        yield Client(url, verbose=False)
+
+
+def rgb_png(path) -> bool:
+    path = path["value"] if isinstance(path, dict) else path
+    with Image.open(path) as img:
+        return img.format == "PNG" and img.mode == "RGB" and min(img.size) >= 64  # a 2x2 grid of decoded 32x32 images
+
+
+@pytest.mark.slow
+def test_app_lists_and_compares_two_text_models_with_prompts(served):
+    *updates, summary = served.predict(api_name="/refresh_models")
+    assert summary.startswith("2 model folders")
+    assert {"tiny-sd-a", "tiny-sd-b"} <= {c[0] for u in updates for c in u["choices"]}
+    view = served.predict("tiny-sd-a", api_name="/conditioning_view")  # the API shows the class picker's update (the
+    class_view = view[0] if isinstance(view, list | tuple) else view  # prompt boxes' row is a layout block, not an output)
+    assert class_view["visible"] is False
+    teacher, student, table, _fig, _download, code = served.predict(**COMPARE, api_name="/compare")
+    assert rgb_png(teacher) and rgb_png(student) and "Speedup" in table
+    assert "--prompt 'a dark sandal' --prompt 'a light bag' --negative-prompt blurry" in code
+
+
+@pytest.mark.slow
+def test_a_text_model_without_a_prompt_is_one_sentence_and_the_app_keeps_serving(served):
+    with pytest.raises(Exception) as e:
+        served.predict(**{**COMPARE, "prompt": "  \n"}, api_name="/compare")
+    assert "tiny-sd-a is text-conditional: give it a prompt" in str(e.value)
+    assert "Speedup" in served.predict(**COMPARE, api_name="/compare")[2]
+
+
+@pytest.mark.slow
+def test_trajectory_w_sweep_and_grid_take_prompts(served):
+    trajectory = {k: COMPARE[k] for k in ("teacher", "student", "class_label", "guidance", "teacher_steps", "student_steps")}
+    strip_t, strip_s, *figs = served.predict(
+        **trajectory, seed=0, prompt="a sandal", negative_prompt="", api_name="/trajectory"
+    )
+    assert rgb_png(strip_t) and rgb_png(strip_s) and len(figs) == 3
+    sweep_img, sweep_fig = served.predict(
+        models=["tiny-sd-a", "tiny-sd-b"], class_label="0", seed=0, steps=2, prompt="a sandal", api_name="/w_sweep"
+    )
+    assert rgb_png(sweep_img) and sweep_fig is not None
+    fig, note = served.predict(model="tiny-sd-a", steps=[1, 2], guidances=[1.0, 3.0], prompt="a bag", api_name="/grid")
+    assert fig is not None and "p=" not in json.dumps(fig)  # no classifier confidence for a prompt
