@@ -445,9 +445,18 @@ class EmbeddingData:
 
 
 def embedding_data(
-    models: list, n_per_model: int, steps: int, guidance: float, seed: int, sampler: str = "ddim", classifier=None, real=None
+    models: list,
+    n_per_model: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    sampler: str = "ddim",
+    classifier=None,
+    real=None,
+    **conditioning,
 ) -> EmbeddingData:
-    """Samples of every model (classes cycled, same seed) plus optional real images, as classifier features.
+    """Samples of every model (classes, or a text model's prompts from `conditioning`, cycled; same seed) plus optional
+    real images, as classifier features.
 
     Without the classifier the features are raw pixels, which still separate classes, only less cleanly.
     """
@@ -456,7 +465,7 @@ def embedding_data(
     n = check_int("samples per model", n_per_model, 2, 1024)
     xs, groups, ys = [], [], []
     for m in models:
-        g = generate(m, n, "all", model_steps(m, steps), guidance, sampler, seed)
+        g = generate(m, n, "all", model_steps(m, steps), guidance, sampler, seed, **conditioning)
         xs.append(g.images)
         ys.append(g.labels)
         groups += [m.name] * n

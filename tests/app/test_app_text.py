@@ -73,9 +73,7 @@ def test_a_text_model_without_a_prompt_is_one_sentence_and_the_app_keeps_serving
 @pytest.mark.slow
 def test_trajectory_w_sweep_and_grid_take_prompts(served):
     trajectory = {k: COMPARE[k] for k in ("teacher", "student", "class_label", "guidance", "teacher_steps", "student_steps")}
-    strip_t, strip_s, *figs = served.predict(
-        **trajectory, seed=0, prompt="a sandal", negative_prompt="", api_name="/trajectory"
-    )
+    strip_t, strip_s, *figs = served.predict(**trajectory, seed=0, prompt="a sandal", negative_prompt="", api_name="/trajectory")
     assert rgb_png(strip_t) and rgb_png(strip_s) and len(figs) == 3
     sweep_img, sweep_fig = served.predict(
         models=["tiny-sd-a", "tiny-sd-b"], class_label="0", seed=0, steps=2, prompt="a sandal", api_name="/w_sweep"
@@ -83,3 +81,34 @@ def test_trajectory_w_sweep_and_grid_take_prompts(served):
     assert rgb_png(sweep_img) and sweep_fig is not None
     fig, note = served.predict(model="tiny-sd-a", steps=[1, 2], guidances=[1.0, 3.0], prompt="a bag", api_name="/grid")
     assert fig is not None and "p=" not in json.dumps(fig)  # no classifier confidence for a prompt
+
+
+@pytest.mark.slow
+def test_branch_gap_of_text_models_uses_the_negative_prompt_as_the_unconditional_branch(served):
+    *_, table, note = served.predict(
+        teacher="tiny-sd-a",
+        models=["tiny-sd-a", "tiny-sd-b"],
+        n_images=4,
+        n_timesteps=2,
+        prompt="a sandal\na bag",
+        negative_prompt="blurry",
+        api_name="/branch_gap",
+    )
+    rows = {r[0]: r for r in table["data"]}
+    assert rows["tiny-sd-a"][1] == pytest.approx(1.0, abs=1e-4)  # the teacher against itself: ρ = 1
+    assert rows["tiny-sd-b"][1] != pytest.approx(1.0, abs=1e-3)  # another random model: another direction
+    assert "conditional teacher samples for the prompts" in note
+
+
+@pytest.mark.slow
+def test_embedding_of_text_models_is_coloured_per_prompt(served):
+    fig, note = served.predict(
+        models=["tiny-sd-a", "tiny-sd-b"],
+        n_per_model=8,
+        steps=2,
+        color_by="class",
+        prompt="a sandal\na bag",
+        api_name="/embedding",
+    )
+    names = {trace.get("name") for trace in fig["plot"] and json.loads(fig["plot"])["data"]}
+    assert {"a sandal", "a bag"} <= names and "raw pixels" in note

@@ -10,8 +10,8 @@ from analysis.branches import branch_gap_curve, branch_timesteps
 from analysis.plots import plot_branch_gap, plot_effective_guidance, plot_w_sweep
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
-from demo.app.ui.context import PRESET_NOTE, conditioning, prompt_boxes
-from demo.core.generate import generate
+from demo.app.ui.context import PRESET_NOTE, conditioning, prompt_boxes, prompt_view
+from demo.core.generate import check_conditioning, generate
 from demo.core.guidance import check_guidance
 from demo.core.validate import model_list, model_nfe
 
@@ -30,18 +30,25 @@ def _models(ctx, names) -> list:
     return [ctx.catalog.load(n) for n in model_list(names)]
 
 
-def branch_gap(ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidance=2.0, progress=gr.Progress()):
+def branch_gap(
+    ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidance=2.0, prompt="", negative_prompt="", progress=gr.Progress()
+):
     """Stream (ρ/cos/gap figure, effective-guidance figure, summary table, note) after each model, so progress is per
-    model and a visitor who leaves stops the work at the next model (Gradio closes the generator)."""
+    model and a visitor who leaves stops the work at the next model (Gradio closes the generator). A text-conditional
+    teacher is measured on its own samples for the prompt lines, with Δ = ε(prompt) − ε(negative prompt)."""
     t_model = ctx.catalog.load(teacher)
+    _, prompts = conditioning(t_model, "all", prompt, negative_prompt)
     names = model_list(models)
     n = lab.check_int("number of images", n_images, 2, 512)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
     ts = branch_timesteps(lab.check_int("number of timesteps", n_timesteps, 1, 50), t_model.schedule.num_train_timesteps)
     guidance = check_guidance(guidance)
     ctx.check_work(n * len(ts) * 2 * (1 + len(names)), f"{n} images × {len(ts)} timesteps × 2 branches × (teacher + models)")
-    real = ctx.real_images(n, seed)
-    if real is None:
+    real = None if prompts else ctx.real_images(n, seed)
+    if prompts:  # samples of the teacher at W = 1 for the prompts, in the space the network denoises (latents)
+        g = generate(t_model, n, "all", 16, 1.0, "ddim", seed, **prompts)
+        real, source = (t_model.encode(g.images), g.labels), f"{n} conditional teacher samples for the prompts"
+    elif real is None:
         g = generate(t_model, n, "all", 16, 1.0, "ddim", seed)
         real, source = (g.images, g.labels), f"{n} conditional teacher samples (the Fashion-MNIST test set is not installed)"
     else:
@@ -51,7 +58,11 @@ def branch_gap(ctx, teacher, models, n_images=16, n_timesteps=6, seed=0, guidanc
         progress((i, len(names)), desc=f"model {i + 1}/{len(names)}: {name}")
         yield gr.skip(), gr.skip(), gr.skip(), f"Measuring model {i + 1} of {len(names)}: **{name}**…"
         m = ctx.catalog.load(name)
-        curves[m.name] = c = branch_gap_curve(m, t_model, real[0], real[1], ts, seed)
+        if prompts:  # Δ = ε(prompt) − ε(negative prompt) for both models: the same prompts bound to each
+            check_conditioning(m, prompts["prompt"], prompts["negative_prompt"])
+            m = m.with_prompts(prompts["prompt"], prompts["negative_prompt"])
+        tb = t_model.with_prompts(prompts["prompt"], prompts["negative_prompt"]) if prompts else t_model
+        curves[m.name] = c = branch_gap_curve(m, tb, real[0], real[1], ts, seed)
         rows.append({"model": m.name, **{k: round(v, 4) for k, v in c.summary(float(guidance)).items()}})
         if i < len(names) - 1:
             yield (
@@ -95,12 +106,6 @@ def w_sweep(
         yield lab.stack_rows(rows), plot_w_sweep(sweeps)
 
 
-def _prompt_view(ctx, models):
-    """The prompt boxes show when any model of the sweep is text-conditional (the class picker stays for the others)."""
-    names = models if isinstance(models, list) else [models]
-    return gr.update(visible=any(isinstance(m, str) and m and ctx.is_text_model(m) for m in names))
-
-
 def build(ctx) -> None:
     gr.Markdown(LOOK_FOR)
     gr.Markdown(
@@ -124,6 +129,8 @@ def build(ctx) -> None:
         n_timesteps = gr.Slider(2, 25, value=6, step=1, label="Timesteps")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
         guidance = gr.Slider(0, 8, value=2.0, step=0.25, label="W for the effective guidance")
+    gap_row, gap_prompt, gap_negative = prompt_boxes(visible=bool(teacher_name) and ctx.is_text_model(teacher_name))
+    teacher.change(ctx.handler(prompt_view), [teacher], [gap_row], queue=False, api_visibility="private")
     run = gr.Button("Measure branches", variant="primary", elem_id="branches-button")
     note = gr.Markdown(elem_id="branches-note")
     gap_plot = gr.Plot(label="ρ, cos and Gap-MSE against t")
@@ -142,7 +149,7 @@ def build(ctx) -> None:
         steps = gr.Slider(1, 250, value=16, step=1, label="Steps", info="students distilled for a fixed step count use theirs")
         sampler = sampler_dropdown()
     prompt_row, prompt, negative_prompt = prompt_boxes(visible=any(ctx.is_text_model(m) for m in selection or []))
-    sweep_models.change(ctx.handler(_prompt_view), [sweep_models], [prompt_row], queue=False, api_visibility="private")
+    sweep_models.change(ctx.handler(prompt_view), [sweep_models], [prompt_row], queue=False, api_visibility="private")
     run_sweep = gr.Button("Sweep W", variant="primary")
     sweep_inputs = [sweep_models, class_label, seed, steps, sampler]  # the presets' fields
     pair = [ctx.default_model("student", method="dash"), ctx.default_model("student", method="kd-cond")]
@@ -170,7 +177,7 @@ def build(ctx) -> None:
 
     run.click(
         ctx.handler(branch_gap, gpu=True),
-        [teacher, models, n_images, n_timesteps, seed, guidance],
+        [teacher, models, n_images, n_timesteps, seed, guidance, gap_prompt, gap_negative],
         [gap_plot, weff_plot, table, note],
         api_name="branch_gap",
         concurrency_limit=ctx.settings.concurrency,

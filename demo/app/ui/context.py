@@ -621,6 +621,12 @@ def conditioning_view(ctx, model):
     return gr.update(visible=not text), gr.update(visible=text)
 
 
+def prompt_view(ctx, models):
+    """The prompt boxes show when any of the chosen models is text-conditional (the class picker stays for the others)."""
+    names = models if isinstance(models, list) else [models]
+    return gr.update(visible=any(isinstance(m, str) and m and ctx.is_text_model(m) for m in names))
+
+
 def conditioning(model, class_label, prompt, negative_prompt) -> tuple[object, dict]:
     """(class label, keyword arguments for `SamplingRequest.check`) from a tab's class picker and prompt boxes: a text
     model takes the prompt lines ('all' cycles through them) and the negative prompt; a class-conditional model the

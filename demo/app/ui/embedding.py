@@ -7,6 +7,7 @@ import gradio as gr
 from analysis.plots import plot_embedding
 from analysis.projection import umap_embedding
 from demo.app import lab
+from demo.app.ui.context import conditioning, prompt_boxes, prompt_view
 from demo.core.guidance import check_guidance
 from demo.core.validate import model_list, model_nfe
 
@@ -19,10 +20,22 @@ tends to sit near the cluster centres: the right classes, less variety. Hover a 
 
 
 def embedding(
-    ctx, models, n_per_model=32, steps=16, guidance=2.0, seed=0, include_real=True, color_by="model", progress=gr.Progress()
+    ctx,
+    models,
+    n_per_model=32,
+    steps=16,
+    guidance=2.0,
+    seed=0,
+    include_real=True,
+    color_by="model",
+    prompt="",
+    negative_prompt="",
+    progress=gr.Progress(),
 ):
     """Stream a status line per model while sampling, then (scatter figure, note). Models distilled for a fixed step
-    count use their own steps; a visitor who leaves stops the work at the next model."""
+    count use their own steps; a visitor who leaves stops the work at the next model. Text-conditional models sample
+    the prompt lines in turn, and "class" colours by prompt. The Fashion-MNIST classifier's features (and real data)
+    are used only when every model draws 28x28 grey images; raw pixels otherwise."""
     names = model_list(models)
     n = lab.check_int("samples per model", n_per_model, 4, 512)
     seed = lab.check_int("seed", seed, 0, 2**31 - 1)
@@ -31,25 +44,32 @@ def embedding(
     cards = [ctx.catalog.load(name).card for name in names]  # loading is cheap; the budget needs each model's steps and NFE
     ctx.check_work(n * sum((c.steps or steps) * model_nfe(c) for c in cards), f"{n} samples × steps × NFE per step per model")
     classifier, missing = ctx.classifier()
-    real = ctx.real_images(n, seed) if include_real else None
-    loaded, parts = [], []
+    shapes = {(c.channels, c.image_size) for c in cards}
+    fmnist_like = shapes == {(1, 28)}
+    classifier = classifier if fmnist_like else None
+    real = ctx.real_images(n, seed) if include_real and fmnist_like else None
+    loaded, parts, class_names = [], [], None
     for i, name in enumerate(names):
         progress((i, len(names) + 1), desc=f"sampling model {i + 1}/{len(names)}: {name}")
         yield gr.skip(), f"Sampling model {i + 1} of {len(names)}: **{name}** ({n} images)…"
         m = ctx.catalog.load(name)
         loaded.append(m)
-        parts.append(lab.embedding_data([m], n, steps, float(guidance), seed, "ddim", classifier, None))
+        _, cond = conditioning(m, "all", prompt, negative_prompt)
+        class_names = class_names or (list(cond["prompt"]) if cond.get("prompt") else None)
+        parts.append(lab.embedding_data([m], n, steps, float(guidance), seed, "ddim", classifier, None, **cond))
     progress((len(names), len(names) + 1), desc="UMAP")
     yield gr.skip(), "Projecting with UMAP…"
     data = lab.merge_embedding_data(parts, real, classifier)
     xy = umap_embedding(data.features, random_state=seed)
-    class_names = loaded[0].card.class_names
+    class_names = class_names or loaded[0].card.class_names
     classes = [class_names[int(y)] if int(y) < len(class_names) else str(int(y)) for y in data.labels]
     groups = data.groups if color_by == "model" else classes
     hover = [f"{g} · {c}" for g, c in zip(data.groups, classes)]
     fig = plot_embedding(xy, groups, hover, data.images, title=f"UMAP of {data.feature_space}, coloured by {color_by}")
     notes = []
-    if missing:
+    if not fmnist_like:
+        notes.append("The models do not all draw 28x28 grey images, so the embedding uses raw pixels and no real data.")
+    elif missing:
         notes.append(missing.replace("classifier-based numbers are not shown", "the embedding uses raw pixels instead"))
     if include_real and real is None:
         notes.append("Real data is not installed, so only samples are shown.")
@@ -80,13 +100,15 @@ def build(ctx) -> None:
             interactive=not missing,
             info="needs the Fashion-MNIST dataset" if missing else None,
         )
+    prompt_row, prompt, negative_prompt = prompt_boxes(visible=any(ctx.is_text_model(m) for m in selection))
+    models.change(ctx.handler(prompt_view), [models], [prompt_row], queue=False, api_visibility="private")
     gr.Markdown(ctx.settings.budget_note())
     run = gr.Button("Embed", variant="primary", elem_id="embedding-button")
     note = gr.Markdown(elem_id="embedding-note")
     fig = gr.Plot(label="Embedding")
     run.click(
         ctx.handler(embedding, gpu=True),
-        [models, n, steps, guidance, seed, include_real, color_by],
+        [models, n, steps, guidance, seed, include_real, color_by, prompt, negative_prompt],
         [fig, note],
         api_name="embedding",
         concurrency_limit=ctx.settings.concurrency,
