@@ -33,7 +33,7 @@ from demo.core.card import Card, read_card, write_card
 from demo.core.data import CLASS_NAMES
 from demo.core.layout import VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.core.schedule import NoiseSchedule, to_x0
-from demo.core.text import check_text_folder, is_text_folder, load_text_parts
+from demo.core.text import PromptUNet, check_text_folder, guidance_text_unet, is_text_folder, load_text_parts
 from demo.core.validate import check_model_files
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -222,7 +222,10 @@ class GuidanceDiT(ModelMixin, ConfigMixin):
 
 
 def guidance_student(teacher_net: torch.nn.Module) -> torch.nn.Module:
-    """The w-conditioned student initialised from a teacher network: GuidanceUNet or GuidanceDiT."""
+    """The w-conditioned student initialised from a teacher network: GuidanceUNet, GuidanceDiT, or for a prompt-bound
+    text teacher the same prompts over a UNet2DConditionModel with LCM's guidance embedding (`guidance_text_unet`)."""
+    if isinstance(teacher_net, PromptUNet):
+        return PromptUNet(guidance_text_unet(teacher_net.unet), teacher_net.context.clone())
     if isinstance(teacher_net, DiTTransformer2DModel):
         return GuidanceDiT.from_teacher(teacher_net)
     if isinstance(teacher_net, UNet2DModel):
@@ -434,12 +437,12 @@ class LoadedModel:
     def is_text(self) -> bool:
         return self.text_encoder is not None
 
-    def with_prompts(self, prompts, negative_prompt: str = "") -> LoadedModel:
+    def with_prompts(self, prompts, negative_prompt: str = "", **options) -> LoadedModel:
         """This text model with `prompts` (labels 0..K−1) and `negative_prompt` (label K, the null class) bound to its
-        network (`demo.core.text.bind_prompts`); self for a class-conditional model."""
+        network (`demo.core.text.bind_prompts`, which takes the `options`); self for a class-conditional model."""
         from demo.core.text import bind_prompts
 
-        return bind_prompts(self, prompts, negative_prompt) if self.is_text else self
+        return bind_prompts(self, prompts, negative_prompt, **options) if self.is_text else self
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ ever built, from safetensors weights (no pickle, no remote code).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def load_text_parts(folder: str | os.PathLike, device="cpu"):
     """(text encoder, tokenizer) of a checked text model folder, the encoder in float32 eval mode."""
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # no per-load progress bars in the app's or a command's output
     folder = Path(folder)
     check_text_folder(folder)
     arch = json.loads((folder / TEXT_ENCODER_DIR / "config.json").read_text())["architectures"][0]
@@ -77,14 +79,15 @@ def load_text_parts(folder: str | os.PathLike, device="cpu"):
     return encoder.float().to(device).eval().requires_grad_(False), tokenizer
 
 
-def check_prompts(prompts, negative_prompt=None) -> tuple[tuple[str, ...], str]:
-    """Prompts as a non-empty tuple of strings (one string, or a list) and the negative prompt ("" when None)."""
+def check_prompts(prompts, negative_prompt=None, limit: int = MAX_PROMPTS) -> tuple[tuple[str, ...], str]:
+    """Prompts as a non-empty tuple of at most `limit` strings (one string, or a list) and the negative prompt ("" when
+    None)."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if not isinstance(prompts, list | tuple) or not prompts:
-        raise ValueError(f"prompt must be a text or a list of 1..{MAX_PROMPTS} texts, got {show(prompts)}")
-    if len(prompts) > MAX_PROMPTS:
-        raise ValueError(f"prompt must be at most {MAX_PROMPTS} texts per request, got {len(prompts)}")
+        raise ValueError(f"prompt must be a text or a list of 1..{limit} texts, got {show(prompts)}")
+    if len(prompts) > limit:
+        raise ValueError(f"prompt must be at most {limit} texts per request, got {len(prompts)}")
     negative_prompt = "" if negative_prompt is None else negative_prompt
     for name, text in [("prompt", p) for p in prompts] + [("negative prompt", negative_prompt)]:
         if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
@@ -114,9 +117,64 @@ def encode_prompts(text_encoder, tokenizer, texts) -> torch.Tensor:
     return encode_tokens(text_encoder, *tokenize(tokenizer, texts)).float()
 
 
+def text_unet(
+    channels=(32, 64, 128), layers_per_block: int = 2, cross_attention_dim: int = 64, image_size: int = 28, in_channels: int = 1
+):
+    """A small text-conditional `UNet2DConditionModel` (the embedded text teacher's, and DASH's compact text student):
+    cross-attention only at the lowest resolution and in the middle block, where it is cheap on a CPU."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(channels)
+    down, up = ["DownBlock2D"] * n, ["UpBlock2D"] * n
+    down[-1], up[0] = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"
+    return UNet2DConditionModel(
+        sample_size=image_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        block_out_channels=tuple(channels),
+        layers_per_block=layers_per_block,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=min(32, channels[-1]),
+        norm_num_groups=min(16, channels[0]),
+    )
+
+
+GUIDANCE_EMBED_DIM = 64  # the w-conditioned text student's `time_cond_proj_dim`
+
+
+def guidance_scale_embedding(W: torch.Tensor, dim: int = GUIDANCE_EMBED_DIM) -> torch.Tensor:
+    """[B] guidance scales W → [B, dim] the embedding diffusers' LCM pipeline feeds a UNet's `timestep_cond`
+    (`LatentConsistencyModelPipeline.get_guidance_scale_embedding` of w = W − 1: Meng et al.'s w), so a w-conditioned
+    text student is also a UNet that pipeline can drive."""
+    w = (torch.as_tensor(W, dtype=torch.float32).reshape(-1) - 1.0) * 1000.0
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=w.device) * -(math.log(10000.0) / (half - 1)))
+    emb = w[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+    return torch.nn.functional.pad(emb, (0, 1)) if dim % 2 == 1 else emb
+
+
+def guidance_text_unet(unet: nn.Module, dim: int = GUIDANCE_EMBED_DIM) -> nn.Module:
+    """A w-conditioned copy of a text teacher's `UNet2DConditionModel` (Meng et al. stage 1): the same network with
+    a `time_cond_proj_dim` input (LCM's guidance embedding, added to the timestep features) whose projection starts at
+    zero, so the initial student *is* the teacher's conditional model."""
+    from diffusers import UNet2DConditionModel
+
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    student = UNet2DConditionModel(**{**config, "time_cond_proj_dim": dim})
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any("cond_proj" not in k for k in missing):
+        raise ValueError(f"teacher weights do not fit the student (missing {missing}, unexpected {unexpected})")
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student
+
+
 class PromptUNet(nn.Module):
     """A `UNet2DConditionModel` bound to one table of text embeddings: `class_labels` index the table's rows, so the
-    network is called like a class-conditional one (the last row, the negative prompt, is the null class)."""
+    network is called like a class-conditional one (the last row, the negative prompt, is the null class). A
+    w-conditioned student (`guidance_text_unet`) also takes `guidance`, W per example."""
 
     def __init__(self, unet: nn.Module, context: torch.Tensor):
         super().__init__()
@@ -131,20 +189,36 @@ class PromptUNet(nn.Module):
     def dtype(self):
         return self.unet.dtype
 
-    def forward(self, sample, timestep, class_labels=None, return_dict: bool = True):
+    @property
+    def w_conditioned(self) -> bool:
+        return self.unet.config.get("time_cond_proj_dim") is not None
+
+    def forward(self, sample, timestep, class_labels=None, guidance=None, return_dict: bool = True):
         if class_labels is None:
             raise ValueError("a prompt-bound UNet needs the prompt index of every example (class_labels)")
         context = self.context[class_labels.to(self.context.device).long()]
-        return self.unet(sample, timestep, encoder_hidden_states=context.to(sample.dtype), return_dict=return_dict)
+        cond = None
+        if self.w_conditioned:
+            if guidance is None:
+                raise ValueError("a guidance-conditioned student needs `guidance` (W) for every example")
+            w = torch.as_tensor(guidance, device=sample.device, dtype=torch.float32)
+            w = w.expand(sample.shape[0]) if w.ndim == 0 else w
+            cond = guidance_scale_embedding(w, self.unet.config.time_cond_proj_dim).to(sample.device)
+        elif guidance is not None:
+            raise ValueError("this text model takes no guidance input; w-conditioned students have time_cond_proj_dim")
+        return self.unet(
+            sample, timestep, encoder_hidden_states=context.to(sample.dtype), timestep_cond=cond, return_dict=return_dict
+        )
 
 
-def bind_prompts(model, prompts, negative_prompt: str = ""):
+def bind_prompts(model, prompts, negative_prompt: str = "", limit: int = MAX_PROMPTS):
     """`model` (a `LoadedModel` with a text encoder) whose network takes prompt indices: labels 0..K−1 are the prompts,
     K the negative prompt. The card's classes become the prompts, so every class-based view labels them by text. The
-    returned model shares the loaded weights; nothing of `model` changes (the catalog shares it between requests)."""
+    returned model shares the loaded weights; nothing of `model` changes (the catalog shares it between requests).
+    `limit`: the most prompts accepted (a request's; training binds the whole caption grammar)."""
     from dataclasses import replace
 
-    prompts, negative_prompt = check_prompts(prompts, negative_prompt)
+    prompts, negative_prompt = check_prompts(prompts, negative_prompt, limit)
     key = (prompts, negative_prompt)
     cache = model.prompt_cache
     if key not in cache:
@@ -155,3 +229,26 @@ def bind_prompts(model, prompts, negative_prompt: str = ""):
             cache.pop(next(iter(cache)))
         cache[key] = replace(model, net=net, card=card, prompt_cache={}, prompts=key)
     return cache[key]
+
+
+def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, card, vae=None) -> Path:
+    """Write a text-conditional model folder: `unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`, `vae/` for a
+    latent model, and `card.json` (conditioning "text"; `parameters` counts the UNet, as a class model's counts its
+    denoiser, so DASH's compression ratio compares denoisers). All weights as safetensors."""
+    from demo.core.card import write_card
+    from demo.core.layout import VAE_DIR
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    text_encoder.save_pretrained(folder / TEXT_ENCODER_DIR, safe_serialization=True)
+    tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+    scheduler.save_pretrained(folder / "scheduler")
+    if vae is not None:
+        vae.save_pretrained(folder / VAE_DIR, safe_serialization=True)
+        card.space = "latent"
+    card.conditioning = "text"
+    card.num_classes, card.null_class, card.class_names = 0, 0, []
+    card.parameters = sum(p.numel() for p in unet.parameters())  # the denoiser's, as for class models (DASH's ratio)
+    write_card(folder, card)
+    return folder

@@ -235,19 +235,30 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> list[Callable]:
 
 
 def load_teacher(args):
-    """The loaded `--teacher` model folder (a distillation method cannot start without one)."""
+    """The loaded `--teacher` model folder (a distillation method cannot start without one). A text-conditional teacher
+    comes bound to the caption grammar (`demo.core.captions`: 270 captions, the empty prompt as the null class), so the
+    methods' labels are caption indices (`teacher_data`) and every method sees a class-conditional-like model."""
     from demo.core.models import load_model_folder
 
     if not args.teacher:
         raise ValueError(f"method {args.method} needs --teacher DIR (a teacher model folder)")
-    return load_model_folder(args.teacher)
+    return _bound(load_model_folder(args.teacher))
+
+
+def _bound(model):
+    if model is None or not model.is_text:
+        return model
+    from demo.core.captions import all_captions
+
+    captions = all_captions()
+    return model.with_prompts(captions, "", limit=len(captions))
 
 
 def load_init(args):
     """The loaded `--init` model folder, or None."""
     from demo.core.models import load_model_folder
 
-    return load_model_folder(args.init) if args.init else None
+    return _bound(load_model_folder(args.init)) if args.init else None
 
 
 def _train_data(args):
@@ -264,7 +275,13 @@ def train_data(args):
 
 
 def teacher_data(args, teacher):
-    """Training batches in the teacher's space: Fashion-MNIST pixels, or their VAE latents for a latent teacher."""
+    """Training batches in the teacher's space: Fashion-MNIST pixels, or their VAE latents for a latent teacher; for a
+    text teacher the labels are caption indices (`demo.core.captions.CaptionBatches`)."""
     from demo.core.latent import model_space
 
-    return model_space(train_data(args), teacher)
+    data = train_data(args)
+    if getattr(teacher, "is_text", False):
+        from demo.core.captions import CaptionBatches
+
+        data = CaptionBatches.of(data, (teacher.card.training or {}).get("captions"))
+    return model_space(data, teacher)

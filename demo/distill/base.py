@@ -129,10 +129,17 @@ class Method:
         return self.teacher.vae
 
     def export(self, folder: Path, cfg) -> Path:
-        """Write the (EMA) student as a model folder: weights, scheduler, card.json, `export_files()`, the VAE."""
+        """Write the (EMA) student as a model folder: weights, scheduler, card.json, `export_files()`, the VAE. A
+        student of a text teacher is written as a text model folder with the teacher's text encoder and tokenizer."""
         from demo.core.models import save_model_folder
 
         card = self.card(cfg)
+        if getattr(self.teacher, "is_text", False):
+            from demo.core.text import save_text_model_folder
+
+            unet = getattr(self.student, "unet", self.student)  # a PromptUNet's UNet2DConditionModel
+            t = self.teacher
+            return save_text_model_folder(folder, unet, t.text_encoder, t.tokenizer, self.export_scheduler(), card, t.vae)
         return save_model_folder(
             folder, self.student, self.export_scheduler(), card, self.export_files() or None, vae=self.export_vae()
         )
@@ -147,6 +154,24 @@ def student_card(teacher, name: str, method: str, training: dict, description: s
     from demo.core.models import Card
 
     c = teacher.card
+    if getattr(teacher, "is_text", False):  # the prompts a text teacher was bound to for training are not its classes
+        fields = {"conditioning": "text", **fields}
+        if (c.training or {}).get("captions"):  # the caption thresholds travel down the chain of students
+            training = {**training, "captions": c.training["captions"]}
+        return Card(
+            name=name,
+            kind="student",
+            method=method,
+            teacher=teacher.name,
+            num_classes=0,
+            class_names=[],
+            null_class=0,
+            image_size=c.image_size,
+            channels=c.channels,
+            training=training,
+            description=description,
+            **fields,
+        )
     return Card(
         name=name,
         kind="student",

@@ -29,6 +29,7 @@ from diffusers import DiTTransformer2DModel
 
 from demo.core.models import Card, count_parameters, net_output, no_label_dropout, teacher_unet
 from demo.core.schedule import denoising_target
+from demo.core.text import PromptUNet, text_unet
 from demo.distill import load_init, load_teacher, register, teacher_data
 from demo.distill.base import Method, student_card
 from demo.distill.teacher import P_UNCOND, TIRT
@@ -94,9 +95,14 @@ def compact_dit(teacher_net: DiTTransformer2DModel) -> DiTTransformer2DModel:
 
 
 def compact_student_for(teacher) -> torch.nn.Module:
-    """DASH's compact student for a loaded teacher: a small UNet for a UNet teacher, a small DiT for a DiT teacher."""
+    """DASH's compact student for a loaded teacher: a small UNet for a UNet teacher, a small DiT for a DiT teacher, a
+    small text UNet over the teacher's prompt table (its text encoder's embeddings, frozen) for a text teacher."""
     if isinstance(teacher.net, DiTTransformer2DModel):
         return compact_dit(teacher.net)
+    if isinstance(teacher.net, PromptUNet):
+        c = teacher.net.unet.config
+        unet = text_unet(STUDENT_CHANNELS, 1, c.cross_attention_dim, c.sample_size, c.in_channels)
+        return PromptUNet(unet, teacher.net.context.clone())
     return compact_student(teacher.card)
 
 

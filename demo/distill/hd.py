@@ -36,7 +36,7 @@ from demo.core.guidance import guided_x0
 from demo.core.models import net_output
 from demo.core.schedule import denoising_target, to_x0
 from demo.core.validate import arg_float, arg_int
-from demo.distill import load_teacher, register, teacher_data
+from demo.distill import load_init, load_teacher, register, teacher_data
 from demo.distill.base import MAX_STEPS, Auxiliary, Method
 from demo.distill.guided import GuidanceUNet, add_w_range_arguments, guidance_student, sample_w, student_card
 
@@ -166,8 +166,6 @@ class HDRefinement(Method):
 
     @classmethod
     def from_args(cls, method, args):
-        from demo.core.models import load_model_folder
-
         if not args.init:
             raise ValueError(f"method {method} needs --init DIR: the one-step w-conditioned sketch to refine")
         teacher = load_teacher(args)
@@ -175,7 +173,7 @@ class HDRefinement(Method):
         options = {k: getattr(args, k) for k in ("adv_weight", "d_weight", "fake_updates") if getattr(args, k, None) is not None}
         return cls(
             teacher,
-            load_model_folder(args.init),
+            load_init(args),
             data,
             POOLING[method],
             w_min=args.w_min,

@@ -20,7 +20,8 @@ from demo.distill.hd import HDRefinement, TokenDiscriminator, dmd_loss
 from demo.distill.progressive import ProgressiveRound, ddim_target
 from demo.distill.train import TrainConfig, auxiliary_step, list_checkpoints, train
 
-DISTILL_METHODS = sorted(set(METHODS) - {"teacher"})
+TEACHER_METHODS = {"teacher", "text-teacher"}  # train from data; every other method distils a --teacher
+DISTILL_METHODS = sorted(set(METHODS) - TEACHER_METHODS)
 
 
 def tiny_data(batch_size=2, n=16, seed=0):
@@ -112,10 +113,10 @@ def test_registry_entries_describe_themselves_and_flags_are_declared_by_their_me
     from demo.distill import add_method_arguments, method_summary
     from demo.distill.hd import HDRefinement
 
-    assert set(METHODS) == {"teacher", "guided", "guided-single-w", "progressive", "hd", "hd-gap", "dmd", *VARIANTS}
+    assert set(METHODS) == {*TEACHER_METHODS, "guided", "guided-single-w", "progressive", "hd", "hd-gap", "dmd", *VARIANTS}
     for name, entry in METHODS.items():
         assert entry.name == name and entry.description and entry.cls.summary, name
-    assert not METHODS["teacher"].needs_teacher and all(METHODS[n].needs_teacher for n in DISTILL_METHODS)
+    assert not any(METHODS[n].needs_teacher for n in TEACHER_METHODS) and all(METHODS[n].needs_teacher for n in DISTILL_METHODS)
     assert sorted(METHOD_INFO.split(" · ")) == sorted(method_summary().split(" · ")) and "hd, hd-gap, dmd" in METHOD_INFO
     p = ap.ArgumentParser()
     add_method_arguments(p)

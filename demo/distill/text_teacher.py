@@ -1,0 +1,187 @@
+"""Training a small text-conditional CFG teacher on captioned Fashion-MNIST (issue 26): the embedded default that lets
+the prompt box work offline.
+
+The captions (`demo.core.captions`) name the class and up to three attributes measured from the pixels (dark / light,
+narrow / wide, plain / patterned, each relative to the image's own class), so guidance has something to do beyond
+the label. The network is a diffusers `UNet2DConditionModel` (cross-attention at the 7x7 level and in the middle block
+only, where it is cheap on a CPU) and a 2-layer `CLIPTextModel` trained with it from scratch, with a CLIP tokenizer
+whose BPE knows every caption word (`demo.core.captions.clip_tokenizer`). The objective is the class teacher's
+(`demo.distill.teacher`): v-prediction on the cosine schedule, the whole caption dropped to the empty prompt with
+probability 0.1 (CFG training); each attribute word an image qualifies for is kept with probability 1/2, so short and
+long prompts are both trained. DASH's TIRT logits are learned beside it, as for the class teacher (`TIRT`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from demo.core.captions import AttributeThresholds, all_captions, caption_index, clip_tokenizer, drop_words, measure_attributes
+from demo.core.data import BatchSampler
+from demo.core.models import Card, default_scheduler
+from demo.core.schedule import NoiseSchedule, denoising_target
+from demo.core.text import text_unet, tokenize
+from demo.core.validate import arg_int
+from demo.distill import register
+from demo.distill.base import Method
+from demo.distill.teacher import _LOSS_NAMES, P_UNCOND, TIRT, arg_channels
+
+CODES = 27  # attribute codes per class: 3 attributes × (none, low word, high word)
+
+
+def text_encoder(tokenizer, width: int = 64, layers: int = 2):
+    """A small CLIP text encoder for `tokenizer` (positions for its `model_max_length` tokens)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, width // 32),
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+class TextConditionalNet(nn.Module):
+    """The UNet and the text encoder trained as one module (the loop's `student`): token ids → embeddings → ε/v."""
+
+    def __init__(self, unet: nn.Module, encoder: nn.Module):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = encoder
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        context = self.text_encoder(ids)[0]
+        return self.unet(z, t, encoder_hidden_states=context).sample
+
+
+def captioned_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0):
+    """(batches whose labels pack class·27 + attribute codes, the fitted thresholds)."""
+    values = measure_attributes(images)
+    thresholds = AttributeThresholds.fit(values, labels)
+    codes = thresholds.codes(values, labels)
+    packed = np.asarray(labels) * CODES + codes[:, 0] * 9 + codes[:, 1] * 3 + codes[:, 2]
+    return BatchSampler(images, packed, batch_size, seed=seed), thresholds
+
+
+def unpack(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """class [B], attribute codes [B, 3] from packed labels."""
+    code = packed % CODES
+    return packed // CODES, torch.stack([code // 9, (code // 3) % 3, code % 3], dim=-1)
+
+
+@register
+class TextTeacherTraining(Method):
+    name = "text-teacher"
+    cli = {
+        "text-teacher": "train a small text-conditional CFG teacher (UNet2DConditionModel + CLIP text encoder) on captioned "
+        "Fashion-MNIST: class and measured attributes (dark/light, narrow/wide, plain/patterned)"
+    }
+    summary = "text-teacher: train a text-to-image teacher"
+    needs_teacher = False
+
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("--channels", type=arg_channels, default="32,64,128", help="teacher/student UNet widths")
+        parser.add_argument("--layers-per-block", type=arg_int(1, 8), default=2)
+        parser.add_argument("--text-width", type=arg_int(32, 1024), default=64, help="the text encoder's hidden size")
+        parser.add_argument("--text-layers", type=arg_int(1, 12), default=2, help="the text encoder's layers")
+
+    @classmethod
+    def from_args(cls, method, args):
+        from demo.core.data import load_fashion_mnist, load_image_arrays
+
+        images, labels = load_image_arrays(args.data) if getattr(args, "data", None) else load_fashion_mnist("train")
+        data, thresholds = captioned_batches(images, labels, args.batch_size, seed=args.seed)
+        tokenizer = clip_tokenizer()
+        channels = tuple(int(c) for c in args.channels.split(","))
+        unet = text_unet(channels, args.layers_per_block, cross_attention_dim=args.text_width)
+        net = TextConditionalNet(unet, text_encoder(tokenizer, args.text_width, args.text_layers))
+        return cls(net, tokenizer, default_scheduler(), data, thresholds, card_name=args.name or "fmnist-text-teacher")
+
+    def __init__(self, net, tokenizer, scheduler, data, thresholds: AttributeThresholds, card_name="fmnist-text-teacher"):
+        self.student = net
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.schedule = NoiseSchedule.from_scheduler(scheduler)
+        self.tirt = TIRT(self.schedule)
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in _LOSS_NAMES:
+            raise ValueError(
+                f"the teacher objective needs prediction_type in {', '.join(_LOSS_NAMES)}, got {self.prediction_type!r}"
+            )
+        self.data = data
+        self.thresholds = thresholds
+        self.card_name = card_name
+        self.captions = [*all_captions(), ""]  # the last row: the empty prompt (the unconditional branch)
+        self.ids = tokenize(tokenizer, self.captions)[0]  # [271, L] token ids, one row per caption
+
+    def loss(self, step, generator):
+        device = next(self.student.parameters()).device
+        x0, packed = self.data.batch(step)
+        x0, B = x0.to(device), x0.shape[0]
+        # 1. A caption per image: its class, each attribute word it qualifies for kept with probability 1/2, and the
+        #    whole caption dropped to the empty prompt with probability P_UNCOND.
+        label, codes = unpack(packed)
+        idx = caption_index(label, drop_words(codes, generator))
+        idx = torch.where(torch.rand(B, generator=generator) < P_UNCOND, torch.full_like(idx, len(self.captions) - 1), idx)
+        # 2. z_t with t uniform, and the denoising loss in the model's parametrisation (v), as the class teacher's.
+        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), generator=generator).to(device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        z_t = self.schedule.add_noise(x0, eps, t)
+        alpha, sigma = (a.to(device) for a in self.schedule.alpha_sigma(t))
+        out = self.student(z_t, t, self.ids[idx].to(device)).float()
+        target = denoising_target(eps, x0, alpha, sigma, self.prediction_type)
+        mse = F.mse_loss(out, target, reduction="none").mean(dim=(1, 2, 3))
+        # 3. TIRT logits fitted on the detached ε-error, as the class teacher does (demo.distill.teacher).
+        eps_err = (
+            mse * {"v_prediction": alpha**2, "epsilon": 1.0, "sample": (alpha / sigma.clamp(min=1e-4)) ** 2}[self.prediction_type]
+        )
+        loss_tirt = self.tirt.fit_loss(t, eps_err)
+        stats = {_LOSS_NAMES[self.prediction_type]: float(mse.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
+        return mse.mean() + loss_tirt, stats
+
+    def trainable_modules(self):
+        return {"student": self.student, "tirt": self.tirt}
+
+    def param_groups(self, lr, weight_decay):
+        return super().param_groups(lr, weight_decay) + [
+            {"params": list(self.tirt.parameters()), "lr": 1e-2, "weight_decay": 0.0}
+        ]
+
+    def card(self, cfg) -> Card:
+        return Card(
+            name=self.card_name,
+            kind="teacher",
+            method=f"diffusion ({self.prediction_type.replace('_', '-')}, text-conditional, caption dropout 0.1)",
+            conditioning="text",
+            num_classes=0,
+            null_class=0,
+            class_names=[],
+            training={
+                **self.training_record(cfg),
+                "ema_decay": cfg.ema_decay,
+                "captions": {"grammar": "a [dark|light] [narrow|wide] [plain|patterned] CLASS", **self.thresholds.to_dict()},
+            },
+            description="text-conditional teacher on captioned Fashion-MNIST (demo.core.captions)",
+        )
+
+    def export(self, folder, cfg):
+        from safetensors.torch import save_file
+
+        from demo.core.text import save_text_model_folder
+
+        net = self.student
+        out = save_text_model_folder(folder, net.unet, net.text_encoder, self.tokenizer, self.scheduler, self.card(cfg))
+        save_file({"lambda_t": self.tirt.lambda_t.detach().cpu().contiguous()}, str(out / "tirt.safetensors"))
+        return out
+
+    def describe(self):
+        return {"name": self.name, "p_uncond": P_UNCOND, "captions": len(self.captions)}

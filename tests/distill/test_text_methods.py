@@ -1,0 +1,189 @@
+"""Text-conditional teachers and their students (issue 26): the caption grammar measured from pixels, the offline CLIP
+tokenizer, the text teacher's objective, the w-conditioned text student's identities, and every distillation method
+run for two iterations on a tiny text teacher into a text model folder that samples from a prompt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from demo.core.captions import (
+    CLASS_WORDS,
+    HIGH,
+    LOW,
+    NONE,
+    WORDS,
+    AttributeThresholds,
+    CaptionBatches,
+    all_captions,
+    caption,
+    caption_index,
+    clip_tokenizer,
+    measure_attributes,
+)
+from demo.core.data import BatchSampler
+from demo.core.generate import generate
+from demo.core.models import Card, guidance_student, load_model_folder, net_output
+from demo.core.text import guidance_scale_embedding, save_text_model_folder, text_unet
+from demo.distill.__main__ import main as distill_main
+from demo.distill.text_teacher import text_encoder
+
+
+def _square(value: float, half_width: int, stripes: bool = False) -> np.ndarray:
+    img = np.zeros((28, 28), np.uint8)
+    img[6:22, 14 - half_width : 14 + half_width] = int(value * 255)
+    if stripes:
+        img[6:22:2, 14 - half_width : 14 + half_width] = int(value * 255 * 0.4)
+    return img
+
+
+def test_attributes_measure_brightness_width_and_texture_from_pixels():
+    imgs = np.stack([_square(0.3, 4), _square(0.9, 4), _square(0.9, 10), _square(0.9, 4, stripes=True)])
+    b, w, t = measure_attributes(imgs).T
+    assert b[0] < b[1]  # dark < light
+    assert w[1] < w[2]  # narrow < wide
+    assert t[1] < 1e-6 < t[3]  # plain < patterned
+    float_imgs = torch.as_tensor(imgs, dtype=torch.float32)[:, None] / 127.5 - 1  # the model space, [-1, 1]
+    assert np.allclose(measure_attributes(float_imgs), measure_attributes(imgs), atol=1e-5)
+
+
+def test_thresholds_codes_and_the_caption_grammar():
+    values = np.array([[0.0, 0, 0], [1.0, 1, 1], [2.0, 2, 2]] * 3)
+    labels = np.repeat([0, 1, 2], 3)
+    th = AttributeThresholds.fit(values, labels, num_classes=3)
+    codes = th.codes(values, labels)
+    assert codes[:3].tolist() == [[LOW] * 3, [NONE] * 3, [HIGH] * 3]
+    assert AttributeThresholds.from_dict(th.to_dict()).codes(values, labels).tolist() == codes.tolist()
+    captions = all_captions()
+    assert len(captions) == 270 == len(set(captions))
+    assert caption(5, (LOW, HIGH, NONE)) == "a dark wide sandal" == captions[int(caption_index(5, [LOW, HIGH, NONE]))]
+    assert captions[int(caption_index(9, [NONE] * 3))] == "an ankle boot" and captions[0] == "a t-shirt"
+
+
+def test_the_tokenizer_knows_every_caption_word_and_still_reads_any_text():
+    tok = clip_tokenizer()
+    for word in {w for pair in WORDS for w in pair} | {w for c in CLASS_WORDS for w in c.split()} - {"t-shirt"}:
+        assert len(tok(word).input_ids) == 3, word  # <start> word <end>
+    ids = tok("a striped hat!").input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) > 5
+
+
+def tiny_npz(path, n: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    np.savez(path, images=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), labels=np.arange(n) % 10)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_text_teacher_dir(tmp_path_factory):
+    """A tiny text teacher folder with TIRT logits and the caption thresholds in its card (no training)."""
+    from demo.core.models import default_scheduler
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer()
+    folder = tmp_path_factory.mktemp("text") / "tiny-text-teacher"
+    images, labels = np.load(tiny_npz(folder.parent / "data.npz")).values()
+    th = AttributeThresholds.fit(measure_attributes(images), labels)
+    card = Card(name="tiny-text-teacher", training={"captions": th.to_dict()})
+    save_text_model_folder(folder, text_unet((8, 16), 1, 32), text_encoder(tok, 32, 1), tok, default_scheduler(), card)
+    from safetensors.torch import save_file
+
+    save_file({"lambda_t": torch.zeros(1000)}, str(folder / "tirt.safetensors"))
+    return folder
+
+
+def test_caption_batches_are_reproducible_and_index_the_grammar(tiny_text_teacher_dir):
+    images, labels = np.load(tiny_text_teacher_dir.parent / "data.npz").values()
+    record = json.loads((tiny_text_teacher_dir / "card.json").read_text())["training"]["captions"]
+    data = CaptionBatches.of(BatchSampler(images, labels, 8, seed=3), record)
+    (x1, c1), (x2, c2) = data.batch(5), data.batch(5)
+    assert torch.equal(x1, x2) and torch.equal(c1, c2) and c1.max() < 270
+    assert [all_captions()[int(c)].split()[-1] for c in c1] == [CLASS_WORDS[int(y)].split()[-1] for y in data.data.batch(5)[1]]
+
+
+def test_the_w_conditioned_text_student_starts_as_the_teachers_conditional_model(tiny_text_teacher_dir):
+    from diffusers import LatentConsistencyModelPipeline
+
+    teacher = load_model_folder(tiny_text_teacher_dir).with_prompts(["a dark coat", "a bag"], "")
+    student = guidance_student(teacher.net)
+    z, t, y = torch.randn(3, 1, 28, 28), torch.tensor([999, 500, 10]), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        cond = net_output(teacher.net, z, t, y)
+        for W in (1.0, 3.0):
+            assert torch.allclose(net_output(student, z, t, y, torch.full((3,), W)), cond, atol=1e-6)
+    W = torch.tensor([1.0, 2.5, 8.0])  # LCM's embedding of w = W − 1, so diffusers' LCM pipeline can drive the student
+    expected = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, W - 1, embedding_dim=64)
+    assert torch.allclose(guidance_scale_embedding(W, 64), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["guided", "dash", "kd-cond", "dash-uniform"])
+def test_methods_distil_a_text_teacher_into_a_text_model_folder(method, tiny_text_teacher_dir, tmp_path):
+    argv = ["--method", method, "--teacher", str(tiny_text_teacher_dir), "--data", str(tiny_text_teacher_dir.parent / "data.npz")]
+    argv += ["--iterations", "2", "--batch-size", "4", "--mixed-precision", "no", "--out", str(tmp_path / "run")]
+    assert distill_main(argv) == 0
+    student = load_model_folder(tmp_path / "run" / "model")
+    card = json.loads((tmp_path / "run" / "model" / "card.json").read_text())
+    assert student.is_text and card["conditioning"] == "text" and card["kind"] == "student"
+    assert card["training"]["captions"]["low"]  # the caption thresholds travel with the student
+    g = generate(student, n=2, prompt=["a dark sandal", "a bag"], steps=2, guidance=2.0)
+    assert g.images.shape == (2, 1, 28, 28) and torch.isfinite(g.images).all()
+    assert card["w_conditioned"] == (method == "guided") and g.nfe == (2 if method == "guided" else 4)
+
+
+@pytest.mark.slow
+def test_progressive_and_hd_refine_a_guided_text_student(tiny_text_teacher_dir, tmp_path):
+    data = str(tiny_text_teacher_dir.parent / "data.npz")
+    common = ["--data", data, "--iterations", "2", "--batch-size", "4", "--mixed-precision", "no"]
+    assert (
+        distill_main(["--method", "guided", "--teacher", str(tiny_text_teacher_dir), *common, "--out", str(tmp_path / "g")]) == 0
+    )
+    guided = tmp_path / "g" / "model"
+    assert (
+        distill_main(["--method", "progressive", "--steps", "1", "--teacher", str(guided), *common, "--out", str(tmp_path / "p")])
+        == 0
+    )
+    assert (
+        distill_main(
+            [
+                "--method",
+                "hd",
+                "--teacher",
+                str(tiny_text_teacher_dir),
+                "--init",
+                str(tmp_path / "p" / "model"),
+                *common,
+                "--out",
+                str(tmp_path / "h"),
+            ]
+        )
+        == 0
+    )
+    for run in ("p", "h"):
+        model = load_model_folder(tmp_path / run / "model")
+        assert model.card.w_conditioned and model.card.steps == 1
+        assert generate(model, n=1, prompt="a light shirt", steps=1).nfe == 1
+
+
+def test_the_text_teacher_trains_and_exports_a_folder_that_samples_from_prompts(tmp_path):
+    data = tiny_npz(tmp_path / "data.npz")
+    argv = ["--method", "text-teacher", "--data", str(data), "--channels", "8,16", "--layers-per-block", "1"]
+    argv += ["--text-width", "32", "--text-layers", "1", "--iterations", "2", "--batch-size", "4", "--mixed-precision", "no"]
+    assert distill_main([*argv, "--out", str(tmp_path / "run")]) == 0
+    folder = tmp_path / "run" / "model"
+    assert {p.name for p in folder.iterdir()} >= {
+        "unet",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+        "card.json",
+        "tirt.safetensors",
+    }
+    model = load_model_folder(folder)
+    card = json.loads((folder / "card.json").read_text())
+    assert model.is_text and card["conditioning"] == "text" and len(card["training"]["captions"]["low"]) == 10
+    g = generate(model, n=2, prompt="a dark sandal", steps=2, guidance=2.0)
+    assert g.nfe == 4 and g.images.shape == (2, 1, 28, 28)
