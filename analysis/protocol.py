@@ -76,9 +76,13 @@ def features_key(
     clip_x0: bool = False,
     batch_size: int = 250,
     class_label="all",
+    prompt=None,
+    negative_prompt=None,
 ) -> dict:
-    """What a cached feature set depends on. `batch_size` stays in: the stochastic samplers' extra noise is drawn per batch."""
-    return {
+    """What a cached feature set depends on. `batch_size` stays in: the stochastic samplers' extra noise is drawn per batch.
+    A text model's prompts enter the key only when given, so the keys of class-conditional sets are unchanged."""
+    text = {} if prompt is None else {"prompt": list(prompt), "negative_prompt": negative_prompt or ""}
+    return text | {
         "version": FEATURES_VERSION,
         "weights": weights,
         "classifier": classifier,
@@ -116,11 +120,14 @@ def sample_features(
     cache_dir=None,
     log=None,
     class_label="all",
+    prompt=None,
+    negative_prompt=None,
 ) -> FeatureSet:
     """The features of `n` samples of a model folder at one seed, sampled on the first call and read from the cache after.
 
     `interval` is a parsed guidance interval (`demo.core.guidance.parse_interval`) or None. `cache_dir=False` disables the
-    cache. `log(text)` hears about each sampling run (e.g. a progress line on stderr).
+    cache. `log(text)` hears about each sampling run (e.g. a progress line on stderr). A text model takes `prompt` (a
+    list; with `class_label` "all" the samples cycle through it, so prompt k can name class k) and `negative_prompt`.
     """
     from safetensors.torch import load_file, save_file
 
@@ -143,6 +150,8 @@ def sample_features(
         clip_x0,
         batch_size,
         class_label,
+        prompt,
+        negative_prompt,
     )
     path = _features_path(Path(FEATURES_DIR if cache_dir is None else cache_dir or "."), model.name, key)
     if cache_dir is not False and path.is_file():
@@ -164,6 +173,8 @@ def sample_features(
         except (OSError, ValueError, KeyError):  # a half-written or foreign file is resampled
             pass
     options = {"bf16": bf16, **({"interval": interval} if interval is not None else {}), **({"clip_x0": True} if clip_x0 else {})}
+    if prompt is not None:
+        options |= {"prompt": list(prompt), "negative_prompt": negative_prompt}
     gen = generate(model, n, class_label, steps, guidance, sampler, seed, batch_size, **options)
     feats, probs = classify(classifier, gen.images)
     freq, power = radial_power_spectrum(gen.images)

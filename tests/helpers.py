@@ -258,3 +258,33 @@ def make_tiny_sd_pipeline(folder, seed: int = 0, scheduler: str = "ddim"):
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe
+
+
+def tiny_npz(path, n: int = 40, seed: int = 0):
+    """An images/labels npz of `n` random 28x28 grey images, every class present (`--data` for a tiny training run)."""
+    rng = np.random.default_rng(seed)
+    np.savez(path, images=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), labels=np.arange(n) % 10)
+    return path
+
+
+def make_tiny_text_teacher(folder, seed: int = 0):
+    """A tiny text teacher folder (no training): UNet2DConditionModel (8, 16), a 1-layer 32-wide CLIP text encoder and
+    the caption tokenizer, TIRT logits, and in its card the caption thresholds fitted on `tiny_npz` data written beside
+    it as `data.npz`."""
+    from safetensors.torch import save_file
+
+    from demo.core.captions import AttributeThresholds, clip_tokenizer, measure_attributes
+    from demo.core.models import Card, default_scheduler
+    from demo.core.text import save_text_model_folder, text_unet
+    from demo.distill.text_teacher import text_encoder
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tok = clip_tokenizer()
+    images, labels = np.load(tiny_npz(folder.parent / "data.npz")).values()
+    th = AttributeThresholds.fit(measure_attributes(images), labels)
+    card = Card(name=folder.name, training={"captions": th.to_dict()})
+    save_text_model_folder(folder, text_unet((8, 16), 1, 32), text_encoder(tok, 32, 1), tok, default_scheduler(), card)
+    save_file({"lambda_t": torch.zeros(1000)}, str(folder / "tirt.safetensors"))
+    return folder

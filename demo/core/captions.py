@@ -6,7 +6,8 @@ Each image gets three attributes, measured on its object pixels (intensity > 0.1
 - **texture** — the mean absolute difference between neighbouring object pixels: *plain* / *patterned*.
 An attribute's word is used only when the image lies in the lower or upper third of its class for that measure
 (thresholds fitted per class on the training split, `AttributeThresholds`), so "a dark coat" means darker than most
-coats. A caption is "a {brightness} {width} {texture} {class}" with any attribute left out: during training each word
+coats. A caption is "a {brightness} {width} {texture} {class}" ("an" before a vowel, no article for trousers) with
+any attribute left out: during training each word
 an image qualifies for is kept with probability 1/2, so "a sandal" and "a light narrow sandal" are both prompts the
 model has seen. The grammar has 10 × 3³ = 270 captions; `all_captions()` lists them, `caption_index` finds one.
 
@@ -27,6 +28,7 @@ ATTRIBUTES = ("brightness", "width", "texture")
 WORDS = (("dark", "light"), ("narrow", "wide"), ("plain", "patterned"))  # (low third, high third) per attribute
 OBJECT_LEVEL = 0.1  # intensity in [0, 1] above which a pixel belongs to the object
 NONE, LOW, HIGH = 0, 1, 2  # an attribute's code: no word, the low word, the high word
+PLURAL = {"trousers"}  # class words that take no article: "dark trousers", "trousers"
 
 
 def measure_attributes(images) -> np.ndarray:
@@ -86,8 +88,11 @@ class AttributeThresholds:
 
 
 def caption(label: int, codes=(NONE, NONE, NONE)) -> str:
-    """'a dark wide sandal', 'an ankle boot': the class word after the words of the attributes whose code is not NONE."""
+    """'a dark wide sandal', 'an ankle boot', 'light trousers': the class word after the words of the attributes whose
+    code is not NONE."""
     words = [*(WORDS[a][int(c) - 1] for a, c in enumerate(codes) if int(c) != NONE), CLASS_WORDS[int(label)]]
+    if CLASS_WORDS[int(label)] in PLURAL:
+        return " ".join(words)
     return " ".join(["an" if words[0][0] in "aeiou" else "a", *words])
 
 

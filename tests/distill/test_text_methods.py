@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import make_tiny_text_teacher, tiny_npz
 
 from demo.core.captions import (
     CLASS_WORDS,
@@ -26,10 +27,9 @@ from demo.core.captions import (
 )
 from demo.core.data import BatchSampler
 from demo.core.generate import generate
-from demo.core.models import Card, guidance_student, load_model_folder, net_output
-from demo.core.text import guidance_scale_embedding, save_text_model_folder, text_unet
+from demo.core.models import guidance_student, load_model_folder, net_output
+from demo.core.text import guidance_scale_embedding
 from demo.distill.__main__ import main as distill_main
-from demo.distill.text_teacher import text_encoder
 
 
 def _square(value: float, half_width: int, stripes: bool = False) -> np.ndarray:
@@ -71,28 +71,9 @@ def test_the_tokenizer_knows_every_caption_word_and_still_reads_any_text():
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) > 5
 
 
-def tiny_npz(path, n: int = 40, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    np.savez(path, images=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), labels=np.arange(n) % 10)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_text_teacher_dir(tmp_path_factory):
-    """A tiny text teacher folder with TIRT logits and the caption thresholds in its card (no training)."""
-    from demo.core.models import default_scheduler
-
-    torch.manual_seed(0)
-    tok = clip_tokenizer()
-    folder = tmp_path_factory.mktemp("text") / "tiny-text-teacher"
-    images, labels = np.load(tiny_npz(folder.parent / "data.npz")).values()
-    th = AttributeThresholds.fit(measure_attributes(images), labels)
-    card = Card(name="tiny-text-teacher", training={"captions": th.to_dict()})
-    save_text_model_folder(folder, text_unet((8, 16), 1, 32), text_encoder(tok, 32, 1), tok, default_scheduler(), card)
-    from safetensors.torch import save_file
-
-    save_file({"lambda_t": torch.zeros(1000)}, str(folder / "tirt.safetensors"))
-    return folder
+    return make_tiny_text_teacher(tmp_path_factory.mktemp("text") / "tiny-text-teacher")
 
 
 def test_caption_batches_are_reproducible_and_index_the_grammar(tiny_text_teacher_dir):

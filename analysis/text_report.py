@@ -1,0 +1,213 @@
+"""`python -m analysis.text_report --teacher DIR [--student DIR] [--seeds 0,1] [--out assets/results/text]`
+
+What the embedded text-conditional teacher learned (issue 26), on the caption grammar of `demo.core.captions`:
+
+1. **Class words.** For each class, the prompt "a {class}" (e.g. "a sandal") at W = `--guidance`, `--steps` DDIM
+   steps, `--n-class` images per class and seed: the Fashion-MNIST classifier's accuracy, per class and overall, mean
+   over the seeds.
+2. **Attribute words.** For each class and each attribute word (dark/light, narrow/wide, plain/patterned), the prompt
+   "a {word} {class}" against the plain "a {class}" from the same noise (`--n-attr` images, the same seed for every
+   prompt): the measured attribute's mean (`demo.core.captions.measure_attributes`), its change, and whether it
+   moved in the asked direction (down for dark/narrow/plain, up for light/wide/patterned), at W = 1 and W = 2.
+3. **The student** (`--student`, e.g. the guided 4-step student): its Fréchet distance in the classifier's feature
+   space (not FID) over the ten class prompts against the teacher's at `--teacher-steps`, n = `--fd-n` per seed, the
+   same seeds and noise, mean of the per-seed ratios with a paired bootstrap interval (`analysis.protocol`); the
+   teacher's own few-step DDIM beside it.
+
+Writes `OUT/text.json` and `OUT/text.md`. Feature sets are cached per seed (`analysis.protocol.FEATURES_DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis.protocol import compare, parse_seeds, real_pool, report_meta, sample_features, with_interval
+from demo.core.captions import ATTRIBUTES, CLASS_WORDS, WORDS, caption, measure_attributes
+from demo.core.paths import RESULTS_DIR
+
+CLASS_PROMPTS = [caption(k) for k in range(len(CLASS_WORDS))]  # "a t-shirt", …, "an ankle boot"
+
+
+def class_accuracy(folder, model, n_per_class: int, steps: int, guidance: float, seeds, classifier, log=None) -> dict:
+    """Per-class accuracy of the class prompts (prompt k is class k), mean over seeds."""
+    per_seed = []
+    for seed in seeds:
+        fs = sample_features(
+            folder, model, n_per_class * len(CLASS_PROMPTS), steps, guidance, "ddim", seed, classifier=classifier,
+            prompt=CLASS_PROMPTS, log=log,
+        )  # fmt: skip
+        correct = (fs.probs.argmax(1) == fs.labels).double()
+        per_seed.append([float(correct[fs.labels == k].mean()) for k in range(len(CLASS_PROMPTS))])
+    per_class = np.mean(per_seed, axis=0)
+    return {
+        "per_class": {CLASS_WORDS[k]: round(float(a), 4) for k, a in enumerate(per_class)},
+        "mean": float(per_class.mean()),
+        "min": float(per_class.min()),
+        "by_seed": [float(np.mean(s)) for s in per_seed],
+    }
+
+
+def attribute_rows(model, n: int, steps: int, guidances, seed: int) -> list[dict]:
+    """One row per (class, attribute word, W): the attribute's mean with and without the word, from the same noise."""
+    from demo.core.generate import generate
+
+    rows = []
+    for W in guidances:
+        for k in range(len(CLASS_WORDS)):
+            base = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[caption(k)]).images)
+            for a, name in enumerate(ATTRIBUTES):
+                for side, word in enumerate(WORDS[a]):
+                    codes = [0, 0, 0]
+                    codes[a] = side + 1
+                    prompt = caption(k, codes)
+                    vals = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[prompt]).images)
+                    delta = float(vals[:, a].mean() - base[:, a].mean())
+                    rows.append(
+                        {
+                            "class": CLASS_WORDS[k],
+                            "attribute": name,
+                            "word": word,
+                            "prompt": prompt,
+                            "guidance": float(W),
+                            "plain_mean": round(float(base[:, a].mean()), 4),
+                            "word_mean": round(float(vals[:, a].mean()), 4),
+                            "change": round(delta, 4),
+                            "moved": bool(delta < 0 if side == 0 else delta > 0),
+                        }
+                    )
+    return rows
+
+
+def moved_share(rows: list[dict]) -> dict:
+    """The share of prompts whose attribute moved as asked, per W and per attribute."""
+    out = {}
+    for W in sorted({r["guidance"] for r in rows}):
+        sel = [r for r in rows if r["guidance"] == W]
+        out[f"W={W:g}"] = {
+            "all": float(np.mean([r["moved"] for r in sel])),
+            **{name: float(np.mean([r["moved"] for r in sel if r["attribute"] == name])) for name in ATTRIBUTES},
+        }
+    return out
+
+
+def fd_rows(teacher_dir, teacher, students, seeds, n, teacher_steps, guidance, classifier, reference, log=None) -> list[dict]:
+    """Each (folder, model, steps) against the teacher at `teacher_steps`: the ratio of Fréchet distances with an interval."""
+    pool = real_pool(reference, classifier)
+
+    def sets(folder, model, steps):
+        return [
+            sample_features(folder, model, n, steps, guidance, "ddim", s, classifier=classifier, prompt=CLASS_PROMPTS, log=log)
+            for s in seeds
+        ]
+
+    t_sets = sets(teacher_dir, teacher, teacher_steps)
+    rows = []
+    for label, folder, model, steps in students:
+        c = compare(sets(folder, model, steps), t_sets, list(seeds), pool, reference)
+        rows.append(
+            {
+                "model": label,
+                "steps": steps,
+                "fd_vs_teacher": c["fd_ratio"],
+                "fd_vs_teacher_lo": c["fd_ratio_lo"],
+                "fd_vs_teacher_hi": c["fd_ratio_hi"],
+                "fd_vs_teacher_by_seed": c["fd_ratio_by_seed"],
+                "accuracy_diff": c["accuracy_diff"],
+            }
+        )
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Text-conditional teacher: {report['teacher']}", ""]
+    acc = report["class_accuracy"]
+    lines += [f"## Class words at W = {report['settings']['guidance']:g} ({report['settings']['steps']} DDIM steps)", ""]
+    lines += ["| class | prompt | accuracy |", "|---|---|---|"]
+    lines += [f"| {c} | {CLASS_PROMPTS[k]} | {a:.3f} |" for k, (c, a) in enumerate(acc["per_class"].items())]
+    lines += [
+        "",
+        f"Mean {acc['mean']:.3f}, lowest {acc['min']:.3f}; by seed {', '.join(f'{x:.3f}' for x in acc['by_seed'])}.",
+        "",
+    ]
+    lines += ["## Attribute words (same noise with and without the word)", ""]
+    for W, share in report["attribute_moved"].items():
+        per = ", ".join(f"{k} {v:.0%}" for k, v in share.items() if k != "all")
+        lines.append(f"- {W}: {share['all']:.0%} of the prompts moved their attribute as asked ({per}).")
+    lines += ["", "| class | word | W | plain | with word | change | as asked |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {r['class']} | {r['word']} | {r['guidance']:g} | {r['plain_mean']:.3f} | {r['word_mean']:.3f} | {r['change']:+.3f} | {'yes' if r['moved'] else 'no'} |"
+        for r in report["attributes"]
+    ]
+    if report.get("fd"):
+        lines += ["", "## Fréchet distance (classifier features, not FID) against the teacher", ""]
+        lines += ["| model | steps | FD / teacher's | accuracy diff |", "|---|---|---|---|"]
+        for r in report["fd"]:
+            ratio = with_interval(r["fd_vs_teacher"], r["fd_vs_teacher_lo"], r["fd_vs_teacher_hi"])
+            lines.append(f"| {r['model']} | {r['steps']} | {ratio} | {r['accuracy_diff']:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from analysis.classifier import load_classifier
+    from analysis.metrics import load_reference
+    from demo.core.models import ModelFolderError, load_model_folder
+
+    p = argparse.ArgumentParser(prog="python -m analysis.text_report", description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", default=None, help="a few-step student of the teacher (its card's steps are used)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0, 1])
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--n-class", type=int, default=100, help="images per class prompt and seed")
+    p.add_argument("--n-attr", type=int, default=50, help="images per attribute prompt")
+    p.add_argument("--fd-n", type=int, default=2000)
+    p.add_argument("--teacher-steps", type=int, default=64)
+    p.add_argument("--out", default=str(RESULTS_DIR / "text"))
+    args = p.parse_args(argv)
+    try:
+        teacher = load_model_folder(args.teacher)
+        if not teacher.is_text:
+            raise ValueError(f"--teacher {args.teacher} is not a text-conditional model folder")
+        student = load_model_folder(args.student) if args.student else None
+    except (ValueError, ModelFolderError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    start = time.time()
+    classifier, reference = load_classifier(), load_reference()
+
+    def log(text):
+        print(text, file=sys.stderr, flush=True)
+
+    report = {
+        "teacher": teacher.name,
+        "settings": {k: getattr(args, k) for k in ("steps", "guidance", "n_class", "n_attr", "fd_n", "teacher_steps")},
+        "seeds": args.seeds,
+        "class_accuracy": class_accuracy(
+            args.teacher, teacher, args.n_class, args.steps, args.guidance, args.seeds, classifier, log
+        ),
+    }
+    report["attributes"] = attribute_rows(teacher, args.n_attr, args.steps, (1.0, 2.0), args.seeds[0])
+    report["attribute_moved"] = moved_share(report["attributes"])
+    if student is not None:
+        k = student.card.steps or 4
+        rows = [(student.name, args.student, student, k), (f"{teacher.name} (its own DDIM)", args.teacher, teacher, k)]
+        report["fd"] = fd_rows(
+            args.teacher, teacher, rows, args.seeds, args.fd_n, args.teacher_steps, args.guidance, classifier, reference, log
+        )
+    report["meta"] = report_meta(seconds=round(time.time() - start, 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "text.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "text.md").write_text(markdown(report))
+    print(json.dumps({"out": str(out), "class_accuracy": report["class_accuracy"]["mean"], **report["attribute_moved"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
