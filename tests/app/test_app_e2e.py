@@ -81,6 +81,8 @@ def test_every_api_name(served):
     assert "Speedup" in table
     assert call("stop_compare") == "Nothing is running."
     assert call("student_defaults", student="tiny-student") == (2, "tiny-teacher")  # its steps and the teacher its card names
+    view = call("conditioning_view", model="tiny-teacher")  # a class model keeps the class picker (text: prompt boxes)
+    assert (view[0] if isinstance(view, list | tuple) else view)["visible"] is True
 
     strip_t, strip_s, *figs = call("trajectory", **{k: v for k, v in COMPARE.items()})
     assert is_png(strip_t) and is_png(strip_s) and len(figs) == 3

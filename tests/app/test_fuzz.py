@@ -39,6 +39,8 @@ VALID = {
         "n": 1,
         "guidance_interval": "",
         "clip_x0": False,
+        "prompt": "",
+        "negative_prompt": "",
     },
     "/student_defaults": {"student": "tiny-student", "teacher_steps": 4},
     "/trajectory": {
@@ -50,6 +52,8 @@ VALID = {
         "student_steps": 2,
         "seed": 0,
         "sampler": "ddim",
+        "prompt": "",
+        "negative_prompt": "",
     },
     "/sketch_refined": {
         "sketch": "tiny-student",
@@ -68,9 +72,28 @@ VALID = {
         "n_timesteps": 2,
         "seed": 0,
         "guidance": 2.0,
+        "prompt": "",
+        "negative_prompt": "",
     },
-    "/w_sweep": {"models": ["tiny-student"], "class_label": "2", "seed": 0, "steps": 2, "sampler": "ddim"},
-    "/grid": {"model": "tiny-teacher", "class_label": "1", "seed": 0, "steps": [1, 2], "guidances": [1.0], "sampler": "ddim"},
+    "/w_sweep": {
+        "models": ["tiny-student"],
+        "class_label": "2",
+        "seed": 0,
+        "steps": 2,
+        "sampler": "ddim",
+        "prompt": "",
+        "negative_prompt": "",
+    },
+    "/grid": {
+        "model": "tiny-teacher",
+        "class_label": "1",
+        "seed": 0,
+        "steps": [1, 2],
+        "guidances": [1.0],
+        "sampler": "ddim",
+        "prompt": "",
+        "negative_prompt": "",
+    },
     "/embedding": {
         "models": ["tiny-teacher"],
         "n_per_model": 8,
@@ -79,6 +102,8 @@ VALID = {
         "seed": 0,
         "include_real": False,
         "color_by": "class",
+        "prompt": "",
+        "negative_prompt": "",
     },
     "/metrics": {"x_axis": "nfe", "y_metric": "frechet_distance", "guidance": 2.0, "all_columns": False},
     "/loss_curves": {"run": "run-kd"},
@@ -133,6 +158,8 @@ def bad_values(param: str):
         return st.one_of(_junk, _numbers, _containers)
     if param in ("steps", "guidances"):  # a steps slider in some tabs, a checkbox group in the grid
         return st.sampled_from([[1000], [1.5], ["a"], [math.nan], "1,2", [[1]], [None], -3, 1e300, math.nan])
+    if param in ("prompt", "negative_prompt"):  # text only, of a sane length (a class model ignores the text itself)
+        return st.sampled_from([3, 1.5, [], {}, True, ["a sandal"], "x" * 5000])
     if param in ("clip_x0", "include_real"):
         return st.sampled_from(["yes", 1, 0.5, [True], "false"])
     # numeric fields (steps, seeds, guidance, sizes, rates)
