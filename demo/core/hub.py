@@ -4,8 +4,8 @@ base model, dataset, metrics, the command that made it). Every failure a user ca
 
 A Hub model is named `owner/name@revision` (or `hf://owner/name@revision`). The revision should be a commit hash:
 a branch or tag can move under a paper's numbers, so those are accepted with a warning, and a missing revision is
-refused. The download holds only `*.json` and `*.safetensors` files (and the README model card), so a repository's
-pickles or Python files never reach the disk, and `demo.core.models` builds only the classes registered there.
+refused. The download holds only `*.json` and `*.safetensors` files (a text model's `tokenizer/merges.txt`, and the
+README model card), so a repository's pickles or Python files never reach the disk, and `demo.core.models` builds only the classes registered there.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from demo.core.card import CARD_FILE, read_card, teacher_folder, write_card
 
-ALLOW_PATTERNS = ["*.json", "*.safetensors"]
+# JSON, safetensors and a CLIP tokenizer's BPE merges (plain text) for text-conditional models (demo.core.text)
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer/merges.txt"]
 FETCH_PATTERNS = [*ALLOW_PATTERNS, "README.md"]  # the model card too (plain text): a student inherits its teacher's license
 HUB_PREFIX = "hf://"
 _SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
