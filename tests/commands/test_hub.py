@@ -77,7 +77,11 @@ def test_a_hub_model_loads_at_a_pinned_revision_with_safetensors_only(fake_hub, 
     model = load_model_folder(f"someone/tiny-dit@{SHA}")
     assert model.is_latent and model.sample_shape == (4, 16, 16)
     assert fake_hub == [
-        {"repo_id": "someone/tiny-dit", "revision": SHA, "allow_patterns": ["*.json", "*.safetensors", "tokenizer/merges.txt", "README.md"]}
+        {
+            "repo_id": "someone/tiny-dit",
+            "revision": SHA,
+            "allow_patterns": ["*.json", "*.safetensors", "tokenizer/merges.txt", "README.md"],
+        }
     ]
     files = {p.name for p in model.path.rglob("*")}
     assert "diffusion_pytorch_model.bin" not in files and "pipeline.py" not in files  # never downloaded
