@@ -140,21 +140,30 @@ class TeacherTraining(Method):
             {"params": list(self.tirt.parameters()), "lr": 1e-2, "weight_decay": 0.0}
         ]
 
+    def conditioning(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batch's labels as the network's conditioning: dropped to the null class (index num_classes) with
+        probability P_UNCOND (a text teacher makes token ids of captions here)."""
+        drop = torch.rand(len(y), generator=generator) < P_UNCOND
+        return torch.where(drop.to(y.device), torch.full_like(y, self.num_classes), y)
+
+    def predict(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """One evaluation of the network being trained, in its own parametrisation."""
+        return net_output(self.student, z_t, t, cond)
+
     def loss(self, step, generator):
         device = self.tirt.lambda_t.device
         x0, y = self.data.batch(step)
         x0, y = x0.to(device), y.to(device)
         B = x0.shape[0]
-        # 1. Drop labels to the null class (index num_classes) with probability P_UNCOND.
-        drop = torch.rand(B, generator=generator) < P_UNCOND
-        y = torch.where(drop.to(device), torch.full_like(y, self.num_classes), y)
+        # 1. The conditioning: labels, the null class with probability P_UNCOND.
+        cond = self.conditioning(y, generator)
         # 2. z_t = alpha_t·x0 + sigma_t·eps with t uniform over the training timesteps.
         t = torch.randint(0, self.schedule.num_train_timesteps, (B,), generator=generator).to(device)
         eps = torch.randn(x0.shape, generator=generator).to(device)
         z_t = self.schedule.add_noise(x0, eps, t)
         alpha, sigma = (a.to(device) for a in self.schedule.alpha_sigma(t))
         # 3. Denoising loss in the model's own parametrisation (v for the shipped teacher), per example.
-        out = net_output(self.student, z_t, t, y).float()
+        out = self.predict(z_t, t, cond).float()
         mse = F.mse_loss(out, denoising_target(eps, x0, alpha, sigma, self.prediction_type), reduction="none").mean(dim=(1, 2, 3))
         # 4. TIRT logits fitted on the ε-error (‖ε̂ − ε‖² = alpha_t²·‖v̂ − v‖² = SNR_t·‖x̂0 − x0‖²), detached.
         eps_err = (

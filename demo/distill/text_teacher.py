@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from demo.core.captions import AttributeThresholds, all_captions, caption_index, clip_tokenizer, drop_words, measure_attributes
 from demo.core.data import BatchSampler
 from demo.core.models import Card, default_scheduler
-from demo.core.schedule import NoiseSchedule, denoising_target
 from demo.core.text import text_unet, tokenize
 from demo.core.validate import arg_int
 from demo.distill import register
-from demo.distill.base import Method
-from demo.distill.teacher import _LOSS_NAMES, P_UNCOND, TIRT, arg_channels
+from demo.distill.teacher import P_UNCOND, TeacherTraining
 
 CODES = 27  # attribute codes per class: 3 attributes × (none, low word, high word)
 
@@ -78,19 +75,21 @@ def unpack(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register
-class TextTeacherTraining(Method):
+class TextTeacherTraining(TeacherTraining):
+    """The class teacher's objective and TIRT logits (`TeacherTraining`) with captions for labels: `conditioning`
+    turns each image's class and measured attributes into a caption's token ids, `predict` runs the text encoder and
+    the UNet together."""
+
     name = "text-teacher"
     cli = {
         "text-teacher": "train a small text-conditional CFG teacher (UNet2DConditionModel + CLIP text encoder) on captioned "
         "Fashion-MNIST: class and measured attributes (dark/light, narrow/wide, plain/patterned)"
     }
     summary = "text-teacher: train a text-to-image teacher"
-    needs_teacher = False
 
     @classmethod
     def add_arguments(cls, parser):
-        parser.add_argument("--channels", type=arg_channels, default="32,64,128", help="teacher/student UNet widths")
-        parser.add_argument("--layers-per-block", type=arg_int(1, 8), default=2)
+        super().add_arguments(parser)
         parser.add_argument("--text-width", type=arg_int(32, 1024), default=64, help="the text encoder's hidden size")
         parser.add_argument("--text-layers", type=arg_int(1, 12), default=2, help="the text encoder's layers")
 
@@ -107,60 +106,28 @@ class TextTeacherTraining(Method):
         return cls(net, tokenizer, default_scheduler(), data, thresholds, card_name=args.name or "fmnist-text-teacher")
 
     def __init__(self, net, tokenizer, scheduler, data, thresholds: AttributeThresholds, card_name="fmnist-text-teacher"):
-        self.student = net
+        super().__init__(net, scheduler, data, num_classes=0, card_name=card_name)
         self.tokenizer = tokenizer
-        self.scheduler = scheduler
-        self.schedule = NoiseSchedule.from_scheduler(scheduler)
-        self.tirt = TIRT(self.schedule)
-        self.prediction_type = scheduler.config.prediction_type
-        if self.prediction_type not in _LOSS_NAMES:
-            raise ValueError(
-                f"the teacher objective needs prediction_type in {', '.join(_LOSS_NAMES)}, got {self.prediction_type!r}"
-            )
-        self.data = data
         self.thresholds = thresholds
-        self.card_name = card_name
         self.captions = [*all_captions(), ""]  # the last row: the empty prompt (the unconditional branch)
         self.ids = tokenize(tokenizer, self.captions)[0]  # [271, L] token ids, one row per caption
 
-    def loss(self, step, generator):
-        device = next(self.student.parameters()).device
-        x0, packed = self.data.batch(step)
-        x0, B = x0.to(device), x0.shape[0]
-        # 1. A caption per image: its class, each attribute word it qualifies for kept with probability 1/2, and the
-        #    whole caption dropped to the empty prompt with probability P_UNCOND.
-        label, codes = unpack(packed)
+    def conditioning(self, packed, generator):
+        """A caption per image as token ids: its class, each attribute word it qualifies for kept with probability 1/2,
+        and the whole caption dropped to the empty prompt with probability P_UNCOND."""
+        label, codes = unpack(packed.cpu())
         idx = caption_index(label, drop_words(codes, generator))
-        idx = torch.where(torch.rand(B, generator=generator) < P_UNCOND, torch.full_like(idx, len(self.captions) - 1), idx)
-        # 2. z_t with t uniform, and the denoising loss in the model's parametrisation (v), as the class teacher's.
-        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), generator=generator).to(device)
-        eps = torch.randn(x0.shape, generator=generator).to(device)
-        z_t = self.schedule.add_noise(x0, eps, t)
-        alpha, sigma = (a.to(device) for a in self.schedule.alpha_sigma(t))
-        out = self.student(z_t, t, self.ids[idx].to(device)).float()
-        target = denoising_target(eps, x0, alpha, sigma, self.prediction_type)
-        mse = F.mse_loss(out, target, reduction="none").mean(dim=(1, 2, 3))
-        # 3. TIRT logits fitted on the detached ε-error, as the class teacher does (demo.distill.teacher).
-        eps_err = (
-            mse * {"v_prediction": alpha**2, "epsilon": 1.0, "sample": (alpha / sigma.clamp(min=1e-4)) ** 2}[self.prediction_type]
-        )
-        loss_tirt = self.tirt.fit_loss(t, eps_err)
-        stats = {_LOSS_NAMES[self.prediction_type]: float(mse.detach().mean()), "loss_tirt": float(loss_tirt.detach())}
-        return mse.mean() + loss_tirt, stats
+        idx = torch.where(torch.rand(len(idx), generator=generator) < P_UNCOND, torch.full_like(idx, len(self.captions) - 1), idx)
+        return self.ids[idx].to(packed.device)
 
-    def trainable_modules(self):
-        return {"student": self.student, "tirt": self.tirt}
-
-    def param_groups(self, lr, weight_decay):
-        return super().param_groups(lr, weight_decay) + [
-            {"params": list(self.tirt.parameters()), "lr": 1e-2, "weight_decay": 0.0}
-        ]
+    def predict(self, z_t, t, ids):
+        return self.student(z_t, t, ids)
 
     def card(self, cfg) -> Card:
         return Card(
             name=self.card_name,
             kind="teacher",
-            method=f"diffusion ({self.prediction_type.replace('_', '-')}, text-conditional, caption dropout 0.1)",
+            method=f"diffusion ({self.prediction_type.replace('_', '-')}, text-conditional, caption dropout 0.1, TIRT logits)",
             conditioning="text",
             num_classes=0,
             null_class=0,
@@ -180,8 +147,9 @@ class TextTeacherTraining(Method):
 
         net = self.student
         out = save_text_model_folder(folder, net.unet, net.text_encoder, self.tokenizer, self.scheduler, self.card(cfg))
-        save_file({"lambda_t": self.tirt.lambda_t.detach().cpu().contiguous()}, str(out / "tirt.safetensors"))
+        for name, tensors in self.export_files().items():  # the TIRT logits, as the class teacher's
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / name))
         return out
 
     def describe(self):
-        return {"name": self.name, "p_uncond": P_UNCOND, "captions": len(self.captions)}
+        return {**super().describe(), "name": self.name, "captions": len(self.captions)}
