@@ -181,9 +181,11 @@ def test_the_default_pair_is_back_in_the_cache_after_the_presets(tmp_path):
 
 
 def test_settings_from_the_url(ctx):
-    req = types.SimpleNamespace(query_params={"student": "tiny-student", "w": "5", "ssteps": "2", "seed": "x"})
+    query = {"student": "tiny-student", "w": "5", "ssteps": "2", "seed": "x", "clip": "true", "prompt": "a sandal\na bag"}
+    req = types.SimpleNamespace(query_params=query)
     out = ctx.handler(compare.from_url)(req)
     assert out[1] == "tiny-student" and out[3] == 5.0 and out[5] == 2
+    assert out[10] is True and out[11] == "a sandal\na bag" and out[12] == gr.skip()  # the clip box, a text model's prompts
     assert out[0] == gr.skip() and out[6] == gr.skip()  # absent, or not a number: left as it is
     assert compare.URL_KEYS[: len(out)] == compare.URL_KEYS
 

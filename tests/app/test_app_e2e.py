@@ -128,7 +128,7 @@ def test_every_api_name(served):
     assert [row[0] for row in table["data"]][:2] == ["tiny-student", "tiny-teacher"]
     assert call("loss_curves", run="run-kd")["type"] == "plotly"
     assert call("list_runs")["choices"] == [["run-kd", "run-kd"]]
-    assert len(call("settings_from_url")) == 9  # no query string here: every Compare input is left as it is
+    assert len(call("settings_from_url")) == 13  # no query string here: every Compare input is left as it is
     assert called == set(API_NAMES)
 
 

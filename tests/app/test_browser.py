@@ -64,6 +64,9 @@ def test_click_compare_renders_two_images(url):
                     timeout=60_000,
                 )
                 assert img.evaluate("i => i.naturalWidth") >= 28
+            # The address bar holds the settings to share (URL_JS): empty text and unticked boxes leave no parameter.
+            query = page.evaluate("() => window.location.search")
+            assert "teacher=" in query and "w=2" in query and "prompt=" not in query and "clip=" not in query, query
             if os.environ.get("GDL_SCREENSHOT"):
                 page.screenshot(path=os.environ["GDL_SCREENSHOT"], full_page=False)
         finally:

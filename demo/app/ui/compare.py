@@ -260,11 +260,14 @@ A compact student such as DASH (Al Shafi et al., [arXiv 2606.00798](https://arxi
 steps as its teacher and saves time per step instead.
 """
 
-URL_KEYS = ("teacher", "student", "class", "w", "tsteps", "ssteps", "seed", "sampler", "n")
-# Runs in the browser before the event: mirrors the settings into the address bar (reload or share reproduces them).
+# The Compare inputs in order, by their query-string names (a text model's prompts included).
+URL_KEYS = ("teacher", "student", "class", "w", "tsteps", "ssteps", "seed", "sampler", "n", "interval", "clip", "prompt", "neg")
+# Runs in the browser before the event: mirrors the settings into the address bar (reload or share reproduces them);
+# empty text and unticked boxes leave no parameter.
 URL_JS = (
     "(...args) => { const keys = " + str(list(URL_KEYS)).replace("'", '"') + "; const u = new URL(window.location.href);"
-    " keys.forEach((k, i) => { if (args[i] !== null && args[i] !== undefined) u.searchParams.set(k, args[i]); });"
+    " keys.forEach((k, i) => { const v = args[i];"
+    " if (v === null || v === undefined || v === '' || v === false) u.searchParams.delete(k); else u.searchParams.set(k, v); });"
     " window.history.replaceState(null, '', u); return args; }"
 )
 
@@ -273,7 +276,7 @@ def from_url(ctx, request: gr.Request = None):
     """Compare settings from the page's query string (`?teacher=…&student=…&w=…`), each one left as it is when absent;
     values are checked when Compare runs, like typed ones."""
     params = dict(getattr(request, "query_params", None) or {})
-    casts = {"w": float, "tsteps": int, "ssteps": int, "seed": int, "n": int}
+    casts = {"w": float, "tsteps": int, "ssteps": int, "seed": int, "n": int, "clip": lambda v: v.lower() == "true"}
     out = []
     for key in URL_KEYS:
         value = params.get(key)
@@ -389,6 +392,4 @@ def build(ctx) -> None:
         api_name="student_defaults",
         queue=False,
     )
-    ctx.on_load.append(
-        (ctx.handler(from_url), [teacher, student, class_label, guidance, teacher_steps, student_steps, seed, sampler, n])
-    )
+    ctx.on_load.append((ctx.handler(from_url), inputs))  # every Compare input, in URL_KEYS order
