@@ -26,7 +26,7 @@ from analysis.classifier import classify, load_classifier
 from analysis.metrics import evaluate_images, load_reference, reference_metrics
 from analysis.protocol import PROTOCOL, feature_metrics, mean_metrics, parse_seeds, sample_features
 from demo.core.card import CARD_FILE, read_card, write_card
-from demo.core.cli import add_sampling_args
+from demo.core.cli import add_sampling_args, prompts_from_args
 from demo.core.guidance import parse_interval
 from demo.core.models import ModelFolderError, load_model_folder
 
@@ -89,10 +89,13 @@ def evaluate_seeds(
     clip_x0=False,
     cache_dir=None,
     log=None,
+    prompt=None,
+    negative_prompt=None,
 ) -> tuple[dict, list]:
     """(row, feature sets): a model folder at several seeds under `analysis.protocol` — every number the mean over the
     seeds, the per-seed Fréchet distance and accuracy kept — and the per-seed feature sets (cached: adding a seed
-    samples only that seed). `interval` is a parsed guidance interval or None."""
+    samples only that seed). `interval` is a parsed guidance interval or None; a text model takes `prompt` (a list,
+    cycled: with the ten class prompts in class order the labels are Fashion-MNIST's) and `negative_prompt`."""
     classifier = classifier or load_classifier(device=model.device)
     reference = reference or load_reference()
     sets = [
@@ -112,6 +115,8 @@ def evaluate_seeds(
             cache_dir,
             log,
             class_label,
+            prompt,
+            negative_prompt,
         )
         for seed in seeds
     ]
@@ -148,7 +153,8 @@ def generate_shard(model, n, class_label, steps, guidance, sampler, seed, batch_
     from demo.core.generate import generate, parse_labels
     from demo.core.samplers import initial_noise
 
-    labels = parse_labels(class_label, n, model.card.num_classes)
+    prompts = options.get("prompt")
+    labels = parse_labels(class_label, n, len(prompts) if prompts else model.card.num_classes)
     noise = initial_noise(seed, n, model.sample_shape)
     lo, hi = shard_bounds(n, rank, world)
     return generate(
@@ -332,6 +338,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     distributed = _distributed_gather()
     try:
+        prompts = prompts_from_args(args)  # a text model's prompts (the labels index them)
+        text = {} if prompts is None and args.negative_prompt is None else {"prompt": prompts, "negative_prompt": args.negative_prompt}
         if args.seeds is not None and distributed is not None:
             raise ValueError("--seeds runs in one process; shard a single --seed instead")
         if args.seeds is not None:
@@ -350,7 +358,8 @@ def main(argv=None) -> int:
                 bf16=args.bf16,
                 interval=interval,
                 clip_x0=args.clip_x0,
-                log=lambda text: print(text, file=sys.stderr, flush=True),
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+                **text,
             )
         elif distributed is None:
             model = load_model_folder(args.model, device=args.device)
@@ -366,6 +375,7 @@ def main(argv=None) -> int:
                 clip_x0=args.clip_x0,
                 bf16=args.bf16,
                 interval=args.guidance_interval,
+                **text,
             )
         else:
             rank, world, gather = distributed
@@ -386,6 +396,7 @@ def main(argv=None) -> int:
                 clip_x0=args.clip_x0,
                 bf16=args.bf16,
                 interval=args.guidance_interval,
+                **text,
             )
     except (ValueError, ModelFolderError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
     try:
+        if args.prompt or args.prompts_file or args.negative_prompt is not None:
+            raise ValueError("analysis.mirror measures the shoes of class-conditional models; --prompt is not supported")
         model = load_model_folder(args.model, device=args.device)
         items = args.class_label.split(",")
         labels = torch.cat([parse_labels(c, -(-args.n // len(items)), model.card.num_classes) for c in items])[: args.n]

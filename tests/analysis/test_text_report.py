@@ -38,3 +38,42 @@ def test_text_report_writes_accuracy_attributes_and_fd(tmp_path):
     assert len(report["attributes"]) == 10 * 6 * 2  # classes × words × W in (1, 2)
     assert {r["model"] for r in report["fd"]} >= {"fmnist-guided"} and len(report["fd"][0]["fd_vs_teacher_by_seed"]) == 2
     assert "| sandal | a sandal |" in (out / "text.md").read_text()
+
+
+def test_evaluate_takes_prompts_in_every_path(tmp_path, capsys):
+    """`analysis.evaluate --prompt …` on a text model: one process, several seeds, and a shard reproduce each other's
+    labels (the prompt indices); a class-only command refuses prompts in one line."""
+    import torch
+
+    from analysis.evaluate import evaluate_model, generate_shard
+    from analysis.evaluate import main as evaluate_main
+    from analysis.mirror import main as mirror_main
+    from demo.core.generate import generate
+    from demo.core.models import load_model_folder
+
+    folder = make_tiny_text_teacher(tmp_path / "m" / "tiny-text-teacher")
+    model = load_model_folder(folder)
+    text = {"prompt": list(CLASS_PROMPTS), "negative_prompt": ""}
+    whole = generate(model, 12, "all", 2, 2.0, "ddim", 3, **text)
+    half = generate_shard(model, 12, "all", 2, 2.0, "ddim", 3, 250, rank=1, world=2, **text)
+    assert torch.equal(half.labels, whole.labels[6:]) and torch.allclose(half.images, whole.images[6:], atol=1e-5)
+    row = evaluate_model(model, 10, 2, 2.0, "ddim", 0, "all", 250, **text)
+    assert row["model"] == model.name and 0 <= row["accuracy"] <= 1
+    args = [
+        "--model",
+        str(folder),
+        "--n",
+        "10",
+        "--steps",
+        "1",
+        "--seeds",
+        "0,1",
+        "--json",
+        *sum((["--prompt", p] for p in CLASS_PROMPTS), []),
+    ]
+    assert evaluate_main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["seeds"] == [0, 1]
+    assert evaluate_main(["--model", str(folder), "--n", "4", "--steps", "1"]) == 2
+    assert "is text-conditional: give it a prompt" in capsys.readouterr().err
+    assert mirror_main(["--model", str(folder), "--prompt", "a sandal"]) == 2
+    assert "--prompt is not supported" in capsys.readouterr().err
