@@ -339,7 +339,11 @@ def main(argv=None) -> int:
     distributed = _distributed_gather()
     try:
         prompts = prompts_from_args(args)  # a text model's prompts (the labels index them)
-        text = {} if prompts is None and args.negative_prompt is None else {"prompt": prompts, "negative_prompt": args.negative_prompt}
+        text = (
+            {}
+            if prompts is None and args.negative_prompt is None
+            else {"prompt": prompts, "negative_prompt": args.negative_prompt}
+        )
         if args.seeds is not None and distributed is not None:
             raise ValueError("--seeds runs in one process; shard a single --seed instead")
         if args.seeds is not None:
