@@ -75,6 +75,11 @@ def test_trajectory_w_sweep_and_grid_take_prompts(served):
     trajectory = {k: COMPARE[k] for k in ("teacher", "student", "class_label", "guidance", "teacher_steps", "student_steps")}
     strip_t, strip_s, *figs = served.predict(**trajectory, seed=0, prompt="a sandal", negative_prompt="", api_name="/trajectory")
     assert rgb_png(strip_t) and rgb_png(strip_s) and len(figs) == 3
+    sketch, refined, _fig, note, _maps = served.predict(
+        sketch="tiny-sd-b", sketch_steps=1, refined="tiny-sd-a", refined_steps=2, class_label="0", guidance=2.0,
+        seed=0, prompt="a sandal\na bag", api_name="/sketch_refined",
+    )  # fmt: skip
+    assert rgb_png(sketch) and rgb_png(refined) and "high-frequency share" in note
     sweep_img, sweep_fig = served.predict(
         models=["tiny-sd-a", "tiny-sd-b"], class_label="0", seed=0, steps=2, prompt="a sandal", api_name="/w_sweep"
     )

@@ -64,6 +64,8 @@ VALID = {
         "guidance": 2.0,
         "seed": 0,
         "sampler": "ddim",
+        "prompt": "",
+        "negative_prompt": "",
     },
     "/branch_gap": {
         "teacher": "tiny-teacher",

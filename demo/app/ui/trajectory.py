@@ -9,7 +9,7 @@ from analysis.plots import empty_figure, plot_spectrum, plot_spectrum_heatmap, p
 from analysis.spectrum import HF_CUTOFF, high_frequency_share, radial_power_spectrum, spectrum_timeline
 from demo.app import lab
 from demo.app.ui.compare import sampler_dropdown
-from demo.app.ui.context import PRESET_NOTE, conditioning, conditioning_view, prompt_boxes, shown_image
+from demo.app.ui.context import PRESET_NOTE, conditioning, conditioning_view, prompt_boxes, prompt_view, shown_image
 from demo.core.generate import SamplingRequest, run
 from demo.core.validate import SEED_MAX, model_nfe
 
@@ -61,18 +61,18 @@ def trajectory(
     )
 
 
-def sketch_refined(ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim"):
+def sketch_refined(
+    ctx, sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler="ddim", prompt="", negative_prompt=""
+):
     """(sketch grid, refined grid, their radial spectra, HF-share summary, where the refined model's discriminator
-    looked) from the same noise."""
+    looked) from the same noise. Text-conditional models draw the prompt lines in turn (the Trajectory tab's boxes)."""
     outputs, spectra, shares = [], {}, []
-    models = [
-        (
-            role,
-            m := ctx.catalog.load(name),
-            SamplingRequest.check(m, SPECTRUM_BATCH, class_label, steps, guidance, sampler, seed, steps_name=f"{role} steps"),
-        )
-        for role, name, steps in (("sketch", sketch, sketch_steps), ("refined", refined, refined_steps))
-    ]
+    s_model, r_model = ctx.catalog.load(sketch), ctx.catalog.load(refined)
+    class_label, prompts = conditioning(s_model, class_label, prompt, negative_prompt)
+    s_req = SamplingRequest.check(
+        s_model, SPECTRUM_BATCH, class_label, sketch_steps, guidance, sampler, seed, steps_name="sketch steps", **prompts
+    )
+    models = [("sketch", s_model, s_req), ("refined", r_model, s_req.for_model(r_model, refined_steps, "refined steps"))]
     ctx.check_work(
         SPECTRUM_BATCH * sum(r.steps * model_nfe(m.card) for _, m, r in models), f"{SPECTRUM_BATCH} images × steps × NFE per step"
     )
@@ -170,7 +170,7 @@ def build(ctx) -> None:
         )
         refined_steps = gr.Slider(1, 250, value=1 if has_hd else 32, step=1, label="Refined steps")
     run_hd = gr.Button("Compare sketch and refined", variant="primary")
-    hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]
+    hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]  # the presets' fields
     preset_rows = [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]] if has_hd and ctx.has_method("hd-sketch") else []
     examples = (
         gr.Examples(
@@ -204,9 +204,10 @@ def build(ctx) -> None:
         concurrency_limit=ctx.settings.concurrency,
         concurrency_id="sampling",
     )
+    sketch.change(ctx.handler(prompt_view), [sketch], [prompt_row], queue=False, api_visibility="private")
     run_hd.click(
         ctx.handler(sketch_refined, gpu=True),
-        hd_inputs,
+        [*hd_inputs, prompt, negative_prompt],
         hd_outputs,
         api_name="sketch_refined",
         concurrency_limit=ctx.settings.concurrency,
