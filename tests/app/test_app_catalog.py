@@ -132,7 +132,7 @@ def test_hub_ids_only_when_allowed(monkeypatch, tmp_path, root):
     cat = Catalog([root], device="cpu", allow_hub=True, hub_dir=tmp_path / "hub")
     assert cat.resolve(f"someone/tiny@{sha}") == (tmp_path / "hub" / "snapshots" / sha).resolve()
     assert calls == [
-        ("someone/tiny", sha, ("*.json", "*.safetensors", "README.md"))
+        ("someone/tiny", sha, ("*.json", "*.safetensors", "tokenizer/merges.txt", "README.md"))
     ]  # pinned, never a pickle; the card for its license
     with pytest.raises(ValueError, match="Pin a revision"):  # an unpinned Hub name is refused before any download
         cat.resolve("hf://someone/tiny")

@@ -117,3 +117,15 @@ def test_embedding_of_text_models_is_coloured_per_prompt(served):
     )
     names = {trace.get("name") for trace in fig["plot"] and json.loads(fig["plot"])["data"]}
     assert {"a sandal", "a bag"} <= names and "raw pixels" in note
+
+
+def test_tabs_open_on_class_models_when_text_models_sit_beside_them(tmp_path):
+    from helpers import make_tiny_teacher
+
+    from demo.app.ui import build_app
+
+    root = tmp_path / "models"
+    make_tiny_sd_pipeline(root / "a-tiny-sd")  # sorts first by name
+    make_tiny_teacher(root / "tiny-teacher")
+    ctx = build_app(settings_for(root, tmp_path)).ctx
+    assert ctx.default_teacher() == "tiny-teacher" and ctx.is_text_model("a-tiny-sd") and not ctx.is_text_model("tiny-teacher")

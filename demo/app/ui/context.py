@@ -484,8 +484,10 @@ class Context:
 
     def default_model(self, kind: str, steps: int | None = None, method: str | None = None) -> str | None:
         """The first model of `kind` (any model when there is none), preferring one trained by `method` and distilled
-        for `steps` steps, then one by `method`, then one distilled for `steps` steps."""
+        for `steps` steps, then one by `method`, then one distilled for `steps` steps; class-conditional models before
+        text-conditional ones (the tabs open on the class picker and the Fashion-MNIST metrics)."""
         entries = [e for e in self.catalog.entries() if e.kind == kind] or self.catalog.entries()
+        entries = sorted(entries, key=lambda e: self.is_text_model(e.path))  # stable: the catalog's order otherwise
         by_method = [e for e in entries if method is not None and e.method == method]
         by_steps = [e for e in entries if steps is not None and e.steps == steps]
         both = [e for e in by_method if e in by_steps]
@@ -510,7 +512,7 @@ class Context:
     def telling_students(self, methods=("dash", "kd-cond", "kd-composite"), limit: int = 3) -> list[str]:
         """A small default selection for the analysis tabs: one installed student per method in `methods` (DASH and
         its baselines show branch collapse best), else the first students; at most `limit`."""
-        entries = [e for e in self.catalog.entries() if e.kind == "student"]
+        entries = sorted((e for e in self.catalog.entries() if e.kind == "student"), key=lambda e: self.is_text_model(e.path))
         picked = [next(e.name for e in entries if e.method == m) for m in methods if any(e.method == m for e in entries)]
         picked += [e.name for e in entries if e.name not in picked]
         return picked[:limit]
