@@ -487,7 +487,7 @@ class Context:
         for `steps` steps, then one by `method`, then one distilled for `steps` steps; class-conditional models before
         text-conditional ones (the tabs open on the class picker and the Fashion-MNIST metrics)."""
         entries = [e for e in self.catalog.entries() if e.kind == kind] or self.catalog.entries()
-        entries = sorted(entries, key=lambda e: self.is_text_model(e.path))  # stable: the catalog's order otherwise
+        entries = sorted(entries, key=_entry_is_text)  # stable: the catalog's order otherwise
         by_method = [e for e in entries if method is not None and e.method == method]
         by_steps = [e for e in entries if steps is not None and e.steps == steps]
         both = [e for e in by_method if e in by_steps]
@@ -512,7 +512,7 @@ class Context:
     def telling_students(self, methods=("dash", "kd-cond", "kd-composite"), limit: int = 3) -> list[str]:
         """A small default selection for the analysis tabs: one installed student per method in `methods` (DASH and
         its baselines show branch collapse best), else the first students; at most `limit`."""
-        entries = sorted((e for e in self.catalog.entries() if e.kind == "student"), key=lambda e: self.is_text_model(e.path))
+        entries = sorted((e for e in self.catalog.entries() if e.kind == "student"), key=_entry_is_text)
         picked = [next(e.name for e in entries if e.method == m) for m in methods if any(e.method == m for e in entries)]
         picked += [e.name for e in entries if e.name not in picked]
         return picked[:limit]
@@ -522,13 +522,10 @@ class Context:
 
     def is_text_model(self, name) -> bool:
         """Whether a listed model (or path inside the roots) is text-conditional, from its card or its folder alone."""
-        from demo.core.text import is_text_folder
-
         try:
-            entry = self.catalog.entry(name)
+            return _entry_is_text(self.catalog.entry(name))
         except (ValueError, OSError):
             return False
-        return entry.card.get("conditioning") == "text" or is_text_folder(entry.path)
 
     def class_choices(self, with_all: bool = True) -> list[tuple[str, str]]:
         entries = self.catalog.entries()
@@ -596,6 +593,13 @@ class Context:
         sig = inspect.signature(fn)
         wrapped.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
         return self.gpu(wrapped) if gpu else wrapped
+
+
+def _entry_is_text(entry) -> bool:
+    """A catalog entry is text-conditional: its card says so, or its folder has a text encoder (a card-less SD folder)."""
+    from demo.core.text import is_text_folder
+
+    return entry.card.get("conditioning") == "text" or is_text_folder(entry.path)
 
 
 def prompt_boxes(visible: bool = False):
