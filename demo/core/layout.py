@@ -13,6 +13,7 @@ from pathlib import Path
 DENOISER_DIRS = ("unet", "transformer")  # the first one present holds the denoiser
 VAE_DIR = "vae"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # weights that are never unpickled
 
 
 def denoiser_dir(folder: str | os.PathLike) -> Path | None:

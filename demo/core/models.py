@@ -31,12 +31,10 @@ from torch import nn
 
 from demo.core.card import Card, read_card, write_card
 from demo.core.data import CLASS_NAMES
-from demo.core.layout import VAE_DIR, WEIGHTS_NAME, denoiser_dir
+from demo.core.layout import PICKLE_SUFFIXES, VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.core.schedule import NoiseSchedule, to_x0
 from demo.core.text import PromptUNet, check_text_folder, guidance_text_unet, is_text_folder, load_text_parts
 from demo.core.validate import check_model_files
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # Student classes that are not plain diffusers models register here (name in config.json → class).
 MODEL_CLASSES: dict[str, type] = {

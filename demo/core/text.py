@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from demo.core.layout import PICKLE_SUFFIXES
 from demo.core.validate import show
 
 TEXT_ENCODER_DIR, TOKENIZER_DIR = "text_encoder", "tokenizer"
@@ -43,6 +44,10 @@ def check_text_folder(folder: str | os.PathLike) -> None:
     """The text encoder's and tokenizer's files, checked before anything is built (one sentence per problem)."""
     folder = Path(folder)
     enc, tok = folder / TEXT_ENCODER_DIR, folder / TOKENIZER_DIR
+    if not enc.is_dir():
+        raise ValueError(
+            f"Model folder {folder.name} has a text-conditional UNet but no text_encoder/ folder (it needs text_encoder/ and tokenizer/)."
+        )
     try:
         config = json.loads((enc / "config.json").read_text())
     except (OSError, ValueError):
@@ -54,7 +59,7 @@ def check_text_folder(folder: str | os.PathLike) -> None:
             f"in architectures, got {show(arch)}."
         )
     if not (enc / TEXT_WEIGHTS).is_file() and not (enc / f"{TEXT_WEIGHTS}.index.json").is_file():
-        pickled = sorted(p.name for p in enc.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        pickled = sorted(p.name for p in enc.iterdir() if p.suffix in PICKLE_SUFFIXES)
         what = f" (found {', '.join(pickled)}; pickled weights are never loaded)" if pickled else ""
         raise ValueError(f"Model folder {folder.name} has no text_encoder/{TEXT_WEIGHTS}{what}.")
     if not (tok / "tokenizer.json").is_file() and not ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()):

@@ -133,3 +133,13 @@ def test_cli_refuses_a_prompt_for_a_class_model_in_one_line(tiny_teacher_dir, tm
     code = sample_main(["--model", str(tiny_teacher_dir), "--prompt", "a sandal", "--n", "1", "--out", str(tmp_path / "x.npz")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "class-conditional" in err and len(err.splitlines()) == 1
+
+
+def test_a_text_unet_without_its_text_encoder_is_one_sentence(sd_folder, tmp_path):
+    import shutil
+
+    folder, _ = sd_folder
+    bad = _copy(folder, tmp_path)
+    shutil.rmtree(bad / "text_encoder")
+    with pytest.raises(ModelFolderError, match=r"has a text-conditional UNet but no text_encoder/ folder"):
+        load_model_folder(bad)
