@@ -97,6 +97,8 @@ class TextTeacherTraining(TeacherTraining):
     def from_args(cls, method, args):
         from demo.core.data import load_fashion_mnist, load_image_arrays
 
+        if getattr(args, "init", None):  # (a --teacher is not read, as for the class teacher: it trains from data)
+            raise ValueError("method text-teacher trains a text model from scratch; --init is not supported yet")
         images, labels = load_image_arrays(args.data) if getattr(args, "data", None) else load_fashion_mnist("train")
         data, thresholds = captioned_batches(images, labels, args.batch_size, seed=args.seed)
         tokenizer = clip_tokenizer()

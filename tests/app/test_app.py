@@ -523,7 +523,7 @@ def test_compare_presets_are_precomputed_and_answer_without_sampling(tmp_path, m
     assert rows[0][1][:2] == ["tiny-teacher", "tiny-pd-4"] and rows[0][1][5] == 4
     app = build_app(c.settings)
     ctx = app.ctx
-    assert len(ctx.preset_jobs) == 2 and all(key[0] == "compare" and len(args) == 11 for key, _, args in ctx.preset_jobs)
+    assert len(ctx.preset_jobs) == 2 and all(key[0] == "compare" and len(args) == 13 for key, _, args in ctx.preset_jobs)
     assert any(f.api_name == "compare_preset" for f in app.fns.values())
     spent = ctx.precompute()
     assert set(spent) == {key for key, _, _ in ctx.preset_jobs}

@@ -261,7 +261,7 @@ def distill_argv(name, teacher_dir, guided_dir, out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"text-teacher"}))  # it builds a text UNet; it takes no DiT
 def test_every_method_runs_two_iterations_on_a_latent_dit_teacher(
     name, tiny_latent, tiny_latent_dir, tiny_latent_guided_dir, tmp_path, monkeypatch, capsys
 ):

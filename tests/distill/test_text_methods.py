@@ -168,3 +168,11 @@ def test_the_text_teacher_trains_and_exports_a_folder_that_samples_from_prompts(
     assert model.is_text and card["conditioning"] == "text" and len(card["training"]["captions"]["low"]) == 10
     g = generate(model, n=2, prompt="a dark sandal", steps=2, guidance=2.0)
     assert g.nfe == 4 and g.images.shape == (2, 1, 28, 28)
+
+
+def test_the_text_teacher_refuses_init_in_one_line(tmp_path, capsys):
+    data = tiny_npz(tmp_path / "data.npz")
+    argv = ["--method", "text-teacher", "--data", str(data), "--init", str(tmp_path), "--iterations", "1"]
+    assert distill_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--init is not supported yet" in err and len(err.splitlines()) == 1
