@@ -96,8 +96,7 @@ def w_sweep(
     for i, m in enumerate(loaded):
         progress((i, len(loaded)), desc=f"model {i + 1}/{len(loaded)}: {m.name}")
         k = lab.model_steps(m, steps)
-        label, prompts = conditioning(m, class_label, prompt, negative_prompt)
-        label = 0 if prompts else label
+        label, prompts = conditioning(m, class_label, prompt, negative_prompt, first=True)
         for j, (ws, images, change) in enumerate(lab.w_sweep_iter(m, label, seed, k, sampler, **prompts)):
             if j < len(lab.W_SWEEP) - 1:
                 yield gr.skip(), gr.skip()  # a pause point between samplings: a visitor who left stops the work here

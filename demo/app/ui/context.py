@@ -604,7 +604,7 @@ def _entry_is_text(entry) -> bool:
 
 def prompt_boxes(visible: bool = False):
     """The prompt and negative-prompt boxes that replace a tab's class picker for a text-conditional model, in a row
-    whose visibility follows the model (`AppContext.conditioning_view`). Returns (row, prompt, negative prompt)."""
+    whose visibility follows the model (`conditioning_view`, `prompt_view`). Returns (row, prompt, negative prompt)."""
     with gr.Row(visible=visible) as row:
         prompt = gr.Textbox(
             "",
@@ -633,13 +633,14 @@ def prompt_view(ctx, models):
     return gr.update(visible=any(isinstance(m, str) and m and ctx.is_text_model(m) for m in names))
 
 
-def conditioning(model, class_label, prompt, negative_prompt) -> tuple[object, dict]:
+def conditioning(model, class_label, prompt, negative_prompt, first: bool = False) -> tuple[object, dict]:
     """(class label, keyword arguments for `SamplingRequest.check`) from a tab's class picker and prompt boxes: a text
-    model takes the prompt lines ('all' cycles through them) and the negative prompt; a class-conditional model the
-    class label, and the (hidden) prompt boxes are ignored."""
+    model takes the prompt lines ('all' cycles through them; with `first`, a view of one image per setting, the first
+    line) and the negative prompt; a class-conditional model the class label, and the (hidden) prompt boxes are
+    ignored."""
     if not getattr(model, "is_text", False):
         return class_label, {}
     if prompt is not None and not isinstance(prompt, str):
         raise ValueError(f"prompt must be a text, one prompt per line, got {type(prompt).__name__}")
     lines = [line.strip() for line in (prompt or "").splitlines() if line.strip()]
-    return "all", {"prompt": lines or None, "negative_prompt": negative_prompt or ""}
+    return 0 if first else "all", {"prompt": lines or None, "negative_prompt": negative_prompt or ""}

@@ -35,8 +35,7 @@ def trajectory(
     seed = lab.check_int("seed", seed, 0, SEED_MAX)
     # The settings are checked once, into the teacher's sampling request; the student's is the same at its own steps.
     t_model, s_model = ctx.catalog.load(teacher), ctx.catalog.load(student)
-    class_label, prompts = conditioning(t_model, class_label, prompt, negative_prompt)
-    class_label = 0 if prompts else class_label
+    class_label, prompts = conditioning(t_model, class_label, prompt, negative_prompt, first=True)
     t_req = SamplingRequest.check(
         t_model, 1, class_label, teacher_steps, guidance, sampler, seed, steps_name="teacher steps", **prompts
     )
