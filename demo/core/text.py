@@ -236,10 +236,13 @@ def bind_prompts(model, prompts, negative_prompt: str = "", limit: int = MAX_PRO
     return cache[key]
 
 
-def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, card, vae=None) -> Path:
+def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, card, vae=None, extra: dict | None = None) -> Path:
     """Write a text-conditional model folder: `unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`, `vae/` for a
-    latent model, and `card.json` (conditioning "text"; `parameters` counts the UNet, as a class model's counts its
-    denoiser, so DASH's compression ratio compares denoisers). All weights as safetensors."""
+    latent model, `card.json` (conditioning "text", no classes; `parameters` counts the UNet, as a class model's counts
+    its denoiser, so DASH's compression ratio compares denoisers) and `extra` safetensors files (name → {tensor name:
+    tensor}, as `demo.core.models.save_model_folder` writes them). All weights as safetensors."""
+    from safetensors.torch import save_file
+
     from demo.core.card import write_card
     from demo.core.layout import VAE_DIR
 
@@ -256,4 +259,6 @@ def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, car
     card.num_classes, card.null_class, card.class_names = 0, 0, []
     card.parameters = sum(p.numel() for p in unet.parameters())  # the denoiser's, as for class models (DASH's ratio)
     write_card(folder, card)
+    for fname, tensors in (extra or {}).items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / fname))
     return folder

@@ -133,16 +133,16 @@ class Method:
         student of a text teacher is written as a text model folder with the teacher's text encoder and tokenizer."""
         from demo.core.models import save_model_folder
 
-        card = self.card(cfg)
+        card, extra = self.card(cfg), self.export_files() or None
         if getattr(self.teacher, "is_text", False):
             from demo.core.text import save_text_model_folder
 
             unet = getattr(self.student, "unet", self.student)  # a PromptUNet's UNet2DConditionModel
             t = self.teacher
-            return save_text_model_folder(folder, unet, t.text_encoder, t.tokenizer, self.export_scheduler(), card, t.vae)
-        return save_model_folder(
-            folder, self.student, self.export_scheduler(), card, self.export_files() or None, vae=self.export_vae()
-        )
+            return save_text_model_folder(
+                folder, unet, t.text_encoder, t.tokenizer, self.export_scheduler(), card, self.export_vae(), extra
+            )
+        return save_model_folder(folder, self.student, self.export_scheduler(), card, extra, vae=self.export_vae())
 
     def describe(self) -> dict:
         return {"name": self.name}
@@ -154,24 +154,12 @@ def student_card(teacher, name: str, method: str, training: dict, description: s
     from demo.core.models import Card
 
     c = teacher.card
-    if getattr(teacher, "is_text", False):  # the prompts a text teacher was bound to for training are not its classes
-        fields = {"conditioning": "text", **fields}
-        if (c.training or {}).get("captions"):  # the caption thresholds travel down the chain of students
+    if getattr(teacher, "is_text", False):
+        # The captions a text teacher is bound to for training are not its student's classes (the text folder's
+        # writer, `save_text_model_folder`, clears them); the caption thresholds travel down the chain of students.
+        fields = {"conditioning": "text", "channels": c.channels, **fields}
+        if (c.training or {}).get("captions"):
             training = {**training, "captions": c.training["captions"]}
-        return Card(
-            name=name,
-            kind="student",
-            method=method,
-            teacher=teacher.name,
-            num_classes=0,
-            class_names=[],
-            null_class=0,
-            image_size=c.image_size,
-            channels=c.channels,
-            training=training,
-            description=description,
-            **fields,
-        )
     return Card(
         name=name,
         kind="student",

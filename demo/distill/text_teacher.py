@@ -143,15 +143,13 @@ class TextTeacherTraining(TeacherTraining):
         )
 
     def export(self, folder, cfg):
-        from safetensors.torch import save_file
-
         from demo.core.text import save_text_model_folder
 
-        net = self.student
-        out = save_text_model_folder(folder, net.unet, net.text_encoder, self.tokenizer, self.scheduler, self.card(cfg))
-        for name, tensors in self.export_files().items():  # the TIRT logits, as the class teacher's
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / name))
-        return out
+        net = self.student  # its TIRT logits go beside it, as the class teacher's (`export_files`)
+        card = self.card(cfg)
+        return save_text_model_folder(
+            folder, net.unet, net.text_encoder, self.tokenizer, self.scheduler, card, extra=self.export_files()
+        )
 
     def describe(self):
         return {**super().describe(), "name": self.name, "captions": len(self.captions)}

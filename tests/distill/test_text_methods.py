@@ -113,6 +113,8 @@ def test_methods_distil_a_text_teacher_into_a_text_model_folder(method, tiny_tex
     g = generate(student, n=2, prompt=["a dark sandal", "a bag"], steps=2, guidance=2.0)
     assert g.images.shape == (2, 1, 28, 28) and torch.isfinite(g.images).all()
     assert card["w_conditioned"] == (method == "guided") and g.nfe == (2 if method == "guided" else 4)
+    # the method's extra files travel with a text student as with a class one (DASH's family: the TIRT logits)
+    assert (tmp_path / "run" / "model" / "tirt.safetensors").is_file() == (method != "guided")
 
 
 @pytest.mark.slow
@@ -143,6 +145,9 @@ def test_progressive_and_hd_refine_a_guided_text_student(tiny_text_teacher_dir, 
         )
         == 0
     )
+    from demo.distill.hd import MAPS_FILE
+
+    assert (tmp_path / "h" / "model" / MAPS_FILE).is_file()  # HD's discriminator maps, as for a class student
     for run in ("p", "h"):
         model = load_model_folder(tmp_path / run / "model")
         assert model.card.w_conditioned and model.card.steps == 1
