@@ -35,6 +35,7 @@ def half_copy(src: str | Path, dst: str | Path, **card_fields) -> Path:
     card = read_card(tmp, strict=True)
     card.update({k: v for k, v in card_fields.items() if v is not None})
     card.pop("metrics", None)  # measured on the float32 weights: not true of this copy
+    card["training"] = {**(card.get("training") or {}), "weights": "float16 (python -m demo.half)"}
     write_card(tmp, card)
     tmp.rename(dst)
     return dst

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 from demo.core.validate import SEED_MAX, arg_float, arg_int, check_out_dir
@@ -112,7 +113,8 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    last = train(method, cfg, args.out, export_only=args.export_only)
+    command = shlex.join(["python", "-m", "demo.distill", *(sys.argv[1:] if argv is None else argv)])
+    last = train(method, cfg, args.out, export_only=args.export_only, command=command)
     result = {k: v for k, v in last.items() if k != "time"}
     model = os.path.join(args.out, "model")
     if args.push_to_hub and rank == 0 and not last.get("stopped") and os.path.isdir(model):

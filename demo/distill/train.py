@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from demo.core.card import read_card, write_card
 from demo.core.run_folder import RunFolder
 from demo.core.stats import append_row
 from demo.distill.checkpoint import (  # noqa: F401  (CHECKPOINT_PREFIX, list_ and prune_checkpoints: re-exported for callers of demo.distill.train)
@@ -32,6 +33,7 @@ from demo.distill.checkpoint import (  # noqa: F401  (CHECKPOINT_PREFIX, list_ a
 )
 
 PRECISION_CHOICES = ("auto", "bf16", "no")
+PRECISION_WORDS = {"bf16": "bf16 autocast", "no": "float32"}  # a resolved precision, as a card records it
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,12 @@ def train(
     accelerator=None,
     should_stop: Callable[[], bool] | None = None,
     export_only: bool = False,
+    command: str | None = None,
 ) -> dict:
     """Run (or resume) `method` for cfg.iterations steps in `run_dir`; returns the last logged stats row.
+
+    The exported folder records how it was made: card.json's `training` gains the precision the loop ran in and,
+    when given, the `command` that started it, and the run's `stats.jsonl` is copied in as `training_stats.jsonl`.
 
     On SIGTERM/SIGINT (or when `should_stop()` turns true) the loop writes a checkpoint and returns early.
     With `export_only`, nothing is trained: the latest valid checkpoint's EMA student is exported to run_dir/model.
@@ -161,11 +167,13 @@ def train(
         if is_main:
             print(f"resumed from {ckpt.name} at step {start}", flush=True)
 
+    precision = resolve_precision(cfg.mixed_precision, device)
+    provenance = {"precision": PRECISION_WORDS[precision], **({"command": command} if command else {})}
     if export_only:
         if found is None:
             raise ValueError(f"{run_dir} holds no valid checkpoint to export")
         if is_main:
-            _export_ema(method, ema, run_dir, cfg)
+            _export_ema(method, ema, run_dir, cfg, provenance)
         return {"step": start, "exported": str(RunFolder(run_dir).model_dir)}
 
     stop = {"flag": False}
@@ -179,7 +187,6 @@ def train(
             old_handlers[sig] = signal.signal(sig, _request_stop)
 
     ckpt_extra = {"method": method.name, "student_config": _student_config(method.student)}  # lets a preview rebuild the student
-    precision = resolve_precision(cfg.mixed_precision, device)
     if is_main and cfg.mixed_precision == "auto":
         print(
             f"mixed precision: {'bf16 autocast' if precision == 'bf16' else 'float32 (no fast bfloat16 on this device)'}",
@@ -241,7 +248,7 @@ def train(
                 return {**last, "stopped": True}
         # 4. Export the EMA student as a model folder.
         if is_main:
-            _export_ema(method, ema, run_dir, cfg)
+            _export_ema(method, ema, run_dir, cfg, provenance)
             append_row(stats_path, {"step": cfg.iterations, "event": "done", "time": time.time()})
         accelerator.wait_for_everyone()
         return last
@@ -268,13 +275,19 @@ def auxiliary_step(method, step: int, generator: torch.Generator, world: int = 1
     return stats
 
 
-def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig) -> None:
-    """Export the EMA weights as a model folder, written beside and then swapped in (never half-written)."""
+def _export_ema(method, ema: EMA, run_dir: Path, cfg: TrainConfig, provenance: dict | None = None) -> None:
+    """Export the EMA weights as a model folder, written beside and then swapped in (never half-written), with the
+    run's `provenance` in card.json's `training` and its statistics as `training_stats.jsonl`."""
     student_state = {k: v.clone() for k, v in method.student.state_dict().items()}
     ema.copy_to(method.student)
     tmp = run_dir / f".tmp-model-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     method.export(tmp, cfg)
+    card = read_card(tmp, strict=True)
+    card["training"] = {**(card.get("training") or {}), **(provenance or {}), "weights": "float32"}
+    write_card(tmp, card)
+    if RunFolder(run_dir).stats_file.is_file():
+        shutil.copyfile(RunFolder(run_dir).stats_file, tmp / "training_stats.jsonl")
     shutil.rmtree(RunFolder(run_dir).model_dir, ignore_errors=True)
     os.replace(tmp, RunFolder(run_dir).model_dir)
     method.student.load_state_dict(student_state)

@@ -22,6 +22,7 @@ def test_half_copy_is_smaller_loads_and_matches(tiny_teacher_dir, tmp_path):
     assert _size(dst / "unet") < 0.6 * _size(tiny_teacher_dir / "unet")
     card = json.loads((dst / "card.json").read_text())
     assert card["name"] == "tiny-half" and "metrics" not in card
+    assert card["training"]["weights"].startswith("float16")
     a, b = load_model_folder(tiny_teacher_dir), load_model_folder(dst)
     z, t, y = torch.randn(2, 1, 28, 28), torch.tensor([10, 900]), torch.tensor([1, 4])
     with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +246,12 @@ def test_distill_cli_trains_the_registered_teacher(tmp_path, monkeypatch, capsys
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 2
     assert load_model_folder(out / "model").card.name == "cli-teacher"
+    # the folder says how it was made: the exact command, the precision it ran in, the weights' dtype, the loss curve
+    training = json.loads((out / "model" / "card.json").read_text())["training"]
+    assert training["command"] == shlex.join(["python", "-m", "demo.distill", *argv])
+    assert (training["precision"], training["weights"]) == ("float32", "float32")
+    curve = (out / "model" / "training_stats.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in curve if "loss" in r] == [1, 2]
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "empty"))
     assert main([*argv[:3], str(tmp_path / "run2"), *argv[4:]]) == 2
     assert re.search(r"dataset-fashion-mnist", capsys.readouterr().err)
