@@ -342,7 +342,7 @@ def valid_calls() -> dict[str, dict]:
             "sampler": "ddim",
         },
         "/sketch_refined": {
-            "sketch": "fmnist-hd-sketch",
+            "sketch": "fmnist-pd-1",
             "sketch_steps": 1,
             "refined": "fmnist-hd",
             "refined_steps": 1,

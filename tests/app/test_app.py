@@ -499,6 +499,24 @@ def test_default_models_prefer_the_requested_step_count(tmp_path):
     )
 
 
+
+def test_the_sketch_picker_opens_on_the_sketch_the_hd_model_was_refined_from(tmp_path):
+    """HD's card names its generator's initialisation (zoo v2: the 1-step progressive student, no separate sketch
+    folder); the sketch picker opens on it, falls back to an `hd-sketch` model, and names nothing it cannot find."""
+    root = _progressive_root(tmp_path / "models")
+    make_tiny_teacher(root / "tiny-hd", name="tiny-hd")
+    card = json.loads((root / "tiny-hd" / "card.json").read_text())
+    hd = {**card, "kind": "student", "method": "hd", "steps": 1, "training": {"generator_init": {"name": "tiny-pd-1"}}}
+    (root / "tiny-hd" / "card.json").write_text(json.dumps(hd))
+    c = Context(settings_for(root, tmp_path))
+    assert c.sketch_of("tiny-hd") == "tiny-pd-1"
+    hd["training"]["generator_init"]["name"] = "tiny-teacher"  # DMD-only starts from the teacher: not a sketch
+    (root / "tiny-hd" / "card.json").write_text(json.dumps(hd))
+    assert Context(settings_for(root, tmp_path)).sketch_of("tiny-hd") is None
+    card = json.loads((root / "tiny-pd-4" / "card.json").read_text())
+    (root / "tiny-pd-4" / "card.json").write_text(json.dumps({**card, "method": "hd-sketch"}))
+    assert Context(settings_for(root, tmp_path)).sketch_of("tiny-hd") == "tiny-pd-4"
+
 # ---- presets: precomputed at start-up, answered at once, never timed alongside a request ----
 def _progressive_root(root: Path) -> Path:
     """A teacher and 4-step and 1-step 'progressive' students naming it, as the shipped fmnist-pd-4/pd-1 do."""

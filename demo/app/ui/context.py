@@ -493,6 +493,16 @@ class Context:
         both = [e for e in by_method if e in by_steps]
         return (both or by_method or by_steps or entries)[0].name if entries else None
 
+    def sketch_of(self, refined: str | None) -> str | None:
+        """The one-step sketch an HD model was refined from (its card's `training.generator_init`, e.g. the 1-step
+        progressive student) when installed, else a model trained as `hd-sketch`, else None."""
+        entries = self.catalog.entries()
+        card = next((e.card for e in entries if e.name == refined), {})
+        init = ((card.get("training") or {}).get("generator_init") or {}).get("name")
+        if init in {e.name for e in entries if e.kind == "student" and e.steps == 1}:
+            return init
+        return next((e.name for e in entries if e.method == "hd-sketch"), None)
+
     def teacher_of(self, model: str | None) -> str | None:
         """The teacher a model's card names (the model it was distilled from) when the catalog holds it, else None
         (`Catalog.teacher_of`: the one rule, `demo.core.card.teacher_folder`)."""

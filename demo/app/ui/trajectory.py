@@ -162,15 +162,15 @@ def build(ctx) -> None:
         # Opens on HD's own pair (the sketch and its refinement, one step each) when they are installed, otherwise
         # on a one-step student against the teacher.
         has_hd = ctx.has_method("hd")
-        sketch = ctx.model_dropdown("Sketch model", ctx.default_model("student", steps=1, method="hd-sketch"))
+        hd_model = ctx.default_model("student", method="hd") if has_hd else None
+        hd_sketch = ctx.sketch_of(hd_model)  # the sketch the HD model was refined from (v2: the 1-step PD student)
+        sketch = ctx.model_dropdown("Sketch model", hd_sketch or ctx.default_model("student", steps=1))
         sketch_steps = gr.Slider(1, 64, value=1, step=1, label="Sketch steps")
-        refined = ctx.model_dropdown(
-            "Refined model", ctx.default_model("student", method="hd") if has_hd else ctx.default_model("teacher")
-        )
+        refined = ctx.model_dropdown("Refined model", hd_model or ctx.default_model("teacher"))
         refined_steps = gr.Slider(1, 250, value=1 if has_hd else 32, step=1, label="Refined steps")
     run_hd = gr.Button("Compare sketch and refined", variant="primary")
     hd_inputs = [sketch, sketch_steps, refined, refined_steps, class_label, guidance, seed, sampler]  # the presets' fields
-    preset_rows = [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]] if has_hd and ctx.has_method("hd-sketch") else []
+    preset_rows = [[sketch.value, 1, refined.value, 1, "7", 2.0, 0, "ddim"]] if hd_model and hd_sketch else []
     examples = (
         gr.Examples(
             preset_rows,
