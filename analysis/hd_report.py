@@ -1,4 +1,4 @@
-"""`python -m analysis.hd_report --sketch DIR --students DIR[,DIR…] [--teacher DIR] [--n 2000] [--guidance 2] [--seeds 0,1]`
+"""`python -m analysis.hd_report --students DIR[,DIR…] [--sketch DIR] [--teacher DIR] [--n 2000] [--guidance 2] [--seeds 0,1]`
 
 Hierarchical Distillation's results (Cheng et al. 2025): the teacher at `--teacher-steps` CFG DDIM steps, the one-step
 sketch (trajectory distillation only) and the refined one-step students (DMD-only, HD with the standard
@@ -46,7 +46,8 @@ from analysis.protocol import (
     with_interval,
 )
 from analysis.spectrum import HF_CUTOFF
-from demo.core.card import named_teacher
+from demo.core.card import named_teacher, read_card
+from demo.core.layout import is_model_folder
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
 from demo.core.paths import RESULTS_DIR
 
@@ -254,11 +255,35 @@ def markdown(rows: list[dict], settings: dict) -> str:
     return text
 
 
+def named_sketch(refined: list[Path]) -> Path:
+    """The one-step sketch the refined students start from: the 1-step student their cards name as
+    `training.generator_init` (DMD-only's, the teacher, is not one), found beside them."""
+    found = set()
+    for folder in refined:
+        name = ((read_card(folder).get("training") or {}).get("generator_init") or {}).get("name")
+        sketch = folder.parent / name if isinstance(name, str) and name else None
+        if sketch is not None and is_model_folder(sketch):
+            card = read_card(sketch)
+            if card.get("kind") == "student" and card.get("steps") == 1:
+                found.add(sketch)
+    if len(found) != 1:
+        raise ValueError(
+            "give the one-step sketch with --sketch: the refined students' cards name "
+            + (f"{len(found)} different ones ({', '.join(sorted(f.name for f in found))})" if found else "none beside them")
+        )
+    return found.pop()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.hd_report", description=__doc__.splitlines()[0])
     add_teacher_arg(p)
     p.add_argument("--teacher-steps", type=int, default=64)
-    p.add_argument("--sketch", required=True, help="the one-step sketch (trajectory distillation only)")
+    p.add_argument(
+        "--sketch",
+        default=None,
+        help="the one-step sketch (trajectory distillation only); default: the one the refined students' cards name "
+        "as their generator's initialisation (a folder beside them)",
+    )
     p.add_argument("--students", default="", help="comma-separated refined students (DMD-only, HD with GAP, HD with AWD)")
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--n", type=int, default=2000, help="samples per model and seed")
@@ -281,7 +306,8 @@ def main(argv=None) -> int:
                 f"(and --bootstrap at least 10, got {args.bootstrap})"
             )
         seeds = parse_seeds(args.seeds)
-        students = [Path(args.sketch)] + [Path(s) for s in args.students.split(",") if s]
+        refined = [Path(s) for s in args.students.split(",") if s]
+        students = [Path(args.sketch) if args.sketch else named_sketch(refined)] + refined
         args.teacher = str(args.teacher or named_teacher(students))
         folders = [Path(args.teacher)] + students
         for folder in folders:

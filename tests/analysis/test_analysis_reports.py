@@ -436,3 +436,35 @@ def test_teacher_report_interval_rows_cache_and_guided_floor(tiny_teacher_dir, t
     assert json.loads((out / "tiny-teacher.json").read_text())["rows"] == rows
     assert teacher_report.main([*args[:-8], "--guidance-interval", "700,300", "--out", str(out)]) == 2
     assert "guidance interval must satisfy" in capsys.readouterr().err
+
+
+def test_hd_report_finds_the_sketch_the_refined_students_name(tmp_path, capsys):
+    """Without --sketch, the sketch is the 1-step student the refined cards name as `training.generator_init` (beside
+    them); DMD-only's initialisation, the teacher, is not a sketch; none or two is one sentence asking for --sketch."""
+    from helpers import make_tiny_teacher
+
+    from analysis import hd_report
+
+    def folder(name, **card):
+        make_tiny_teacher(tmp_path / name, name=name)
+        path = tmp_path / name / "card.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **card}))
+        return tmp_path / name
+
+    folder("tiny-teacher")
+    for name in ("tiny-pd-1", "tiny-pd-1b"):
+        folder(name, kind="student", method="progressive", steps=1, teacher="tiny-teacher")
+
+    def refined(name, init, method="hd"):
+        training = {"generator_init": {"name": init}}
+        return folder(name, kind="student", method=method, steps=1, teacher="tiny-teacher", training=training)
+
+    hd, dmd = refined("tiny-hd", "tiny-pd-1"), refined("tiny-dmd", "tiny-teacher", "dmd")
+    assert hd_report.named_sketch([dmd, hd]) == tmp_path / "tiny-pd-1"
+    with pytest.raises(ValueError, match="--sketch: the refined students' cards name none beside them"):
+        hd_report.named_sketch([dmd])
+    other = refined("tiny-hd-gap", "tiny-pd-1b", "hd-gap")
+    with pytest.raises(ValueError, match=r"name 2 different ones \(tiny-pd-1, tiny-pd-1b\)"):
+        hd_report.named_sketch([hd, other])
+    assert hd_report.main(["--students", str(dmd), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: give the one-step sketch with --sketch")
