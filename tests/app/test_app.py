@@ -499,7 +499,6 @@ def test_default_models_prefer_the_requested_step_count(tmp_path):
     )
 
 
-
 def test_the_sketch_picker_opens_on_the_sketch_the_hd_model_was_refined_from(tmp_path):
     """HD's card names its generator's initialisation (zoo v2: the 1-step progressive student, no separate sketch
     folder); the sketch picker opens on it, falls back to an `hd-sketch` model, and names nothing it cannot find."""
@@ -516,6 +515,7 @@ def test_the_sketch_picker_opens_on_the_sketch_the_hd_model_was_refined_from(tmp
     card = json.loads((root / "tiny-pd-4" / "card.json").read_text())
     (root / "tiny-pd-4" / "card.json").write_text(json.dumps({**card, "method": "hd-sketch"}))
     assert Context(settings_for(root, tmp_path)).sketch_of("tiny-hd") == "tiny-pd-4"
+
 
 # ---- presets: precomputed at start-up, answered at once, never timed alongside a request ----
 def _progressive_root(root: Path) -> Path:

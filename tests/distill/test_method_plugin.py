@@ -116,6 +116,10 @@ def test_a_method_written_in_one_file_trains_through_the_cli(tiny_teacher_dir, t
     model = load_model_folder(run / "model")  # the base class's export: weights, the teacher's scheduler, card.json
     card = model.card
     assert (card.kind, card.method, card.name, card.teacher) == ("student", "cfg-fold", "cfg-fold", "tiny-teacher")
-    assert card.training == {"iterations": 2, "batch_size": 2, "lr": 1e-3, "fold_w": 2.5}
+    # the method's recipe, then what the loop adds to every exported card: the command, precision and weights' dtype
+    recipe = {k: card.training[k] for k in ("iterations", "batch_size", "lr", "fold_w")}
+    assert recipe == {"iterations": 2, "batch_size": 2, "lr": 1e-3, "fold_w": 2.5}
+    assert card.training["command"].startswith("python -m demo.distill --method cfg-fold ")
+    assert (card.training["precision"], card.training["weights"]) == ("float32", "float32")  # --mixed-precision no
     assert card.description == "CFG folded into a copy of the teacher at one W"
     assert json.loads((run / "config.json").read_text())["method"] == {"name": "cfg-fold"}
