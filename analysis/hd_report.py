@@ -46,7 +46,7 @@ from analysis.protocol import (
     with_interval,
 )
 from analysis.spectrum import HF_CUTOFF
-from demo.core.card import named_teacher, read_card
+from demo.core.card import generator_init, named_teacher, read_card
 from demo.core.layout import is_model_folder
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
 from demo.core.paths import RESULTS_DIR
@@ -260,8 +260,8 @@ def named_sketch(refined: list[Path]) -> Path:
     `training.generator_init` (DMD-only's, the teacher, is not one), found beside them."""
     found = set()
     for folder in refined:
-        name = ((read_card(folder).get("training") or {}).get("generator_init") or {}).get("name")
-        sketch = folder.parent / name if isinstance(name, str) and name else None
+        name = generator_init(read_card(folder))
+        sketch = folder.parent / name if name else None
         if sketch is not None and is_model_folder(sketch):
             card = read_card(sketch)
             if card.get("kind") == "student" and card.get("steps") == 1:

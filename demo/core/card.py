@@ -113,6 +113,13 @@ def teacher_folder(folder: str | os.PathLike, known: Mapping[str, os.PathLike] |
     return next((c for c in candidates if is_model_folder(c)), None)
 
 
+def generator_init(card: dict) -> str | None:
+    """The model a refined student's generator started from (HD and DMD record it as `training.generator_init`): the
+    sketch it refines, or the teacher for DMD-only; None when the card names none."""
+    name = ((card.get("training") or {}).get("generator_init") or {}).get("name")
+    return name if isinstance(name, str) and name else None
+
+
 def named_teacher(folders, fallback: str | os.PathLike = "assets/models/fmnist-teacher") -> Path:
     """The one teacher the model folders' cards name (found by `demo.core.card.teacher_folder`), so a report measures
     students against the model they were distilled from; `fallback` when no card names one."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import gradio as gr
 
 from demo.app.catalog import PRECISIONS, Catalog
+from demo.core.card import generator_init
 from demo.core.paths import CLASSIFIER_DIR, DEFAULT_RUNS_DIR, RUNS_ENV
 from demo.core.validate import (
     DEFAULT_MAX_WORK,
@@ -497,8 +498,7 @@ class Context:
         """The one-step sketch an HD model was refined from (its card's `training.generator_init`, e.g. the 1-step
         progressive student) when installed, else a model trained as `hd-sketch`, else None."""
         entries = self.catalog.entries()
-        card = next((e.card for e in entries if e.name == refined), {})
-        init = ((card.get("training") or {}).get("generator_init") or {}).get("name")
+        init = generator_init(next((e.card for e in entries if e.name == refined), {}))
         if init in {e.name for e in entries if e.kind == "student" and e.steps == 1}:
             return init
         return next((e.name for e in entries if e.method == "hd-sketch"), None)
