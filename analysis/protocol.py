@@ -29,11 +29,15 @@ import numpy as np
 import torch
 
 from analysis.metrics import frechet_distance, gaussian_stats, reference_metrics
-from demo.core.paths import DEFAULT_RUNS_DIR
+from demo.core.paths import DEFAULT_RUNS_DIR, RESULTS_DIR
 
 PROTOCOL = "eval-v2"  # v1: one seed, P/R against 3000 real points whatever n; v2: this module
 FEATURES_VERSION = 1  # bump when what a cached feature file holds changes
 FEATURES_DIR = Path(os.environ.get("GDL_FEATURES_DIR", DEFAULT_RUNS_DIR / "eval-features"))
+# Read-only feature sets committed with the repo: the shipped teacher's sets at the settings the reports use (sampling
+# the 4M-parameter teacher for 2 x 2000 images costs 30-45 CPU minutes; a student's one-step set costs seconds), so a
+# report re-run on a fresh clone samples only what changed. Consulted after FEATURES_DIR, never written.
+SHIPPED_FEATURES_DIR = RESULTS_DIR / "eval-features"
 BOOTSTRAP = 500  # replicates: the 2.5/97.5 percentiles of 500 draws move by ~0.01 on a ratio near 1
 LEVEL = 0.95
 
@@ -104,6 +108,34 @@ def _features_path(cache_dir: Path, name: str, key: dict) -> Path:
     return Path(cache_dir) / f"{name}-s{key['steps']}-W{key['guidance']:g}-seed{key['seed']}-n{key['n']}-{digest}.safetensors"
 
 
+def _read_features(path: Path, key: dict):
+    """The cached feature set at `path` if it is there, whole and of this `key`; None otherwise (a half-written or
+    foreign file is resampled, never trusted)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        t = load_file(str(path))
+        meta = json.loads(t["meta"].numpy().tobytes().decode())
+        if meta["key"] != key:
+            return None
+        return FeatureSet(
+            t["feats"],
+            t["probs"],
+            t["labels"],
+            meta["nfe"],
+            meta["seconds"],
+            t["spectrum_freq"].numpy(),
+            t["spectrum_power"].numpy(),
+            meta["hf_share"],
+            key,
+        )
+    except (OSError, ValueError, KeyError, SafetensorError):  # SafetensorError: a truncated header
+        return None
+
+
 def sample_features(
     folder,
     model,
@@ -126,10 +158,11 @@ def sample_features(
     """The features of `n` samples of a model folder at one seed, sampled on the first call and read from the cache after.
 
     `interval` is a parsed guidance interval (`demo.core.guidance.parse_interval`) or None. `cache_dir=False` disables the
-    cache. `log(text)` hears about each sampling run (e.g. a progress line on stderr). A text model takes `prompt` (a
+    cache; with `cache_dir=None` a set missing from `FEATURES_DIR` is looked up in `SHIPPED_FEATURES_DIR` (read-only)
+    before it is sampled. `log(text)` hears about each sampling run (e.g. a progress line on stderr). A text model takes `prompt` (a
     list; with `class_label` "all" the samples cycle through it, so prompt k can name class k) and `negative_prompt`.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from analysis.classifier import classify, load_classifier
     from analysis.evaluate import weights_key
@@ -154,24 +187,12 @@ def sample_features(
         negative_prompt,
     )
     path = _features_path(Path(FEATURES_DIR if cache_dir is None else cache_dir or "."), model.name, key)
-    if cache_dir is not False and path.is_file():
-        try:
-            t = load_file(str(path))
-            meta = json.loads(t["meta"].numpy().tobytes().decode())
-            if meta["key"] == key:
-                return FeatureSet(
-                    t["feats"],
-                    t["probs"],
-                    t["labels"],
-                    meta["nfe"],
-                    meta["seconds"],
-                    t["spectrum_freq"].numpy(),
-                    t["spectrum_power"].numpy(),
-                    meta["hf_share"],
-                    key,
-                )
-        except (OSError, ValueError, KeyError):  # a half-written or foreign file is resampled
-            pass
+    if cache_dir is not False:
+        shipped = [_features_path(SHIPPED_FEATURES_DIR, model.name, key)] if cache_dir is None else []
+        for candidate in [path, *shipped]:
+            fs = _read_features(candidate, key)
+            if fs is not None:
+                return fs
     options = {"bf16": bf16, **({"interval": interval} if interval is not None else {}), **({"clip_x0": True} if clip_x0 else {})}
     if prompt is not None:
         options |= {"prompt": list(prompt), "negative_prompt": negative_prompt}
@@ -213,6 +234,7 @@ def sample_features(
 def real_pool(reference: dict, classifier=None, cache_dir=None, data_dir=None) -> torch.Tensor:
     """The real features the bootstrap resamples: the whole test set (whose statistics the Fréchet distance uses), cached
     beside the feature sets; the shipped 3000-image reference subset when the dataset is not at hand."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     from analysis.classifier import classify, load_classifier
@@ -223,11 +245,16 @@ def real_pool(reference: dict, classifier=None, cache_dir=None, data_dir=None) -
         classifier = classifier or load_classifier()
         path = Path(FEATURES_DIR if cache_dir is None else cache_dir) / f"real-test-{classifier_key(classifier)}.safetensors"
         if path.is_file():
-            return load_file(str(path))["feats"]
+            try:
+                return load_file(str(path))["feats"]
+            except (OSError, KeyError, SafetensorError):  # a half-written cache file is recomputed
+                pass
         x, _ = load_fashion_mnist("test", data_dir)
         feats, _ = classify(classifier, to_model_space(x))
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"feats": feats.float().contiguous()}, str(path))
+        tmp = path.with_suffix(".tmp")
+        save_file({"feats": feats.float().contiguous()}, str(tmp))
+        tmp.replace(path)
         return feats
     except (FileNotFoundError, OSError, ValueError):
         return reference["subset_feats"]

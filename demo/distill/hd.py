@@ -397,7 +397,8 @@ class HDRefinement(Method):
 def read_discriminator_maps(folder) -> dict | None:
     """A model folder's `discriminator_maps.safetensors` as numpy arrays (`images`, `token_weights`, … as
     `HDRefinement.discriminator_maps` wrote them) plus `entropy`, the mean normalised token-weight entropy (1 = GAP's
-    uniform pooling); None when the folder has none (a DMD-only model, or one trained before the maps were recorded)."""
+    uniform pooling); None when the folder has none (a DMD-only model, or one trained before the maps were recorded).
+    Raises ValueError, as a sentence, for a file that is there but unreadable."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -405,8 +406,17 @@ def read_discriminator_maps(folder) -> dict | None:
     path = Path(folder) / MAPS_FILE
     if not path.is_file():
         return None
-    m = load_file(str(path))
-    return {**{k: v.numpy() for k, v in m.items()}, "entropy": float(weight_entropy(m["token_weights"].flatten(1)).mean())}
+    try:
+        m = load_file(str(path))
+        weights = m["token_weights"].float()
+        if weights.ndim < 2 or not torch.isfinite(weights).all():
+            raise ValueError("token_weights")
+    except Exception as e:  # noqa: BLE001  (safetensors raises its own error type for a truncated header)
+        raise ValueError(
+            f"{path} is not a readable discriminator-map file: it must hold a finite tensor token_weights [maps, tokens] "
+            f"({type(e).__name__})."
+        ) from None
+    return {**{k: v.numpy() for k, v in m.items()}, "entropy": float(weight_entropy(weights.flatten(1)).mean())}
 
 
 __all__ = ["GuidanceUNet", "HDRefinement", "TokenDiscriminator", "dmd_loss", "read_discriminator_maps"]

@@ -147,6 +147,35 @@ def test_feature_sets_are_cached_and_keyed_by_the_protocol(tiny_teacher, tiny_te
     assert evaluate.evaluate_cached(tiny_teacher_dir, tiny_teacher, rows, 4, 1, 2.0)[1] is True
 
 
+def test_shipped_feature_sets_are_read_not_written(tiny_teacher, tiny_teacher_dir, tmp_path, monkeypatch):
+    import demo.core.generate
+
+    made = tmp_path / "made"
+    fs = protocol.sample_features(tiny_teacher_dir, tiny_teacher, 6, 1, 2.0, seed=0, cache_dir=made)
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    shipped.mkdir()
+    for f in made.glob("*.safetensors"):
+        f.rename(shipped / f.name)
+    monkeypatch.setattr(protocol, "SHIPPED_FEATURES_DIR", shipped)
+    monkeypatch.setattr(protocol, "FEATURES_DIR", cache)
+    real_generate = demo.core.generate.generate
+    monkeypatch.setattr(demo.core.generate, "generate", lambda *a, **k: pytest.fail("a shipped feature set was resampled"))
+    again = protocol.sample_features(tiny_teacher_dir, tiny_teacher, 6, 1, 2.0, seed=0)
+    assert torch.equal(again.feats, fs.feats) and not cache.exists()  # read from the shipped dir, nothing written
+    # An explicit cache dir is the only place looked at; another seed is not in the shipped dir and is sampled.
+    monkeypatch.setattr(demo.core.generate, "generate", real_generate)
+    protocol.sample_features(tiny_teacher_dir, tiny_teacher, 6, 1, 2.0, seed=0, cache_dir=tmp_path / "explicit")
+    assert len(list((tmp_path / "explicit").glob("*.safetensors"))) == 1
+    protocol.sample_features(tiny_teacher_dir, tiny_teacher, 6, 1, 2.0, seed=1)
+    assert len(list(cache.glob("*.safetensors"))) == 1 and len(list(shipped.glob("*.safetensors"))) == 1
+    # A truncated shipped file is not trusted: the set is sampled again (into the writable cache).
+    (next(shipped.glob("*.safetensors"))).write_bytes(b"half")
+    for f in cache.glob("*seed0*"):
+        f.unlink()
+    assert torch.allclose(protocol.sample_features(tiny_teacher_dir, tiny_teacher, 6, 1, 2.0, seed=0).feats, fs.feats, atol=1e-4)
+    assert len(list(cache.glob("*seed0*"))) == 1
+
+
 def test_evaluate_cli_seeds(tiny_teacher_dir, tmp_path, monkeypatch, capsys):
     import json
 

@@ -637,3 +637,7 @@ def test_sketch_refined_shows_the_refined_models_discriminator_maps(tmp_path):
     model = SimpleNamespace(path=tmp_path, name="tiny-hd", card=SimpleNamespace(class_names=["a", "b", "c"]))
     fig = trajectory.token_maps(model)
     assert len(fig.data) == 3 and "tiny-hd: token-weight entropy 1.00" in fig.layout.yaxis.title.text
+    # A half-written maps file (a user's folder) is a sentence in the figure, not a traceback in the view.
+    (tmp_path / "discriminator_maps.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
+    fig = trajectory.token_maps(model)
+    assert not fig.data and "is not a readable discriminator-map file" in fig.layout.annotations[0].text

@@ -103,7 +103,10 @@ def token_maps(model):
     HD-GAP), as heat over its samples; otherwise a figure that says why there is none."""
     from demo.distill.hd import read_discriminator_maps
 
-    maps = read_discriminator_maps(model.path)
+    try:
+        maps = read_discriminator_maps(model.path)
+    except ValueError as e:
+        return empty_figure(str(e))
     if maps is None:
         return empty_figure(
             f"{model.name} has no discriminator maps: only HD (AWD) and HD-GAP students trained with this version record them."
