@@ -310,9 +310,10 @@ def plot_token_maps(
         vertical_spacing=0.04,
     )
     for r, name in enumerate(names):
-        images = np.asarray(maps[name]["images"], dtype=np.float32)
+        raw = np.asarray(maps[name]["images"])
+        images = raw.astype(np.float32)
         images = images[:, 0] if images.ndim == 4 else images  # [N, 1, H, W] → [N, H, W]
-        if images.max() <= 1.0 + 1e-6:  # model space [−1, 1] → [0, 255]
+        if not np.issubdtype(raw.dtype, np.integer):  # model space → [0, 255]; a generator's raw x0 overshoots [−1, 1]
             images = (images.clip(-1, 1) + 1) * 127.5
         weights = np.asarray(maps[name]["token_weights"], dtype=np.float32)
         for c in range(N):
@@ -320,7 +321,7 @@ def plot_token_maps(
             h, w = weights[c].shape
             up = np.kron(weights[c] * h * w, np.ones((math.ceil(H / h), math.ceil(W / w))))[:H, :W]  # 1 = uniform weight
             heat = np.clip(up / 3.0, 0, 1)  # 3x the uniform weight saturates the overlay
-            grey = images[c] / 255.0
+            grey = np.clip(images[c] / 255.0, 0, 1)
             rgb = np.stack([np.clip(grey * (1 - heat) + heat, 0, 1), grey * (1 - heat), grey * (1 - heat)], axis=-1)
             fig.add_trace(go.Image(z=(rgb * 255).astype(np.uint8), hoverinfo="skip"), row=r + 1, col=c + 1)
         fig.update_yaxes(title_text=name, row=r + 1, col=1)

@@ -107,6 +107,12 @@ def test_token_maps_overlay_weights_above_uniform_and_loader_reads_exported_maps
     gap_img, awd_img = np.asarray(fig.data[0].z), np.asarray(fig.data[2].z)
     assert np.ptp(gap_img[..., 0] - gap_img[..., 1]) <= 1  # grey: no channel stands out
     assert awd_img[0, 0, 0] == 255 and awd_img[0, 0, 1] == 0 and awd_img[27, 27, 0] == awd_img[27, 27, 1]
+    # A generator's raw x0 overshoots [-1, 1] (as HD's recorded samples do): still model space, clipped, never wrapped
+    # around uint8 (which drew cyan speckles where the sample was below -1).
+    over = np.full((2, 28, 28), -1.2, dtype=np.float32)
+    over[:, :14] = 1.2
+    z = np.asarray(plot_token_maps({"hd": {"images": over, "token_weights": np.full((2, 7, 7), 1 / 49)}}).data[0].z)
+    assert (z[20, 5, 1:] == 0).all() and z[5, 5, 0] == 255 and z[5, 5, 1] == z[5, 5, 2] > 150  # black and white under the heat
     folder = tmp_path / "hd"
     folder.mkdir()
     save_file(
