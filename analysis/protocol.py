@@ -108,6 +108,16 @@ def _features_path(cache_dir: Path, name: str, key: dict) -> Path:
     return Path(cache_dir) / f"{name}-s{key['steps']}-W{key['guidance']:g}-seed{key['seed']}-n{key['n']}-{digest}.safetensors"
 
 
+def _save_tensors(path: Path, tensors: dict) -> None:
+    """Write a cache file through a temporary one, so a reader (or a stop mid-write) never leaves half a file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
 def _read_features(path: Path, key: dict):
     """The cached feature set at `path` if it is there, whole and of this `key`; None otherwise (a half-written or
     foreign file is resampled, never trusted)."""
@@ -162,8 +172,6 @@ def sample_features(
     before it is sampled. `log(text)` hears about each sampling run (e.g. a progress line on stderr). A text model takes `prompt` (a
     list; with `class_label` "all" the samples cycle through it, so prompt k can name class k) and `negative_prompt`.
     """
-    from safetensors.torch import save_file
-
     from analysis.classifier import classify, load_classifier
     from analysis.evaluate import weights_key
     from analysis.spectrum import high_frequency_share, radial_power_spectrum
@@ -214,9 +222,8 @@ def sample_features(
         log(f"{model.name}: {n} samples at {steps} steps, W={guidance:g}, seed {seed} in {gen.seconds:.0f} s")
     if cache_dir is not False:
         meta = json.dumps({"key": key, "nfe": fs.nfe, "seconds": fs.seconds, "hf_share": fs.hf_share})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(
+        _save_tensors(
+            path,
             {
                 "feats": feats.float().contiguous(),
                 "probs": probs.float().contiguous(),
@@ -225,9 +232,7 @@ def sample_features(
                 "spectrum_power": torch.from_numpy(fs.spectrum_power),
                 "meta": torch.frombuffer(bytearray(meta.encode()), dtype=torch.uint8),
             },
-            str(tmp),
         )
-        tmp.replace(path)
     return fs
 
 
@@ -235,7 +240,7 @@ def real_pool(reference: dict, classifier=None, cache_dir=None, data_dir=None) -
     """The real features the bootstrap resamples: the whole test set (whose statistics the Fréchet distance uses), cached
     beside the feature sets; the shipped 3000-image reference subset when the dataset is not at hand."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from analysis.classifier import classify, load_classifier
 
@@ -251,10 +256,7 @@ def real_pool(reference: dict, classifier=None, cache_dir=None, data_dir=None) -
                 pass
         x, _ = load_fashion_mnist("test", data_dir)
         feats, _ = classify(classifier, to_model_space(x))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"feats": feats.float().contiguous()}, str(tmp))
-        tmp.replace(path)
+        _save_tensors(path, {"feats": feats.float().contiguous()})
         return feats
     except (FileNotFoundError, OSError, ValueError):
         return reference["subset_feats"]
