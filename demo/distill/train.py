@@ -173,7 +173,9 @@ def train(
         if found is None:
             raise ValueError(f"{run_dir} holds no valid checkpoint to export")
         if is_main:
-            _export_ema(method, ema, run_dir, cfg, provenance)
+            # An unfinished run's card says so: its EMA is from step `start` of a cfg.iterations-step schedule.
+            early = {"exported_at_step": start} if start < cfg.iterations else {}
+            _export_ema(method, ema, run_dir, cfg, {**provenance, **early})
         return {"step": start, "exported": str(RunFolder(run_dir).model_dir)}
 
     stop = {"flag": False}

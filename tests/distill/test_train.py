@@ -137,6 +137,17 @@ def test_should_stop_writes_a_checkpoint_and_returns(tmp_path):
     assert not (tmp_path / "stopped" / "model").exists()
 
 
+def test_export_only_of_an_unfinished_run_records_its_step(tmp_path):
+    run_dir = tmp_path / "early"
+    train(tiny_method(), config(5, checkpoint_every=100), run_dir, should_stop=lambda: True)  # stops at step 1
+    last = train(tiny_method(seed=1), config(5), run_dir, export_only=True)
+    assert last["step"] == 1
+    card = load_model_folder(run_dir / "model").card
+    assert card.training["iterations"] == 5 and card.training["exported_at_step"] == 1
+    train(tiny_method(), config(2), tmp_path / "done")  # a finished run's card carries no such field
+    assert "exported_at_step" not in load_model_folder(tmp_path / "done" / "model").card.training
+
+
 def test_keep_checkpoints_prunes_old_ones(tmp_path):
     train(tiny_method(), config(3, keep_checkpoints=1), tmp_path / "pruned")
     assert [p.name for p in list_checkpoints(tmp_path / "pruned")] == ["checkpoint-0000003"]
