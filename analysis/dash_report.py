@@ -33,7 +33,19 @@ from analysis.classifier import load_classifier
 from analysis.evaluate import add_teacher_arg, cached_row, evaluate_seeds, markdown_table, store_card_metrics, weights_key
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
-from analysis.protocol import BOOTSTRAP, PROTOCOL, compare, parse_seeds, ratio_columns, real_pool, report_meta, with_interval
+from analysis.protocol import (
+    BOOTSTRAP,
+    PROTOCOL,
+    add_bf16_argument,
+    bf16_for,
+    bf16_text,
+    compare,
+    parse_seeds,
+    ratio_columns,
+    real_pool,
+    report_meta,
+    with_interval,
+)
 from demo.core.card import named_teacher
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
 from demo.core.paths import RESULTS_DIR
@@ -95,8 +107,9 @@ def branch_row(model, teacher, settings: dict, x0, labels) -> dict:
     }
 
 
-def quality_row(folder, model, settings: dict, classifier, reference, log=None) -> tuple[dict, list]:
-    """(quality numbers averaged over the seeds, per-seed feature sets) at `settings` (`analysis.evaluate.evaluate_seeds`)."""
+def quality_row(folder, model, settings: dict, classifier, reference, log=None, teacher: bool = False) -> tuple[dict, list]:
+    """(quality numbers averaged over the seeds, per-seed feature sets) at `settings` (`analysis.evaluate.evaluate_seeds`);
+    `teacher` decides the precision under `--bf16 teacher`."""
     q, sets = evaluate_seeds(
         folder,
         model,
@@ -109,7 +122,7 @@ def quality_row(folder, model, settings: dict, classifier, reference, log=None) 
         settings["batch_size"],
         classifier,
         reference,
-        bf16=settings["bf16"],
+        bf16=bf16_for(settings["bf16"], teacher),
         clip_x0=settings["clip_x0"],
         log=log,
     )
@@ -166,7 +179,7 @@ def markdown(rows: list[dict], settings: dict, shares: dict) -> str:
     )
     note = (
         f"\n{settings['steps']}-step {sampler_text(settings)}, W = {settings['guidance']:g} (CFG: 2 NFE per step), n = {settings['n']} samples per seed, "
-        f"{seed_text}{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher`: the mean of the per-seed Fréchet-distance "
+        f"{seed_text}{bf16_text(settings['bf16'])}. `fd_vs_teacher`: the mean of the per-seed Fréchet-distance "
         f"ratios to the teacher, `accuracy_diff`: accuracy minus the teacher's, each with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
         "paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real images. "
         f"ρ / cos(Δ) / Gap-MSE averaged over "
@@ -258,7 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--timesteps", type=int, default=20)
     p.add_argument("--branch-images", type=int, default=256)
-    p.add_argument("--bf16", action="store_true")
+    add_bf16_argument(p)
     p.add_argument(
         "--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the Debian package's / FASHION_MNIST_DIR)"
     )
@@ -317,7 +330,7 @@ def main(argv=None) -> int:
             )
             if computed:
                 print(f"{model.name}: branch statistics in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
-            q, model_sets = quality_row(folder, model, settings, classifier, reference, log)
+            q, model_sets = quality_row(folder, model, settings, classifier, reference, log, teacher=model is teacher)
             row = {
                 **row,
                 **q,

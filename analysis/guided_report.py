@@ -28,7 +28,18 @@ from analysis.classifier import load_classifier
 from analysis.evaluate import add_teacher_arg, evaluate_seeds, markdown_table, store_card_metrics
 from analysis.figure_png import write_report
 from analysis.metrics import load_reference
-from analysis.protocol import BOOTSTRAP, compare, parse_seeds, ratio_columns, real_pool, report_meta, with_interval
+from analysis.protocol import (
+    BOOTSTRAP,
+    add_bf16_argument,
+    bf16_for,
+    bf16_text,
+    compare,
+    parse_seeds,
+    ratio_columns,
+    real_pool,
+    report_meta,
+    with_interval,
+)
 from demo.core.card import named_teacher
 from demo.core.guidance import parse_interval
 from demo.core.models import ModelFolderError, check_model_folder, load_model_folder
@@ -172,7 +183,7 @@ def markdown(rows: list[dict], guidances: list[float], settings: dict, reference
     )
     text += (
         f"\nn = {settings['n']} samples per row and seed (classes cycled), {seed_text}"
-        f"{', bf16 autocast' if settings['bf16'] else ''}; the teacher uses CFG (2 NFE per step), w-conditioned students 1. "
+        f"{bf16_text(settings['bf16'])}; the teacher uses CFG (2 NFE per step), w-conditioned students 1. "
         "Precision/recall against an equal number of real images.\n"
     )
     if reference_steps:
@@ -204,7 +215,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--bf16", action="store_true")
+    add_bf16_argument(p)
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--no-cards", action="store_true", help="do not store the students' rows in their card.json")
     p.add_argument("--out", default=str(RESULTS))
@@ -272,7 +283,7 @@ def main(argv=None) -> int:
                     args.batch_size,
                     classifier,
                     reference,
-                    bf16=args.bf16,
+                    bf16=bf16_for(args.bf16, teacher=i == 0),
                     interval=iv,
                     cache_dir=cache,
                     log=log,

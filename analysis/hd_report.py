@@ -36,6 +36,9 @@ from analysis.plots import plot_token_maps
 from analysis.protocol import (
     BOOTSTRAP,
     PROTOCOL,
+    add_bf16_argument,
+    bf16_for,
+    bf16_text,
     compare,
     feature_metrics,
     parse_seeds,
@@ -244,7 +247,7 @@ def markdown(rows: list[dict], settings: dict) -> str:
     text = (
         markdown_table([display_row(r) for r in rows], COLUMNS) + "\n\n"
         f"W = {settings['guidance']:g}, n = {settings['n']} samples per row (classes cycled), {seed_text}"
-        f"{', bf16 autocast' if settings['bf16'] else ''}. `fd_vs_teacher` / `fd_vs_sketch`: Fréchet distance (classifier features, "
+        f"{bf16_text(settings['bf16'])}. `fd_vs_teacher` / `fd_vs_sketch`: Fréchet distance (classifier features, "
         f"not FID) over the teacher's / the sketch's, the mean of the per-seed ratios with a {settings.get('bootstrap', BOOTSTRAP)}-replicate "
         f"paired bootstrap 95% interval [low, high] (`analysis.protocol`); precision/recall against an equal number of real "
         f"images; `min_class_recall`: the worst class's recall; `hf_share`: share of spectral energy above "
@@ -295,7 +298,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap replicates for the intervals")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--bf16", action="store_true")
+    add_bf16_argument(p)
     p.add_argument("--no-png", action="store_true", help="skip the PNG (the HTML figure is always written)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -330,7 +333,7 @@ def main(argv=None) -> int:
                     "ddim",
                     seed,
                     args.batch_size,
-                    args.bf16,
+                    bf16_for(args.bf16, teacher=i == 0),
                     classifier=classifier,
                     log=log,
                 )

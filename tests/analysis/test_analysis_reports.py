@@ -371,6 +371,22 @@ def test_hd_report_rows_coverage_and_spectrum_figure(tiny_teacher, tiny_teacher_
     assert "FD seed 1" in (out / "hd.md").read_text()
     for bad in ("1,1", "x", "-1"):
         assert hd_report.main([*args, "--seeds", bad]) == 2
+    # --bf16 teacher: only the teacher samples under bf16 (a new set), the students' float32 sets come from the cache.
+    capsys.readouterr()
+    assert hd_report.main([*args, "--seeds", "0", "--bf16", "teacher"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("seed 0 in") == 1 and "tiny-teacher: 40 samples" in err
+    assert "bf16 autocast for the teacher (students in float32)" in (out / "hd.md").read_text()
+    with pytest.raises(SystemExit):  # argparse names the accepted words
+        hd_report.main([*args, "--bf16", "students"])
+
+
+def test_bf16_modes():
+    from analysis.protocol import bf16_for, bf16_text
+
+    assert [bf16_for(m, t) for m in ("all", "teacher", "none") for t in (True, False)] == [True, True, True, False, False, False]
+    assert bf16_for(True, False) and not bf16_for(False, True)  # reports written before the modes stored booleans
+    assert bf16_text("all") == ", bf16 autocast" and bf16_text("none") == "" and "teacher" in bf16_text("teacher")
 
 
 def test_guided_report_plans_a_single_w_student_at_its_one_w(tiny_teacher):
