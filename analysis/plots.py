@@ -320,12 +320,12 @@ def plot_token_maps(
             H, W = images[c].shape
             h, w = weights[c].shape
             up = np.kron(weights[c] * h * w, np.ones((math.ceil(H / h), math.ceil(W / w))))[:H, :W]  # 1 = uniform weight
-            heat = np.clip(up / 3.0, 0, 1)  # 3x the uniform weight saturates the overlay
+            heat = np.clip((up - 1.0) / 2.0, 0, 1)  # none at the uniform weight (GAP), full at 3x it
             grey = np.clip(images[c] / 255.0, 0, 1)
             rgb = np.stack([np.clip(grey * (1 - heat) + heat, 0, 1), grey * (1 - heat), grey * (1 - heat)], axis=-1)
             fig.add_trace(go.Image(z=(rgb * 255).astype(np.uint8), hoverinfo="skip"), row=r + 1, col=c + 1)
-        fig.update_yaxes(title_text=name, row=r + 1, col=1)
+        fig.update_yaxes(title_text=name, title_font_size=10, row=r + 1, col=1)
     fig.update_xaxes(showticklabels=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, showgrid=False)
     fig.update_annotations(font_size=10)
-    return _layout(fig, title + " (red: token weight above uniform)", height=max(260, 120 * len(names) + 90))
+    return _layout(fig, title + " (red: token weight above uniform)", height=max(260, 170 * len(names) + 90))  # a row tall enough for its rotated name
