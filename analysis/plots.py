@@ -328,4 +328,5 @@ def plot_token_maps(
     fig.update_xaxes(showticklabels=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, showgrid=False)
     fig.update_annotations(font_size=10)
-    return _layout(fig, title + " (red: token weight above uniform)", height=max(260, 170 * len(names) + 90))  # a row tall enough for its rotated name
+    height = max(260, 170 * len(names) + 90)  # each row tall enough for its rotated name
+    return _layout(fig, title + " (red: token weight above uniform)", height=height)
