@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from demo.core.models import load_model_folder
-from demo.half import half_copy, main
+from demo.half import compare_copy, half_copy, main
 
 
 def _size(folder):
@@ -38,3 +38,20 @@ def test_half_copy_errors_are_sentences(tiny_teacher_dir, tmp_path, capsys):
     assert main([str(tiny_teacher_dir), str(tmp_path / "taken")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_check_measures_the_copy_on_the_same_noise(tiny_teacher_dir, tmp_path, capsys):
+    # Tolerance: float16 rounding of a tiny random network moves its 2-step samples by well under 5% of the image range,
+    # but it does move them (a copy compared with itself would give exactly 0 and the check would prove nothing).
+    assert main([str(tiny_teacher_dir), str(tmp_path / "half"), "--check", "6", "--check-steps", "2"]) == 0
+    check = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["check"]
+    assert check["n"] == 6 and check["steps"] == 2 and check["sampler"] == "ddim"
+    assert 0 < check["mean_abs_diff"] <= check["max_abs_diff"] < 0.05
+    assert check["label_agreement"] is None or 0.0 <= check["label_agreement"] <= 1.0
+    assert compare_copy(tiny_teacher_dir, tiny_teacher_dir, 2, 2)["max_abs_diff"] == 0.0  # same weights, same noise
+
+
+def test_check_errors_are_sentences_and_keep_the_copy(tiny_teacher_dir, tmp_path, capsys):
+    assert main([str(tiny_teacher_dir), str(tmp_path / "half"), "--check", "2", "--check-steps", "5000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "steps" in err[0] and (tmp_path / "half").is_dir()
