@@ -43,9 +43,9 @@ from demo.core.paths import REPO_ROOT
 
 REPO = REPO_ROOT  # demo.core.paths: the one definition of the repository's folders
 MODELS = REPO / "assets" / "models"
-TEACHER = "fmnist-teacher-v1"  # the teacher the shipped students name; the crafted folders are copies of it
+TEACHER = "fmnist-teacher"  # the teacher the shipped v2 students name; the crafted folders are copies of it
 STUDENT = "fmnist-pd-4"  # a 4-step student of that teacher (the app's default pair)
-SECRET = "fmnist-teacher-v1-secret"  # the copy outside every root that a symlinked folder points into
+SECRET = "fmnist-teacher-secret"  # the copy outside every root that a symlinked folder points into
 
 
 # ---- what a handled answer looks like ----
