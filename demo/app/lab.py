@@ -500,16 +500,24 @@ def merge_embedding_data(parts: list[EmbeddingData], real=None, classifier=None)
     return EmbeddingData(torch.cat(feats), groups, torch.cat(labels), np.concatenate(images), space)
 
 
-SETTING_PATTERN = re.compile(r"(?:ddim|steps?)\s*(?P<steps>\d+).*?W\s*=?\s*(?P<w>\d+(?:\.\d+)?)", re.IGNORECASE)
+SETTING_PATTERN = re.compile(
+    r"(?:(?P<sampler>ddim[a-z-]*|steps?)\s*(?P<steps>\d+)|(?P<count>\d+)\s*steps?\b).*?W\s*=?\s*(?P<w>\d+(?:\.\d+)?)",
+    re.IGNORECASE,
+)
 
 
 def parse_setting(setting) -> dict:
     """Steps, W and whether a guidance interval was used, read from a card's setting name ("ddim4_W2_guided_report",
-    "ddim64_W2_gi167-882"); {} when the name says nothing."""
+    "ddim64_W2_gi167-882", "64 steps, W=2"), plus `sampler` when the name gives another protocol than plain DDIM (DASH's
+    "ddim-leading-clip50_W2_dash_report": leading spacing, clamped x0); {} when the name says nothing."""
     m = SETTING_PATTERN.search(str(setting or ""))
     if not m:
         return {}
-    return {"steps": int(m["steps"]), "guidance": float(m["w"]), "interval": "_gi" in str(setting)}
+    row = {"steps": int(m["steps"] or m["count"]), "guidance": float(m["w"]), "interval": "_gi" in str(setting)}
+    sampler = (m["sampler"] or "").lower()
+    if sampler.startswith("ddim-"):
+        row["sampler"] = sampler
+    return row
 
 
 def metrics_rows(cards) -> list[dict]:

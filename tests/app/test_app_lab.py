@@ -142,6 +142,22 @@ def test_labelled_strip_wraps_rows_and_keeps_captions_off_the_frames():
         assert box.getextrema() == (0, 0)
 
 
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("ddim4_W2_guided_report", {"steps": 4, "guidance": 2.0, "interval": False}),
+        ("ddim64_W2_gi167-882", {"steps": 64, "guidance": 2.0, "interval": True}),
+        ("64 steps, W=2", {"steps": 64, "guidance": 2.0, "interval": False}),
+        # DASH's protocol is another sampler at the same steps and W: the row must say so, not pass as plain DDIM
+        ("ddim-leading-clip50_W2_dash_report", {"steps": 50, "guidance": 2.0, "interval": False, "sampler": "ddim-leading-clip"}),
+        ("4 steps", {}),
+        ("final", {}),
+    ],
+)
+def test_parse_setting_reads_steps_w_and_a_named_sampler(key, expected):
+    assert lab.parse_setting(key) == expected
+
+
 def test_metrics_rows():
     flat = Card(name="a", metrics={"nfe": 8, "frechet_distance": 3.0, "per_class_accuracy": [1.0]})
     nested = Card(name="b", kind="student", metrics={"4 steps": {"nfe": 4, "frechet_distance": 5.0}, "1 step": {"nfe": 1}})

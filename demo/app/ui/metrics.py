@@ -19,6 +19,7 @@ COLUMNS = (
     "parameters",
     "setting",
     "steps",
+    "sampler",
     "guidance",
     "interval",
     "nfe",
@@ -34,6 +35,7 @@ COLUMNS = (
 MAIN_COLUMNS = (
     "model",
     "steps",
+    "sampler",
     "guidance",
     "nfe",
     "latency_ms",
@@ -75,7 +77,12 @@ def metrics(ctx, x_axis="nfe", y_metric="frechet_distance", guidance=2.0, all_co
     if not any(r.get("guidance") is not None for r in rows):
         at_w = [dict(r) for r in rows]  # no card says which W it measured: nothing to separate
     for r in at_w:
-        r["label"] = r["model"] + (f" · {r['steps']} st" if r.get("steps") else "") + (" + interval" if r.get("interval") else "")
+        r["label"] = (
+            r["model"]
+            + (f" · {r['steps']} st" if r.get("steps") else "")
+            + (f" · {r['sampler']}" if r.get("sampler") else "")
+            + (" + interval" if r.get("interval") else "")
+        )
     fig = plot_pareto(
         at_w,
         x=x_axis,
