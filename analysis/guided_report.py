@@ -10,7 +10,8 @@ Judged under `analysis.protocol`: every model at the same `--seeds` (the same no
 mean over the seeds, and `fd_vs_reference` — a row's Fréchet distance over the teacher's at `--reference-steps` and
 the same W, plain CFG against plain CFG — the mean of the per-seed ratios with a paired bootstrap interval, beside the
 accuracy difference to that teacher row with its interval. `--teacher-interval LO,HI` adds the teacher's
-guidance-interval rows beside the plain ones (their ratio is against the plain teacher too).
+guidance-interval rows beside the plain ones (their ratio is against the plain teacher too). `--teacher-steps`
+chooses the teacher's own step counts apart from the students' (`none`: its reference rows only).
 
 Writes `OUT/guided.json`, `OUT/guided.md` (one table per W) and the quality-versus-NFE figure `OUT/guided-nfe.html`
 and `.png`. Each (model weights, steps, W, settings, seed, n) is sampled once: its features are cached
@@ -79,6 +80,20 @@ def plan(
     if reference and model.card.kind != "student" and reference[0] not in counts:
         pairs += [(reference[0], w) for w in reference[1]]
     return pairs
+
+
+def parse_teacher_steps(text: str) -> list[int]:
+    """`--teacher-steps`: positive step counts, or 'none' for the teacher's reference rows only (e.g. to measure a
+    student against the 64-step teacher without sampling the teacher at the student's step counts)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        counts = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--teacher-steps needs positive integers or 'none', got {text!r}")
+    return counts
 
 
 def is_reference(row: dict, teacher_name: str, reference_steps: int) -> bool:
@@ -201,6 +216,11 @@ def main(argv=None) -> int:
     p.add_argument("--students", default="", help="comma-separated student model folders (stage 1, progressive, single-W)")
     p.add_argument("--steps", default="1,2,4,8,16")
     p.add_argument("--guidances", default="1,2,3,5")
+    p.add_argument(
+        "--teacher-steps",
+        default=None,
+        help="the teacher's own DDIM rows at these step counts (default: --steps; 'none': only its reference rows)",
+    )
     p.add_argument("--reference-steps", type=int, default=64, help="the teacher's reference step count (0: none)")
     p.add_argument("--reference-guidances", default="2", help="W values at which the teacher's reference is evaluated")
     p.add_argument(
@@ -230,6 +250,7 @@ def main(argv=None) -> int:
             raise ValueError(
                 f"--steps needs positive integers and --guidances non-negative numbers, got {args.steps!r} and {args.guidances!r}"
             )
+        teacher_steps = steps if args.teacher_steps is None else parse_teacher_steps(args.teacher_steps)
         ref_ws = [float(w) for w in args.reference_guidances.split(",") if w]
         if args.reference_steps < 0 or not set(ref_ws) <= set(guidances):
             raise ValueError(
@@ -262,7 +283,8 @@ def main(argv=None) -> int:
         for i, folder in enumerate(folders):
             model = load_model_folder(folder)
             samplers = student_samplers if model.card.kind == "student" else ["ddim"]
-            todo = [(sw, x, None) for x in samplers for sw in plan(model, steps, guidances, teacher_reference)]
+            counts = teacher_steps if i == 0 else steps
+            todo = [(sw, x, None) for x in samplers for sw in plan(model, counts, guidances, teacher_reference)]
             if (
                 i == 0 and args.teacher_interval and teacher_reference
             ):  # the teacher's guidance-interval rows beside the plain ones

@@ -257,6 +257,18 @@ def test_guided_report_rows_and_figure(tiny_teacher, tiny_teacher_dir, tmp_path)
     )
     assert guided_report.main([*args[:4], "--steps", "0"]) == 2
     assert guided_report.main([*args[:4], "--guidances", "1", "--reference-guidances", "2"]) == 2  # reference W not evaluated
+    assert guided_report.main([*args[:4], "--teacher-steps", "2,x"]) == 2
+
+    # --teacher-steps none: the teacher only at its reference, the student's ratio unchanged (its sets are cached)
+    out2 = tmp_path / "out2"
+    assert guided_report.main([*args[:-2], "--teacher-steps", "none", "--no-cards", "--out", str(out2)]) == 0
+    rows2 = [r for r in json.loads((out2 / "guided.json").read_text())["rows"] if r["sampler"] == "ddim"]
+    assert [(r["model"], r["steps"], r["guidance"]) for r in rows2] == [
+        ("tiny-teacher", 3, 3.0),
+        ("tiny-pd-2", 2, 1.0),
+        ("tiny-pd-2", 2, 3.0),
+    ]
+    assert rows2[-1]["fd_vs_reference"] == pytest.approx(rows[-1]["fd_vs_reference"])
 
 
 def test_bench_quality_reuses_the_reports_cached_rows(tiny_teacher, tiny_teacher_dir, tmp_path, monkeypatch):
