@@ -312,11 +312,34 @@ def add_teacher_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _sample_size(row: dict) -> tuple[set, int] | None:
+    """(seeds, n) of a card row, or None when the row does not say which seeds it was measured over."""
+    seeds = row.get("seeds")
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        return None
+    n = row.get("n")
+    return set(seeds), n if isinstance(n, int) else 0
+
+
 def store_card_metrics(folder, tag: str, metrics: dict) -> bool:
-    """Record `metrics` under `tag` in a model folder's card.json (the app shows them); False when it has no card."""
+    """Record `metrics` under `tag` in a model folder's card.json (the app shows them); False when it has no card, or
+    when the card already holds a row under `tag` measured over more samples: a strict superset of the seeds at no
+    smaller n (a one-seed check run must not replace the two-seed row that a teacher shares with every report)."""
     if not (Path(folder) / CARD_FILE).is_file():
         return False
     card = read_card(folder, strict=True)
+    old = card.get("metrics", {}).get(tag)
+    old_size = _sample_size(old) if isinstance(old, dict) else None
+    new_size = _sample_size(metrics)
+    if old_size is not None and new_size is not None:
+        (old_seeds, old_n), (new_seeds, new_n) = old_size, new_size
+        if old_seeds > new_seeds and old_n >= new_n:
+            print(
+                f"{Path(folder).name}: kept its card's {tag} row (seeds {sorted(old_seeds)}) over this run's "
+                f"(seeds {sorted(new_seeds)}).",
+                file=sys.stderr,
+            )
+            return False
     card.setdefault("metrics", {})[tag] = metrics
     write_card(folder, card)
     return True
