@@ -184,6 +184,12 @@ class TeacherTraining(Method):
         card = Card.from_dict({**base, "name": self.card_name, "kind": "teacher", "metrics": {}})
         card.method = f"diffusion ({self.prediction_type.replace('_', '-')}, CFG label dropout 0.1, TIRT logits)"
         card.training = {**self.training_record(cfg), "ema_decay": cfg.ema_decay}
+        if self.base_card is not None:  # the init's own description would describe the init, not this continuation
+            card.training["init"] = self.base_card.name
+            card.description = (
+                f"{self.base_card.name} trained {cfg.iterations:,} iterations further from its weights and TIRT logits "
+                f"(batch {cfg.batch_size}, lr {cfg.lr:g}): the same network and classes."
+            )
         return card
 
     def export_files(self):

@@ -289,6 +289,13 @@ def test_teacher_training_continues_from_a_model_folder(tiny_teacher_dir, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(method.student.state_dict().values(), start.net.state_dict().values()))
     assert torch.equal(method.tirt.lambda_t.detach(), start.tirt_logits)
     assert method.student.training and all(p.requires_grad for p in method.student.parameters())
+    # the continuation's card names its start and describes itself, not the folder it started from
+    from demo.distill.train import TrainConfig
+
+    card = method.card(TrainConfig(iterations=30, batch_size=2, lr=3e-4))
+    assert card.training["init"] == start.name and card.name == start.name  # no --name: the init's name
+    assert card.description.startswith(f"{start.name} trained 30 iterations further")
+    assert card.description != start.card.description
 
 
 def _average_on_rank(rank: int, world: int, port: int, out) -> None:
