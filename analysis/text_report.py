@@ -14,7 +14,10 @@ What the embedded text-conditional teacher learned (issue 26), on the caption gr
    same seeds and noise, mean of the per-seed ratios with a paired bootstrap interval (`analysis.protocol`); the
    teacher's own few-step DDIM beside it.
 
-Writes `OUT/text.json` and `OUT/text.md`. Feature sets are cached per seed (`analysis.protocol.FEATURES_DIR`).
+Writes `OUT/text.json` and `OUT/text.md`. Feature sets are cached per seed (`analysis.protocol.FEATURES_DIR`), the
+attribute table per class and W (`OUT/attribute-rows/`), so a report stopped half-way resumes. With `--steps` equal to
+`--teacher-steps` and `--n-class` × 10 = `--fd-n`, the class-word accuracy reads the teacher's Fréchet-distance sets
+(the same prompts, noise and settings) instead of sampling its own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,35 +57,56 @@ def class_accuracy(folder, model, n_per_class: int, steps: int, guidance: float,
     }
 
 
-def attribute_rows(model, n: int, steps: int, guidances, seed: int) -> list[dict]:
-    """One row per (class, attribute word, W): the attribute's mean with and without the word, from the same noise."""
-    from demo.core.generate import generate
+def attribute_rows(model, n: int, steps: int, guidances, seed: int, folder=None, cache_dir=None, log=None) -> list[dict]:
+    """One row per (class, attribute word, W): the attribute's mean with and without the word, from the same noise.
 
+    With `folder` and `cache_dir`, each (W, class) block of rows is kept in `cache_dir` (keyed by the weights and the
+    settings, `analysis.evaluate.cached_row`), so a report stopped half-way resumes where it stopped."""
+    from analysis.evaluate import cached_row, weights_key
+
+    weights = weights_key(folder) if folder is not None and cache_dir is not None else None
     rows = []
     for W in guidances:
         for k in range(len(CLASS_WORDS)):
-            base = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[caption(k)]).images)
-            for a, name in enumerate(ATTRIBUTES):
-                for side, word in enumerate(WORDS[a]):
-                    codes = [0, 0, 0]
-                    codes[a] = side + 1
-                    prompt = caption(k, codes)
-                    vals = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[prompt]).images)
-                    delta = float(vals[:, a].mean() - base[:, a].mean())
-                    rows.append(
-                        {
-                            "class": CLASS_WORDS[k],
-                            "attribute": name,
-                            "word": word,
-                            "prompt": prompt,
-                            "guidance": float(W),
-                            "plain_mean": round(float(base[:, a].mean()), 4),
-                            "word_mean": round(float(vals[:, a].mean()), 4),
-                            "change": round(delta, 4),
-                            "moved": bool(delta < 0 if side == 0 else delta > 0),
-                        }
-                    )
+            block = partial(_attribute_block, model, n, steps, float(W), k, seed)
+            if weights is None:
+                rows += block()["rows"]
+                continue
+            key = {"weights": weights, "n": n, "steps": steps, "guidance": float(W), "class": k, "seed": seed}
+            row, computed = cached_row(cache_dir, f"{model.name}-W{W:g}-{k}", key, block)
+            if computed and log:
+                log(f"attributes: {CLASS_WORDS[k]} at W = {W:g} measured")
+            rows += row["rows"]
     return rows
+
+
+def _attribute_block(model, n: int, steps: int, W: float, k: int, seed: int) -> dict:
+    """{"rows": the rows of one class at one W}: its plain prompt and each attribute word, all from the same noise."""
+    from demo.core.generate import generate
+
+    base = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[caption(k)]).images)
+    rows = []
+    for a, name in enumerate(ATTRIBUTES):
+        for side, word in enumerate(WORDS[a]):
+            codes = [0, 0, 0]
+            codes[a] = side + 1
+            prompt = caption(k, codes)
+            vals = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[prompt]).images)
+            delta = float(vals[:, a].mean() - base[:, a].mean())
+            rows.append(
+                {
+                    "class": CLASS_WORDS[k],
+                    "attribute": name,
+                    "word": word,
+                    "prompt": prompt,
+                    "guidance": W,
+                    "plain_mean": round(float(base[:, a].mean()), 4),
+                    "word_mean": round(float(vals[:, a].mean()), 4),
+                    "change": round(delta, 4),
+                    "moved": bool(delta < 0 if side == 0 else delta > 0),
+                }
+            )
+    return {"rows": rows}
 
 
 def moved_share(rows: list[dict]) -> dict:
@@ -135,7 +160,8 @@ def markdown(report: dict) -> str:
         f"Mean {acc['mean']:.3f}, lowest {acc['min']:.3f}; by seed {', '.join(f'{x:.3f}' for x in acc['by_seed'])}.",
         "",
     ]
-    lines += ["## Attribute words (same noise with and without the word)", ""]
+    attr_steps = report["settings"].get("attr_steps", report["settings"]["steps"])
+    lines += [f"## Attribute words (same noise with and without the word; {attr_steps} DDIM steps)", ""]
     for W, share in report["attribute_moved"].items():
         per = ", ".join(f"{k} {v:.0%}" for k, v in share.items() if k != "all")
         lines.append(f"- {W}: {share['all']:.0%} of the prompts moved their attribute as asked ({per}).")
@@ -166,6 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--n-class", type=int, default=100, help="images per class prompt and seed")
     p.add_argument("--n-attr", type=int, default=50, help="images per attribute prompt")
+    p.add_argument("--attr-steps", type=int, default=None, help="DDIM steps of the attribute table (default: --steps)")
     p.add_argument("--fd-n", type=int, default=2000)
     p.add_argument("--teacher-steps", type=int, default=64)
     p.add_argument("--out", default=str(RESULTS_DIR / "text"))
@@ -179,6 +206,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     start = time.time()
+    out = Path(args.out)
     classifier, reference = load_classifier(), load_reference()
 
     def log(text):
@@ -192,7 +220,18 @@ def main(argv=None) -> int:
             args.teacher, teacher, args.n_class, args.steps, args.guidance, args.seeds, classifier, log
         ),
     }
-    report["attributes"] = attribute_rows(teacher, args.n_attr, args.steps, (1.0, 2.0), args.seeds[0])
+    attr_steps = args.attr_steps or args.steps
+    report["settings"]["attr_steps"] = attr_steps
+    report["attributes"] = attribute_rows(
+        teacher,
+        args.n_attr,
+        attr_steps,
+        (1.0, 2.0),
+        args.seeds[0],
+        folder=args.teacher,
+        cache_dir=out / "attribute-rows",
+        log=log,
+    )
     report["attribute_moved"] = moved_share(report["attributes"])
     if student is not None:
         k = student.card.steps or 4
@@ -201,7 +240,6 @@ def main(argv=None) -> int:
             args.teacher, teacher, rows, args.seeds, args.fd_n, args.teacher_steps, args.guidance, classifier, reference, log
         )
     report["meta"] = report_meta(seconds=round(time.time() - start, 1))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "text.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "text.md").write_text(markdown(report))

@@ -21,6 +21,30 @@ def test_moved_share_counts_prompts_whose_attribute_moved_as_asked():
     assert share["W=1"]["all"] == 0.5 and share["W=1"]["brightness"] == 1.0 and share["W=2"]["all"] == 1.0
 
 
+def test_attribute_rows_resume_from_their_cache(tmp_path, monkeypatch):
+    """A report stopped half-way resumes: each (W, class) block measured once is read back while the weights and
+    settings are unchanged, and measured again when a setting changes."""
+    import types
+
+    import analysis.text_report as tr
+
+    folder = make_tiny_text_teacher(tmp_path / "tiny-text-teacher")
+    calls = []
+
+    def block(model, n, steps, W, k, seed):
+        calls.append((W, k))
+        return {"rows": [{"class": k, "guidance": W, "attribute": "width", "moved": True}]}
+
+    monkeypatch.setattr(tr, "_attribute_block", block)
+    model = types.SimpleNamespace(name="tiny-text-teacher")
+    first = tr.attribute_rows(model, 2, 1, (1.0, 2.0), 0, folder=folder, cache_dir=tmp_path / "rows")
+    assert len(calls) == 20 and len(first) == 20
+    again = tr.attribute_rows(model, 2, 1, (1.0, 2.0), 0, folder=folder, cache_dir=tmp_path / "rows")
+    assert again == first and len(calls) == 20  # all read back
+    tr.attribute_rows(model, 2, 2, (1.0,), 0, folder=folder, cache_dir=tmp_path / "rows")
+    assert len(calls) == 30  # another step count is another measurement
+
+
 @pytest.mark.slow
 def test_text_report_writes_accuracy_attributes_and_fd(tmp_path):
     from demo.distill.__main__ import main as distill
