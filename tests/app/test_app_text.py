@@ -129,3 +129,31 @@ def test_tabs_open_on_class_models_when_text_models_sit_beside_them(tmp_path):
     make_tiny_teacher(root / "tiny-teacher")
     ctx = build_app(settings_for(root, tmp_path)).ctx
     assert ctx.default_teacher() == "tiny-teacher" and ctx.is_text_model("a-tiny-sd") and not ctx.is_text_model("tiny-teacher")
+
+
+def test_compare_offers_a_text_preset_with_prompts_when_a_text_student_and_its_teacher_are_installed(tmp_path):
+    """A 4-step text student beside the text teacher its card names gets a Compare preset that fills the prompt box
+    (a text model has no class to pick); every preset row sets all the Compare inputs."""
+    from helpers import make_tiny_text_teacher
+
+    from demo.app.ui import compare
+    from demo.app.ui.context import Context
+
+    root = tmp_path / "models"
+    make_tiny_text_teacher(root / "tiny-text-teacher")
+    assert compare.presets(Context(settings_for(root, tmp_path))) == []  # no student yet
+    make_tiny_text_teacher(root / "tiny-text-pd-4", seed=1)
+    card = json.loads((root / "tiny-text-pd-4" / "card.json").read_text())
+    student = {"name": "tiny-text-pd-4", "kind": "student", "method": "progressive", "teacher": "tiny-text-teacher", "steps": 4}
+    (root / "tiny-text-pd-4" / "card.json").write_text(json.dumps({**card, **student}))
+    rows = compare.presets(Context(settings_for(root, tmp_path)))
+    assert [label for label, _ in rows] == ["text: 4-step student vs teacher, four prompts"]
+    values = dict(zip(compare.URL_KEYS, rows[0][1], strict=True))
+    assert values["teacher"] == "tiny-text-teacher" and values["student"] == "tiny-text-pd-4" and values["ssteps"] == 4
+    assert values["prompt"] == compare.TEXT_PRESET_PROMPTS and values["n"] == 4
+    from demo.app.ui import build_app
+
+    ctx = build_app(settings_for(root, tmp_path)).ctx
+    assert len(ctx.preset_jobs) == 1 and set(ctx.precompute()) == {ctx.preset_jobs[0][0]}  # it samples with its prompts
+    (teacher, student, summary, *_), *_ = [ctx.precomputed[key] for key, _, _ in ctx.preset_jobs]
+    assert "tiny-text-pd-4 · 4 steps" in student.label and "Speedup" in summary

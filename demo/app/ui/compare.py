@@ -290,26 +290,43 @@ def from_url(ctx, request: gr.Request = None):
     return tuple(out)
 
 
+# The text preset's prompts: caption-grammar words the embedded text teacher was trained on (demo.core.captions).
+TEXT_PRESET_PROMPTS = "a dark sandal\na light wide t-shirt\na patterned bag\nan ankle boot"
+
+
 def presets(ctx) -> list[tuple[str, list]]:
-    """(label, Compare inputs) for the telling comparisons whose models are installed, each resolved from the cards:
-    a student and the teacher its card names."""
+    """(label, Compare inputs, every one of them in `URL_KEYS` order) for the telling comparisons whose models are
+    installed, each resolved from the cards: a student and the teacher its card names. The inputs a preset does not
+    set are at their defaults, so a click shows exactly what was precomputed."""
     out = []
     pd4 = ctx.default_model("student", steps=4, method="progressive")
-    if pd4 and ctx.catalog.entry(pd4).steps == 4:
-        out.append(("4-step student vs teacher", pd4, 2.0, 64, 4))
+    if pd4 and ctx.catalog.entry(pd4).steps == 4 and not ctx.is_text_model(pd4):
+        out.append(("4-step student vs teacher", pd4, 2.0, 64, 4, 1, ""))
     pd1 = ctx.default_model("student", steps=1, method="progressive")
-    if pd1 and ctx.catalog.entry(pd1).steps == 1:
-        out.append(("1-step student vs teacher", pd1, 2.0, 64, 1))
+    if pd1 and ctx.catalog.entry(pd1).steps == 1 and not ctx.is_text_model(pd1):
+        out.append(("1-step student vs teacher", pd1, 2.0, 64, 1, 1, ""))
     if ctx.has_method("dash"):
         dash = ctx.default_model("student", method="dash")
-        out.append((f"DASH{_smaller(ctx, dash)} vs teacher at W = 5", dash, 5.0, 32, 32))
+        out.append((f"DASH{_smaller(ctx, dash)} vs teacher at W = 5", dash, 5.0, 32, 32, 1, ""))
     if ctx.has_method("kd-cond"):
-        out.append(("cond-only KD vs teacher at W = 5", ctx.default_model("student", method="kd-cond"), 5.0, 32, 32))
+        out.append(("cond-only KD vs teacher at W = 5", ctx.default_model("student", method="kd-cond"), 5.0, 32, 32, 1, ""))
+    text4 = _text_student(ctx, steps=4)
+    if text4:
+        out.append(("text: 4-step student vs teacher, four prompts", text4, 2.0, 64, 4, 4, TEXT_PRESET_PROMPTS))
     rows = []
-    for label, student, w, t_steps, s_steps in out:
+    for label, student, w, t_steps, s_steps, n, prompt in out:
         teacher = ctx.teacher_of(student) or ctx.default_model("teacher")
-        rows.append((label, [teacher, student, "9", w, t_steps, s_steps, 0, "ddim", 1]))
+        prompt = prompt or (TEXT_PRESET_PROMPTS if ctx.is_text_model(student) else "")  # a text model needs prompts
+        rows.append((label, [teacher, student, "9", w, t_steps, s_steps, 0, "ddim", n, "", False, prompt, ""]))
     return rows
+
+
+def _text_student(ctx, steps: int) -> str | None:
+    """The first installed text-conditional student distilled for `steps` steps whose teacher is installed, else None."""
+    for e in ctx.catalog.entries():
+        if e.kind == "student" and e.steps == steps and ctx.is_text_model(e.name) and ctx.teacher_of(e.name):
+            return e.name
+    return None
 
 
 def _smaller(ctx, student) -> str:
@@ -359,7 +376,7 @@ def build(ctx) -> None:
     rows = presets(ctx)  # next to the button, where a first-time visitor looks; wired once the outputs exist
     examples = (
         gr.Examples(
-            [r[1] for r in rows], inputs[:9], example_labels=[r[0] for r in rows], label=PRESET_NOTE, elem_id="compare-presets"
+            [r[1] for r in rows], inputs, example_labels=[r[0] for r in rows], label=PRESET_NOTE, elem_id="compare-presets"
         )
         if rows
         else None
