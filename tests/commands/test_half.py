@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -55,3 +56,19 @@ def test_check_errors_are_sentences_and_keep_the_copy(tiny_teacher_dir, tmp_path
     assert main([str(tiny_teacher_dir), str(tmp_path / "half"), "--check", "2", "--check-steps", "5000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "steps" in err[0] and (tmp_path / "half").is_dir()
+
+
+def test_check_samples_a_text_model_on_prompts(tiny_teacher_dir, tmp_path, capsys):
+    """A text-conditional copy is checked on prompts (the class prompts by default, `--check-prompt` otherwise); a
+    class-conditional model refuses a prompt in one sentence."""
+    from helpers import make_tiny_text_teacher
+
+    src = make_tiny_text_teacher(tmp_path / "tiny-text-teacher")
+    assert main([str(src), str(tmp_path / "half"), "--check", "4", "--check-steps", "2"]) == 0
+    check = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["check"]
+    assert check["prompts"][:2] == ["a t-shirt", "trousers"] and 0 < check["mean_abs_diff"] < 0.05
+    argv = [str(src), str(tmp_path / "half2"), "--check", "2", "--check-steps", "2", "--check-prompt", "a dark sandal"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["check"]["prompts"] == ["a dark sandal"]
+    with pytest.raises(ValueError, match="class-conditional; it takes no prompt"):
+        compare_copy(tiny_teacher_dir, tiny_teacher_dir, 2, 2, prompts=["a bag"])
