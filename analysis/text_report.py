@@ -32,10 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.protocol import compare, parse_seeds, real_pool, report_meta, sample_features, with_interval
-from demo.core.captions import ATTRIBUTES, CLASS_WORDS, WORDS, caption, measure_attributes
+from demo.core.captions import ATTRIBUTES, CLASS_PROMPTS, CLASS_WORDS, WORDS, caption, measure_attributes
 from demo.core.paths import RESULTS_DIR
-
-CLASS_PROMPTS = [caption(k) for k in range(len(CLASS_WORDS))]  # "a t-shirt", …, "an ankle boot"
 
 
 def class_accuracy(folder, model, n_per_class: int, steps: int, guidance: float, seeds, classifier, log=None) -> dict:

@@ -57,9 +57,9 @@ def compare_copy(src, dst, n: int = 256, steps: int | None = None, guidance: flo
     a, b = load_model_folder(src), load_model_folder(dst)
     options = {}
     if getattr(a, "is_text", False):
-        from demo.core.captions import CLASS_WORDS, caption
+        from demo.core.captions import CLASS_PROMPTS
 
-        options = {"prompt": list(prompts or [caption(k) for k in range(len(CLASS_WORDS))]), "negative_prompt": ""}
+        options = {"prompt": list(prompts or CLASS_PROMPTS), "negative_prompt": ""}
     elif prompts:
         raise ValueError(f"--check-prompt: {a.name} is class-conditional; it takes no prompt")
     steps = steps or a.card.steps or 64

@@ -96,6 +96,9 @@ def caption(label: int, codes=(NONE, NONE, NONE)) -> str:
     return " ".join(["an" if words[0][0] in "aeiou" else "a", *words])
 
 
+CLASS_PROMPTS = tuple(caption(k) for k in range(len(CLASS_WORDS)))  # "a t-shirt", …, "an ankle boot": prompt k is class k
+
+
 def caption_index(label, codes) -> torch.Tensor:
     """The index in `all_captions()` of each (class, attribute codes): label·27 + codes in base 3."""
     label, codes = torch.as_tensor(label).long(), torch.as_tensor(codes).long()
