@@ -31,14 +31,23 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.protocol import compare, parse_seeds, real_pool, report_meta, sample_features, with_interval
+from analysis.protocol import (
+    compare,
+    feature_metrics,
+    mean_metrics,
+    parse_seeds,
+    real_pool,
+    report_meta,
+    sample_features,
+    with_interval,
+)
 from demo.core.captions import ATTRIBUTES, CLASS_PROMPTS, CLASS_WORDS, WORDS, caption, measure_attributes
 from demo.core.paths import RESULTS_DIR
 
 
 def class_accuracy(folder, model, n_per_class: int, steps: int, guidance: float, seeds, classifier, log=None) -> dict:
     """Per-class accuracy of the class prompts (prompt k is class k), mean over seeds."""
-    per_seed = []
+    per_seed, hits, counts = [], np.zeros(len(CLASS_PROMPTS)), np.zeros(len(CLASS_PROMPTS))
     for seed in seeds:
         fs = sample_features(
             folder, model, n_per_class * len(CLASS_PROMPTS), steps, guidance, "ddim", seed, classifier=classifier,
@@ -46,13 +55,27 @@ def class_accuracy(folder, model, n_per_class: int, steps: int, guidance: float,
         )  # fmt: skip
         correct = (fs.probs.argmax(1) == fs.labels).double()
         per_seed.append([float(correct[fs.labels == k].mean()) for k in range(len(CLASS_PROMPTS))])
+        hits += [float(correct[fs.labels == k].sum()) for k in range(len(CLASS_PROMPTS))]
+        counts += [float((fs.labels == k).sum()) for k in range(len(CLASS_PROMPTS))]
     per_class = np.mean(per_seed, axis=0)
     return {
         "per_class": {CLASS_WORDS[k]: round(float(a), 4) for k, a in enumerate(per_class)},
+        "per_class_interval": {CLASS_WORDS[k]: wilson(hits[k], counts[k]) for k in range(len(CLASS_PROMPTS))},
         "mean": float(per_class.mean()),
         "min": float(per_class.min()),
         "by_seed": [float(np.mean(s)) for s in per_seed],
     }
+
+
+def wilson(hits: float, n: float, z: float = 1.96) -> list[float]:
+    """The Wilson score 95% interval of a proportion `hits / n` (images pooled over the seeds), which stays inside
+    [0, 1] and does not collapse at an accuracy of 1, where the normal interval would."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(float(centre - half), 4), round(float(centre + half), 4)]
 
 
 def attribute_rows(model, n: int, steps: int, guidances, seed: int, folder=None, cache_dir=None, log=None) -> list[dict]:
@@ -90,7 +113,8 @@ def _attribute_block(model, n: int, steps: int, W: float, k: int, seed: int) -> 
             codes[a] = side + 1
             prompt = caption(k, codes)
             vals = measure_attributes(generate(model, n, "all", steps, W, "ddim", seed, prompt=[prompt]).images)
-            delta = float(vals[:, a].mean() - base[:, a].mean())
+            lo, delta, hi = paired_change(base[:, a], vals[:, a])
+            asked = -1.0 if side == 0 else 1.0
             rows.append(
                 {
                     "class": CLASS_WORDS[k],
@@ -101,20 +125,41 @@ def _attribute_block(model, n: int, steps: int, W: float, k: int, seed: int) -> 
                     "plain_mean": round(float(base[:, a].mean()), 4),
                     "word_mean": round(float(vals[:, a].mean()), 4),
                     "change": round(delta, 4),
-                    "moved": bool(delta < 0 if side == 0 else delta > 0),
+                    "change_lo": None if lo is None else round(lo, 4),
+                    "change_hi": None if hi is None else round(hi, 4),
+                    "moved": bool(asked * delta > 0),
+                    "moved_clearly": bool(lo is not None and min(asked * lo, asked * hi) > 0),
                 }
             )
     return {"rows": rows}
 
 
+def paired_change(before, after) -> tuple[float, float, float]:
+    """(lo, mean, hi): the mean per-image change `after - before` of images sampled from the same noise, with a 95%
+    normal interval (lo = hi = None for a single image) (1.96 standard errors of the paired differences; n = 50 gives ~49 degrees of freedom, where the t
+    quantile is 2.01, so the interval is ~2% too narrow, which the report states)."""
+    d = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return None, mean, None  # one image: no interval
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(len(d))
+    return mean - half, mean, mean + half
+
+
 def moved_share(rows: list[dict]) -> dict:
-    """The share of prompts whose attribute moved as asked, per W and per attribute."""
+    """The share of prompts whose attribute moved as asked, per W and per attribute; `clearly`: the share whose
+    paired 95% interval lies wholly on the asked side (rows without an interval count by their sign)."""
     out = {}
     for W in sorted({r["guidance"] for r in rows}):
         sel = [r for r in rows if r["guidance"] == W]
         out[f"W={W:g}"] = {
             "all": float(np.mean([r["moved"] for r in sel])),
-            **{name: float(np.mean([r["moved"] for r in sel if r["attribute"] == name])) for name in ATTRIBUTES},
+            "clearly": float(np.mean([r.get("moved_clearly", r["moved"]) for r in sel])),
+            **{
+                name: float(np.mean([r["moved"] for r in sel if r["attribute"] == name]))
+                for name in ATTRIBUTES
+                if any(r["attribute"] == name for r in sel)
+            },
         }
     return out
 
@@ -129,14 +174,21 @@ def fd_rows(teacher_dir, teacher, students, seeds, n, teacher_steps, guidance, c
             for s in seeds
         ]
 
+    def metrics(feature_sets) -> dict:
+        m = mean_metrics([feature_metrics(fs, reference, seed) for fs, seed in zip(feature_sets, seeds)], list(seeds))
+        keys = ("frechet_distance", "fd_by_seed", "precision", "recall", "accuracy", "seconds")
+        return {k: m[k] for k in keys} | {"nfe": feature_sets[0].nfe}
+
     t_sets = sets(teacher_dir, teacher, teacher_steps)
-    rows = []
+    rows = [{"model": teacher.name, "steps": teacher_steps, **metrics(t_sets)}]
     for label, folder, model, steps in students:
-        c = compare(sets(folder, model, steps), t_sets, list(seeds), pool, reference)
+        s_sets = sets(folder, model, steps)
+        c = compare(s_sets, t_sets, list(seeds), pool, reference)
         rows.append(
             {
                 "model": label,
                 "steps": steps,
+                **metrics(s_sets),
                 "fd_vs_teacher": c["fd_ratio"],
                 "fd_vs_teacher_lo": c["fd_ratio_lo"],
                 "fd_vs_teacher_hi": c["fd_ratio_hi"],
@@ -151,8 +203,16 @@ def markdown(report: dict) -> str:
     lines = [f"# Text-conditional teacher: {report['teacher']}", ""]
     acc = report["class_accuracy"]
     lines += [f"## Class words at W = {report['settings']['guidance']:g} ({report['settings']['steps']} DDIM steps)", ""]
-    lines += ["| class | prompt | accuracy |", "|---|---|---|"]
-    lines += [f"| {c} | {CLASS_PROMPTS[k]} | {a:.3f} |" for k, (c, a) in enumerate(acc["per_class"].items())]
+    n = report["settings"]["n_class"]
+    lines += [
+        f"{n} images per prompt and seed; the interval is Wilson's 95% over the {n * len(report['seeds'])} images pooled.",
+        "",
+        "| class | prompt | accuracy [95%] |",
+        "|---|---|---|",
+    ]
+    for k, (c, a) in enumerate(acc["per_class"].items()):
+        lo, hi = acc.get("per_class_interval", {}).get(c, (None, None))
+        lines.append(f"| {c} | {CLASS_PROMPTS[k]} | {a:.3f}{f' [{lo:.3f}, {hi:.3f}]' if lo is not None else ''} |")
     lines += [
         "",
         f"Mean {acc['mean']:.3f}, lowest {acc['min']:.3f}; by seed {', '.join(f'{x:.3f}' for x in acc['by_seed'])}.",
@@ -161,20 +221,54 @@ def markdown(report: dict) -> str:
     attr_steps = report["settings"].get("attr_steps", report["settings"]["steps"])
     lines += [f"## Attribute words (same noise with and without the word; {attr_steps} DDIM steps)", ""]
     for W, share in report["attribute_moved"].items():
-        per = ", ".join(f"{k} {v:.0%}" for k, v in share.items() if k != "all")
-        lines.append(f"- {W}: {share['all']:.0%} of the prompts moved their attribute as asked ({per}).")
-    lines += ["", "| class | word | W | plain | with word | change | as asked |", "|---|---|---|---|---|---|---|"]
+        per = ", ".join(f"{k} {v:.0%}" for k, v in share.items() if k not in ("all", "clearly"))
+        clearly = f"; {share['clearly']:.0%} with the paired 95% interval on the asked side" if "clearly" in share else ""
+        lines.append(f"- {W}: {share['all']:.0%} of the prompts moved their attribute as asked ({per}){clearly}.")
     lines += [
-        f"| {r['class']} | {r['word']} | {r['guidance']:g} | {r['plain_mean']:.3f} | {r['word_mean']:.3f} | {r['change']:+.3f} | {'yes' if r['moved'] else 'no'} |"
+        "",
+        f"{report['settings']['n_attr']} images per prompt, one seed; *change* is the mean per-image change from the same"
+        " noise with its 95% interval (±1.96 standard errors of the paired differences).",
+        "",
+        "| class | word | W | plain | with word | change [95%] | as asked |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['class']} | {r['word']} | {r['guidance']:g} | {r['plain_mean']:.3f} | {r['word_mean']:.3f} | {_change(r)} | {_asked(r)} |"
         for r in report["attributes"]
     ]
     if report.get("fd"):
         lines += ["", "## Fréchet distance (classifier features, not FID) against the teacher", ""]
-        lines += ["| model | steps | FD / teacher's | accuracy diff |", "|---|---|---|---|"]
+        s = report["settings"]
+        lines += [
+            f"The ten class prompts at W = {s['guidance']:g}, {s['fd_n']} images per seed (seeds"
+            f" {', '.join(map(str, report['seeds']))}, the same noise for every model); FD / teacher's is the mean of the"
+            " per-seed ratios with a paired bootstrap 95% interval.",
+            "",
+            "| model | steps | NFE / image | FD (by seed) | FD / teacher's | accuracy (diff) | precision / recall |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in report["fd"]:
-            ratio = with_interval(r["fd_vs_teacher"], r["fd_vs_teacher_lo"], r["fd_vs_teacher_hi"])
-            lines.append(f"| {r['model']} | {r['steps']} | {ratio} | {r['accuracy_diff']:+.3f} |")
+            if "fd_vs_teacher" in r:
+                ratio = with_interval(r["fd_vs_teacher"], r["fd_vs_teacher_lo"], r["fd_vs_teacher_hi"])
+                acc = f"{r['accuracy']:.3f} ({r['accuracy_diff']:+.3f})" if "accuracy" in r else f"({r['accuracy_diff']:+.3f})"
+            else:
+                ratio, acc = "1 (the reference)", f"{r['accuracy']:.3f}"
+            fd = f"{r['frechet_distance']:.2f} ({', '.join(f'{x:.2f}' for x in r['fd_by_seed'])})" if "fd_by_seed" in r else ""
+            pr = f"{r['precision']:.3f} / {r['recall']:.3f}" if "precision" in r else ""
+            lines.append(f"| {r['model']} | {r['steps']} | {r.get('nfe', '')} | {fd} | {ratio} | {acc} | {pr} |")
     return "\n".join(lines) + "\n"
+
+
+def _change(r: dict) -> str:
+    if r.get("change_lo") is None:
+        return f"{r['change']:+.3f}"
+    return f"{r['change']:+.3f} [{r['change_lo']:+.3f}, {r['change_hi']:+.3f}]"
+
+
+def _asked(r: dict) -> str:
+    if not r["moved"]:
+        return "no"
+    return "yes" if r.get("moved_clearly", True) else "yes (interval spans 0)"
 
 
 def main(argv=None) -> int:

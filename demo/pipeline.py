@@ -45,15 +45,20 @@ class GuidedPipeline(DiffusionPipeline):
     """`GuidedPipeline.from_pretrained(DIR)(class_labels="all", num_images_per_prompt=10, guidance_scale=2,
     num_inference_steps=8)`; `from_model_folder` also takes a Hub name `owner/name@revision`."""
 
-    model_cpu_offload_seq = "transformer->unet->vae"
-    _optional_components = ["unet", "transformer", "vae"]  # a pixel model has a unet, a latent one a transformer and a vae
+    model_cpu_offload_seq = "text_encoder->transformer->unet->vae"
+    # a pixel model has a unet, a latent one a transformer and a vae; a text-conditional one a text encoder and tokenizer
+    _optional_components = ["unet", "transformer", "vae", "text_encoder", "tokenizer"]
     _callback_tensor_inputs = ["latents", "x0"]
 
-    def __init__(self, scheduler, unet=None, transformer=None, vae=None):
+    def __init__(self, scheduler, unet=None, transformer=None, vae=None, text_encoder=None, tokenizer=None):
         super().__init__()
         if (unet is None) == (transformer is None):
             raise ValueError("a GuidedPipeline needs exactly one denoiser: a unet (pixel model) or a transformer (latent model)")
-        self.register_modules(scheduler=scheduler, unet=unet, transformer=transformer, vae=vae)
+        if (text_encoder is None) != (tokenizer is None):
+            raise ValueError("a text-conditional GuidedPipeline needs both a text_encoder and a tokenizer")
+        self.register_modules(
+            scheduler=scheduler, unet=unet, transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
+        )
         self._loaded: LoadedModel | None = None
 
     @property
@@ -63,7 +68,8 @@ class GuidedPipeline(DiffusionPipeline):
     @classmethod
     def from_loaded(cls, model: LoadedModel) -> GuidedPipeline:
         key = "transformer" if model.is_latent or getattr(model.net, "is_transformer", False) else "unet"
-        pipe = cls(DDPMScheduler.from_config(model.scheduler_config), vae=model.vae, **{key: model.net})
+        text = {"text_encoder": model.text_encoder, "tokenizer": model.tokenizer}
+        pipe = cls(DDPMScheduler.from_config(model.scheduler_config), vae=model.vae, **text, **{key: model.net})
         pipe._loaded = model
         return pipe
 
@@ -85,13 +91,14 @@ class GuidedPipeline(DiffusionPipeline):
 
         net = no_label_dropout(self.denoiser).float().eval().requires_grad_(False)  # shipped weights may be float16
         vae = self.vae.float().eval().requires_grad_(False) if self.vae is not None else None
+        encoder = self.text_encoder.float().eval().requires_grad_(False) if self.text_encoder is not None else None
         source = getattr(self.config, "_name_or_path", None)  # set by from_pretrained; None for components built in memory
         folder = Path(str(source)) if source else Path(type(self).__name__)
         local = source is not None and folder.is_dir()
         card_dict = read_card(folder, strict=True) if local else {}
         card = Card.from_dict({"name": folder.name, **_card_defaults(net, vae), **card_dict})
         tirt = load_file(str(folder / TIRT_FILE))["lambda_t"] if local and (folder / TIRT_FILE).is_file() else None
-        return assemble(folder, net, DDPMScheduler.from_config(self.scheduler.config), card, tirt, vae)
+        return assemble(folder, net, DDPMScheduler.from_config(self.scheduler.config), card, tirt, vae, (encoder, self.tokenizer))
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """diffusers' folder (`model_index.json` and one folder per component) plus `card.json` and the TIRT logits."""
@@ -122,6 +129,8 @@ class GuidedPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         callback=None,
         n: int | None = None,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | None = None,
         **options,
     ) -> GuidedPipelineOutput | tuple:
         """Sample images of `class_labels`: "all" cycles the classes for `num_images_per_prompt` images (default 16), an
@@ -134,15 +143,21 @@ class GuidedPipeline(DiffusionPipeline):
         is not fed back: the samplers are pure functions); `callback(dict)` is the samplers' own (`demo.core.samplers`).
         `output_type`: "pil", "np" (uint8) or "pt" (float in [-1, 1]); `return_dict=False` gives `(images, labels)`.
         `n` is the older name of `num_images_per_prompt`.
+
+        A text-conditional folder takes `prompt` (one text or a list) and `negative_prompt` (default the empty prompt)
+        in place of classes: `class_labels` then indexes the prompts ("all" cycles through them, as `demo.sample` does).
         """
         from demo.core.generate import generate
         from demo.core.samplers import initial_noise
 
         model = self.loaded
         count = num_images_per_prompt if num_images_per_prompt is not None else n
+        if prompt is not None or negative_prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            options |= {"prompt": prompts, "negative_prompt": negative_prompt}  # checked with the request
         labels = None
         if isinstance(class_labels, list | tuple):
-            k = model.card.num_classes
+            k = len(options["prompt"] or ()) if model.is_text and "prompt" in options else model.card.num_classes
             if not class_labels or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k for c in class_labels):
                 raise ValueError(f"class labels must be integers in 0..{k - 1}, got {list(class_labels)!r}")
             labels = torch.as_tensor(class_labels, dtype=torch.long).repeat_interleave(count or 1)

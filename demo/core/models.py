@@ -33,7 +33,15 @@ from demo.core.card import Card, read_card, write_card
 from demo.core.data import CLASS_NAMES
 from demo.core.layout import PICKLE_SUFFIXES, VAE_DIR, WEIGHTS_NAME, denoiser_dir
 from demo.core.schedule import NoiseSchedule, to_x0
-from demo.core.text import PromptUNet, check_text_folder, guidance_text_unet, is_text_folder, load_text_parts
+from demo.core.text import (
+    TEXT_ENCODER_DIR,
+    TOKENIZER_DIR,
+    PromptUNet,
+    check_text_folder,
+    guidance_text_unet,
+    is_text_folder,
+    load_text_parts,
+)
 from demo.core.validate import check_model_files
 
 # Student classes that are not plain diffusers models register here (name in config.json → class).
@@ -330,7 +338,8 @@ def _component_entry(config_file: Path) -> list[str]:
 
 def write_model_index(folder: str | os.PathLike) -> Path:
     """Write `model_index.json` (ARCHITECTURE.md) from the component folders' configs alone, so
-    `DiffusionPipeline.from_pretrained(folder)` builds `demo.pipeline.GuidedPipeline`; returns its path."""
+    `DiffusionPipeline.from_pretrained(folder)` builds `demo.pipeline.GuidedPipeline` (with its text encoder and
+    tokenizer for a text-conditional folder); returns its path."""
     import diffusers
 
     folder = Path(folder)
@@ -343,6 +352,10 @@ def write_model_index(folder: str | os.PathLike) -> Path:
         index[name] = _component_entry(sub / "config.json") if sub.name == name else [None, None]
     vae_config = folder / VAE_DIR / "config.json"
     index[VAE_DIR] = _component_entry(vae_config) if vae_config.is_file() else [None, None]
+    if is_text_folder(folder):  # transformers' CLIP classes, which diffusers loads by library name
+        check_text_folder(folder)
+        arch = json.loads((folder / TEXT_ENCODER_DIR / "config.json").read_text())["architectures"][0]
+        index[TEXT_ENCODER_DIR], index[TOKENIZER_DIR] = ["transformers", arch], ["transformers", "CLIPTokenizer"]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return folder / "model_index.json"
 

@@ -240,7 +240,7 @@ def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, car
     """Write a text-conditional model folder: `unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`, `vae/` for a
     latent model, `card.json` (conditioning "text", no classes; `parameters` counts the UNet, as a class model's counts
     its denoiser, so DASH's compression ratio compares denoisers) and `extra` safetensors files (name → {tensor name:
-    tensor}, as `demo.core.models.save_model_folder` writes them). All weights as safetensors."""
+    tensor}, as `demo.core.models.save_model_folder` writes them) and `model_index.json`. All weights as safetensors."""
     from safetensors.torch import save_file
 
     from demo.core.card import write_card
@@ -261,4 +261,7 @@ def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, car
     write_card(folder, card)
     for fname, tensors in (extra or {}).items():
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / fname))
+    from demo.core.models import write_model_index  # models imports this module
+
+    write_model_index(folder)
     return folder

@@ -8,7 +8,7 @@ import json
 import pytest
 from helpers import make_tiny_text_teacher
 
-from analysis.text_report import CLASS_PROMPTS, main, moved_share
+from analysis.text_report import CLASS_PROMPTS, main, moved_share, paired_change, wilson
 
 
 def test_moved_share_counts_prompts_whose_attribute_moved_as_asked():
@@ -19,6 +19,25 @@ def test_moved_share_counts_prompts_whose_attribute_moved_as_asked():
     ]
     share = moved_share(rows)
     assert share["W=1"]["all"] == 0.5 and share["W=1"]["brightness"] == 1.0 and share["W=2"]["all"] == 1.0
+    rows[0]["moved_clearly"] = False  # moved as asked, but its interval spans 0
+    assert moved_share(rows)["W=1"]["clearly"] == 0.0 and moved_share(rows)["W=1"]["all"] == 0.5
+
+
+def test_paired_change_is_the_mean_difference_with_a_paired_interval():
+    before = [0.2, 0.4, 0.6, 0.8]
+    lo, mean, hi = paired_change(before, [b + 0.1 for b in before])  # the same shift on every image: no spread
+    assert mean == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    lo, mean, hi = paired_change(before, [0.3, 0.3, 0.7, 0.9])  # differences 0.1, -0.1, 0.1, 0.1
+    half = 1.96 * 0.1 / 2  # their standard deviation is 0.1, n = 4
+    assert mean == pytest.approx(0.05) and (lo, hi) == (pytest.approx(0.05 - half), pytest.approx(0.05 + half))
+    assert paired_change([0.5], [0.7])[::2] == (None, None)  # one image: no interval
+
+
+def test_wilson_interval_stays_inside_0_1_and_is_wide_at_small_n():
+    lo, hi = wilson(400, 400)  # every image right: the interval still has a lower end below 1
+    assert hi == 1.0 and 0.98 < lo < 0.995
+    lo, hi = wilson(340, 400)  # 0.85
+    assert lo < 0.85 < hi and hi - lo == pytest.approx(0.07, abs=0.005)
 
 
 def test_attribute_rows_resume_from_their_cache(tmp_path, monkeypatch):
@@ -55,12 +74,23 @@ def test_text_report_writes_accuracy_attributes_and_fd(tmp_path):
     assert distill([*argv, "--mixed-precision", "no", "--out", str(tmp_path / "g")]) == 0
     out = tmp_path / "report"
     args = ["--teacher", str(teacher), "--student", str(tmp_path / "g" / "model"), "--seeds", "0,1", "--steps", "1"]
-    args += ["--n-class", "1", "--n-attr", "1", "--fd-n", "20", "--teacher-steps", "2", "--out", str(out)]
+    args += ["--n-class", "1", "--n-attr", "2", "--fd-n", "20", "--teacher-steps", "2", "--out", str(out)]
     assert main(args) == 0
     report = json.loads((out / "text.json").read_text())
     assert len(report["class_accuracy"]["per_class"]) == 10 == len(CLASS_PROMPTS)
+    assert all(
+        lo <= a <= hi
+        for a, (lo, hi) in zip(
+            report["class_accuracy"]["per_class"].values(), report["class_accuracy"]["per_class_interval"].values()
+        )
+    )
     assert len(report["attributes"]) == 10 * 6 * 2  # classes × words × W in (1, 2)
-    assert {r["model"] for r in report["fd"]} >= {"fmnist-guided"} and len(report["fd"][0]["fd_vs_teacher_by_seed"]) == 2
+    r = report["attributes"][0]
+    assert r["change_lo"] <= r["change"] <= r["change_hi"] and r["moved_clearly"] <= r["moved"]
+    teacher_row, student_row = report["fd"][:2]  # the teacher's own row first, then the student's
+    assert teacher_row["model"] == "tiny-text-teacher" and "fd_vs_teacher" not in teacher_row
+    assert student_row["model"] == "fmnist-guided" and len(student_row["fd_vs_teacher_by_seed"]) == 2
+    assert len(student_row["fd_by_seed"]) == 2 and student_row["frechet_distance"] > 0
     assert "| sandal | a sandal |" in (out / "text.md").read_text()
 
 

@@ -145,6 +145,42 @@ def test_write_index_adds_model_index_json_to_an_older_folder(tiny_student_dir, 
 def test_every_shipped_model_folder_has_a_model_index():
     folders = [p for p in (REPO / "assets" / "models").iterdir() if (p / "unet" / "config.json").is_file()]
     missing = [p.name for p in folders if not (p / "model_index.json").is_file()]
+    missing += [  # a text folder's index written before it named the text encoder
+        p.name
+        for p in folders
+        if p.name not in missing
+        and (p / "text_encoder").is_dir()
+        and "text_encoder" not in json.loads((p / "model_index.json").read_text())
+    ]
     assert folders and not missing, (
         f"run: python -m demo.pipeline --write-index {' '.join('assets/models/' + m for m in missing)}"
     )
+
+
+def test_a_text_folder_loads_with_its_text_encoder_and_samples_from_prompts(tmp_path):
+    """A text-conditional folder's `model_index.json` names transformers' CLIP classes, so a plain diffusers call builds
+    the pipeline with its text encoder and tokenizer; `prompt=` / `negative_prompt=` give what `demo.sample` gives.
+    Tolerance 1e-6: the same process and thread count, float32 on both sides (only summation order could differ)."""
+    from helpers import make_tiny_text_teacher
+
+    from demo.core.generate import generate
+    from demo.core.models import load_model_folder
+
+    folder = make_tiny_text_teacher(tmp_path / "m" / "tiny-text-teacher")
+    index = json.loads((folder / "model_index.json").read_text())  # written by save_text_model_folder
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    assert type(pipe) is GuidedPipeline and pipe.text_encoder is not None and pipe.tokenizer is not None
+    prompts, kw = ["a sandal", "a dark bag"], {"guidance_scale": 3.0, "num_inference_steps": 2, "seed": 5}
+    images = pipe(prompt=prompts, negative_prompt="a shirt", num_images_per_prompt=4, output_type="pt", **kw).images
+    expected = generate(load_model_folder(folder), 4, "all", 2, 3.0, "ddim", 5, prompt=prompts, negative_prompt="a shirt")
+    assert images.std() > 0.01 and float((images - expected.images).abs().max()) < 1e-6
+    pipe.save_pretrained(tmp_path / "saved")  # and back: the text parts travel along
+    again = GuidedPipeline.from_pretrained(tmp_path / "saved")(
+        prompt=prompts, negative_prompt="a shirt", num_images_per_prompt=4, output_type="pt", **kw
+    )
+    assert float((again.images - images).abs().max()) < 1e-6
+    one = pipe(prompt="a sandal", class_labels=[0], num_images_per_prompt=2, output_type="np", **kw).images
+    assert one.shape[0] == 2
+    with pytest.raises(ValueError, match="prompt"):  # a text model without prompts: one sentence
+        pipe(num_images_per_prompt=2, num_inference_steps=1)
