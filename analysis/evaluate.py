@@ -235,14 +235,18 @@ def markdown_table(rows: list[dict], cols) -> str:
 
 
 def weights_key(folder) -> str:
-    """Identifies a model folder's weights by content (SHA-256 of its denoiser's safetensors), so a copied folder keeps it."""
+    """Identifies a model folder's weights by content (SHA-256 of its denoiser's safetensors, and of a text model's
+    text encoder, which shapes every sample too), so a copied folder keeps it."""
     import hashlib
 
     from demo.core.layout import denoiser_dir
+    from demo.core.text import TEXT_ENCODER_DIR
 
     h = hashlib.sha256()
     for f in sorted((denoiser_dir(folder) or Path(folder) / "unet").glob("*.safetensors")):
         h.update(f.name.encode() + f.read_bytes())
+    for f in sorted((Path(folder) / TEXT_ENCODER_DIR).glob("*.safetensors")):  # none in a class-conditional folder
+        h.update(b"text_encoder/" + f.name.encode() + f.read_bytes())
     return h.hexdigest()[:32]
 
 

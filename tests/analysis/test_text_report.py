@@ -131,3 +131,23 @@ def test_evaluate_takes_prompts_in_every_path(tmp_path, capsys):
     assert "is text-conditional: give it a prompt" in capsys.readouterr().err
     assert mirror_main(["--model", str(folder), "--prompt", "a sandal"]) == 2
     assert "--prompt is not supported" in capsys.readouterr().err
+
+
+def test_weights_key_covers_a_text_models_text_encoder(tmp_path):
+    """Cached samples of a text model are keyed by its text encoder too: a changed encoder must not reuse them."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from analysis.evaluate import weights_key
+
+    folder = make_tiny_text_teacher(tmp_path / "m" / "tiny-text-teacher")
+    key = weights_key(folder)
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    assert weights_key(copy) == key  # by content, not by path
+    enc = copy / "text_encoder" / "model.safetensors"
+    tensors = load_file(str(enc))
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, str(enc))
+    assert weights_key(copy) != key
