@@ -41,6 +41,7 @@ from demo.core.text import (
     guidance_text_unet,
     is_text_folder,
     load_text_parts,
+    text_encoder_class,
 )
 from demo.core.validate import check_model_files
 
@@ -353,9 +354,8 @@ def write_model_index(folder: str | os.PathLike) -> Path:
     vae_config = folder / VAE_DIR / "config.json"
     index[VAE_DIR] = _component_entry(vae_config) if vae_config.is_file() else [None, None]
     if is_text_folder(folder):  # transformers' CLIP classes, which diffusers loads by library name
-        check_text_folder(folder)
-        arch = json.loads((folder / TEXT_ENCODER_DIR / "config.json").read_text())["architectures"][0]
-        index[TEXT_ENCODER_DIR], index[TOKENIZER_DIR] = ["transformers", arch], ["transformers", "CLIPTokenizer"]
+        index[TEXT_ENCODER_DIR] = ["transformers", text_encoder_class(folder)]
+        index[TOKENIZER_DIR] = ["transformers", "CLIPTokenizer"]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return folder / "model_index.json"
 

@@ -68,14 +68,19 @@ def check_text_folder(folder: str | os.PathLike) -> None:
         )
 
 
+def text_encoder_class(folder: str | os.PathLike) -> str:
+    """The transformers class a checked text folder's encoder names (one of `TEXT_ENCODER_CLASSES`)."""
+    check_text_folder(folder)
+    return json.loads((Path(folder) / TEXT_ENCODER_DIR / "config.json").read_text())["architectures"][0]
+
+
 def load_text_parts(folder: str | os.PathLike, device="cpu"):
     """(text encoder, tokenizer) of a checked text model folder, the encoder in float32 eval mode."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no per-load progress bars in the app's or a command's output
     folder = Path(folder)
-    check_text_folder(folder)
-    arch = json.loads((folder / TEXT_ENCODER_DIR / "config.json").read_text())["architectures"][0]
+    arch = text_encoder_class(folder)
     try:
         encoder = getattr(transformers, arch).from_pretrained(folder / TEXT_ENCODER_DIR, use_safetensors=True)
         tokenizer = transformers.CLIPTokenizer.from_pretrained(folder / TOKENIZER_DIR)
