@@ -107,14 +107,24 @@ class SamplingRequest:
 
 def check_conditioning(model, prompt, negative_prompt) -> tuple[tuple[str, ...] | None, str]:
     """(prompts, negative prompt) for a text-conditional model, which needs a prompt; (None, "") for a class-conditional
-    one, which takes none."""
+    one, which takes none.
+
+    A guidance-conditioned text student (one network evaluation per step, `WConditionedDenoiser`) has no unconditional
+    branch to put a negative prompt in: it was distilled with the empty prompt there, so it refuses any other (as
+    diffusers' LCM pipeline, whose guidance embedding is the same, takes no negative prompt)."""
     empty = prompt is None or (isinstance(prompt, str | list | tuple) and not prompt)
     if getattr(model, "is_text", False):
         if empty:
             raise ValueError(f"{model.name} is text-conditional: give it a prompt")
         from demo.core.text import check_prompts
 
-        return check_prompts(prompt, negative_prompt)
+        prompts, negative = check_prompts(prompt, negative_prompt)
+        if negative and model.card.w_conditioned:
+            raise ValueError(
+                f"negative prompt: {model.name} is a guidance-conditioned student (one evaluation per step, distilled with "
+                "the empty prompt as its unconditional branch), so it takes none: leave the negative prompt empty"
+            )
+        return prompts, negative
     if not empty or negative_prompt:
         raise ValueError(f"{model.name} is class-conditional: it takes a class label, not a prompt")
     return None, ""

@@ -588,7 +588,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     text = (None, None)
     if isinstance(net, UNet2DConditionModel):
         try:
-            text = load_text_parts(folder, device)
+            text = load_text_parts(folder, device, net.config.cross_attention_dim)
         except ValueError as e:
             raise ModelFolderError(str(e)) from None
     return assemble(folder, net, scheduler, card, tirt, vae, text)

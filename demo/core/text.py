@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 TEXT_WEIGHTS = "model.safetensors"
 MAX_PROMPTS = 64  # distinct prompts per request (each is one row of the embedding table)
 MAX_PROMPT_CHARS = 1000
+_PROMPT_CACHE_LOCK = threading.Lock()
 
 
 def is_text_folder(folder: str | os.PathLike) -> bool:
@@ -74,8 +76,17 @@ def text_encoder_class(folder: str | os.PathLike) -> str:
     return json.loads((Path(folder) / TEXT_ENCODER_DIR / "config.json").read_text())["architectures"][0]
 
 
-def load_text_parts(folder: str | os.PathLike, device="cpu"):
-    """(text encoder, tokenizer) of a checked text model folder, the encoder in float32 eval mode."""
+UNSET_MAX_LENGTH = 10**6  # transformers' tokenizers report int(1e30) when their config sets no model_max_length
+
+
+def load_text_parts(folder: str | os.PathLike, device="cpu", cross_attention_dim=None):
+    """(text encoder, tokenizer) of a checked text model folder, the encoder in float32 eval mode.
+
+    The parts must fit each other and the UNet (`cross_attention_dim`, when given): the tokenizer's `model_max_length`
+    at most the encoder's `max_position_embeddings`, the encoder's width the UNet's cross-attention width. A tokenizer
+    whose files set no `model_max_length` (a `tokenizer.json` alone) is given the encoder's, where diffusers' pipeline
+    would fail on the unbounded default; every other mismatch is refused with one sentence.
+    """
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no per-load progress bars in the app's or a command's output
@@ -86,6 +97,19 @@ def load_text_parts(folder: str | os.PathLike, device="cpu"):
         tokenizer = transformers.CLIPTokenizer.from_pretrained(folder / TOKENIZER_DIR)
     except Exception as e:  # noqa: BLE001  (transformers raises many types for a bad file)
         raise ValueError(f"Model folder {folder.name}'s text encoder could not be loaded ({type(e).__name__}: {e}).") from None
+    positions, width = int(encoder.config.max_position_embeddings), int(encoder.config.hidden_size)
+    if tokenizer.model_max_length >= UNSET_MAX_LENGTH:
+        tokenizer.model_max_length = positions
+    if tokenizer.model_max_length > positions:
+        raise ValueError(
+            f"Model folder {folder.name}'s tokenizer pads prompts to {tokenizer.model_max_length} tokens, more than its "
+            f"text encoder's max_position_embeddings ({positions}): model_max_length must be at most {positions}."
+        )
+    if isinstance(cross_attention_dim, int) and cross_attention_dim != width:
+        raise ValueError(
+            f"Model folder {folder.name}'s text encoder is {width} wide but its UNet's cross_attention_dim is "
+            f"{cross_attention_dim}: they must be equal."
+        )
     return encoder.float().to(device).eval().requires_grad_(False), tokenizer
 
 
@@ -231,14 +255,15 @@ def bind_prompts(model, prompts, negative_prompt: str = "", limit: int = MAX_PRO
     prompts, negative_prompt = check_prompts(prompts, negative_prompt, limit)
     key = (prompts, negative_prompt)
     cache = model.prompt_cache
-    if key not in cache:
-        context = encode_prompts(model.text_encoder, model.tokenizer, [*prompts, negative_prompt])
-        net = PromptUNet(model.net, context.to(model.device))
-        card = replace(model.card, num_classes=len(prompts), null_class=len(prompts), class_names=list(prompts))
-        if len(cache) >= 16:
-            cache.pop(next(iter(cache)))
-        cache[key] = replace(model, net=net, card=card, prompt_cache={}, prompts=key)
-    return cache[key]
+    with _PROMPT_CACHE_LOCK:  # the app's request threads share a model's cache; only one evicts or fills an entry
+        if key not in cache:
+            context = encode_prompts(model.text_encoder, model.tokenizer, [*prompts, negative_prompt])
+            net = PromptUNet(model.net, context.to(model.device))
+            card = replace(model.card, num_classes=len(prompts), null_class=len(prompts), class_names=list(prompts))
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            cache[key] = replace(model, net=net, card=card, prompt_cache={}, prompts=key)
+        return cache[key]
 
 
 def save_text_model_folder(folder, unet, text_encoder, tokenizer, scheduler, card, vae=None, extra: dict | None = None) -> Path:

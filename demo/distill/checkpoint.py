@@ -142,7 +142,9 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
     """The EMA student of a run's newest valid checkpoint as a `LoadedModel` (for previews of an unfinished run).
 
     The architecture comes from the config the loop stores in each checkpoint's meta; the noise schedule and the
-    class layout from the teacher's folder (JSON only), as every student shares its teacher's schedule.
+    class layout from the teacher's folder (JSON only), as every student shares its teacher's schedule. A text
+    student (a `UNet2DConditionModel`) takes its teacher's text encoder and tokenizer, as its finished folder will,
+    and is guidance-conditioned when it has LCM's `time_cond_proj_dim` input.
     """
     import inspect
 
@@ -158,11 +160,14 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
     _, meta, tensors = found
     config = dict(meta.get("student_config") or {})
     cls = MODEL_CLASSES.get(config.pop("_class_name", ""))
+    prefix = "ema." + str(config.pop("_state_prefix", ""))  # a text student's UNet sits under "unet." in its state
     if cls is None:
         raise ValueError(f"Run {run_dir.name}'s checkpoint does not say how to rebuild its student.")
     net = cls.from_config(config)
     state = net.state_dict()
-    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    ema = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not any(k in state for k in ema):  # never preview a randomly initialised network as the student
+        raise ValueError(f"Run {run_dir.name}'s checkpoint holds no EMA weights that fit its student.")
     net.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in ema.items() if k in state}})
     net = net.to(device).eval().requires_grad_(False)
     card, scheduler, vae = {}, default_scheduler(), None
@@ -172,7 +177,16 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
         scheduler = DDPMScheduler.from_config(json.loads((teacher / "scheduler" / "scheduler_config.json").read_text()))
         if (teacher / VAE_DIR / "config.json").is_file():  # a latent student decodes with its teacher's VAE
             vae = AutoencoderKL.from_pretrained(teacher / VAE_DIR, use_safetensors=True).to(device).eval().requires_grad_(False)
-    w_conditioned = "guidance" in inspect.signature(net.forward).parameters
+    text = (None, None)
+    if type(net).__name__ == "UNet2DConditionModel":
+        from demo.core.text import load_text_parts
+
+        if teacher is None:
+            raise ValueError(f"Run {run_dir.name}'s text student needs its teacher's text encoder: give the teacher folder.")
+        text = load_text_parts(teacher, device, net.config.cross_attention_dim)
+        w_conditioned = net.config.get("time_cond_proj_dim") is not None
+    else:
+        w_conditioned = "guidance" in inspect.signature(net.forward).parameters
     card = Card.from_dict(
         {**card, "name": f"{run_dir.name}@{meta['step']}", "kind": "student", "w_conditioned": w_conditioned, "steps": None}
     )
@@ -185,4 +199,6 @@ def load_checkpoint_student(run_dir: str | os.PathLike, teacher: str | os.PathLi
         card,
         dict(scheduler.config),
         vae=vae,
+        text_encoder=text[0],
+        tokenizer=text[1],
     )

@@ -325,11 +325,17 @@ def _broadcast_from_main(modules: dict) -> None:
 
 
 def _student_config(student: torch.nn.Module) -> dict | None:
-    """A diffusers model's config (plus its class name) as plain JSON, or None for other modules."""
+    """A diffusers model's config (plus its class name) as plain JSON, or None for other modules. A text student
+    trains bound to the caption table (`demo.core.text.PromptUNet`): its UNet's config is stored, with `_state_prefix`
+    naming where the UNet's weights sit in the student's state ("unet.")."""
+    prefix = ""
+    if getattr(student, "config", None) is None and isinstance(getattr(student, "unet", None), torch.nn.Module):
+        student, prefix = student.unet, "unet."
     config = getattr(student, "config", None)
     if config is None:
         return None
     config = {"_class_name": type(student).__name__, **{k: v for k, v in dict(config).items() if not k.startswith("_")}}
+    config |= {"_state_prefix": prefix} if prefix else {}
     return json.loads(json.dumps(config, default=str))  # never let an odd config value break a checkpoint
 
 

@@ -157,3 +157,14 @@ def test_compare_offers_a_text_preset_with_prompts_when_a_text_student_and_its_t
     assert len(ctx.preset_jobs) == 1 and set(ctx.precompute()) == {ctx.preset_jobs[0][0]}  # it samples with its prompts
     (teacher, student, summary, *_), *_ = [ctx.precomputed[key] for key, _, _ in ctx.preset_jobs]
     assert "tiny-text-pd-4 · 4 steps" in student.label and "Speedup" in summary
+
+
+def test_embedding_points_are_named_by_their_own_group():
+    """Beside a text model, real data and class-model samples keep their class names (label k of a text model is its
+    prompt k, of real data the class k): the labels of different groups are not read through one table."""
+    from demo.app.ui.embedding import point_names
+    from demo.core.data import CLASS_NAMES
+
+    names_of = {"text": ["a dark sandal", "a bag"], "real data": CLASS_NAMES, "class": list(CLASS_NAMES)}
+    groups, labels = ["text", "text", "real data", "class", "text"], [0, 1, 0, 8, 5]
+    assert point_names(groups, labels, names_of) == ["a dark sandal", "a bag", "T-shirt/top", "Bag", "5"]

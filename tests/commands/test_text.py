@@ -143,3 +143,55 @@ def test_a_text_unet_without_its_text_encoder_is_one_sentence(sd_folder, tmp_pat
     shutil.rmtree(bad / "text_encoder")
     with pytest.raises(ModelFolderError, match=r"has a text-conditional UNet but no text_encoder/ folder"):
         load_model_folder(bad)
+
+
+def test_a_tokenizer_json_alone_pads_to_the_encoders_length_and_mismatched_parts_are_one_sentence(sd_folder, tmp_path):
+    """A folder whose tokenizer sets no model_max_length (tokenizer.json only; transformers then reports 1e30, on which
+    diffusers' pipeline fails) pads to the text encoder's max_position_embeddings and samples the original's images;
+    a tokenizer longer than its encoder, and an encoder narrower than the UNet's cross-attention, are refused."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder, _ = sd_folder
+    bare = _copy(folder, tmp_path / "bare")
+    (bare / "tokenizer" / "tokenizer_config.json").unlink()
+    model, original = load_model_folder(bare), load_model_folder(folder)
+    assert model.tokenizer.model_max_length == model.text_encoder.config.max_position_embeddings == 16
+    a, b = (generate(m, n=2, steps=2, prompt=["a dark sandal", "a bag"], seed=5).images for m in (model, original))
+    assert torch.equal(a, b)  # one process, the same parts and arithmetic: bit-identical
+
+    long = _copy(folder, tmp_path / "long")
+    config = json.loads((long / "tokenizer" / "tokenizer_config.json").read_text())
+    (long / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
+    with pytest.raises(ModelFolderError, match=r"pads prompts to 77 tokens.*model_max_length must be at most 16"):
+        load_model_folder(long)
+
+    wide = _copy(folder, tmp_path / "wide")
+    enc = CLIPTextModel(CLIPTextConfig(**{**original.text_encoder.config.to_dict(), "hidden_size": 24}))
+    enc.save_pretrained(wide / "text_encoder", safe_serialization=True)
+    with pytest.raises(ModelFolderError, match=r"text encoder is 24 wide but its UNet's cross_attention_dim is 16"):
+        load_model_folder(wide)
+
+
+def test_a_guidance_conditioned_text_student_refuses_a_negative_prompt_in_one_sentence(sd_folder, tmp_path, capsys):
+    """A w-conditioned student has no unconditional branch to put the negative prompt in (as diffusers' LCM pipeline):
+    a negative prompt is refused, by the library and by the command, instead of silently ignored."""
+    from dataclasses import replace
+
+    from demo.core.text import guidance_text_unet
+
+    folder, _ = sd_folder
+    model = load_model_folder(folder)
+    student = replace(model, net=guidance_text_unet(model.net), card=replace(model.card, w_conditioned=True))
+    with pytest.raises(ValueError, match=r"^negative prompt: .* guidance-conditioned student .* leave the negative prompt empty"):
+        generate(student, n=1, steps=2, prompt="a bag", negative_prompt="blurry")
+    assert generate(student, n=1, steps=2, prompt="a bag", negative_prompt="").nfe == 2  # no negative prompt: sampled
+
+    w_folder = _copy(folder, tmp_path / "w")
+    student.net.save_pretrained(w_folder / "unet", safe_serialization=True)
+    card_path = w_folder / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card_path.write_text(json.dumps({**card, "w_conditioned": True}))
+    argv = ["--model", str(w_folder), "--prompt", "a bag", "--negative-prompt", "blurry", "--n", "1", "--steps", "2"]
+    assert sample_main([*argv, "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: negative prompt:") and len(err.splitlines()) == 1

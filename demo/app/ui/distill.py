@@ -144,25 +144,28 @@ def distill_runs(jobs):
 
 
 def distill_preview(jobs, job_id, guidance=2.0, seed=0):
-    """Samples (one per class) from the job's current student, and its branch gap ρ against the teacher."""
+    """Samples (one per class) from the job's current student, and its branch gap ρ against the teacher. A text
+    student draws the ten class prompts of the captioned Fashion-MNIST it was distilled on ("a t-shirt", …)."""
     from demo.app import lab
+    from demo.core.captions import CLASS_PROMPTS
     from demo.core.generate import generate
 
     guidance, seed = check_guidance(validate.number("guidance", guidance, GUIDANCE_MIN, GUIDANCE_MAX)), validate.seed(seed)
     status = jobs.status(_job_id(job_id))
     student = jobs.load_preview(status["job_id"])
     steps = lab.model_steps(student, 16)
-    gen = generate(student, 10, "all", steps=steps, guidance=guidance, seed=seed)
+    prompts = list(CLASS_PROMPTS) if student.is_text else None
+    gen = generate(student, 10, "all", steps=steps, guidance=guidance, seed=seed, prompt=prompts)
     caption = f"**{student.name}** · {gen.nfe} NFE per image, {gen.seconds * 1000:.0f} ms for 10 images."
-    names = list(student.card.class_names or [])
+    names = prompts or list(student.card.class_names or [])
     labels = [names[int(y)] if int(y) < len(names) else str(int(y)) for y in gen.labels]
     title = f"{student.name} · {steps} step{'s' * (steps != 1)} · {gen.nfe} NFE · W = {guidance:g}"
     # Two rows of five at 4x, captions under the pictures: large enough to judge, and no label covers them.
     strip = lab.labelled_strip([gen.images[i : i + 1] for i in range(len(gen.images))], labels, scale=4, title=title, per_row=5)
-    return strip, caption + _rho_sentence(student, status["teacher"])
+    return strip, caption + _rho_sentence(student, status["teacher"], prompts)
 
 
-def _rho_sentence(student, teacher_dir) -> str:
+def _rho_sentence(student, teacher_dir, prompts=None) -> str:
     if not teacher_dir:
         return ""
     try:
@@ -172,6 +175,8 @@ def _rho_sentence(student, teacher_dir) -> str:
 
         x0, labels = reference_images(32, 0)
         teacher = load_model_folder(teacher_dir)
+        if prompts:  # class k's test images against prompt k, Δ = ε(prompt) − ε(empty prompt) for both
+            student, teacher = student.with_prompts(prompts), teacher.with_prompts(prompts)
         rho = branch_gap_curve(student, teacher, x0, labels, branch_timesteps(4)).summary()["rho"]
     except (ImportError, FileNotFoundError, ValueError) as e:
         return f" Branch gap not measured ({public_text(str(e))})."

@@ -8,6 +8,7 @@ from analysis.plots import plot_embedding
 from analysis.projection import umap_embedding
 from demo.app import lab
 from demo.app.ui.context import conditioning, prompt_boxes, prompt_view
+from demo.core.data import CLASS_NAMES
 from demo.core.guidance import check_guidance
 from demo.core.validate import model_list, model_nfe
 
@@ -48,21 +49,19 @@ def embedding(
     fmnist_like = shapes == {(1, 28)}
     classifier = classifier if fmnist_like else None
     real = ctx.real_images(n, seed) if include_real and fmnist_like else None
-    loaded, parts, class_names = [], [], None
+    parts, names_of = [], {"real data": CLASS_NAMES}  # each group's label names: its prompts, or its card's classes
     for i, name in enumerate(names):
         progress((i, len(names) + 1), desc=f"sampling model {i + 1}/{len(names)}: {name}")
         yield gr.skip(), f"Sampling model {i + 1} of {len(names)}: **{name}** ({n} images)…"
         m = ctx.catalog.load(name)
-        loaded.append(m)
         _, cond = conditioning(m, "all", prompt, negative_prompt)
-        class_names = class_names or (list(cond["prompt"]) if cond.get("prompt") else None)
+        names_of[m.name] = list(cond["prompt"]) if cond.get("prompt") else list(m.card.class_names or [])
         parts.append(lab.embedding_data([m], n, steps, float(guidance), seed, "ddim", classifier, None, **cond))
     progress((len(names), len(names) + 1), desc="UMAP")
     yield gr.skip(), "Projecting with UMAP…"
     data = lab.merge_embedding_data(parts, real, classifier)
     xy = umap_embedding(data.features, random_state=seed)
-    class_names = class_names or loaded[0].card.class_names
-    classes = [class_names[int(y)] if int(y) < len(class_names) else str(int(y)) for y in data.labels]
+    classes = point_names(data.groups, data.labels, names_of)
     groups = data.groups if color_by == "model" else classes
     hover = [f"{g} · {c}" for g, c in zip(data.groups, classes)]
     fig = plot_embedding(xy, groups, hover, data.images, title=f"UMAP of {data.feature_space}, coloured by {color_by}")
@@ -74,6 +73,16 @@ def embedding(
     if include_real and real is None:
         notes.append("Real data is not installed, so only samples are shown.")
     yield fig, " ".join(notes) or "Hover a point to see its image."
+
+
+def point_names(groups, labels, names_of: dict) -> list[str]:
+    """Each point's label name by its own group: a text model's label k is its prompt k, a class model's (and real
+    data's) is class k; a label with no name is shown as its number."""
+    out = []
+    for g, y in zip(groups, labels):
+        names, y = names_of.get(g, ()), int(y)
+        out.append(names[y] if y < len(names) else str(y))
+    return out
 
 
 def build(ctx) -> None:
