@@ -67,7 +67,8 @@ class GuidedPipeline(DiffusionPipeline):
 
     @classmethod
     def from_loaded(cls, model: LoadedModel) -> GuidedPipeline:
-        key = "transformer" if model.is_latent or getattr(model.net, "is_transformer", False) else "unet"
+        # diffusers' names: a Stable Diffusion folder's (latent, text) UNet is `unet`, a latent class model's DiT `transformer`
+        key = "transformer" if (model.is_latent and not model.is_text) or getattr(model.net, "is_transformer", False) else "unet"
         text = {"text_encoder": model.text_encoder, "tokenizer": model.tokenizer}
         pipe = cls(DDPMScheduler.from_config(model.scheduler_config), vae=model.vae, **text, **{key: model.net})
         pipe._loaded = model
@@ -145,7 +146,8 @@ class GuidedPipeline(DiffusionPipeline):
         `n` is the older name of `num_images_per_prompt`.
 
         A text-conditional folder takes `prompt` (one text or a list) and `negative_prompt` (default the empty prompt)
-        in place of classes: `class_labels` then indexes the prompts ("all" cycles through them, as `demo.sample` does).
+        in place of classes: `class_labels` then indexes the prompts, and with "all" each prompt gives
+        `num_images_per_prompt` images (default 1) one after another, as diffusers' pipelines order them.
         """
         from demo.core.generate import generate
         from demo.core.samplers import initial_noise
@@ -156,8 +158,12 @@ class GuidedPipeline(DiffusionPipeline):
             prompts = [prompt] if isinstance(prompt, str) else prompt
             options |= {"prompt": prompts, "negative_prompt": negative_prompt}  # checked with the request
         labels = None
+        if model.is_text and class_labels == "all" and options.get("prompt"):
+            class_labels = list(range(len(options["prompt"])))  # every prompt, num_images_per_prompt times (diffusers)
         if isinstance(class_labels, list | tuple):
-            k = len(options["prompt"] or ()) if model.is_text and "prompt" in options else model.card.num_classes
+            if model.is_text and not options.get("prompt"):
+                raise ValueError(f"{model.name} is text-conditional: give it a prompt")
+            k = len(options["prompt"]) if model.is_text else model.card.num_classes
             if not class_labels or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k for c in class_labels):
                 raise ValueError(f"class labels must be integers in 0..{k - 1}, got {list(class_labels)!r}")
             labels = torch.as_tensor(class_labels, dtype=torch.long).repeat_interleave(count or 1)

@@ -172,15 +172,33 @@ def test_a_text_folder_loads_with_its_text_encoder_and_samples_from_prompts(tmp_
     pipe = DiffusionPipeline.from_pretrained(folder)
     assert type(pipe) is GuidedPipeline and pipe.text_encoder is not None and pipe.tokenizer is not None
     prompts, kw = ["a sandal", "a dark bag"], {"guidance_scale": 3.0, "num_inference_steps": 2, "seed": 5}
-    images = pipe(prompt=prompts, negative_prompt="a shirt", num_images_per_prompt=4, output_type="pt", **kw).images
-    expected = generate(load_model_folder(folder), 4, "all", 2, 3.0, "ddim", 5, prompt=prompts, negative_prompt="a shirt")
+    out = pipe(prompt=prompts, negative_prompt="a shirt", num_images_per_prompt=2, output_type="pt", **kw)
+    images = out.images  # diffusers' order: each prompt num_images_per_prompt times, one after another
+    model = load_model_folder(folder)
+    expected = generate(model, 4, labels=[0, 0, 1, 1], steps=2, guidance=3.0, seed=5, prompt=prompts, negative_prompt="a shirt")
+    assert out.labels.tolist() == [0, 0, 1, 1] and images.shape[0] == 4
     assert images.std() > 0.01 and float((images - expected.images).abs().max()) < 1e-6
     pipe.save_pretrained(tmp_path / "saved")  # and back: the text parts travel along
     again = GuidedPipeline.from_pretrained(tmp_path / "saved")(
-        prompt=prompts, negative_prompt="a shirt", num_images_per_prompt=4, output_type="pt", **kw
+        prompt=prompts, negative_prompt="a shirt", num_images_per_prompt=2, output_type="pt", **kw
     )
     assert float((again.images - images).abs().max()) < 1e-6
     one = pipe(prompt="a sandal", class_labels=[0], num_images_per_prompt=2, output_type="np", **kw).images
     assert one.shape[0] == 2
     with pytest.raises(ValueError, match="prompt"):  # a text model without prompts: one sentence
         pipe(num_images_per_prompt=2, num_inference_steps=1)
+    with pytest.raises(ValueError, match="is text-conditional: give it a prompt"):
+        pipe(class_labels=[0, 1], num_inference_steps=1)
+
+
+def test_a_stable_diffusion_folder_keeps_its_unet_named_unet(tmp_path):
+    """diffusers' layout: a latent text model's UNet is the pipeline's `unet` (saved to unet/), not `transformer`."""
+    from helpers import make_tiny_sd_pipeline
+
+    make_tiny_sd_pipeline(tmp_path / "sd")
+    pipe = GuidedPipeline.from_model_folder(tmp_path / "sd")
+    assert pipe.unet is not None and pipe.transformer is None and pipe.vae is not None
+    pipe.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "unet").is_dir() and not (tmp_path / "saved" / "transformer").exists()
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["unet"][1] == "UNet2DConditionModel" and index.get("transformer", [None])[0] is None
