@@ -42,7 +42,10 @@ from analysis.protocol import (
     with_interval,
 )
 from demo.core.captions import ATTRIBUTES, CLASS_PROMPTS, CLASS_WORDS, WORDS, caption, measure_attributes
+from demo.core.cli import MAX_SAMPLES
+from demo.core.guidance import GUIDANCE_MAX, GUIDANCE_MIN
 from demo.core.paths import RESULTS_DIR
+from demo.core.validate import MAX_TIMESTEPS, arg_float, arg_int, whole
 
 
 def class_accuracy(folder, model, n_per_class: int, steps: int, guidance: float, seeds, classifier, log=None) -> dict:
@@ -280,20 +283,27 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", required=True)
     p.add_argument("--student", default=None, help="a few-step student of the teacher (its card's steps are used)")
     p.add_argument("--seeds", type=parse_seeds, default=[0, 1])
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--n-class", type=int, default=100, help="images per class prompt and seed")
-    p.add_argument("--n-attr", type=int, default=50, help="images per attribute prompt")
-    p.add_argument("--attr-steps", type=int, default=None, help="DDIM steps of the attribute table (default: --steps)")
-    p.add_argument("--fd-n", type=int, default=2000)
-    p.add_argument("--teacher-steps", type=int, default=64)
+    p.add_argument("--steps", type=arg_int(1, MAX_TIMESTEPS), default=32)
+    p.add_argument("--guidance", type=arg_float(GUIDANCE_MIN, GUIDANCE_MAX), default=2.0)
+    p.add_argument("--n-class", type=arg_int(1, MAX_SAMPLES), default=100, help="images per class prompt and seed")
+    p.add_argument("--n-attr", type=arg_int(2, MAX_SAMPLES), default=50, help="images per attribute prompt")
+    p.add_argument(
+        "--attr-steps", type=arg_int(1, MAX_TIMESTEPS), default=None, help="DDIM steps of the attribute table (default: --steps)"
+    )
+    p.add_argument("--fd-n", type=arg_int(2, MAX_SAMPLES), default=2000)
+    p.add_argument("--teacher-steps", type=arg_int(1, MAX_TIMESTEPS), default=64)
     p.add_argument("--out", default=str(RESULTS_DIR / "text"))
     args = p.parse_args(argv)
-    try:
+    try:  # every folder is checked before the first image is sampled, not hours later
         teacher = load_model_folder(args.teacher)
         if not teacher.is_text:
             raise ValueError(f"--teacher {args.teacher} is not a text-conditional model folder")
         student = load_model_folder(args.student) if args.student else None
+        if student is not None and not student.is_text:
+            raise ValueError(f"--student {args.student} is not a text-conditional model folder")
+        for flag in ("steps", "attr_steps", "teacher_steps"):  # at most the teacher's training timesteps
+            if getattr(args, flag) is not None:
+                whole(f"--{flag.replace('_', '-')}", getattr(args, flag), 1, teacher.schedule.num_train_timesteps)
     except (ValueError, ModelFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

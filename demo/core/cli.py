@@ -60,7 +60,7 @@ def prompts_from_args(args) -> list[str] | None:
     prompts = list(args.prompt or [])
     if args.prompts_file:
         try:
-            text = Path(args.prompts_file).read_text(encoding="utf-8")
+            text = Path(args.prompts_file).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(
                 f"--prompts-file {args.prompts_file} could not be read ({getattr(e, 'strerror', None) or type(e).__name__})."

@@ -151,3 +151,22 @@ def test_weights_key_covers_a_text_models_text_encoder(tmp_path):
     tensors[name] = tensors[name] + 1e-3
     save_file(tensors, str(enc))
     assert weights_key(copy) != key
+
+
+def test_text_report_refuses_a_class_student_and_bad_numbers_before_sampling(tmp_path, tiny_teacher_dir, capsys):
+    """A class-conditional student, or a count out of range, is one line at the start (not a traceback after the
+    teacher's hours of sampling), and nothing is written."""
+    teacher = make_tiny_text_teacher(tmp_path / "m" / "tiny-text-teacher")
+    out = tmp_path / "report"
+    capsys.readouterr()  # the fixture's own output (diffusers' progress bar while writing the folder)
+    assert main(["--teacher", str(teacher), "--student", str(tiny_teacher_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --student {tiny_teacher_dir} is not a text-conditional model folder" and not out.exists()
+    assert main(["--teacher", str(teacher), "--teacher-steps", "2000", "--out", str(out)]) == 2  # > its 1000 timesteps
+    assert capsys.readouterr().err.strip() == "error: --teacher-steps must be a whole number in 1..1000, got 2000"
+    for flag, value in (("--n-class", "0"), ("--fd-n", "1"), ("--steps", "0"), ("--guidance", "nan")):
+        with pytest.raises(SystemExit) as e:
+            main(["--teacher", str(teacher), flag, value, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1].startswith(f"python -m analysis.text_report: error: argument {flag}:"), err
+    assert not out.exists()

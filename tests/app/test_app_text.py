@@ -59,7 +59,27 @@ def test_app_lists_and_compares_two_text_models_with_prompts(served):
     assert class_view["visible"] is False
     teacher, student, table, _fig, _download, code = served.predict(**COMPARE, api_name="/compare")
     assert rgb_png(teacher) and rgb_png(student) and "Speedup" in table
-    assert "--prompt 'a dark sandal' --prompt 'a light bag' --negative-prompt blurry" in code
+    assert "--prompt='a dark sandal' --prompt='a light bag' --negative-prompt=blurry" in code
+
+
+def test_the_shown_command_keeps_prompts_that_start_with_a_dash():
+    """Compare's command writes `--prompt=VALUE`, so a prompt such as "-x" stays a prompt when the command is parsed."""
+    import argparse
+    import shlex
+    import types
+
+    from demo.app.ui.compare import code_for
+    from demo.core.cli import add_sampling_args, prompts_from_args
+
+    settings = {"guidance_interval": None, "clip_x0": False, "prompts": ["-x", "a bag"], "negative_prompt": "-blurry"}
+    settings |= {"teacher_steps": 8, "student_steps": 2, "n": 2, "class_label": "all", "guidance": 2.0, "sampler": "ddim"}
+    model = types.SimpleNamespace(name="m", folder=None, path=None)
+    line = code_for({**settings, "seed": 3}, model, model).splitlines()[1]
+    p = argparse.ArgumentParser()
+    add_sampling_args(p, n=16, batch_size=256)
+    p.add_argument("--out")
+    args = p.parse_args(shlex.split(line)[3:])  # after "python -m demo.sample"
+    assert prompts_from_args(args) == ["-x", "a bag"] and args.negative_prompt == "-blurry"
 
 
 @pytest.mark.slow

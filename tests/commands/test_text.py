@@ -195,3 +195,13 @@ def test_a_guidance_conditioned_text_student_refuses_a_negative_prompt_in_one_se
     assert sample_main([*argv, "--out", str(tmp_path / "x.npz")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: negative prompt:") and len(err.splitlines()) == 1
+
+
+def test_a_prompts_file_saved_with_a_byte_order_mark_reads_its_first_prompt_cleanly(tmp_path):
+    import types
+
+    from demo.core.cli import prompts_from_args
+
+    f = tmp_path / "p.txt"
+    f.write_bytes("\ufeffa sandal\r\n\r\na bag\n".encode())
+    assert prompts_from_args(types.SimpleNamespace(prompt=None, prompts_file=str(f))) == ["a sandal", "a bag"]

@@ -200,8 +200,9 @@ def code_for(settings: dict, t_model, s_model) -> str:
         " --clip-x0" if settings["clip_x0"] else ""
     )
     if settings.get("prompts"):
-        extra += "".join(f" --prompt {shlex.quote(p)}" for p in settings["prompts"])
-        extra += f" --negative-prompt {shlex.quote(settings['negative_prompt'])}" if settings["negative_prompt"] else ""
+        # `--flag=value`: a prompt that starts with "-" would otherwise read as an option
+        extra += "".join(f" --prompt={shlex.quote(p)}" for p in settings["prompts"])
+        extra += f" --negative-prompt={shlex.quote(settings['negative_prompt'])}" if settings["negative_prompt"] else ""
     lines = ["# the same images from the command line (ARCHITECTURE.md: demo.sample)"]
     for role, model, steps in (("teacher", t_model, settings["teacher_steps"]), ("student", s_model, settings["student_steps"])):
         lines.append(
